@@ -1,0 +1,285 @@
+"""Turn a namespace into pickles plus out-of-band buffers, and back; no IPython here."""
+
+from __future__ import annotations
+
+import gc
+import io
+import pickle
+import random
+import sys
+import types
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .credentials import credential_reason
+
+PROTOCOL = 5
+# Objects that cannot hold references to other objects, or whose identity never matters.
+_ATOMIC = (int, float, complex, str, bytes, bool, type(None), range, slice)
+# A bound on the reachability walk that groups variables; past it, sharing is not tracked.
+MAX_WALK = 5_000_000
+
+
+@dataclass
+class Group:
+    """Variables whose object graphs overlap, pickled together so shared references survive."""
+
+    names: list[str]
+    payload: bytes = b""
+    buffers: list[memoryview] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return len(self.payload) + sum(b.nbytes for b in self.buffers)
+
+
+@dataclass
+class Snapshot:
+    """What a namespace became: groups to store, and what was left out and why."""
+
+    groups: list[Group]
+    types: dict[str, str]
+    modules: dict[str, str]
+    skipped: dict[str, dict[str, str]]
+    withheld: dict[str, dict[str, str]]
+    rng: bytes | None
+
+
+def type_name(obj: object) -> str:
+    """A qualified type name for listings: ``numpy.ndarray``, ``dict``, ``__main__.Model``."""
+    t = type(obj)
+    module = getattr(t, "__module__", "") or ""
+    if module == "builtins":
+        return t.__qualname__
+    return f"{module}.{t.__qualname__}"
+
+
+def _is_main(obj: object) -> bool:
+    return getattr(obj, "__module__", None) == "__main__"
+
+
+def _walk_roots(values: list[object], skip_ids: set[int]) -> list[int]:
+    """Union-find over reachable objects: returns, for each value, the index of its group root."""
+    parent = list(range(len(values)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[int, int] = {}
+    visited = 0
+    get_referents = gc.get_referents
+    for index, value in enumerate(values):
+        stack = [value]
+        while stack:
+            obj = stack.pop()
+            oid = id(obj)
+            if oid in skip_ids:
+                continue
+            other = owner.get(oid)
+            if other is not None:
+                if find(other) != find(index):
+                    parent[find(other)] = find(index)
+                continue
+            owner[oid] = index
+            visited += 1
+            if visited > MAX_WALK:
+                return [find(i) for i in range(len(values))]
+            if isinstance(obj, (type, types.FunctionType)) and not _is_main(obj):
+                continue  # pickled by reference: identity comes back on its own
+            if isinstance(obj, types.ModuleType):
+                continue
+            for ref in get_referents(obj):
+                if not isinstance(ref, _ATOMIC):
+                    stack.append(ref)
+    return [find(i) for i in range(len(values))]
+
+
+def _module_dict_ids() -> set[int]:
+    ids = set()
+    for module in list(sys.modules.values()):
+        d = getattr(module, "__dict__", None)
+        if d is not None:
+            ids.add(id(d))
+    ids.add(id(sys.modules))
+    return ids
+
+
+_PICKLER: type | None = None
+
+
+def _pickler_class() -> type:
+    """dill's Pickler, except that plain NumPy arrays take their protocol-5 path.
+
+    dill reduces every ndarray with ``__reduce__`` (protocol 2), which copies the data
+    in-band; ``__reduce_ex__(5)`` hands a ``PickleBuffer`` to the buffer callback instead.
+    """
+    global _PICKLER
+    if _PICKLER is not None:
+        return _PICKLER
+    import dill
+
+    numpy = sys.modules.get("numpy")
+    ndarray = numpy.ndarray if numpy is not None else None
+
+    class Pickler(dill.Pickler):  # type: ignore[misc]
+        def save(self, obj: object, save_persistent_id: bool = True) -> None:
+            if ndarray is not None and type(obj) is ndarray:
+                self.framer.commit_frame()
+                memo = self.memo.get(id(obj))
+                if memo is not None:
+                    self.write(self.get(memo[0]))
+                    return
+                self.save_reduce(*obj.__reduce_ex__(self.proto), obj=obj)
+                return
+            super().save(obj, save_persistent_id)
+
+    if ndarray is not None:
+        _PICKLER = Pickler  # numpy may be imported later: only cache once it was seen
+    return Pickler
+
+
+def _dumps(obj: object, buffers: list[memoryview]) -> bytes:
+    def keep(buf: pickle.PickleBuffer) -> bool:
+        try:
+            buffers.append(buf.raw())
+        except BufferError:
+            return True  # not contiguous: let pickle copy it in-band
+        return False
+
+    out = io.BytesIO()
+    _pickler_class()(out, protocol=PROTOCOL, buffer_callback=keep).dump(obj)
+    return out.getvalue()
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:300]
+
+
+def capture_rng() -> bytes | None:
+    """Pickle Python's ``random`` state and NumPy's global state, when numpy is imported."""
+    state: dict[str, Any] = {"random": random.getstate()}
+    np = sys.modules.get("numpy")
+    if np is not None:
+        try:
+            state["numpy"] = np.random.get_state()
+        except Exception:  # pragma: no cover - a numpy without the legacy global state
+            pass
+    return pickle.dumps(state, protocol=PROTOCOL)
+
+
+def restore_rng(payload: bytes) -> list[str]:
+    """Put the random states back; returns which ones."""
+    state = pickle.loads(payload)
+    restored = []
+    if "random" in state:
+        random.setstate(state["random"])
+        restored.append("random")
+    if "numpy" in state:
+        import numpy as np
+
+        np.random.set_state(state["numpy"])
+        restored.append("numpy.random")
+    return restored
+
+
+def serialize(
+    namespace: Mapping[str, Any],
+    names: Iterable[str] | None = None,
+    *,
+    include_credentials: bool = False,
+    with_rng: bool = True,
+) -> Snapshot:
+    """Pickle the chosen variables of ``namespace`` with dill, protocol 5, buffers out of band.
+
+    Variables whose object graphs overlap are pickled together, so ``b = a`` or an
+    optimizer holding a model's arrays come back as shared objects. Modules are recorded
+    as imports. A variable that cannot be pickled is skipped and reported with its reason;
+    the rest are still saved.
+
+    Examples
+    --------
+    >>> snap = serialize({"x": [1, 2], "os": __import__("os")})
+    >>> snap.modules
+    {'os': 'os'}
+    """
+    chosen = list(namespace) if names is None else [n for n in names if n in namespace]
+    modules: dict[str, str] = {}
+    skipped: dict[str, dict[str, str]] = {}
+    withheld: dict[str, dict[str, str]] = {}
+    keep: list[str] = []
+    for name in chosen:
+        value = namespace[name]
+        if isinstance(value, types.ModuleType):
+            modules[name] = value.__name__
+            continue
+        if not include_credentials:
+            why = credential_reason(name, value)
+            if why:
+                withheld[name] = {"type": type_name(value), "reason": why}
+                continue
+        keep.append(name)
+
+    values = [namespace[n] for n in keep]
+    skip_ids = _module_dict_ids()
+    skip_ids.add(id(namespace))
+    roots = _walk_roots(values, skip_ids)
+    by_root: dict[int, list[str]] = {}
+    for name, root in zip(keep, roots):
+        by_root.setdefault(root, []).append(name)
+
+    groups: list[Group] = []
+    for group_names in by_root.values():
+        groups.extend(_pickle_group(namespace, group_names, skipped))
+    types_ = {n: type_name(namespace[n]) for n in keep if n not in skipped}
+    rng = capture_rng() if with_rng else None
+    return Snapshot(groups, types_, modules, skipped, withheld, rng)
+
+
+def _pickle_group(namespace: Mapping[str, Any], names: list[str], skipped: dict[str, dict[str, str]]) -> list[Group]:
+    buffers: list[memoryview] = []
+    try:
+        payload = _dumps({n: namespace[n] for n in names}, buffers)
+        return [Group(names, payload, buffers)]
+    except Exception as error:
+        if len(names) == 1:
+            skipped[names[0]] = {"type": type_name(namespace[names[0]]), "reason": _reason(error)}
+            return []
+    # Find the culprits one by one, then keep the rest together so their sharing survives.
+    good = []
+    for name in names:
+        try:
+            _dumps(namespace[name], [])
+            good.append(name)
+        except Exception as error:
+            skipped[name] = {"type": type_name(namespace[name]), "reason": _reason(error)}
+    if not good:
+        return []
+    buffers = []
+    try:
+        payload = _dumps({n: namespace[n] for n in good}, buffers)
+        return [Group(good, payload, buffers)]
+    except Exception:
+        # Each pickles alone but not together: save them apart rather than lose them.
+        out = []
+        for name in good:
+            bufs: list[memoryview] = []
+            try:
+                out.append(Group([name], _dumps({name: namespace[name]}, bufs), bufs))
+            except Exception as error:
+                skipped[name] = {"type": type_name(namespace[name]), "reason": _reason(error)}
+        return out
+
+
+def deserialize(payload: bytes, buffers: list[bytearray]) -> dict[str, Any]:
+    """Unpickle one group. Call only on data whose signature and hashes were verified."""
+    import dill
+
+    loaded = dill.loads(payload, buffers=buffers)
+    if not isinstance(loaded, dict):
+        raise TypeError("a checkpoint group did not hold a dict of variables")
+    return loaded

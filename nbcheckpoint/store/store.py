@@ -1,0 +1,717 @@
+"""The checkpoint store: content-addressed blobs, signed manifests as the commit point, retention and gc."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import blake3
+import zstandard
+
+from ..errors import (
+    CheckpointError,
+    CheckpointNotFound,
+    NoUsableCheckpoint,
+    StoreError,
+    StoreWriteError,
+    UntrustedCheckpoint,
+    VerificationError,
+)
+from .backend import Backend, open_backend
+from .identity import NotebookRef, valid_key
+from .serializer import Snapshot, deserialize, serialize
+from .signing import SigningKey, load_key
+
+FORMAT = 1
+MANIFEST_MAGIC = b"NBCKPT1\n"
+BLOB_MAGIC = b"NBCB\x01"
+CODEC_RAW = 0
+CODEC_ZSTD = 1
+HEADER_LEN = len(BLOB_MAGIC) + 1
+CHUNK = 8 << 20
+COMPRESS_MIN = 4096
+COMPRESS_SAMPLE = 256 << 10
+COMPRESS_GAIN = 0.85
+MAX_MANIFEST = 64 << 20
+DEFAULT_GRACE = 3600.0
+STATUSES = ("running", "interrupted", "complete", "manual", "auto")
+_HEX = frozenset("0123456789abcdef")
+
+
+def digest(data: memoryview | bytes) -> str:
+    """The blob address: BLAKE3 of the raw bytes, multi-threaded for large buffers."""
+    view = memoryview(data)
+    threads = blake3.blake3.AUTO if view.nbytes > (1 << 20) else 1
+    return blake3.blake3(view, max_threads=threads).hexdigest()
+
+
+def _blob_path(h: str) -> str:
+    return f"blobs/{h[:2]}/{h[2:]}"
+
+
+def _valid_hash(h: object) -> bool:
+    return isinstance(h, str) and len(h) == 64 and set(h) <= _HEX
+
+
+def _manifest_name(ident: int) -> str:
+    return f"{ident:08d}.ckpt"
+
+
+def _nb_dir(key: str) -> str:
+    return f"notebooks/{key}"
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
+def _versions() -> dict[str, str]:
+    import dill
+
+    found = {"python": platform.python_version(), "dill": dill.__version__}
+    for name in ("numpy", "pandas", "torch", "nbcheckpoint"):
+        module = sys.modules.get(name)
+        version = getattr(module, "__version__", None)
+        if version:
+            found[name] = str(version)
+    return found
+
+
+@dataclass
+class Checkpoint:
+    """A manifest read back from the store, with whether its signature verified."""
+
+    body: dict[str, Any]
+    verified: bool
+    problem: str | None = None
+    pinned: bool = False
+    status_override: str | None = None
+
+    @property
+    def id(self) -> int:
+        return int(self.body["id"])
+
+    @property
+    def notebook(self) -> str:
+        return str(self.body["notebook"]["key"])
+
+    @property
+    def created(self) -> float:
+        return float(self.body["created"])
+
+    @property
+    def status(self) -> str:
+        return self.status_override or str(self.body["status"])
+
+    @property
+    def variables(self) -> dict[str, dict[str, Any]]:
+        return dict(self.body["variables"])
+
+    @property
+    def total_bytes(self) -> int:
+        return int(sum(b["size"] for b in self.body["blobs"].values()))
+
+    @property
+    def new_bytes(self) -> int:
+        return int(self.body["stats"].get("bytes_new", 0))
+
+
+@dataclass
+class Restored:
+    """What a restore brought back, and what it could not."""
+
+    checkpoint: Checkpoint
+    values: dict[str, Any]
+    modules: dict[str, str]
+    rng: bytes | None
+    failed: dict[str, str] = field(default_factory=dict)
+    passed_over: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class GcReport:
+    removed_blobs: int = 0
+    freed_bytes: int = 0
+    kept_recent: int = 0
+    removed_tmp: int = 0
+    removed_checkpoints: list[tuple[str, int]] = field(default_factory=list)
+
+
+@dataclass
+class Problem:
+    """One finding of ``verify``: what is wrong, and with which checkpoint or blob."""
+
+    notebook: str
+    ident: int | None
+    what: str
+
+
+class CheckpointStore:
+    """Checkpoints of many notebooks under one folder or fsspec URL.
+
+    Layout: ``blobs/xx/<blake3>`` (immutable, shared by every notebook),
+    ``notebooks/<key>/manifests/<id>.ckpt`` (signed, written last: the commit point),
+    ``notebooks/<key>/pins/<id>`` and ``notebooks/<key>/status/<id>``, ``tmp/``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> store = CheckpointStore(tempfile.mkdtemp())
+    >>> nb = NotebookRef.from_path("demo.ipynb")
+    >>> ck = store.save({"x": [1, 2, 3]}, nb)
+    >>> store.load(nb).values["x"]
+    [1, 2, 3]
+    """
+
+    def __init__(self, url: str, *, key: SigningKey | None = None, compress: bool = True) -> None:
+        self.url = url
+        self.backend: Backend = open_backend(url)
+        self._key = key
+        self.compress = compress
+        self._manifest_cache: dict[tuple[str, int], tuple[int, Checkpoint]] = {}
+        self._known_blobs: set[str] = set()
+        self._initialized = False
+
+    # ------------------------------------------------------------------ setup
+    @property
+    def key(self) -> SigningKey:
+        if self._key is None:
+            self._key = load_key()
+        return self._key
+
+    def _init_root(self) -> None:
+        if self._initialized:
+            return
+        if not self.backend.exists(".gitignore"):
+            # Keeps checkpoints (and possibly large data) out of git commits by accident.
+            with contextlib.suppress(StoreWriteError):
+                self.backend.create(".gitignore", lambda f: f.write(b"# created by nbcheckpoint\n*\n"))
+        self._initialized = True
+
+    # ------------------------------------------------------------------ blobs
+    def _write_blob(self, h: str, data: memoryview) -> int:
+        """Store ``data`` under its address unless present; returns the bytes written."""
+        path = _blob_path(h)
+        if h in self._known_blobs or self.backend.exists(path):
+            # Renew its age so a concurrent gc, which spares young blobs, keeps it.
+            self.backend.touch(path)
+            self._known_blobs.add(h)
+            return 0
+        codec = CODEC_RAW
+        if self.compress and data.nbytes >= COMPRESS_MIN:
+            sample = data[:COMPRESS_SAMPLE]
+            if len(zstandard.ZstdCompressor(level=1).compress(sample)) < COMPRESS_GAIN * sample.nbytes:
+                codec = CODEC_ZSTD
+        written = [0]
+
+        def write(f: IO[bytes]) -> None:
+            f.write(BLOB_MAGIC + bytes([codec]))
+            if codec == CODEC_RAW:
+                f.write(data)
+                written[0] = HEADER_LEN + data.nbytes
+                return
+            threads = -1 if data.nbytes > CHUNK else 0
+            cctx = zstandard.ZstdCompressor(level=1, threads=threads, write_content_size=True)
+            with cctx.stream_writer(f, size=data.nbytes, closefd=False) as z:
+                for start in range(0, data.nbytes, CHUNK):
+                    z.write(data[start : start + CHUNK])
+            written[0] = f.tell() if f.seekable() else HEADER_LEN + data.nbytes
+
+        self.backend.create(path, write)
+        self._known_blobs.add(h)
+        return written[0]
+
+    def _read_blob(self, h: str, size: int) -> bytearray:
+        """Read, decompress and check one blob against its signed address and size."""
+        if not _valid_hash(h):
+            raise VerificationError("?", f"the manifest names an invalid blob address {h!r}")
+        path = _blob_path(h)
+        out = bytearray(size)
+        try:
+            with self.backend.open_read(path) as f:
+                header = f.read(HEADER_LEN)
+                if len(header) != HEADER_LEN or header[:-1] != BLOB_MAGIC:
+                    raise _BlobError(h, "its header is damaged")
+                codec = header[-1]
+                if codec == CODEC_RAW:
+                    view = memoryview(out)
+                    got = 0
+                    while got < size:
+                        n = f.readinto(view[got:])
+                        if not n:
+                            break
+                        got += n
+                    if got != size or f.read(1):
+                        raise _BlobError(h, "it has the wrong length (truncated or extended)")
+                elif codec == CODEC_ZSTD:
+                    dctx = zstandard.ZstdDecompressor()
+                    try:
+                        with dctx.stream_reader(f, closefd=False) as z:
+                            view = memoryview(out)
+                            got = 0
+                            while got < size:
+                                n = z.readinto(view[got:])
+                                if not n:
+                                    break
+                                got += n
+                            if got != size or z.read(1):
+                                raise _BlobError(h, "it decompresses to the wrong length")
+                    except zstandard.ZstdError as e:
+                        raise _BlobError(h, f"it does not decompress ({e})") from e
+                else:
+                    raise _BlobError(h, f"it has an unknown codec {codec}")
+        except FileNotFoundError as e:
+            raise _BlobError(h, "it is missing") from e
+        if digest(out) != h:
+            raise _BlobError(h, "its content does not match its hash")
+        return out
+
+    # -------------------------------------------------------------- manifests
+    def _manifest_ids(self, key: str) -> list[int]:
+        ids = []
+        for name in self.backend.listdir(f"{_nb_dir(key)}/manifests"):
+            stem, _, ext = name.partition(".")
+            if ext == "ckpt" and stem.isdigit():
+                ids.append(int(stem))
+        return sorted(ids)
+
+    def _encode_manifest(self, body: dict[str, Any]) -> bytes:
+        raw = _canonical(body)
+        header = {"alg": "hmac-sha256", "key_id": self.key.key_id, "len": len(raw), "sig": self.key.sign(raw)}
+        return MANIFEST_MAGIC + _canonical(header) + b"\n" + raw
+
+    def _decode_manifest(self, data: bytes, key: str, ident: int, trust: bool) -> Checkpoint:
+        """Parse and check a manifest; raises VerificationError when it cannot be trusted."""
+        if len(data) > MAX_MANIFEST or not data.startswith(MANIFEST_MAGIC):
+            raise VerificationError(ident, "the manifest is not an nbcheckpoint manifest (damaged header)")
+        rest = data[len(MANIFEST_MAGIC) :]
+        line, sep, raw = rest.partition(b"\n")
+        try:
+            header = json.loads(line)
+            if not sep or not isinstance(header, dict) or header.get("len") != len(raw):
+                raise ValueError("length")
+        except ValueError as e:
+            raise VerificationError(ident, "the manifest is truncated or damaged") from e
+        sig = header.get("sig")
+        verified = False
+        problem = None
+        if not isinstance(sig, str) or not sig:
+            problem = "it is not signed"
+        elif header.get("key_id") != self.key.key_id:
+            problem = "it was signed with a different key (another user or machine)"
+        elif not self.key.verify(raw, sig):
+            problem = "its signature does not match: the manifest was changed after it was written"
+        else:
+            verified = True
+        if not verified and not trust:
+            if problem == "its signature does not match: the manifest was changed after it was written":
+                raise VerificationError(ident, problem)
+            raise UntrustedCheckpoint(ident, problem or "unknown")
+        try:
+            body = json.loads(raw)
+            self._check_body(body, key, ident)
+        except (ValueError, KeyError, TypeError) as e:
+            raise VerificationError(ident, f"the manifest content is malformed ({e})") from e
+        return Checkpoint(body, verified, problem)
+
+    @staticmethod
+    def _check_body(body: Any, key: str, ident: int) -> None:
+        if not isinstance(body, dict) or body.get("format") != FORMAT:
+            raise ValueError("unknown format")
+        # Signed fields bind a manifest to its place: a valid manifest copied over another
+        # id or notebook is refused.
+        if body["id"] != ident or body["notebook"]["key"] != key:
+            raise ValueError("it belongs to another checkpoint id or notebook")
+        if body["status"] not in STATUSES:
+            raise ValueError(f"unknown status {body['status']!r}")
+        for h, info in body["blobs"].items():
+            if not _valid_hash(h) or not isinstance(info["size"], int) or info["size"] < 0:
+                raise ValueError("bad blob entry")
+        for group in body["groups"]:
+            for h in [group["pickle"], *group["buffers"]]:
+                if h not in body["blobs"]:
+                    raise ValueError("a group names a blob the manifest does not list")
+
+    def read_checkpoint(self, notebook: NotebookRef | str, ident: int, *, trust: bool = False) -> Checkpoint:
+        """One checkpoint's manifest, signature checked (blobs are not read)."""
+        key = notebook.key if isinstance(notebook, NotebookRef) else notebook
+        if not valid_key(key):
+            raise CheckpointError(f"{key!r} is not a valid notebook key")
+        path = f"{_nb_dir(key)}/manifests/{_manifest_name(ident)}"
+        cached = self._manifest_cache.get((key, ident))
+        try:
+            size = self.backend.size(path)
+        except FileNotFoundError:
+            raise CheckpointNotFound(ident, key, self._manifest_ids(key)) from None
+        if cached is not None and cached[0] == size and (cached[1].verified or trust):
+            ck = cached[1]
+        else:
+            try:
+                data = self.backend.read(path)
+            except FileNotFoundError:
+                raise CheckpointNotFound(ident, key, self._manifest_ids(key)) from None
+            ck = self._decode_manifest(data, key, ident, trust)
+            self._manifest_cache[(key, ident)] = (size, ck)
+        ck.pinned = self.backend.exists(f"{_nb_dir(key)}/pins/{ident}")
+        ck.status_override = self._read_status(key, ident)
+        return ck
+
+    def _read_status(self, key: str, ident: int) -> str | None:
+        try:
+            data = self.backend.read(f"{_nb_dir(key)}/status/{ident}")
+        except FileNotFoundError:
+            return None
+        line, _, sig = data.decode("ascii", "replace").partition("\n")
+        expected = f"{key}/{ident}/{line}"
+        if line in STATUSES and self.key.verify(expected.encode(), sig.strip()):
+            return line
+        return None  # an unsigned or forged status record is ignored
+
+    def set_status(self, notebook: NotebookRef, ident: int, status: str) -> None:
+        """Mark a checkpoint (for example ``interrupted``) without rewriting its manifest."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        record = f"{notebook.key}/{ident}/{status}"
+        self.backend.replace(
+            f"{_nb_dir(notebook.key)}/status/{ident}", f"{status}\n{self.key.sign(record.encode())}".encode()
+        )
+
+    # ------------------------------------------------------------------- save
+    def save(
+        self,
+        namespace: Mapping[str, Any],
+        notebook: NotebookRef,
+        names: Iterable[str] | None = None,
+        *,
+        status: str = "manual",
+        cell: Mapping[str, Any] | None = None,
+        position: Mapping[str, Any] | None = None,
+        kernel: Mapping[str, Any] | None = None,
+        include_credentials: bool = False,
+        snapshot: Snapshot | None = None,
+        keep: int | None = None,
+        max_size: int | None = None,
+    ) -> Checkpoint:
+        """Snapshot variables of ``namespace`` as a new checkpoint of ``notebook``.
+
+        Blobs are written first, the signed manifest last with create-if-absent, so a
+        crash at any moment leaves either the whole checkpoint or none of it.
+
+        Parameters
+        ----------
+        names : the variables to save (default: all of ``namespace``).
+        snapshot : an already serialized namespace (used by the capture engine).
+        keep, max_size : retention applied after the save.
+        """
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        started = time.perf_counter()
+        self._init_root()
+        self.backend.cleanup_tmp(DEFAULT_GRACE)
+        snap = snapshot if snapshot is not None else serialize(
+            namespace, names, include_credentials=include_credentials
+        )
+        blobs: dict[str, dict[str, int]] = {}
+        groups: list[dict[str, Any]] = []
+        variables: dict[str, dict[str, Any]] = {}
+        bytes_new = 0
+        pending: dict[str, memoryview] = {}
+        for index, group in enumerate(snap.groups):
+            h_pickle = digest(group.payload)
+            pending[h_pickle] = memoryview(group.payload)
+            hashes = []
+            for buf in group.buffers:
+                h = digest(buf)
+                pending[h] = buf
+                hashes.append(h)
+            groups.append({"names": group.names, "pickle": h_pickle, "buffers": hashes, "size": group.size})
+            for name in group.names:
+                variables[name] = {
+                    "type": snap.types.get(name, "?"),
+                    "size": group.size,
+                    "group": index,
+                    "shared_with": [n for n in group.names if n != name],
+                }
+        rng_hash = None
+        if snap.rng is not None:
+            rng_hash = digest(snap.rng)
+            pending[rng_hash] = memoryview(snap.rng)
+        for h, data in pending.items():
+            bytes_new += self._write_blob(h, data)
+            blobs[h] = {"size": data.nbytes}
+
+        body: dict[str, Any] = {
+            "format": FORMAT,
+            "id": 0,
+            "notebook": {"key": notebook.key, "path": notebook.path},
+            "created": time.time(),
+            "status": status,
+            "cell": dict(cell) if cell else None,
+            "position": dict(position) if position else None,
+            "kernel": dict(kernel) if kernel else {"pid": os.getpid(), "host": platform.node()},
+            "groups": groups,
+            "variables": variables,
+            "modules": snap.modules,
+            "skipped": snap.skipped,
+            "withheld": snap.withheld,
+            "rng": rng_hash,
+            "blobs": blobs,
+            "versions": _versions(),
+            "stats": {},
+        }
+        ident = self._publish(notebook.key, body, started, bytes_new)
+        # A gc running concurrently may have removed a blob we found present and reused;
+        # put any such blob back while its bytes are still in hand.
+        for h, data in pending.items():
+            if not self.backend.exists(_blob_path(h)):
+                self._known_blobs.discard(h)
+                self._write_blob(h, data)
+        if keep is not None or max_size is not None:
+            self.retain(notebook, keep=keep, max_size=max_size)
+        return self.read_checkpoint(notebook, ident)
+
+    def _publish(self, key: str, body: dict[str, Any], started: float, bytes_new: int) -> int:
+        ids = self._manifest_ids(key)
+        ident = (ids[-1] if ids else 0) + 1
+        body["parent"] = ids[-1] if ids else None
+        for _ in range(10_000):
+            body["id"] = ident
+            body["stats"] = {
+                "bytes_new": bytes_new,
+                "bytes_total": sum(b["size"] for b in body["blobs"].values()),
+                "duration": round(time.perf_counter() - started, 6),
+            }
+            data = self._encode_manifest(body)
+            path = f"{_nb_dir(key)}/manifests/{_manifest_name(ident)}"
+            if self.backend.create(path, lambda f, d=data: f.write(d)):
+                return ident
+            ident += 1  # another writer took this number: take the next one
+        raise StoreError(f"Could not find a free checkpoint number for {key}")
+
+    # ------------------------------------------------------------ listing
+    def notebooks(self) -> list[str]:
+        return [k for k in self.backend.listdir("notebooks") if valid_key(k)]
+
+    def list(self, notebook: NotebookRef | str | None = None) -> list[Checkpoint]:
+        """Checkpoints, oldest first. Unreadable ones are listed with ``problem`` set."""
+        keys = [notebook.key if isinstance(notebook, NotebookRef) else notebook] if notebook else self.notebooks()
+        found: list[Checkpoint] = []
+        for key in keys:
+            for ident in self._manifest_ids(key):
+                try:
+                    found.append(self.read_checkpoint(key, ident, trust=True))
+                except VerificationError as e:
+                    stub = {"id": ident, "notebook": {"key": key, "path": key}, "created": 0.0,
+                            "status": "complete", "variables": {}, "blobs": {}, "stats": {}}
+                    found.append(Checkpoint(stub, False, e.reason))
+                except CheckpointNotFound:
+                    continue  # removed while listing
+        return found
+
+    def latest_id(self, notebook: NotebookRef | str) -> int | None:
+        key = notebook.key if isinstance(notebook, NotebookRef) else notebook
+        ids = self._manifest_ids(key)
+        return ids[-1] if ids else None
+
+    # ------------------------------------------------------------------ load
+    def load(
+        self,
+        notebook: NotebookRef | str,
+        ident: int | None = None,
+        names: Iterable[str] | None = None,
+        *,
+        trust: bool = False,
+    ) -> Restored:
+        """Verify and unpickle a checkpoint (default: the newest one that verifies).
+
+        The signature and every blob hash are checked BEFORE anything is unpickled.
+        """
+        key = notebook.key if isinstance(notebook, NotebookRef) else notebook
+        if ident is not None:
+            return self._load_one(key, ident, names, trust)
+        passed_over: dict[int, str] = {}
+        for candidate in reversed(self._manifest_ids(key)):
+            try:
+                result = self._load_one(key, candidate, names, trust)
+            except VerificationError as e:
+                passed_over[candidate] = e.reason
+                continue
+            except CheckpointNotFound:
+                continue
+            result.passed_over = passed_over
+            return result
+        raise NoUsableCheckpoint(key, passed_over)
+
+    def _load_one(self, key: str, ident: int, names: Iterable[str] | None, trust: bool) -> Restored:
+        ck = self.read_checkpoint(key, ident, trust=trust)
+        body = ck.body
+        wanted = None if names is None else set(names)
+        if wanted is not None:
+            unknown = wanted - set(body["variables"]) - set(body["modules"])
+            if unknown:
+                raise CheckpointError(
+                    f"Checkpoint #{ident} has no variable {', '.join(sorted(unknown))}; "
+                    f"it has {', '.join(sorted(body['variables'])) or 'none'}."
+                )
+        groups = [g for g in body["groups"] if wanted is None or wanted & set(g["names"])]
+        data: dict[str, bytearray] = {}
+        needed = {h for g in groups for h in [g["pickle"], *g["buffers"]]}
+        if body.get("rng"):
+            needed.add(body["rng"])
+        try:
+            for h in sorted(needed):
+                data[h] = self._read_blob(h, body["blobs"][h]["size"])
+        except _BlobError as e:
+            raise VerificationError(ident, f"blob {e.h[:12]} {e.why}") from None
+        values: dict[str, Any] = {}
+        failed: dict[str, str] = {}
+        for g in groups:
+            try:
+                loaded = deserialize(bytes(data[g["pickle"]]), [data[h] for h in g["buffers"]])
+            except Exception as e:  # an unpickling failure names the variables it cost
+                for name in g["names"]:
+                    failed[name] = f"{type(e).__name__}: {e}"
+                continue
+            for name in g["names"]:
+                if wanted is None or name in wanted:
+                    values[name] = loaded[name]
+        modules = {n: m for n, m in body["modules"].items() if wanted is None or n in wanted}
+        rng = bytes(data[body["rng"]]) if body.get("rng") and wanted is None else None
+        return Restored(ck, values, modules, rng, failed)
+
+    # ----------------------------------------------------------- maintenance
+    def verify(self, notebook: NotebookRef | str | None = None) -> list[Problem]:
+        """Check every manifest's signature and every blob it names; list what is wrong."""
+        problems: list[Problem] = []
+        keys = [notebook.key if isinstance(notebook, NotebookRef) else notebook] if notebook else self.notebooks()
+        checked: dict[str, str | None] = {}
+        for key in keys:
+            for ident in self._manifest_ids(key):
+                try:
+                    ck = self.read_checkpoint(key, ident)
+                except VerificationError as e:
+                    problems.append(Problem(key, ident, e.reason))
+                    continue
+                except CheckpointNotFound:
+                    continue
+                for h, info in ck.body["blobs"].items():
+                    if h not in checked:
+                        try:
+                            self._read_blob(h, info["size"])
+                            checked[h] = None
+                        except _BlobError as e:
+                            checked[h] = e.why
+                    if checked[h]:
+                        problems.append(Problem(key, ident, f"blob {h[:12]} {checked[h]}"))
+        return problems
+
+    def delete(self, notebook: NotebookRef | str, ident: int) -> None:
+        """Remove a checkpoint's manifest; its blobs go at the next gc if nothing else uses them."""
+        key = notebook.key if isinstance(notebook, NotebookRef) else notebook
+        path = f"{_nb_dir(key)}/manifests/{_manifest_name(ident)}"
+        if not self.backend.exists(path):
+            raise CheckpointNotFound(ident, key, self._manifest_ids(key))
+        self.backend.delete(path)
+        self.backend.delete(f"{_nb_dir(key)}/pins/{ident}")
+        self.backend.delete(f"{_nb_dir(key)}/status/{ident}")
+        self._manifest_cache.pop((key, ident), None)
+
+    def pin(self, notebook: NotebookRef | str, ident: int, pinned: bool = True) -> None:
+        """Pinned checkpoints are never removed by retention."""
+        key = notebook.key if isinstance(notebook, NotebookRef) else notebook
+        if ident not in self._manifest_ids(key):
+            raise CheckpointNotFound(ident, key, self._manifest_ids(key))
+        if pinned:
+            self.backend.replace(f"{_nb_dir(key)}/pins/{ident}", b"")
+        else:
+            self.backend.delete(f"{_nb_dir(key)}/pins/{ident}")
+
+    def _referenced(self) -> dict[str, int]:
+        refs: dict[str, int] = {}
+        for key in self.notebooks():
+            for ident in self._manifest_ids(key):
+                try:
+                    ck = self.read_checkpoint(key, ident, trust=True)
+                except (VerificationError, CheckpointNotFound):
+                    continue
+                for h, info in ck.body["blobs"].items():
+                    refs[h] = int(info["size"])
+        return refs
+
+    def retain(self, notebook: NotebookRef | str, *, keep: int | None = None, max_size: int | None = None,
+               grace: float = DEFAULT_GRACE) -> list[int]:
+        """Remove the oldest unpinned checkpoints beyond ``keep``, or while the store exceeds ``max_size`` bytes.
+
+        The newest checkpoint is always kept. Returns the removed ids.
+        """
+        key = notebook.key if isinstance(notebook, NotebookRef) else notebook
+        ids = self._manifest_ids(key)
+        pinned = {i for i in ids if self.backend.exists(f"{_nb_dir(key)}/pins/{i}")}
+        removable = [i for i in ids[:-1] if i not in pinned]
+        removed: list[int] = []
+        if keep is not None:
+            excess = len(ids) - max(keep, 1)
+            while excess > 0 and removable:
+                victim = removable.pop(0)
+                self.delete(key, victim)
+                removed.append(victim)
+                excess -= 1
+        if max_size is not None:
+            while removable and sum(self._referenced().values()) > max_size:
+                victim = removable.pop(0)
+                self.delete(key, victim)
+                removed.append(victim)
+        if removed:
+            self.gc(grace=grace)
+        return removed
+
+    def gc(self, *, grace: float = DEFAULT_GRACE) -> GcReport:
+        """Delete blobs no manifest references, if older than ``grace`` seconds, and dead writers' temp files.
+
+        The grace period protects a concurrent writer, whose blobs exist before its manifest.
+        """
+        report = GcReport(removed_tmp=self.backend.cleanup_tmp(grace))
+        refs = self._referenced()
+        now = time.time()
+        for prefix in self.backend.listdir("blobs"):
+            for rest in self.backend.listdir(f"blobs/{prefix}"):
+                h = prefix + rest
+                if h in refs:
+                    continue
+                path = f"blobs/{prefix}/{rest}"
+                try:
+                    # Read the age right before deleting, to keep the race window small.
+                    if now - self.backend.mtime(path) < grace:
+                        report.kept_recent += 1
+                        continue
+                    size = self.backend.size(path)
+                except FileNotFoundError:
+                    continue
+                self.backend.delete(path)
+                self._known_blobs.discard(h)
+                report.removed_blobs += 1
+                report.freed_bytes += size
+        return report
+
+    def disk_usage(self) -> int:
+        """Bytes stored in blobs (compressed sizes on disk)."""
+        total = 0
+        for prefix in self.backend.listdir("blobs"):
+            for rest in self.backend.listdir(f"blobs/{prefix}"):
+                with contextlib.suppress(FileNotFoundError):
+                    total += self.backend.size(f"blobs/{prefix}/{rest}")
+        return total
+
+
+class _BlobError(Exception):
+    def __init__(self, h: str, why: str) -> None:
+        super().__init__(f"blob {h}: {why}")
+        self.h = h
+        self.why = why
