@@ -4,4 +4,20 @@ from __future__ import annotations
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["__version__"]
+from .capture.engine import safepoint
+
+__all__ = ["__version__", "load_ipython_extension", "safepoint", "unload_ipython_extension"]
+
+
+def load_ipython_extension(ip: object) -> None:
+    """``%load_ext nbcheckpoint``."""
+    from .ipython.extension import load_ipython_extension as load
+
+    load(ip)
+
+
+def unload_ipython_extension(ip: object) -> None:
+    """``%unload_ext nbcheckpoint``."""
+    from .ipython.extension import unload_ipython_extension as unload
+
+    unload(ip)

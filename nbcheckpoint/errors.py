@@ -26,7 +26,9 @@ class StoreWriteError(StoreError):
 class CheckpointNotFound(CheckpointError):
     """No checkpoint has the requested id."""
 
-    def __init__(self, ident: object, notebook: str | None = None, known: list[int] | None = None) -> None:
+    def __init__(
+        self, ident: object, notebook: str | None = None, known: list[int] | None = None
+    ) -> None:
         self.ident = ident
         where = f" for notebook {notebook}" if notebook else ""
         hint = ""

@@ -335,7 +335,9 @@ class FsspecBackend:
             entries = self.fs.ls(full, detail=False)
         except (FileNotFoundError, NotADirectoryError):
             return []
-        return sorted(str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries if str(e).rstrip("/") != full)
+        return sorted(
+            str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries if str(e).rstrip("/") != full
+        )
 
     def delete(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -240,7 +240,9 @@ def serialize(
     return Snapshot(groups, types_, modules, skipped, withheld, rng)
 
 
-def _pickle_group(namespace: Mapping[str, Any], names: list[str], skipped: dict[str, dict[str, str]]) -> list[Group]:
+def _pickle_group(
+    namespace: Mapping[str, Any], names: list[str], skipped: dict[str, dict[str, str]]
+) -> list[Group]:
     buffers: list[memoryview] = []
     try:
         payload = _dumps({n: namespace[n] for n in names}, buffers)

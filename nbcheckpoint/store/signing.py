@@ -66,9 +66,13 @@ def _read_key_file(path: str) -> bytes:
     try:
         secret = bytes.fromhex(raw.decode("ascii"))
     except (UnicodeDecodeError, ValueError) as e:
-        raise ConfigError(f"The signing key file {path} is not a hex key; delete it to make a new one.") from e
+        raise ConfigError(
+            f"The signing key file {path} is not a hex key; delete it to make a new one."
+        ) from e
     if len(secret) < KEY_BYTES:
-        raise ConfigError(f"The signing key in {path} is shorter than 256 bits; delete it to make a new one.")
+        raise ConfigError(
+            f"The signing key in {path} is shorter than 256 bits; delete it to make a new one."
+        )
     return secret
 
 

@@ -69,7 +69,9 @@ def _nb_dir(key: str) -> str:
 
 
 def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode()
 
 
 def _versions() -> dict[str, str]:
@@ -192,7 +194,9 @@ class CheckpointStore:
         if not self.backend.exists(".gitignore"):
             # Keeps checkpoints (and possibly large data) out of git commits by accident.
             with contextlib.suppress(StoreWriteError):
-                self.backend.create(".gitignore", lambda f: f.write(b"# created by nbcheckpoint\n*\n"))
+                self.backend.create(
+                    ".gitignore", lambda f: f.write(b"# created by nbcheckpoint\n*\n")
+                )
         self._initialized = True
 
     # ------------------------------------------------------------------ blobs
@@ -207,7 +211,10 @@ class CheckpointStore:
         codec = CODEC_RAW
         if self.compress and data.nbytes >= COMPRESS_MIN:
             sample = data[:COMPRESS_SAMPLE]
-            if len(zstandard.ZstdCompressor(level=1).compress(sample)) < COMPRESS_GAIN * sample.nbytes:
+            if (
+                len(zstandard.ZstdCompressor(level=1).compress(sample))
+                < COMPRESS_GAIN * sample.nbytes
+            ):
                 codec = CODEC_ZSTD
         written = [0]
 
@@ -284,13 +291,20 @@ class CheckpointStore:
 
     def _encode_manifest(self, body: dict[str, Any]) -> bytes:
         raw = _canonical(body)
-        header = {"alg": "hmac-sha256", "key_id": self.key.key_id, "len": len(raw), "sig": self.key.sign(raw)}
+        header = {
+            "alg": "hmac-sha256",
+            "key_id": self.key.key_id,
+            "len": len(raw),
+            "sig": self.key.sign(raw),
+        }
         return MANIFEST_MAGIC + _canonical(header) + b"\n" + raw
 
     def _decode_manifest(self, data: bytes, key: str, ident: int, trust: bool) -> Checkpoint:
         """Parse and check a manifest; raises VerificationError when it cannot be trusted."""
         if len(data) > MAX_MANIFEST or not data.startswith(MANIFEST_MAGIC):
-            raise VerificationError(ident, "the manifest is not an nbcheckpoint manifest (damaged header)")
+            raise VerificationError(
+                ident, "the manifest is not an nbcheckpoint manifest (damaged header)"
+            )
         rest = data[len(MANIFEST_MAGIC) :]
         line, sep, raw = rest.partition(b"\n")
         try:
@@ -311,7 +325,10 @@ class CheckpointStore:
         else:
             verified = True
         if not verified and not trust:
-            if problem == "its signature does not match: the manifest was changed after it was written":
+            if (
+                problem
+                == "its signature does not match: the manifest was changed after it was written"
+            ):
                 raise VerificationError(ident, problem)
             raise UntrustedCheckpoint(ident, problem or "unknown")
         try:
@@ -339,7 +356,9 @@ class CheckpointStore:
                 if h not in body["blobs"]:
                     raise ValueError("a group names a blob the manifest does not list")
 
-    def read_checkpoint(self, notebook: NotebookRef | str, ident: int, *, trust: bool = False) -> Checkpoint:
+    def read_checkpoint(
+        self, notebook: NotebookRef | str, ident: int, *, trust: bool = False
+    ) -> Checkpoint:
         """One checkpoint's manifest, signature checked (blobs are not read)."""
         key = notebook.key if isinstance(notebook, NotebookRef) else notebook
         if not valid_key(key):
@@ -380,7 +399,8 @@ class CheckpointStore:
             raise ValueError(f"unknown status {status!r}")
         record = f"{notebook.key}/{ident}/{status}"
         self.backend.replace(
-            f"{_nb_dir(notebook.key)}/status/{ident}", f"{status}\n{self.key.sign(record.encode())}".encode()
+            f"{_nb_dir(notebook.key)}/status/{ident}",
+            f"{status}\n{self.key.sign(record.encode())}".encode(),
         )
 
     # ------------------------------------------------------------------- save
@@ -398,6 +418,8 @@ class CheckpointStore:
         snapshot: Snapshot | None = None,
         keep: int | None = None,
         max_size: int | None = None,
+        base: Checkpoint | None = None,
+        changed: Iterable[str] | None = None,
     ) -> Checkpoint:
         """Snapshot variables of ``namespace`` as a new checkpoint of ``notebook``.
 
@@ -409,21 +431,35 @@ class CheckpointStore:
         names : the variables to save (default: all of ``namespace``).
         snapshot : an already serialized namespace (used by the capture engine).
         keep, max_size : retention applied after the save.
+        base, changed : incremental save. Groups of ``base`` that hold none of the
+            ``changed`` names, and whose names are all still saved, are recorded again
+            without pickling. Objects changed behind the back of ``changed`` are missed.
         """
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
         started = time.perf_counter()
         self._init_root()
         self.backend.cleanup_tmp(DEFAULT_GRACE)
-        snap = snapshot if snapshot is not None else serialize(
-            namespace, names, include_credentials=include_credentials
-        )
+        chosen = list(namespace) if names is None else [n for n in names if n in namespace]
         blobs: dict[str, dict[str, int]] = {}
         groups: list[dict[str, Any]] = []
         variables: dict[str, dict[str, Any]] = {}
+        reused: set[str] = set()
+        if base is not None and changed is not None and snapshot is None:
+            reused = self._reuse_groups(base, set(chosen), set(changed), groups, variables, blobs)
+        snap = (
+            snapshot
+            if snapshot is not None
+            else serialize(
+                namespace,
+                [n for n in chosen if n not in reused],
+                include_credentials=include_credentials,
+            )
+        )
         bytes_new = 0
         pending: dict[str, memoryview] = {}
-        for index, group in enumerate(snap.groups):
+        for group in snap.groups:
+            index = len(groups)
             h_pickle = digest(group.payload)
             pending[h_pickle] = memoryview(group.payload)
             hashes = []
@@ -431,7 +467,9 @@ class CheckpointStore:
                 h = digest(buf)
                 pending[h] = buf
                 hashes.append(h)
-            groups.append({"names": group.names, "pickle": h_pickle, "buffers": hashes, "size": group.size})
+            groups.append(
+                {"names": group.names, "pickle": h_pickle, "buffers": hashes, "size": group.size}
+            )
             for name in group.names:
                 variables[name] = {
                     "type": snap.types.get(name, "?"),
@@ -477,6 +515,33 @@ class CheckpointStore:
             self.retain(notebook, keep=keep, max_size=max_size)
         return self.read_checkpoint(notebook, ident)
 
+    def _reuse_groups(
+        self,
+        base: Checkpoint,
+        chosen: set[str],
+        changed: set[str],
+        groups: list[dict[str, Any]],
+        variables: dict[str, dict[str, Any]],
+        blobs: dict[str, dict[str, int]],
+    ) -> set[str]:
+        reused: set[str] = set()
+        for group in base.body["groups"]:
+            names = set(group["names"])
+            if not names <= chosen or names & changed:
+                continue
+            hashes = [group["pickle"], *group["buffers"]]
+            if not all(self.backend.exists(_blob_path(h)) for h in hashes):
+                continue  # collected since: pickle it again
+            for h in hashes:
+                self.backend.touch(_blob_path(h))
+                blobs[h] = dict(base.body["blobs"][h])
+            index = len(groups)
+            groups.append(dict(group))
+            for name in group["names"]:
+                variables[name] = {**base.body["variables"][name], "group": index}
+            reused |= names
+        return reused
+
     def _publish(self, key: str, body: dict[str, Any], started: float, bytes_new: int) -> int:
         ids = self._manifest_ids(key)
         ident = (ids[-1] if ids else 0) + 1
@@ -501,15 +566,26 @@ class CheckpointStore:
 
     def list(self, notebook: NotebookRef | str | None = None) -> list[Checkpoint]:
         """Checkpoints, oldest first. Unreadable ones are listed with ``problem`` set."""
-        keys = [notebook.key if isinstance(notebook, NotebookRef) else notebook] if notebook else self.notebooks()
+        keys = (
+            [notebook.key if isinstance(notebook, NotebookRef) else notebook]
+            if notebook
+            else self.notebooks()
+        )
         found: list[Checkpoint] = []
         for key in keys:
             for ident in self._manifest_ids(key):
                 try:
                     found.append(self.read_checkpoint(key, ident, trust=True))
                 except VerificationError as e:
-                    stub = {"id": ident, "notebook": {"key": key, "path": key}, "created": 0.0,
-                            "status": "complete", "variables": {}, "blobs": {}, "stats": {}}
+                    stub = {
+                        "id": ident,
+                        "notebook": {"key": key, "path": key},
+                        "created": 0.0,
+                        "status": "complete",
+                        "variables": {},
+                        "blobs": {},
+                        "stats": {},
+                    }
                     found.append(Checkpoint(stub, False, e.reason))
                 except CheckpointNotFound:
                     continue  # removed while listing
@@ -590,7 +666,11 @@ class CheckpointStore:
     def verify(self, notebook: NotebookRef | str | None = None) -> list[Problem]:
         """Check every manifest's signature and every blob it names; list what is wrong."""
         problems: list[Problem] = []
-        keys = [notebook.key if isinstance(notebook, NotebookRef) else notebook] if notebook else self.notebooks()
+        keys = (
+            [notebook.key if isinstance(notebook, NotebookRef) else notebook]
+            if notebook
+            else self.notebooks()
+        )
         checked: dict[str, str | None] = {}
         for key in keys:
             for ident in self._manifest_ids(key):
@@ -645,8 +725,14 @@ class CheckpointStore:
                     refs[h] = int(info["size"])
         return refs
 
-    def retain(self, notebook: NotebookRef | str, *, keep: int | None = None, max_size: int | None = None,
-               grace: float = DEFAULT_GRACE) -> list[int]:
+    def retain(
+        self,
+        notebook: NotebookRef | str,
+        *,
+        keep: int | None = None,
+        max_size: int | None = None,
+        grace: float = DEFAULT_GRACE,
+    ) -> list[int]:
         """Remove the oldest unpinned checkpoints beyond ``keep``, or while the store exceeds ``max_size`` bytes.
 
         The newest checkpoint is always kept. Returns the removed ids.

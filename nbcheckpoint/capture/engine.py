@@ -1,0 +1,298 @@
+"""Snapshots taken inside a running cell: the safe-point runtime, its timer, and the final checkpoint."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..errors import CheckpointError
+from ..store import Checkpoint, CheckpointStore, NotebookRef
+from .iterate import length_of, resume_iter
+from .names import user_names
+from .rewrite import CellPlan
+
+DUE = "_nbc_due_"
+SP = "__nbc_sp__"
+LEN = "__nbc_len__"
+RESUME_ITER = "__nbc_resume_iter__"
+RUNTIME_NAMES = (DUE, SP, LEN, RESUME_ITER)
+
+KERNEL_STARTED = time.time()
+
+
+class Reporter(Protocol):
+    """Where the engine speaks: a live status line, and one-off messages."""
+
+    def status(self, text: str) -> None: ...
+
+    def info(self, text: str) -> None: ...
+
+    def warn(self, text: str) -> None: ...
+
+
+def kernel_identity() -> dict[str, Any]:
+    """Identifies this process, so later kernels can tell checkpoints "from an earlier kernel"."""
+    return {"pid": os.getpid(), "host": os.uname().nodename, "started": KERNEL_STARTED}
+
+
+def from_earlier_kernel(ck: Checkpoint) -> bool:
+    kernel = ck.body.get("kernel") or {}
+    return bool(kernel.get("pid") != os.getpid() or kernel.get("started") != KERNEL_STARTED)
+
+
+def _noop_safepoint(*_args: object) -> None:
+    return None
+
+
+def install_runtime(ns: MutableMapping[str, Any]) -> None:
+    """Put the names instrumented code refers to into the namespace, idle."""
+    ns[DUE] = False
+    ns.setdefault(SP, _noop_safepoint)
+    ns[LEN] = length_of
+    ns[RESUME_ITER] = resume_iter
+
+
+@dataclass
+class Options:
+    """Settings of one ``%%checkpoint`` run."""
+
+    every: float = 60.0
+    keep: int | None = None
+    names: list[str] | None = None
+    include_credentials: bool = False
+    max_size: int | None = None
+
+
+@dataclass
+class CellInfo:
+    """The cell a run belongs to: its source hash, execution count and first line."""
+
+    source_hash: str
+    execution_count: int | None
+    first_line: str
+    cell_names: set[str] = field(default_factory=set)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source_hash": self.source_hash,
+            "execution_count": self.execution_count,
+            "first_line": self.first_line,
+        }
+
+
+class CellRun:
+    """One execution of a ``%%checkpoint`` cell: timer, safe points, final checkpoint.
+
+    Everything runs on the main thread except the timer, which only sets the flag
+    ``_nbc_due_`` in the namespace; the inserted check costs one global lookup.
+    """
+
+    def __init__(
+        self,
+        ns: MutableMapping[str, Any],
+        store: CheckpointStore,
+        notebook: NotebookRef,
+        plan: CellPlan,
+        cell: CellInfo,
+        options: Options,
+        reporter: Reporter,
+        hidden: Callable[[], Iterable[str]] = tuple,
+    ) -> None:
+        self.ns = ns
+        self.store = store
+        self.notebook = notebook
+        self.plan = plan
+        self.cell = cell
+        self.options = options
+        self.reporter = reporter
+        self.hidden = hidden
+        self.taken: list[Checkpoint] = []
+        self.last_position: dict[str, Any] | None = None
+        self.failing: str | None = None
+        self.skipped_reported: set[str] = set()
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._last = time.monotonic()
+        self._timer: threading.Thread | None = None
+        self.started = time.time()
+
+    # --------------------------------------------------------------- timing
+    def start(self) -> None:
+        install_runtime(self.ns)
+        self.ns[SP] = self.safepoint
+        self._last = time.monotonic()
+        self._timer = threading.Thread(target=self._tick, name="nbcheckpoint-timer", daemon=True)
+        self._timer.start()
+        global _ACTIVE
+        _ACTIVE = self
+
+    def _tick(self) -> None:
+        while not self._stop.is_set():
+            wait = self._last + self.options.every - time.monotonic()
+            if wait > 0:
+                self._stop.wait(wait)
+                continue
+            self.ns[DUE] = True
+            self._done.clear()
+            while not self._done.wait(0.5):  # until the main thread reaches a safe point
+                if self._stop.is_set():
+                    return
+
+    def stop(self) -> None:
+        global _ACTIVE
+        self._stop.set()
+        self.ns[DUE] = False
+        self.ns[SP] = _noop_safepoint
+        if _ACTIVE is self:
+            _ACTIVE = None
+
+    # ----------------------------------------------------------- snapshots
+    def names_now(self) -> list[str]:
+        if self.options.names is not None:
+            return [n for n in self.options.names if n in self.ns]
+        return user_names(self.ns, self.cell.cell_names, self.hidden())
+
+    def safepoint(self, sp: int | None, *pairs: int | None) -> None:
+        """Called by instrumented code when the flag is set; takes one snapshot."""
+        self.ns[DUE] = False
+        try:
+            position = self._position(sp, pairs)
+            self._snapshot("running", position)
+        finally:
+            self._last = time.monotonic()
+            self._done.set()
+
+    def _position(self, sp: int | None, pairs: tuple[int | None, ...]) -> dict[str, Any]:
+        counters = [int(c) for c in pairs[0::2] if c is not None]
+        lengths = list(pairs[1::2])
+        info = self.plan.safepoints.get(sp) if sp is not None else None
+        resumable = bool(info and info.resumable and len(counters) == len(info.loops))
+        description = describe(self.plan, sp, counters, lengths)
+        return {
+            "sp": sp,
+            "counters": counters,
+            "lengths": lengths,
+            "resumable": resumable,
+            "description": description or "inside a function",
+        }
+
+    def _snapshot(self, status: str, position: dict[str, Any] | None) -> Checkpoint | None:
+        names = self.names_now()
+        try:
+            ck = self.store.save(
+                self.ns,
+                self.notebook,
+                names,
+                status=status,
+                cell=self.cell.as_dict(),
+                position=position,
+                kernel=kernel_identity(),
+                include_credentials=self.options.include_credentials,
+                keep=self.options.keep,
+                max_size=self.options.max_size,
+            )
+        except (CheckpointError, OSError) as e:
+            if self.failing is None:
+                self.reporter.warn(
+                    f"nbcheckpoint: could not save a checkpoint ({e}). The cell keeps running; "
+                    "checkpoints resume when the store works again."
+                )
+            self.failing = str(e)
+            return None
+        if self.failing is not None:
+            self.reporter.info("nbcheckpoint: the store works again; checkpoints resumed.")
+            self.failing = None
+        self.taken.append(ck)
+        self.last_position = position
+        self._report_left_out(ck)
+        self.reporter.status(self.status_line(ck))
+        return ck
+
+    def _report_left_out(self, ck: Checkpoint) -> None:
+        for kind, entries in (("skipped", ck.body["skipped"]), ("withheld", ck.body["withheld"])):
+            for name, info in entries.items():
+                if name not in self.skipped_reported:
+                    self.skipped_reported.add(name)
+                    self.reporter.info(
+                        f"nbcheckpoint: {kind} {name} ({info['type']}): {info['reason']}"
+                    )
+
+    def status_line(self, ck: Checkpoint) -> str:
+        from ..format import human_bytes
+
+        when = time.strftime("%H:%M:%S", time.localtime(ck.created))
+        stats = ck.body["stats"]
+        parts = [
+            f"{len(self.taken)} checkpoint{'s' if len(self.taken) != 1 else ''}",
+            f"last #{ck.id} at {when} ({human_bytes(ck.total_bytes)}, {stats.get('duration', 0) * 1000:.0f} ms)",
+        ]
+        position = ck.body.get("position") or {}
+        if position.get("description"):
+            parts.append(str(position["description"]))
+        return "nbcheckpoint: " + " · ".join(parts)
+
+    # ------------------------------------------------------------- the end
+    def finish(self, error: BaseException | None) -> Checkpoint | None:
+        """Final checkpoint when the cell succeeded; otherwise mark the last one interrupted."""
+        self.stop()
+        if error is None:
+            return self._snapshot("complete", None)
+        if self.taken:
+            last = self.taken[-1]
+            try:
+                self.store.set_status(self.notebook, last.id, "interrupted")
+            except (CheckpointError, OSError) as e:
+                self.reporter.warn(
+                    f"nbcheckpoint: could not mark checkpoint #{last.id} interrupted ({e})."
+                )
+            else:
+                where = (self.last_position or {}).get("description") or "its last safe point"
+                self.reporter.info(
+                    f"nbcheckpoint: checkpoint #{last.id} ({where}) stands; re-run the cell to resume from it."
+                )
+        return None
+
+
+def describe(plan: CellPlan, sp: int | None, counters: list[int], lengths: list[Any]) -> str:
+    """A position in words: ``for epoch at 57/100 · for batch at 3`` (1-based, like a person counts)."""
+    info = plan.safepoints.get(sp) if sp is not None else None
+    if info is None or not info.resumable:
+        return "inside a function"
+    if not info.loops:
+        return f"before statement {info.stmt + 1} of {plan.n_statements}"
+    parts = []
+    for loop_id, count, length in zip(info.loops, counters, lengths):
+        loop = plan.loops[loop_id]
+        label = f"for {loop.target}" if loop.kind == "for" else "while loop"
+        total = f"/{length}" if isinstance(length, int) else ""
+        parts.append(f"{label} at {count + 1}{total}")
+    return " · ".join(parts) if parts else "inside a function"
+
+
+_ACTIVE: CellRun | None = None
+
+
+def active_run() -> CellRun | None:
+    return _ACTIVE
+
+
+def safepoint() -> None:
+    """A safe point for loops that live outside the cell, such as inside your training function.
+
+    Call it once per iteration; it costs almost nothing unless a checkpoint is due
+    in a running ``%%checkpoint`` cell. Such checkpoints restore the variables, but a
+    re-run cannot resume inside your function: it starts the cell over.
+
+    Examples
+    --------
+    >>> def train(model, epochs):
+    ...     for epoch in range(epochs):
+    ...         safepoint()
+    """
+    run = _ACTIVE
+    if run is not None and run.ns.get(DUE):
+        run.safepoint(None)

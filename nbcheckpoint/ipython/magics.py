@@ -1,0 +1,693 @@
+"""The ``%checkpoint`` line magic and the ``%%checkpoint`` cell magic, with their settings."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import itertools
+import shlex
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import blake3
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments
+from traitlets import Bool, Float, Integer, Unicode, observe
+
+from ..capture.engine import (
+    CellInfo,
+    CellRun,
+    Options,
+    from_earlier_kernel,
+    install_runtime,
+    kernel_identity,
+)
+from ..capture.names import cell_names, reachable_names, user_names
+from ..capture.rewrite import Position, instrument
+from ..errors import CheckpointError, ConfigError
+from ..format import human_bytes, parse_duration, parse_size, relative_time, table
+from ..store import Checkpoint as StoredCheckpoint
+from ..store import CheckpointStore, NotebookRef, Restored, default_store_url, load_key
+from ..store.serializer import restore_rng
+from .identity import notebook_ref
+from .reporter import DisplayReporter
+from .transform import BEGIN, call_statement
+
+
+def _cell_parser() -> MagicArgumentParser:
+    parser = MagicArgumentParser(prog="%%checkpoint", add_help=False)
+    parser.add_argument("names", nargs="*", metavar="NAME")
+    parser.add_argument("--every", default=None)
+    parser.add_argument("--keep", type=int, default=None)
+    parser.add_argument("--store", default=None)
+    parser.add_argument("--no-resume", action="store_true")
+    return parser
+
+
+@dataclass
+class Prepared:
+    """A cell instrumented at parse time, waiting for its first statement to start it."""
+
+    run: CellRun
+    restored: Restored | None = None
+    message: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _short_id(text: str) -> int:
+    stripped = text.strip().lstrip("#")
+    if not stripped.isdigit():
+        raise UsageError(
+            f"{text!r} is not a checkpoint id; ids look like 12 or #12 (see %checkpoint list)."
+        )
+    return int(stripped)
+
+
+def _first_line(source: str) -> str:
+    for line in source.splitlines():
+        if line.strip() and not line.lstrip().startswith("%%checkpoint"):
+            return line.strip()[:80]
+    return ""
+
+
+@magics_class
+class Checkpoint(Magics):
+    """Checkpoint long-running cells while they run; restore and resume after a crash."""
+
+    every = Float(
+        60.0,
+        help="Seconds between checkpoints while a %%checkpoint cell runs (overridden by --every).",
+    ).tag(config=True)
+    keep = Integer(
+        None,
+        allow_none=True,
+        help="Keep only the newest N checkpoints of each notebook (pinned ones stay).",
+    ).tag(config=True)
+    max_size = Unicode(
+        None,
+        allow_none=True,
+        help="Remove the oldest checkpoints while the store is bigger than this, e.g. '10GB'.",
+    ).tag(config=True)
+    store = Unicode(
+        None,
+        allow_none=True,
+        help="Where checkpoints go: a folder or an fsspec URL. Default: $NBCHECKPOINT_STORE, "
+        "else .nbcheckpoint/ beside the notebook.",
+    ).tag(config=True)
+    notebook = Unicode(
+        None,
+        allow_none=True,
+        help="The notebook path to file checkpoints under (default: detected).",
+    ).tag(config=True)
+    include_credentials = Bool(
+        False,
+        help="Also save variables that look like passwords, keys or tokens (withheld by default).",
+    ).tag(config=True)
+    resume = Bool(True, help="Re-running an interrupted %%checkpoint cell resumes it.").tag(
+        config=True
+    )
+    auto = Bool(
+        False, help="After each cell that ran at least auto_min_duration, save what it changed."
+    ).tag(config=True)
+    auto_min_duration = Float(
+        5.0, help="Seconds a cell must run before auto mode saves after it."
+    ).tag(config=True)
+
+    def __init__(self, shell: Any, **kwargs: Any) -> None:
+        super().__init__(shell, **kwargs)
+        self._stores: dict[str, CheckpointStore] = {}
+        self._pending: dict[int, Prepared] = {}
+        self._tokens = itertools.count(1)
+        self.current: CellRun | None = None
+        self._cell_started = time.monotonic()
+        self._cell_info: Any = None
+        self._auto_base: StoredCheckpoint | None = None
+
+    @observe("max_size")
+    def _check_max_size(self, change: dict[str, Any]) -> None:
+        if change["new"] is not None:
+            try:
+                parse_size(change["new"])
+            except ValueError as e:
+                raise ConfigError(f"Checkpoint.max_size: {e}") from e
+
+    # --------------------------------------------------------------- plumbing
+    @property
+    def user_ns(self) -> dict[str, Any]:
+        ns: dict[str, Any] = self.shell.user_ns
+        return ns
+
+    def notebook_ref(self) -> NotebookRef:
+        return notebook_ref(self.user_ns, self.notebook)
+
+    def store_url(self, override: str | None = None) -> str:
+        if override:
+            return override
+        if self.store:
+            return self.store
+        return default_store_url(notebook_ref(self.user_ns, self.notebook).path)
+
+    def open_store(self, override: str | None = None) -> CheckpointStore:
+        url = self.store_url(override)
+        if url not in self._stores:
+            self._stores[url] = CheckpointStore(url)
+        return self._stores[url]
+
+    def hidden_names(self) -> set[str]:
+        return set(self.shell.user_ns_hidden)
+
+    def _max_size_bytes(self) -> int | None:
+        return parse_size(self.max_size) if self.max_size else None
+
+    # ------------------------------------------------------------ the magic
+    @magic_arguments()
+    @argument(
+        "names", nargs="*", metavar="NAME", help="Variables to save (default: those the cell uses)."
+    )
+    @argument(
+        "--every",
+        metavar="INTERVAL",
+        help="Time between checkpoints: 0.5, 30s, 5m, 1h (default 60s).",
+    )
+    @argument(
+        "--keep", type=int, metavar="N", help="Keep only the newest N checkpoints of this notebook."
+    )
+    @argument(
+        "--store", metavar="URL", help="A folder or fsspec URL to save to, for this cell only."
+    )
+    @argument(
+        "--no-resume",
+        action="store_true",
+        help="Run the cell from the start even if it was interrupted.",
+    )
+    @line_cell_magic
+    def checkpoint(self, line: str, cell: str | None = None) -> Any:
+        """Checkpoint a long-running cell while it runs, or manage checkpoints.
+
+        As a cell magic, ``%%checkpoint [NAME ...] [--every 30s]`` runs the cell and
+        saves its variables at safe points (each loop iteration, each statement) at
+        most every INTERVAL; re-running an interrupted cell resumes where it stopped.
+
+        As a line magic: ``%checkpoint list``, ``show ID``, ``restore [ID] [NAME ...]``,
+        ``save [NAME ...]``, ``rm ID``, ``gc``, ``auto on|off [--min-duration 5s]``,
+        ``config``, ``panel``. Run ``%checkpoint help`` for details.
+        """
+        if cell is None:
+            return self._line(line)
+        # Reached only when IPython ran the magic itself (for example through
+        # run_cell_magic); the usual path instruments the cell before it runs.
+        return self._run_cell_directly(line, cell)
+
+    # ----------------------------------------------------------- cell path
+    def prepare_cell(self, args_text: str, module: ast.Module) -> ast.Module:
+        """Instrument a marked cell; called by the AST transformer before the cell runs."""
+        args = _cell_parser().parse_args(shlex.split(args_text))
+        body = module.body[1:]
+        if not body:
+            raise UsageError("%%checkpoint needs code below it to run.")
+        cell_module = ast.Module(body=body, type_ignores=[])
+        source_hash = blake3.blake3(ast.unparse(cell_module).encode()).hexdigest()
+        every = self.every if args.every is None else self._parse_every(args.every)
+        info = self._cell_info
+        raw = getattr(info, "raw_cell", "") or ""
+        exec_count = (
+            self.shell.execution_count - 1 if getattr(info, "store_history", False) else None
+        )
+        cell = CellInfo(source_hash, exec_count, _first_line(raw), cell_names(cell_module))
+        cell_id = getattr(info, "cell_id", None)
+        options = Options(
+            every=every,
+            keep=args.keep if args.keep is not None else self.keep,
+            names=list(args.names) or None,
+            include_credentials=self.include_credentials,
+            max_size=self._max_size_bytes(),
+        )
+        store = self.open_store(args.store)
+        nb = self.notebook_ref()
+        unknown = [n for n in args.names if not n.isidentifier()]
+        if unknown:
+            raise UsageError(f"%%checkpoint: {', '.join(unknown)} is not a variable name.")
+
+        prepared_resume = None
+        if self.resume and not args.no_resume:
+            prepared_resume = self._resume_plan(store, nb, cell, cell_id, cell_module)
+        if prepared_resume is not None:
+            restored, position, message = prepared_resume
+            instrumented = instrument(cell_module, resume=position)
+        else:
+            restored, message = None, None
+            instrumented = instrument(cell_module)
+        cell_info_dict = cell.as_dict()
+        cell_info_dict["cell_id"] = cell_id
+        run = CellRun(
+            self.user_ns,
+            store,
+            nb,
+            instrumented.plan,
+            cell,
+            options,
+            DisplayReporter(),
+            hidden=self.hidden_names,
+        )
+        token = next(self._tokens)
+        self._pending[token] = Prepared(run, restored, message)
+        if prepared_resume is None and self._resume_refusal:
+            self._pending[token].notes.append(self._resume_refusal)
+        begin = call_statement(BEGIN, token, module.body[0])
+        return ast.Module(body=[begin, *instrumented.module.body], type_ignores=[])
+
+    _resume_refusal: str | None = None
+
+    def _resume_plan(
+        self,
+        store: CheckpointStore,
+        nb: NotebookRef,
+        cell: CellInfo,
+        cell_id: str | None,
+        module: ast.Module,
+    ) -> tuple[Restored, Position, str] | None:
+        """Load the checkpoint to resume from, when the newest one is an unfinished run of this cell."""
+        self._resume_refusal = None
+        latest_id = store.latest_id(nb)
+        if latest_id is None:
+            return None
+        try:
+            latest = store.read_checkpoint(nb, latest_id)
+        except CheckpointError:
+            return None
+        last_cell = latest.body.get("cell") or {}
+        if latest.status not in ("running", "interrupted"):
+            return None
+        if last_cell.get("source_hash") != cell.source_hash:
+            if cell_id and last_cell.get("cell_id") == cell_id:
+                self._resume_refusal = (
+                    f"nbcheckpoint: this cell changed since checkpoint #{latest.id}, so it runs from the start. "
+                    "Run %checkpoint restore to get that checkpoint's variables back."
+                )
+            return None
+        position = latest.body.get("position") or {}
+        if not position.get("resumable"):
+            self._resume_refusal = (
+                f"nbcheckpoint: checkpoint #{latest.id} was taken inside a function, where a cell cannot resume; "
+                "the cell runs from the start. Run %checkpoint restore to get its variables back."
+            )
+            return None
+        try:
+            restored = store.load(nb, latest.id)
+        except CheckpointError as e:
+            self._resume_refusal = (
+                f"nbcheckpoint: cannot resume from checkpoint #{latest.id} ({e}); starting over."
+            )
+            return None
+        pos = Position(sp=int(position["sp"]), counters=tuple(int(c) for c in position["counters"]))
+        try:
+            instrument(module, resume=pos)
+        except ValueError as e:
+            self._resume_refusal = (
+                f"nbcheckpoint: cannot resume from checkpoint #{latest.id} ({e}); starting over."
+            )
+            return None
+        where = position.get("description") or "its last safe point"
+        message = (
+            f"Resuming from checkpoint #{latest.id}: {where}, {len(restored.values)} variables restored "
+            "(--no-resume starts over)."
+        )
+        return restored, pos, message
+
+    def begin(self, token: int) -> None:
+        """First statement of an instrumented cell: restore for a resume, then start the timer."""
+        prepared = self._pending.pop(token, None)
+        if prepared is None:
+            raise UsageError("This %%checkpoint cell was prepared for another run; run it again.")
+        for note in prepared.notes:
+            print(note, flush=True)
+        if prepared.restored is not None:
+            self.apply(prepared.restored)
+            print(prepared.message, flush=True)
+        if self.current is not None:
+            self.current.stop()
+        self.current = prepared.run
+        prepared.run.start()
+
+    def fail(self, message: str) -> None:
+        raise UsageError(message)
+
+    def _run_cell_directly(self, line: str, cell: str) -> Any:
+        """Fallback for run_cell_magic: instrument and exec (no top-level await)."""
+        from .transform import MARKER
+
+        source = f"{MARKER}({line!r})\n" + self.shell.transform_cell(cell)
+        module = ast.parse(source)
+        module = self.prepare_cell(line, module)
+        last = None
+        if module.body and isinstance(module.body[-1], ast.Expr):
+            last = ast.Expression(module.body.pop().value)
+        error: BaseException | None = None
+        try:
+            exec(compile(module, "<checkpoint cell>", "exec"), self.user_ns)
+            value = eval(compile(last, "<checkpoint cell>", "eval"), self.user_ns) if last else None
+        except BaseException as e:
+            error = e
+            raise
+        finally:
+            if self.current is not None:
+                run, self.current = self.current, None
+                run.finish(error)
+        return value
+
+    @staticmethod
+    def _parse_every(text: str) -> float:
+        try:
+            seconds = parse_duration(text)
+        except ValueError as e:
+            raise UsageError(f"--every {text}: {e}") from e
+        if seconds <= 0:
+            raise UsageError(f"--every {text}: the interval must be more than 0 seconds.")
+        return seconds
+
+    # ------------------------------------------------------------- events
+    def pre_run_cell(self, info: Any) -> None:
+        self._cell_info = info
+        self._cell_started = time.monotonic()
+
+    def post_run_cell(self, result: Any) -> None:
+        run, self.current = self.current, None
+        if run is not None:
+            error = result.error_in_exec or result.error_before_exec
+            run.finish(error)
+            return
+        if (
+            self.auto
+            and result.success
+            and time.monotonic() - self._cell_started >= self.auto_min_duration
+        ):
+            self._auto_save(result)
+
+    def _auto_save(self, result: Any) -> None:
+        raw = getattr(result.info, "raw_cell", "") or ""
+        try:
+            module = ast.parse(self.shell.transform_cell(raw))
+        except SyntaxError:
+            return
+        touched = reachable_names(cell_names(module), self.user_ns)
+        names = user_names(self.user_ns, self.user_ns.keys(), self.hidden_names())
+        try:
+            ck = self.open_store().save(
+                self.user_ns,
+                self.notebook_ref(),
+                names,
+                status="auto",
+                kernel=kernel_identity(),
+                cell={
+                    "source_hash": blake3.blake3(raw.encode()).hexdigest(),
+                    "execution_count": result.execution_count,
+                    "first_line": _first_line(raw),
+                },
+                include_credentials=self.include_credentials,
+                base=self._auto_base,
+                changed=touched,
+                keep=self.keep,
+                max_size=self._max_size_bytes(),
+            )
+        except (CheckpointError, OSError) as e:
+            print(f"nbcheckpoint: auto checkpoint failed ({e}); your work is unaffected.")
+            return
+        self._auto_base = ck
+
+    # -------------------------------------------------------- line magics
+    def _line(self, line: str) -> Any:
+        words = shlex.split(line)
+        if not words or words[0] in ("help", "-h", "--help"):
+            print(LINE_HELP)
+            return None
+        command, rest = words[0], words[1:]
+        handler = getattr(self, f"_cmd_{command}", None)
+        if handler is None:
+            raise UsageError(
+                f"%checkpoint: unknown command {command!r}. "
+                "Use list, show, restore, save, rm, gc, auto, config or panel."
+            )
+        try:
+            return handler(rest)
+        except CheckpointError as e:
+            raise UsageError(str(e)) from e
+
+    @staticmethod
+    def _parser(prog: str) -> MagicArgumentParser:
+        return MagicArgumentParser(prog=f"%checkpoint {prog}", add_help=False)
+
+    def _cmd_list(self, argv: list[str]) -> None:
+        p = self._parser("list")
+        p.add_argument("--store")
+        args = p.parse_args(argv)
+        store = self.open_store(args.store)
+        nb = self.notebook_ref()
+        rows = []
+        for ck in store.list(nb):
+            cell = ck.body.get("cell") or {}
+            count = cell.get("execution_count")
+            position = (ck.body.get("position") or {}).get("description") or ""
+            rows.append(
+                [
+                    f"#{ck.id}" + (" (pinned)" if ck.pinned else ""),
+                    relative_time(ck.created) if ck.created else "?",
+                    (f"[{count}] " if count is not None else "")
+                    + str(cell.get("first_line", ""))[:30],
+                    position,
+                    ck.status if ck.verified else f"UNVERIFIED: {ck.problem}",
+                    str(len(ck.variables)),
+                    human_bytes(ck.total_bytes),
+                ]
+            )
+        if not rows:
+            print(f"No checkpoints yet for {nb.path} in {store.url}.")
+            return
+        print(table(rows, ["id", "time", "cell", "position", "status", "vars", "size"]))
+
+    def _cmd_show(self, argv: list[str]) -> None:
+        p = self._parser("show")
+        p.add_argument("id")
+        p.add_argument("--store")
+        args = p.parse_args(argv)
+        ck = self.open_store(args.store).read_checkpoint(self.notebook_ref(), _short_id(args.id))
+        rows = [
+            [n, v["type"], human_bytes(v["size"]), ", ".join(v.get("shared_with", []))]
+            for n, v in sorted(ck.variables.items())
+        ]
+        print(f"Checkpoint #{ck.id} · {ck.status} · {relative_time(ck.created)}")
+        if rows:
+            print(table(rows, ["variable", "type", "size", "shared with"]))
+        if ck.body["modules"]:
+            print(
+                "modules: " + ", ".join(f"{k} ({v})" for k, v in sorted(ck.body["modules"].items()))
+            )
+        for kind in ("skipped", "withheld"):
+            for name, info in sorted(ck.body[kind].items()):
+                print(f"{kind}: {name} ({info['type']}): {info['reason']}")
+
+    def _cmd_restore(self, argv: list[str]) -> None:
+        p = self._parser("restore")
+        p.add_argument("args", nargs="*")
+        p.add_argument("--trust", action="store_true")
+        p.add_argument("--store")
+        args = p.parse_args(argv)
+        ident = None
+        names = list(args.args)
+        if names and names[0].lstrip("#").isdigit():
+            ident = _short_id(names.pop(0))
+        restored = self.open_store(args.store).load(
+            self.notebook_ref(), ident, names or None, trust=args.trust
+        )
+        self.apply(restored)
+        print(self.describe_restore(restored))
+
+    def apply(self, restored: Restored) -> list[str]:
+        """Put restored variables, imports and random states into the user namespace."""
+        ns = self.user_ns
+        ns.update(restored.values)
+        problems = []
+        for name, module in restored.modules.items():
+            try:
+                ns[name] = importlib.import_module(module)
+            except ImportError as e:
+                restored.failed[name] = f"import {module} failed ({e})"
+                problems.append(name)
+        if restored.rng is not None:
+            restore_rng(restored.rng)
+        install_runtime(ns)  # restored cell functions may carry safe points
+        return problems
+
+    @staticmethod
+    def describe_restore(restored: Restored) -> str:
+        ck = restored.checkpoint
+        cell = ck.body.get("cell") or {}
+        where = []
+        if cell.get("execution_count") is not None:
+            where.append(f"cell [{cell['execution_count']}]")
+        where.append(relative_time(ck.created))
+        position = (ck.body.get("position") or {}).get("description")
+        if position:
+            where.append(position)
+        names = sorted(restored.values)
+        shown = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
+        lines = [
+            f"Restored checkpoint #{ck.id} ({', '.join(where)}): {len(names)} variables"
+            + (f" ({shown})" if names else "")
+            + (f", {len(restored.modules)} imports" if restored.modules else "")
+            + "."
+        ]
+        left_out = {**ck.body.get("skipped", {}), **ck.body.get("withheld", {})}
+        for name, info in sorted(left_out.items()):
+            lines.append(f"  not saved: {name} ({info['type']}): {info['reason']}")
+        for name, why in sorted(restored.failed.items()):
+            lines.append(f"  not restored: {name}: {why}")
+        for ident, why in sorted(restored.passed_over.items(), reverse=True):
+            lines.append(f"  passed over #{ident}: {why}")
+        if not ck.verified:
+            lines.append(f"  warning: restored without a valid signature ({ck.problem}).")
+        return "\n".join(lines)
+
+    def _cmd_save(self, argv: list[str]) -> None:
+        p = self._parser("save")
+        p.add_argument("names", nargs="*")
+        p.add_argument("--store")
+        args = p.parse_args(argv)
+        ns = self.user_ns
+        missing = [n for n in args.names if n not in ns]
+        if missing:
+            raise UsageError(f"%checkpoint save: no variable named {', '.join(missing)}.")
+        names = list(args.names) or user_names(ns, ns.keys(), self.hidden_names())
+        ck = self.open_store(args.store).save(
+            ns,
+            self.notebook_ref(),
+            names,
+            status="manual",
+            kernel=kernel_identity(),
+            include_credentials=self.include_credentials,
+            keep=self.keep,
+            max_size=self._max_size_bytes(),
+        )
+        print(
+            f"Saved checkpoint #{ck.id}: {len(ck.variables)} variables, {human_bytes(ck.total_bytes)} "
+            f"({human_bytes(ck.new_bytes)} new)."
+        )
+        for kind in ("skipped", "withheld"):
+            for name, info in sorted(ck.body[kind].items()):
+                print(f"  {kind}: {name} ({info['type']}): {info['reason']}")
+
+    def _cmd_rm(self, argv: list[str]) -> None:
+        p = self._parser("rm")
+        p.add_argument("ids", nargs="+")
+        p.add_argument("--store")
+        args = p.parse_args(argv)
+        store = self.open_store(args.store)
+        for text in args.ids:
+            store.delete(self.notebook_ref(), _short_id(text))
+            print(f"Removed checkpoint #{_short_id(text)}.")
+
+    def _cmd_gc(self, argv: list[str]) -> None:
+        p = self._parser("gc")
+        p.add_argument("--keep", type=int)
+        p.add_argument("--max-size")
+        p.add_argument("--store")
+        args = p.parse_args(argv)
+        store = self.open_store(args.store)
+        removed: list[int] = []
+        if args.keep is not None or args.max_size:
+            try:
+                limit = parse_size(args.max_size) if args.max_size else None
+            except ValueError as e:
+                raise UsageError(f"--max-size: {e}") from e
+            removed = store.retain(self.notebook_ref(), keep=args.keep, max_size=limit)
+        report = store.gc()
+        print(
+            f"Removed {len(removed)} checkpoints and {report.removed_blobs} unused blobs "
+            f"({human_bytes(report.freed_bytes)} freed)."
+        )
+
+    def _cmd_auto(self, argv: list[str]) -> None:
+        p = self._parser("auto")
+        p.add_argument("state", choices=["on", "off"])
+        p.add_argument("--min-duration", default=None)
+        args = p.parse_args(argv)
+        if args.min_duration is not None:
+            try:
+                self.auto_min_duration = parse_duration(args.min_duration)
+            except ValueError as e:
+                raise UsageError(f"--min-duration {args.min_duration}: {e}") from e
+        self.auto = args.state == "on"
+        if self.auto:
+            print(
+                f"Auto checkpoints on: after each cell that runs at least {self.auto_min_duration:g} s."
+            )
+        else:
+            print("Auto checkpoints off.")
+
+    def _cmd_config(self, argv: list[str]) -> None:
+        self._parser("config").parse_args(argv)
+        nb = self.notebook_ref()
+        try:
+            key_source = load_key(create=False).source
+        except ConfigError:
+            key_source = "not created yet (made on the first save)"
+        rows = [
+            ["store", self.store_url()],
+            ["notebook", nb.path],
+            ["every", f"{self.every:g} s"],
+            ["keep", str(self.keep) if self.keep is not None else "all"],
+            ["max size", self.max_size or "no limit"],
+            ["auto", f"on (cells over {self.auto_min_duration:g} s)" if self.auto else "off"],
+            ["resume", "on" if self.resume else "off"],
+            ["credentials", "saved" if self.include_credentials else "withheld"],
+            ["signing key", key_source],
+        ]
+        print(table(rows, ["setting", "value"]))
+
+    def _cmd_panel(self, argv: list[str]) -> None:
+        raise UsageError(
+            "%checkpoint panel is not available in this version yet; use %checkpoint list."
+        )
+
+    # ------------------------------------------------------------ restart
+    def announce_earlier(self) -> str | None:
+        """One line about checkpoints left by an earlier kernel of this notebook, if any."""
+        try:
+            store = self.open_store()
+            nb = self.notebook_ref()
+            latest_id = store.latest_id(nb)
+            if latest_id is None:
+                return None
+            latest = store.read_checkpoint(nb, latest_id, trust=True)
+        except (CheckpointError, OSError):
+            return None
+        if not from_earlier_kernel(latest):
+            return None
+        count = len(store.list(nb))
+        cell = latest.body.get("cell") or {}
+        bits = []
+        if cell.get("execution_count") is not None:
+            bits.append(f"cell [{cell['execution_count']}]")
+        bits.append(relative_time(latest.created))
+        position = (latest.body.get("position") or {}).get("description")
+        if position:
+            bits.append(position)
+        return (
+            f"{count} checkpoint{'s' if count != 1 else ''} from an earlier kernel; latest #{latest.id} "
+            f"({', '.join(bits)}). Run %checkpoint restore to bring the state back."
+        )
+
+
+LINE_HELP = """\
+%%checkpoint [NAME ...] [--every 30s] [--keep N] [--store URL] [--no-resume]
+    Run the cell, saving its variables at safe points while it runs.
+%checkpoint list                      this notebook's checkpoints
+%checkpoint show ID                   variables of a checkpoint, and what was left out
+%checkpoint restore [ID] [NAME ...]   put variables back (default: the latest checkpoint)
+%checkpoint save [NAME ...]           save now (default: every variable)
+%checkpoint rm ID                     remove a checkpoint
+%checkpoint gc [--keep N] [--max-size 10GB]   remove old checkpoints and unused data
+%checkpoint auto on|off [--min-duration 5s]   save after each long cell
+%checkpoint config                    where checkpoints go and the settings
+Settings: %config Checkpoint.every = 30 (see %config Checkpoint)"""

@@ -1,0 +1,29 @@
+"""The live status line under a running cell, updated in place, and one-off messages."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+
+from IPython.display import display, update_display
+
+
+class DisplayReporter:
+    """Shows one status line per cell, replaced at each checkpoint rather than appended."""
+
+    def __init__(self) -> None:
+        self._display_id: str | None = None
+
+    def status(self, text: str) -> None:
+        data = {"text/plain": text}
+        if self._display_id is None:
+            self._display_id = uuid.uuid4().hex
+            display(data, raw=True, display_id=self._display_id)
+        else:
+            update_display(data, raw=True, display_id=self._display_id)
+
+    def info(self, text: str) -> None:
+        print(text, flush=True)
+
+    def warn(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
