@@ -1,0 +1,152 @@
+"""A real IPython kernel for tests: start it for a notebook path, run code, kill or interrupt it."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from jupyter_client import KernelManager
+
+
+@dataclass
+class Reply:
+    """What one execute request produced."""
+
+    status: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    result: str | None = None
+    displays: list[dict[str, Any]] = field(default_factory=list)
+    error: dict[str, Any] | None = None
+    execution_count: int | None = None
+
+    @property
+    def text(self) -> str:
+        shown = [d.get("text/plain", "") for d in self.displays]
+        return "\n".join([self.stdout, self.stderr, *shown, self.result or ""])
+
+    def check(self) -> Reply:
+        if self.status != "ok":
+            err = self.error or {}
+            raise AssertionError(
+                f"cell failed: {err.get('ename')}: {err.get('evalue')}\n"
+                + "\n".join(err.get("traceback", []))
+                + f"\nstdout: {self.stdout}\nstderr: {self.stderr}"
+            )
+        return self
+
+
+class Kernel:
+    """An ipykernel process for a notebook, as jupyter_server would start it (``JPY_SESSION_NAME``)."""
+
+    def __init__(self, notebook: str, cwd: str, env: dict[str, str] | None = None) -> None:
+        self.notebook = notebook
+        self.cwd = cwd
+        self.env = {**os.environ, "JPY_SESSION_NAME": notebook, "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+                    **(env or {})}
+        self.km: KernelManager | None = None
+        self.kc: Any = None
+
+    def start(self, load_ext: bool = True) -> Kernel:
+        self.km = KernelManager(kernel_name="python3")
+        # Use this interpreter (the project's venv), whatever kernelspecs the machine has.
+        self.km.kernel_cmd = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        self.km.start_kernel(env=self.env, cwd=self.cwd)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=60)
+        if load_ext:
+            self.run("%load_ext nbcheckpoint").check()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.km is not None
+        return int(self.km.provisioner.process.pid)  # type: ignore[union-attr]
+
+    def submit(self, code: str) -> str:
+        """Send code without waiting; returns the message id."""
+        return str(self.kc.execute(code, store_history=True))
+
+    def collect(self, msg_id: str, timeout: float = 120) -> Reply:
+        """Gather the outputs of ``msg_id`` until the kernel is idle again."""
+        reply = Reply()
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no reply within {timeout} s; so far: {reply.text[-2000:]}")
+            try:
+                msg = self.kc.get_iopub_msg(timeout=min(remaining, 1.0))
+            except queue.Empty:
+                if not self.km.is_alive():
+                    raise RuntimeError(f"the kernel died; so far: {reply.text[-2000:]}") from None
+                continue
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                if content["name"] == "stdout":
+                    reply.stdout += content["text"]
+                else:
+                    reply.stderr += content["text"]
+            elif kind == "execute_result":
+                reply.result = content["data"].get("text/plain")
+            elif kind in ("display_data", "update_display_data"):
+                reply.displays.append(content["data"])
+            elif kind == "error":
+                reply.error = content
+            elif kind == "status" and content["execution_state"] == "idle":
+                break
+        shell = self.kc.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))
+        reply.status = shell["content"]["status"]
+        reply.execution_count = shell["content"].get("execution_count")
+        if reply.status == "error" and reply.error is None:
+            reply.error = shell["content"]
+        return reply
+
+    def run(self, code: str, timeout: float = 120) -> Reply:
+        return self.collect(self.submit(code), timeout)
+
+    def value(self, expr: str) -> Any:
+        """Evaluate ``expr`` in the kernel and return it, through its repr and ``ast.literal_eval``."""
+        import ast
+
+        reply = self.run(f"print(repr({expr}))").check()
+        return ast.literal_eval(reply.stdout.strip())
+
+    def kill(self) -> None:
+        """SIGKILL, as the out-of-memory killer or a preempted machine would."""
+        os.kill(self.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while self.km is not None and self.km.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def interrupt(self) -> None:
+        assert self.km is not None
+        self.km.interrupt_kernel()
+
+    def shutdown(self) -> None:
+        if self.kc is not None:
+            self.kc.stop_channels()
+        if self.km is not None:
+            try:
+                self.km.shutdown_kernel(now=True)
+            except Exception:  # already dead
+                pass
+        self.km = None
+        self.kc = None
+
+
+def wait_for(predicate: Any, timeout: float = 60, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
