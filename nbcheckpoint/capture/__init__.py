@@ -1,0 +1,1 @@
+"""Code that runs inside a checkpointed cell: safe points, snapshot policy and resume plans."""
