@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import os
 import platform
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -45,7 +46,7 @@ STATUSES = ("running", "interrupted", "complete", "manual", "auto")
 _HEX = frozenset("0123456789abcdef")
 
 
-def digest(data: memoryview | bytes) -> str:
+def digest(data: memoryview | bytes | bytearray) -> str:
     """The blob address: BLAKE3 of the raw bytes, multi-threaded for large buffers."""
     view = memoryview(data)
     threads = blake3.blake3.AUTO if view.nbytes > (1 << 20) else 1
@@ -194,9 +195,7 @@ class CheckpointStore:
         if not self.backend.exists(".gitignore"):
             # Keeps checkpoints (and possibly large data) out of git commits by accident.
             with contextlib.suppress(StoreWriteError):
-                self.backend.create(
-                    ".gitignore", lambda f: f.write(b"# created by nbcheckpoint\n*\n")
-                )
+                self.backend.create(".gitignore", _writer(b"# created by nbcheckpoint\n*\n"))
         self._initialized = True
 
     # ------------------------------------------------------------------ blobs
@@ -251,7 +250,7 @@ class CheckpointStore:
                     view = memoryview(out)
                     got = 0
                     while got < size:
-                        n = f.readinto(view[got:])
+                        n = f.readinto(view[got:])  # type: ignore[attr-defined]
                         if not n:
                             break
                         got += n
@@ -481,8 +480,12 @@ class CheckpointStore:
         if snap.rng is not None:
             rng_hash = digest(snap.rng)
             pending[rng_hash] = memoryview(snap.rng)
+        bytes_written = 0
         for h, data in pending.items():
-            bytes_new += self._write_blob(h, data)
+            written = self._write_blob(h, data)
+            if written:
+                bytes_new += data.nbytes
+                bytes_written += written
             blobs[h] = {"size": data.nbytes}
 
         body: dict[str, Any] = {
@@ -504,7 +507,7 @@ class CheckpointStore:
             "versions": _versions(),
             "stats": {},
         }
-        ident = self._publish(notebook.key, body, started, bytes_new)
+        ident = self._publish(notebook.key, body, started, bytes_new, bytes_written)
         # A gc running concurrently may have removed a blob we found present and reused;
         # put any such blob back while its bytes are still in hand.
         for h, data in pending.items():
@@ -542,7 +545,9 @@ class CheckpointStore:
             reused |= names
         return reused
 
-    def _publish(self, key: str, body: dict[str, Any], started: float, bytes_new: int) -> int:
+    def _publish(
+        self, key: str, body: dict[str, Any], started: float, bytes_new: int, bytes_written: int
+    ) -> int:
         ids = self._manifest_ids(key)
         ident = (ids[-1] if ids else 0) + 1
         body["parent"] = ids[-1] if ids else None
@@ -550,12 +555,13 @@ class CheckpointStore:
             body["id"] = ident
             body["stats"] = {
                 "bytes_new": bytes_new,
+                "bytes_written": bytes_written,
                 "bytes_total": sum(b["size"] for b in body["blobs"].values()),
                 "duration": round(time.perf_counter() - started, 6),
             }
             data = self._encode_manifest(body)
             path = f"{_nb_dir(key)}/manifests/{_manifest_name(ident)}"
-            if self.backend.create(path, lambda f, d=data: f.write(d)):
+            if self.backend.create(path, _writer(data)):
                 return ident
             ident += 1  # another writer took this number: take the next one
         raise StoreError(f"Could not find a free checkpoint number for {key}")
@@ -564,14 +570,14 @@ class CheckpointStore:
     def notebooks(self) -> list[str]:
         return [k for k in self.backend.listdir("notebooks") if valid_key(k)]
 
-    def list(self, notebook: NotebookRef | str | None = None) -> list[Checkpoint]:
+    def list(self, notebook: NotebookRef | str | None = None) -> builtins.list[Checkpoint]:
         """Checkpoints, oldest first. Unreadable ones are listed with ``problem`` set."""
         keys = (
             [notebook.key if isinstance(notebook, NotebookRef) else notebook]
             if notebook
             else self.notebooks()
         )
-        found: list[Checkpoint] = []
+        found: builtins.list[Checkpoint] = []
         for key in keys:
             for ident in self._manifest_ids(key):
                 try:
@@ -663,9 +669,9 @@ class CheckpointStore:
         return Restored(ck, values, modules, rng, failed)
 
     # ----------------------------------------------------------- maintenance
-    def verify(self, notebook: NotebookRef | str | None = None) -> list[Problem]:
+    def verify(self, notebook: NotebookRef | str | None = None) -> builtins.list[Problem]:
         """Check every manifest's signature and every blob it names; list what is wrong."""
-        problems: list[Problem] = []
+        problems: builtins.list[Problem] = []
         keys = (
             [notebook.key if isinstance(notebook, NotebookRef) else notebook]
             if notebook
@@ -732,7 +738,7 @@ class CheckpointStore:
         keep: int | None = None,
         max_size: int | None = None,
         grace: float = DEFAULT_GRACE,
-    ) -> list[int]:
+    ) -> builtins.list[int]:
         """Remove the oldest unpinned checkpoints beyond ``keep``, or while the store exceeds ``max_size`` bytes.
 
         The newest checkpoint is always kept. Returns the removed ids.
@@ -741,7 +747,7 @@ class CheckpointStore:
         ids = self._manifest_ids(key)
         pinned = {i for i in ids if self.backend.exists(f"{_nb_dir(key)}/pins/{i}")}
         removable = [i for i in ids[:-1] if i not in pinned]
-        removed: list[int] = []
+        removed: builtins.list[int] = []
         if keep is not None:
             excess = len(ids) - max(keep, 1)
             while excess > 0 and removable:
@@ -794,6 +800,13 @@ class CheckpointStore:
                 with contextlib.suppress(FileNotFoundError):
                     total += self.backend.size(f"blobs/{prefix}/{rest}")
         return total
+
+
+def _writer(data: bytes) -> Callable[[IO[bytes]], None]:
+    def write(f: IO[bytes]) -> None:
+        f.write(data)
+
+    return write
 
 
 class _BlobError(Exception):
