@@ -955,3 +955,53 @@ def test_docstring_examples() -> None:
     for module in (rewrite, iterate):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0, module.__name__
+
+
+@pytest.mark.skipif(not hasattr(ast, "TryStar"), reason="except* needs Python 3.11")
+def test_except_star_and_async_with() -> None:
+    src = """
+        import asyncio
+        import contextlib
+        out = []
+        try:
+            for i in range(3):
+                out.append(i)
+            raise ExceptionGroup("g", [KeyError(1), ValueError(2)])
+        except* KeyError as eg:
+            out.append(("key", len(eg.exceptions)))
+        except* ValueError:
+            for j in range(2):
+                out.append(("value", j))
+        async with contextlib.AsyncExitStack():
+            for k in range(3):
+                out.append(await asyncio.sleep(0, result=k))
+    """
+    check_resume_everywhere(src)
+
+
+@pytest.mark.skipif(not hasattr(ast, "TryStar"), reason="except* needs Python 3.11")
+def test_loops_in_finally_and_except_star_cannot_be_resumed() -> None:
+    src = """
+        out = []
+        for i in range(3):
+            try:
+                if i == 1:
+                    break
+            finally:
+                for q in range(2):
+                    out.append((i, q))
+            out.append(i)
+        try:
+            raise ExceptionGroup("g", [KeyError(1)])
+        except* KeyError:
+            for j in range(2):
+                out.append(j)
+    """
+    plan = instrument(parse(src)).plan
+    assert [(loop.target, loop.resumable) for loop in plan.loops.values()] == [
+        ("i", True),
+        ("q", False),
+        ("j", False),
+    ]
+    # A kill in the finally during the `break` resumes from the loop's safepoint before it.
+    check_resume_everywhere(src)

@@ -79,8 +79,9 @@ class LoopInfo:
     stmt : int
         Index of the top-level statement that contains the loop.
     resumable : bool
-        Whether a position inside the loop can be resumed (False inside a ``def``, a ``class``
-        or an ``async for``, and for ``async for`` itself).
+        Whether a position inside the loop can be resumed: False inside a ``def``, a ``class``,
+        an ``async for``, a ``finally:`` or an ``except*`` handler, and for ``async for``
+        itself (see ``instrument``).
 
     Examples
     --------
@@ -336,6 +337,11 @@ def instrument(module: ast.Module, *, resume: Position | None = None) -> Instrum
     may display). With ``resume``, statements that had finished are left out, the loops around
     the position continue at their recorded iterations, and everything after runs as usual.
 
+    Loops inside ``finally:`` and ``except*`` handlers also get non-resumable safepoints: a
+    ``finally`` may be running on behalf of an exception, ``break``, ``continue`` or
+    ``return`` that a resumed run could not carry on with, and after one ``except*`` handler
+    Python may run others for the rest of the exception group, which is gone after a restart.
+
     Parameters
     ----------
     module : ast.Module
@@ -464,6 +470,12 @@ class _Rewriter:
         if chain is None or isinstance(node, _DEFS):
             return None
         if key == _BODY and isinstance(node, ast.AsyncFor):
+            return None
+        if isinstance(node, _TRIES) and (
+            key == ("finalbody", None) or (key[0] == "handlers" and not isinstance(node, ast.Try))
+        ):
+            # What Python would do after the block depends on state a restart loses (see
+            # instrument()), so a snapshot there restores variables but cannot resume.
             return None
         if key == _BODY and isinstance(node, (ast.For, ast.While)):
             return (*chain, self._loop_of[id(node)])
@@ -656,12 +668,14 @@ class _Rewriter:
                     inner = [
                         _point(ast.Try(body=inner, handlers=[], orelse=[], finalbody=cleanup), node)
                     ]
-            if key != ("finalbody", None) and tried.finalbody:
-                final = self._block(tried.finalbody, chain)
+            if tried.finalbody:
+                final_key: _Key = ("finalbody", None)
+                final = self._block(tried.finalbody, self._child_chain(node, final_key, chain))
                 inner = [_point(ast.Try(body=inner, handlers=[], orelse=[], finalbody=final), node)]
-        # if/elif/else, a match case, a loop's else: the branch was taken before the snapshot;
-        # its test is not evaluated again. `if True:` keeps the resumed part one statement, so
-        # that a trailing expression in it is never taken for the cell's display value.
+        # if/elif/else, a match case, a loop's else, a try's else or handler: the branch was
+        # taken before the snapshot and its test is not evaluated again. `if True:` keeps the
+        # resumed part one statement, so that a trailing expression in it is never taken for
+        # the cell's display value.
         return [_point(ast.If(test=ast.Constant(True), body=inner, orelse=[]), node)]
 
 
