@@ -356,9 +356,18 @@ class CheckpointStore:
                     raise ValueError("a group names a blob the manifest does not list")
 
     def read_checkpoint(
-        self, notebook: NotebookRef | str, ident: int, *, trust: bool = False
+        self,
+        notebook: NotebookRef | str,
+        ident: int,
+        *,
+        trust: bool = False,
+        use_cache: bool = True,
     ) -> Checkpoint:
-        """One checkpoint's manifest, signature checked (blobs are not read)."""
+        """One checkpoint's manifest, signature checked (blobs are not read).
+
+        The cache only knows a manifest's size: damage in place, or a deleted id saved again,
+        can keep it. Restores, ``verify`` and gc pass ``use_cache=False`` to read the disk.
+        """
         key = notebook.key if isinstance(notebook, NotebookRef) else notebook
         if not valid_key(key):
             raise CheckpointError(f"{key!r} is not a valid notebook key")
@@ -368,7 +377,7 @@ class CheckpointStore:
             size = self.backend.size(path)
         except FileNotFoundError:
             raise CheckpointNotFound(ident, key, self._manifest_ids(key)) from None
-        if cached is not None and cached[0] == size and (cached[1].verified or trust):
+        if use_cache and cached is not None and cached[0] == size and (cached[1].verified or trust):
             ck = cached[1]
         else:
             try:
@@ -632,7 +641,7 @@ class CheckpointStore:
         raise NoUsableCheckpoint(key, passed_over)
 
     def _load_one(self, key: str, ident: int, names: Iterable[str] | None, trust: bool) -> Restored:
-        ck = self.read_checkpoint(key, ident, trust=trust)
+        ck = self.read_checkpoint(key, ident, trust=trust, use_cache=False)
         body = ck.body
         wanted = None if names is None else set(names)
         if wanted is not None:
@@ -681,7 +690,7 @@ class CheckpointStore:
         for key in keys:
             for ident in self._manifest_ids(key):
                 try:
-                    ck = self.read_checkpoint(key, ident)
+                    ck = self.read_checkpoint(key, ident, use_cache=False)
                 except VerificationError as e:
                     problems.append(Problem(key, ident, e.reason))
                     continue
@@ -724,7 +733,7 @@ class CheckpointStore:
         for key in self.notebooks():
             for ident in self._manifest_ids(key):
                 try:
-                    ck = self.read_checkpoint(key, ident, trust=True)
+                    ck = self.read_checkpoint(key, ident, trust=True, use_cache=False)
                 except (VerificationError, CheckpointNotFound):
                     continue
                 for h, info in ck.body["blobs"].items():
@@ -749,12 +758,12 @@ class CheckpointStore:
         removable = [i for i in ids[:-1] if i not in pinned]
         removed: builtins.list[int] = []
         if keep is not None:
-            excess = len(ids) - max(keep, 1)
-            while excess > 0 and removable:
-                victim = removable.pop(0)
+            # The newest ``keep`` stay, and pinned ones on top of them.
+            newest = set(ids[-max(keep, 1) :])
+            for victim in [i for i in removable if i not in newest]:
                 self.delete(key, victim)
                 removed.append(victim)
-                excess -= 1
+            removable = [i for i in removable if i in newest]
         if max_size is not None:
             while removable and sum(self._referenced().values()) > max_size:
                 victim = removable.pop(0)
