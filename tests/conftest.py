@@ -1,0 +1,72 @@
+"""Shared fixtures: an isolated signing key for every test, and store URLs for each backend."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nbcheckpoint.store import CheckpointStore, NotebookRef
+
+
+@pytest.fixture(autouse=True)
+def _isolated_signing_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the signing key at a per-test file, so no test reads or creates the user's real key."""
+    key_file = tmp_path / "signing-key" / "signing.key"
+    monkeypatch.setenv("NBCHECKPOINT_KEY_FILE", str(key_file))
+    monkeypatch.delenv("NBCHECKPOINT_KEY", raising=False)
+    monkeypatch.delenv("NBCHECKPOINT_STORE", raising=False)
+    return key_file
+
+
+def _purge_memory_root(root: str) -> None:
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    # MemoryFileSystem keeps one process-wide dict: drop only this test's paths.
+    for path in [p for p in MemoryFileSystem.store if p == root or p.startswith(root + "/")]:
+        MemoryFileSystem.store.pop(path, None)
+    MemoryFileSystem.pseudo_dirs[:] = [
+        d for d in MemoryFileSystem.pseudo_dirs if not (d == root or d.startswith(root + "/"))
+    ]
+
+
+@pytest.fixture(params=["local", "memory"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty store root: a local folder, or a unique root in fsspec's memory filesystem."""
+    if request.param == "local":
+        yield str(tmp_path / "store")
+        return
+    root = f"/nbcheckpoint-test-{uuid.uuid4().hex}"
+    _purge_memory_root(root)
+    try:
+        yield f"memory://{root}"
+    finally:
+        _purge_memory_root(root)
+
+
+@pytest.fixture
+def local_store_url(tmp_path: Path) -> str:
+    """A store in a local folder, for tests about files, modes and processes."""
+    return str(tmp_path / "store")
+
+
+@pytest.fixture
+def store(store_url: str) -> CheckpointStore:
+    return CheckpointStore(store_url)
+
+
+@pytest.fixture
+def nb(tmp_path: Path) -> NotebookRef:
+    return NotebookRef.from_path(str(tmp_path / "analysis.ipynb"))
+
+
+@pytest.fixture
+def subprocess_env() -> dict[str, str]:
+    """Environment for helper processes: this checkout importable, the test's key file inherited."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env

@@ -1,0 +1,395 @@
+"""Round trips through the store: types, shared references, modules, random state, skipped and withheld variables."""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import decimal
+import fractions
+import json
+import mmap
+import os
+import random
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from helpers import assert_same, script, store_files
+
+from nbcheckpoint.store import CheckpointStore, NotebookRef
+from nbcheckpoint.store.serializer import restore_rng
+
+
+def _numpy_values() -> dict[str, Any]:
+    rng = np.random.default_rng(7)
+    base = rng.standard_normal((40, 30))
+    obj = np.empty(4, dtype=object)
+    obj[:] = [{"a": 1}, [1, 2], "text", None]
+    values: dict[str, Any] = {
+        "f64": base,
+        "f32": base.astype(np.float32),
+        "f16": base.astype(np.float16),
+        "i8": rng.integers(-128, 127, 1000, dtype=np.int8),
+        "u64": rng.integers(0, 2**63, 100, dtype=np.uint64),
+        "c128": base[:5] + 1j * base[5:10],
+        "bools": base > 0,
+        "dt64": np.arange("2024-01-01", "2024-03-01", dtype="datetime64[D]"),
+        "td64": np.array([1, 2, 3], dtype="timedelta64[ms]"),
+        "unicode": np.array(["alpha", "βeta", ""]),
+        "bytes_arr": np.array([b"x", b"yz"]),
+        "structured": np.array([(1, 2.5, b"ab")], dtype=[("a", "i4"), ("b", "f8"), ("c", "S2")]),
+        "zero_d": np.array(3.5),
+        "empty": np.empty((0, 3)),
+        "nan_inf": np.array([np.nan, np.inf, -np.inf, 0.0, -0.0]),
+        "fortran": np.asfortranarray(base),
+        "strided_view": base[::3, ::2],
+        "transposed": base.T,
+        "objects": obj,
+        "scalar_f64": np.float64(2.25),
+        "scalar_i32": np.int32(-5),
+        "big_endian": np.arange(10, dtype=">i4"),
+    }
+    return values
+
+
+def _pandas_values() -> dict[str, Any]:
+    index = pd.date_range("2024-01-01", periods=6, freq="h", tz="Europe/Paris")
+    frame = pd.DataFrame(
+        {
+            "ints": np.arange(6, dtype=np.int64),
+            "floats": [0.5, np.nan, 1.5, 2.5, np.inf, -1.0],
+            "strings": ["a", "b", None, "d", "e", "f"],
+            "cats": pd.Categorical(
+                ["x", "y", "x", "z", "y", "x"], categories=["z", "y", "x"], ordered=True
+            ),
+            "bools": [True, False, True, True, False, False],
+            "when": pd.to_datetime(
+                ["2020-01-01", "2021-06-30", None, "1999-12-31", "2000-02-29", "2024-01-01"]
+            ),
+            "nullable": pd.array([1, None, 3, 4, None, 6], dtype="Int64"),
+        },
+        index=index,
+    )
+    multi = pd.DataFrame(
+        np.arange(12).reshape(4, 3),
+        index=pd.MultiIndex.from_product([["a", "b"], [1, 2]], names=["k", "n"]),
+        columns=["p", "q", "r"],
+    )
+    return {
+        "frame": frame,
+        "multi": multi,
+        "series": pd.Series([1.0, 2.0, np.nan], index=["a", "b", "c"], name="s"),
+        "cat_series": pd.Series(pd.Categorical(["lo", "hi", "lo"])),
+        "time_series": pd.Series(range(4), index=pd.date_range("2024-03-01", periods=4, freq="D")),
+    }
+
+
+Point = collections.namedtuple("Point", "x y")
+
+
+def _python_values() -> dict[str, Any]:
+    return {
+        "number": 42,
+        "huge_int": 2**200,
+        "neg_zero": -0.0,
+        "nan": float("nan"),
+        "text": "naïve ☃ text",
+        "raw": b"\x00\xffbytes",
+        "mutable_raw": bytearray(b"grow me"),
+        "nested": {
+            "a": [1, (2, 3), {"b": {4, 5}}],
+            "c": {frozenset({1, 2}): None},
+            7: [[], {}, ()],
+        },
+        "a_set": {1, "two", (3, 4)},
+        "frozen": frozenset({"x", "y"}),
+        "ordered": collections.OrderedDict([("z", 1), ("a", 2)]),
+        "counter": collections.Counter("abracadabra"),
+        "deque": collections.deque([1, 2, 3], maxlen=5),
+        "point": Point(1, 2),
+        "when": datetime.datetime(2024, 2, 29, 12, 30, tzinfo=datetime.timezone.utc),
+        "money": decimal.Decimal("1.10"),
+        "ratio": fractions.Fraction(3, 7),
+        "span": range(3, 30, 4),
+        "nothing": None,
+        "cplx": 1 + 2j,
+    }
+
+
+def test_round_trip_of_many_types(store: CheckpointStore, nb: NotebookRef) -> None:
+    namespace = {**_numpy_values(), **_pandas_values(), **_python_values()}
+    ck = store.save(namespace, nb)
+    assert ck.verified
+    assert ck.body["skipped"] == {}
+    assert set(ck.variables) == set(namespace)
+
+    restored = CheckpointStore(store.url).load(nb)  # a fresh instance: nothing cached in memory
+    assert restored.failed == {}
+    assert set(restored.values) == set(namespace)
+    for name, want in namespace.items():
+        got = restored.values[name]
+        if name in {"ordered", "counter", "deque", "point"}:
+            assert type(got) is type(want) and got == want, name
+            assert getattr(got, "maxlen", None) == getattr(want, "maxlen", None)
+            continue
+        assert_same(got, want, name)
+    values = restored.values
+    assert values["fortran"].flags.f_contiguous
+    assert values["zero_d"].ndim == 0
+    assert values["big_endian"].dtype.byteorder == ">"
+    for name, value in values.items():
+        if isinstance(value, np.ndarray):
+            assert value.flags.writeable, f"{name} came back read-only"
+    assert ck.variables["frame"]["type"] == "pandas.DataFrame"
+    assert ck.variables["f64"]["type"] == "numpy.ndarray"
+
+
+def test_restored_arrays_are_writeable_and_independent(
+    store: CheckpointStore, nb: NotebookRef
+) -> None:
+    arr = np.arange(1000.0)
+    store.save({"arr": arr}, nb)
+    first = store.load(nb).values["arr"]
+    first[:] = -1  # must not write through to the store or to a second restore
+    second = store.load(nb).values["arr"]
+    assert_same(second, np.arange(1000.0))
+    assert second.flags.writeable
+
+
+def test_shared_references_survive(store: CheckpointStore, nb: NotebookRef) -> None:
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal(500)
+    model = [rng.standard_normal((20, 20)), rng.standard_normal(20), a]
+    optimizer = {
+        "params": [model[0], model[1]],
+        "state": {id(model[0]): {"momentum": np.zeros((20, 20))}},
+    }
+    items = [1, 2]
+    namespace = {
+        "a": a,
+        "b": a,
+        "model": model,
+        "optimizer": optimizer,
+        "items": items,
+        "alias": items,
+        "other": [1, 2],
+    }
+    ck = store.save(namespace, nb)
+    groups = [sorted(g["names"]) for g in ck.body["groups"]]
+    assert ["a", "b", "model", "optimizer"] in groups
+    assert ["alias", "items"] in groups
+
+    v = store.load(nb).values
+    assert v["b"] is v["a"]
+    assert v["model"][2] is v["a"]
+    assert v["optimizer"]["params"][0] is v["model"][0]
+    assert v["optimizer"]["params"][1] is v["model"][1]
+    assert v["alias"] is v["items"]
+    assert v["other"] is not v["items"]
+    # A step of the "optimizer" must move the "model": the restore shares memory, not copies.
+    v["optimizer"]["params"][0] += 1.0
+    assert_same(v["model"][0], model[0] + 1.0)
+    assert v["a"].flags.writeable and v["model"][0].flags.writeable
+
+
+def test_modules_are_recorded_as_imports(store: CheckpointStore, nb: NotebookRef) -> None:
+    import os.path as osp
+
+    import numpy.linalg
+
+    namespace = {"np": np, "pd": pd, "osp": osp, "la": numpy.linalg, "json": json, "x": 1}
+    ck = store.save(namespace, nb)
+    expected = {
+        "np": "numpy",
+        "pd": "pandas",
+        "osp": osp.__name__,
+        "la": "numpy.linalg",
+        "json": "json",
+    }
+    assert ck.body["modules"] == expected
+    restored = store.load(nb)
+    assert restored.modules == expected
+    assert restored.values == {"x": 1}
+    assert store.load(nb, names=["np"]).modules == {"np": "numpy"}
+
+
+def test_random_states_come_back(store: CheckpointStore, nb: NotebookRef) -> None:
+    random.seed(1234)
+    np.random.seed(4321)
+    random.random(), np.random.rand(5)  # move both away from their seeded starts
+    store.save({"x": 1}, nb)
+    expected_py = [random.random() for _ in range(5)]
+    expected_np = np.random.rand(5)
+    expected_int = random.getrandbits(64)
+    # Disturb both generators as a long computation (or a new kernel) would.
+    random.seed(999)
+    np.random.seed(999)
+    restored = store.load(nb)
+    assert restored.rng is not None
+    assert sorted(restore_rng(restored.rng)) == ["numpy.random", "random"]
+    assert [random.random() for _ in range(5)] == expected_py
+    assert_same(np.random.rand(5), expected_np)
+    assert random.getrandbits(64) == expected_int
+
+
+def test_selected_names_only(store: CheckpointStore, nb: NotebookRef) -> None:
+    namespace = {"a": 1, "b": [2], "c": np.arange(3)}
+    ck = store.save(namespace, nb, names=["a", "c", "not_there"])
+    assert set(ck.variables) == {"a", "c"}
+    restored = store.load(nb, names=["c"])
+    assert list(restored.values) == ["c"]
+    assert restored.rng is None
+
+
+# ----------------------------------------------------------------- __main__ code
+def test_functions_and_classes_from_main_survive_a_new_process(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """Code defined in ``__main__`` (as in a kernel) restored by a fresh interpreter (a new kernel).
+
+    IPython runs cells in a real module registered as ``__main__``; the helper does the same
+    with exec. Functions and classes from ``__main__`` are pickled by value; the names their
+    bodies use are looked up in the restoring ``__main__``, where the restore puts them back.
+    """
+    store_dir = str(tmp_path / "store")
+    run = [sys.executable, script("main_code.py"), store_dir, str(tmp_path / "nb.ipynb")]
+    saved = subprocess.run(
+        [*run, "save"], env=subprocess_env, capture_output=True, text=True, timeout=120
+    )
+    assert saved.returncode == 0, saved.stderr
+    report = json.loads(saved.stdout.strip().splitlines()[-1])
+    assert report["skipped"] == {}
+
+    loaded = subprocess.run(
+        [*run, "load"], env=subprocess_env, capture_output=True, text=True, timeout=120
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    results = json.loads(loaded.stdout.strip().splitlines()[-1])
+    assert results == {
+        "failed": {},
+        "lambda": 11,
+        "closure": 21,
+        "method": 17.0,
+        "class_identity": True,
+        "global_lookup": 110,
+        "subclass": "Derived(2)",
+        "dataclass": {"lr": 0.1, "epochs": 3},
+        "generator_function": [0, 1, 4],
+        "decorated": 9,
+    }
+
+
+# ------------------------------------------------------ skipped and withheld
+def _generator() -> Any:
+    yield 1
+
+
+def test_unpicklable_variables_are_skipped_and_reported(
+    store: CheckpointStore, nb: NotebookRef
+) -> None:
+    sock = socket.socket()
+    conn = sqlite3.connect(":memory:")
+    mm = mmap.mmap(-1, 16)
+    try:
+        arr = np.arange(10)
+        namespace = {
+            "gen": _generator(),
+            "sock": sock,
+            "conn": conn,
+            "mm": mm,
+            "frame": sys._getframe(),
+            "holder": {"arr": arr, "conn": conn},  # picklable alone? no: it holds the connection
+            "arr": arr,
+            "ok": "fine",
+        }
+        ck = store.save(namespace, nb)
+    finally:
+        sock.close()
+        conn.close()
+        mm.close()
+    skipped = ck.body["skipped"]
+    assert set(skipped) == {"gen", "sock", "conn", "mm", "frame", "holder"}
+    assert skipped["gen"]["type"] == "generator"
+    assert skipped["sock"]["type"] == "socket.socket"
+    assert skipped["conn"]["type"] == "sqlite3.Connection"
+    assert skipped["mm"]["type"] == "mmap.mmap"
+    assert skipped["holder"]["type"] == "dict"
+    for name, info in skipped.items():
+        assert info["reason"].strip(), f"no reason recorded for {name}"
+    assert "generator" in skipped["gen"]["reason"]
+    assert "sqlite3.Connection" in skipped["holder"]["reason"]
+    assert set(ck.variables) == {"arr", "ok"}
+    restored = store.load(nb)
+    assert set(restored.values) == {"arr", "ok"}
+    assert_same(restored.values["arr"], np.arange(10))
+    # The listing (what a user sees) reports the skips too.
+    [listed] = store.list(nb)
+    assert set(listed.body["skipped"]) == set(skipped)
+
+
+WITHHELD = {
+    "password": "hunter2-pw-value",
+    "db_password": "pg-pw-value",
+    "secret": "s3cr3t-value",
+    "api_key": "key-value-123",
+    "apiKey": "key-value-456",
+    "access_key": "access-value",
+    "auth_token": "auth-token-value",
+    "github_token": "ghp_" + "a1B2c3D4" * 5,
+    "aws_config": "AKIAIOSFODNN7EXAMPLE",
+}
+NOT_WITHHELD = {
+    "tokens": "some ordinary tokens text",
+    "tokenizer": "bert-base-uncased",
+    "secretary_df": pd.DataFrame({"name": ["Ann"], "desk": [3]}),
+    "secretary": "Ann",
+    "next_token": 5,
+    "n_tokens": 128,
+}
+
+
+def test_credentials_are_withheld_by_default(store: CheckpointStore, nb: NotebookRef) -> None:
+    namespace = {**WITHHELD, **NOT_WITHHELD}
+    ck = store.save(namespace, nb)
+    assert set(ck.body["withheld"]) == set(WITHHELD)
+    for name, info in ck.body["withheld"].items():
+        assert info["type"] == "str" and info["reason"], name
+    assert "AWS" in ck.body["withheld"]["aws_config"]["reason"]
+    restored = store.load(nb)
+    assert set(restored.values) == set(NOT_WITHHELD)
+    for name, want in NOT_WITHHELD.items():
+        assert_same(restored.values[name], want, name)
+    # Not a byte of any withheld value may reach the store, in any file.
+    everything = b"".join(store.backend.read(path) for path in store_files(store.backend))
+    for value in WITHHELD.values():
+        assert value.encode() not in everything
+
+
+def test_credentials_included_on_request(store: CheckpointStore, nb: NotebookRef) -> None:
+    namespace = {**WITHHELD, **NOT_WITHHELD}
+    ck = store.save(namespace, nb, include_credentials=True)
+    assert ck.body["withheld"] == {}
+    restored = store.load(nb)
+    assert set(restored.values) == set(namespace)
+    for name, want in WITHHELD.items():
+        assert restored.values[name] == want
+
+
+def test_credential_only_inside_a_container_is_not_withheld_but_top_level_is(
+    store: CheckpointStore, nb: NotebookRef
+) -> None:
+    # Documenting the scope of the rule: names and values of top-level variables are judged.
+    namespace = {"settings": {"password": "inner-pw"}, "password": "outer-pw"}
+    ck = store.save(namespace, nb)
+    assert set(ck.body["withheld"]) == {"password"}
+    assert store.load(nb).values == {"settings": {"password": "inner-pw"}}
+
+
+def test_key_environment_is_isolated(_isolated_signing_key: Path) -> None:
+    assert "NBCHECKPOINT_KEY" not in os.environ
+    assert os.environ["NBCHECKPOINT_KEY_FILE"] == str(_isolated_signing_key)
