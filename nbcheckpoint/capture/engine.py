@@ -260,17 +260,9 @@ class CellRun:
 def describe(plan: CellPlan, sp: int | None, counters: list[int], lengths: list[Any]) -> str:
     """A position in words: ``for epoch at 57/100 · for batch at 3`` (1-based, like a person counts)."""
     info = plan.safepoints.get(sp) if sp is not None else None
-    if info is None or not info.resumable:
+    if info is None or not info.resumable or sp is None:
         return "inside a function"
-    if not info.loops:
-        return f"before statement {info.stmt + 1} of {plan.n_statements}"
-    parts = []
-    for loop_id, count, length in zip(info.loops, counters, lengths):
-        loop = plan.loops[loop_id]
-        label = f"for {loop.target}" if loop.kind == "for" else "while loop"
-        total = f"/{length}" if isinstance(length, int) else ""
-        parts.append(f"{label} at {count + 1}{total}")
-    return " · ".join(parts) if parts else "inside a function"
+    return plan.describe(sp, tuple(counters), tuple(lengths))
 
 
 _ACTIVE: CellRun | None = None

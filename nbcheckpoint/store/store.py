@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 import blake3
+import xxhash
 import zstandard
 
 from ..errors import (
@@ -44,6 +45,8 @@ MAX_MANIFEST = 64 << 20
 DEFAULT_GRACE = 3600.0
 STATUSES = ("running", "interrupted", "complete", "manual", "auto")
 _HEX = frozenset("0123456789abcdef")
+FAST_HASH_MIN = 64 << 10
+FAST_CACHE_MAX = 1_000_000
 
 
 def digest(data: memoryview | bytes | bytearray) -> str:
@@ -180,6 +183,7 @@ class CheckpointStore:
         self.compress = compress
         self._manifest_cache: dict[tuple[str, int], tuple[int, Checkpoint]] = {}
         self._known_blobs: set[str] = set()
+        self._fast: dict[tuple[int, str], str] = {}
         self._initialized = False
 
     # ------------------------------------------------------------------ setup
@@ -443,11 +447,44 @@ class CheckpointStore:
             ``changed`` names, and whose names are all still saved, are recorded again
             without pickling. Objects changed behind the back of ``changed`` are missed.
         """
+        pending = self.prepare(
+            namespace,
+            notebook,
+            names,
+            status=status,
+            cell=cell,
+            position=position,
+            kernel=kernel,
+            include_credentials=include_credentials,
+            snapshot=snapshot,
+            base=base,
+            changed=changed,
+        )
+        return self.commit(pending, keep=keep, max_size=max_size)
+
+    def prepare(
+        self,
+        namespace: Mapping[str, Any],
+        notebook: NotebookRef,
+        names: Iterable[str] | None = None,
+        *,
+        status: str = "manual",
+        cell: Mapping[str, Any] | None = None,
+        position: Mapping[str, Any] | None = None,
+        kernel: Mapping[str, Any] | None = None,
+        include_credentials: bool = False,
+        snapshot: Snapshot | None = None,
+        base: Checkpoint | None = None,
+        changed: Iterable[str] | None = None,
+    ) -> PendingSave:
+        """The part of a save that must see the namespace: pickle it and address every blob.
+
+        Unchanged large buffers are recognised by a fast hash (xxh3) and cost no BLAKE3
+        and no write. The result refers to live memory until :meth:`PendingSave.detach`.
+        """
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
         started = time.perf_counter()
-        self._init_root()
-        self.backend.cleanup_tmp(DEFAULT_GRACE)
         chosen = list(namespace) if names is None else [n for n in names if n in namespace]
         blobs: dict[str, dict[str, int]] = {}
         groups: list[dict[str, Any]] = []
@@ -464,17 +501,29 @@ class CheckpointStore:
                 include_credentials=include_credentials,
             )
         )
-        bytes_new = 0
-        pending: dict[str, memoryview] = {}
+        data: dict[str, memoryview] = {}
+        learned: dict[tuple[int, str], str] = {}
+
+        def address(buf: memoryview | bytes) -> str:
+            view = memoryview(buf)
+            if view.nbytes < FAST_HASH_MIN:
+                h = digest(view)
+            else:
+                fast = (view.nbytes, xxhash.xxh3_128_hexdigest(view))
+                known = self._fast.get(fast)
+                if known is not None and known in self._known_blobs:
+                    blobs[known] = {"size": view.nbytes}
+                    return known  # unchanged since we wrote it: no BLAKE3, no write
+                h = digest(view)
+                learned[fast] = h
+            data[h] = view
+            blobs[h] = {"size": view.nbytes}
+            return h
+
         for group in snap.groups:
             index = len(groups)
-            h_pickle = digest(group.payload)
-            pending[h_pickle] = memoryview(group.payload)
-            hashes = []
-            for buf in group.buffers:
-                h = digest(buf)
-                pending[h] = buf
-                hashes.append(h)
+            h_pickle = address(group.payload)
+            hashes = [address(buf) for buf in group.buffers]
             groups.append(
                 {"names": group.names, "pickle": h_pickle, "buffers": hashes, "size": group.size}
             )
@@ -485,18 +534,7 @@ class CheckpointStore:
                     "group": index,
                     "shared_with": [n for n in group.names if n != name],
                 }
-        rng_hash = None
-        if snap.rng is not None:
-            rng_hash = digest(snap.rng)
-            pending[rng_hash] = memoryview(snap.rng)
-        bytes_written = 0
-        for h, data in pending.items():
-            written = self._write_blob(h, data)
-            if written:
-                bytes_new += data.nbytes
-                bytes_written += written
-            blobs[h] = {"size": data.nbytes}
-
+        rng_hash = address(snap.rng) if snap.rng is not None else None
         body: dict[str, Any] = {
             "format": FORMAT,
             "id": 0,
@@ -516,16 +554,54 @@ class CheckpointStore:
             "versions": _versions(),
             "stats": {},
         }
-        ident = self._publish(notebook.key, body, started, bytes_new, bytes_written)
+        return PendingSave(notebook, body, data, learned, started)
+
+    def commit(
+        self, pending: PendingSave, *, keep: int | None = None, max_size: int | None = None
+    ) -> Checkpoint:
+        """Write the missing blobs, then publish the signed manifest: the commit point.
+
+        Safe to call from a writer thread once ``pending`` is detached from live memory.
+        """
+        self._init_root()
+        self.backend.cleanup_tmp(DEFAULT_GRACE)
+        for h in pending.body["blobs"]:
+            if h in pending.data:
+                continue
+            path = _blob_path(h)
+            if not self.backend.exists(path):
+                self._known_blobs.discard(h)
+                raise StoreWriteError(
+                    path, "a blob this checkpoint reuses was removed meanwhile (gc?)"
+                )
+            self.backend.touch(path)  # renew its age, so a concurrent gc spares it
+        bytes_new = 0
+        bytes_written = 0
+        for h, view in pending.data.items():
+            written = self._write_blob(h, view)
+            if written:
+                bytes_new += view.nbytes
+                bytes_written += written
+        ident = self._publish(
+            pending.notebook.key, pending.body, pending.started, bytes_new, bytes_written
+        )
         # A gc running concurrently may have removed a blob we found present and reused;
         # put any such blob back while its bytes are still in hand.
-        for h, data in pending.items():
+        for h, view in pending.data.items():
             if not self.backend.exists(_blob_path(h)):
                 self._known_blobs.discard(h)
-                self._write_blob(h, data)
+                self._write_blob(h, view)
+        self.learn(pending.learned)
         if keep is not None or max_size is not None:
-            self.retain(notebook, keep=keep, max_size=max_size)
-        return self.read_checkpoint(notebook, ident)
+            self.retain(pending.notebook, keep=keep, max_size=max_size)
+        return self.read_checkpoint(pending.notebook, ident)
+
+    def learn(self, fast: Mapping[tuple[int, str], str]) -> None:
+        """Remember fast-hash to address pairs of blobs now in the store (bounded)."""
+        if len(self._fast) + len(fast) > FAST_CACHE_MAX:
+            self._fast.clear()
+        self._fast.update(fast)
+        self._known_blobs.update(fast.values())
 
     def _reuse_groups(
         self,
@@ -816,6 +892,32 @@ def _writer(data: bytes) -> Callable[[IO[bytes]], None]:
         f.write(data)
 
     return write
+
+
+@dataclass
+class PendingSave:
+    """A checkpoint pickled and addressed, not yet written."""
+
+    notebook: NotebookRef
+    body: dict[str, Any]
+    data: dict[str, memoryview]
+    learned: dict[tuple[int, str], str]
+    started: float
+
+    @property
+    def new_bytes(self) -> int:
+        """Bytes that may need writing (those not known to be in the store)."""
+        return sum(v.nbytes for v in self.data.values())
+
+    def detach(self, budget: int) -> bool:
+        """Copy the data still pointing at live objects, if it fits in ``budget`` bytes.
+
+        After this the namespace may change freely while a writer thread commits.
+        """
+        if self.new_bytes > budget:
+            return False
+        self.data = {h: memoryview(bytes(v)) for h, v in self.data.items()}
+        return True
 
 
 class _BlobError(Exception):
