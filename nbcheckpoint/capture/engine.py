@@ -11,9 +11,11 @@ from typing import Any, Protocol
 
 from ..errors import CheckpointError
 from ..store import Checkpoint, CheckpointStore, NotebookRef
+from .events import emit
 from .iterate import length_of, resume_iter
 from .names import user_names
 from .rewrite import CellPlan
+from .writer import InlineWriter, Job, Outcome, Writer, choose, estimate_bytes
 
 DUE = "_nbc_due_"
 SP = "__nbc_sp__"
@@ -65,6 +67,7 @@ class Options:
     names: list[str] | None = None
     include_credentials: bool = False
     max_size: int | None = None
+    mode: str = "auto"
 
 
 @dataclass
@@ -88,7 +91,8 @@ class CellRun:
     """One execution of a ``%%checkpoint`` cell: timer, safe points, final checkpoint.
 
     Everything runs on the main thread except the timer, which only sets the flag
-    ``_nbc_due_`` in the namespace; the inserted check costs one global lookup.
+    ``_nbc_due_`` in the namespace (the inserted check costs one global lookup), and
+    the writer, which may finish a snapshot on a thread or in a forked child.
     """
 
     def __init__(
@@ -114,6 +118,9 @@ class CellRun:
         self.last_position: dict[str, Any] | None = None
         self.failing: str | None = None
         self.skipped_reported: set[str] = set()
+        self.skipped_busy = 0
+        self.writer: Writer = InlineWriter(store)
+        self.mode_reason = "inline"
         self._stop = threading.Event()
         self._done = threading.Event()
         self._last = time.monotonic()
@@ -123,6 +130,12 @@ class CellRun:
     # --------------------------------------------------------------- timing
     def start(self) -> None:
         install_runtime(self.ns)
+        try:
+            self.writer, self.mode_reason = choose(
+                self.options.mode, self.store, estimate_bytes(self.ns, self.names_now())
+            )
+        except ValueError as e:
+            raise CheckpointError(str(e)) from e
         self.ns[SP] = self.safepoint
         self._last = time.monotonic()
         self._timer = threading.Thread(target=self._tick, name="nbcheckpoint-timer", daemon=True)
@@ -157,14 +170,33 @@ class CellRun:
         return user_names(self.ns, self.cell.cell_names, self.hidden())
 
     def safepoint(self, sp: int | None, *pairs: int | None) -> None:
-        """Called by instrumented code when the flag is set; takes one snapshot."""
+        """Called by instrumented code when the flag is set; starts one snapshot."""
         self.ns[DUE] = False
         try:
-            position = self._position(sp, pairs)
-            self._snapshot("running", position)
+            self._collect()
+            if self.writer.busy():
+                # Backpressure: never pile snapshots up behind a slow disk or network.
+                self.skipped_busy += 1
+                return
+            self.writer.submit(self._job("running", self._position(sp, pairs)))
+            self._collect()
         finally:
             self._last = time.monotonic()
             self._done.set()
+
+    def _job(self, status: str, position: dict[str, Any] | None) -> Job:
+        return Job(
+            self.ns,
+            self.notebook,
+            self.names_now(),
+            status,
+            cell=self.cell.as_dict(),
+            position=position,
+            kernel=kernel_identity(),
+            include_credentials=self.options.include_credentials,
+            keep=self.options.keep,
+            max_size=self.options.max_size,
+        )
 
     def _position(self, sp: int | None, pairs: tuple[int | None, ...]) -> dict[str, Any]:
         counters = [int(c) for c in pairs[0::2] if c is not None]
@@ -177,40 +209,40 @@ class CellRun:
             "counters": counters,
             "lengths": lengths,
             "resumable": resumable,
-            "description": description or "inside a function",
+            "description": description,
         }
 
-    def _snapshot(self, status: str, position: dict[str, Any] | None) -> Checkpoint | None:
-        names = self.names_now()
-        try:
-            ck = self.store.save(
-                self.ns,
-                self.notebook,
-                names,
-                status=status,
-                cell=self.cell.as_dict(),
-                position=position,
-                kernel=kernel_identity(),
-                include_credentials=self.options.include_credentials,
-                keep=self.options.keep,
-                max_size=self.options.max_size,
-            )
-        except (CheckpointError, OSError) as e:
+    def _collect(self) -> None:
+        for outcome in self.writer.poll():
+            self._landed(outcome)
+
+    def _landed(self, outcome: Outcome) -> None:
+        if outcome.checkpoint is None:
             if self.failing is None:
                 self.reporter.warn(
-                    f"nbcheckpoint: could not save a checkpoint ({e}). The cell keeps running; "
+                    f"nbcheckpoint: could not save a checkpoint ({outcome.error}). The cell keeps running; "
                     "checkpoints resume when the store works again."
                 )
-            self.failing = str(e)
-            return None
+            self.failing = outcome.error or "unknown error"
+            return
+        ck = outcome.checkpoint
         if self.failing is not None:
             self.reporter.info("nbcheckpoint: the store works again; checkpoints resumed.")
             self.failing = None
         self.taken.append(ck)
-        self.last_position = position
+        self.last_position = outcome.job.position
         self._report_left_out(ck)
+        emit(ck)
         self.reporter.status(self.status_line(ck))
-        return ck
+
+    def _snapshot(self, status: str, position: dict[str, Any] | None) -> Checkpoint | None:
+        """A snapshot taken and written before returning (the final one)."""
+        before = len(self.taken)
+        writer = InlineWriter(self.store)
+        writer.submit(self._job(status, position))
+        for outcome in writer.poll():
+            self._landed(outcome)
+        return self.taken[-1] if len(self.taken) > before else None
 
     def _report_left_out(self, ck: Checkpoint) -> None:
         for kind, entries in (("skipped", ck.body["skipped"]), ("withheld", ck.body["withheld"])):
@@ -233,12 +265,19 @@ class CellRun:
         position = ck.body.get("position") or {}
         if position.get("description"):
             parts.append(str(position["description"]))
+        if self.skipped_busy:
+            parts.append(
+                f"{self.skipped_busy} skipped while the previous one was still being written"
+            )
         return "nbcheckpoint: " + " · ".join(parts)
 
     # ------------------------------------------------------------- the end
     def finish(self, error: BaseException | None) -> Checkpoint | None:
         """Final checkpoint when the cell succeeded; otherwise mark the last one interrupted."""
         self.stop()
+        for outcome in self.writer.drain():
+            self._landed(outcome)
+        self.writer.close()
         if error is None:
             return self._snapshot("complete", None)
         if self.taken:

@@ -26,6 +26,7 @@ from ..capture.engine import (
 )
 from ..capture.names import cell_names, reachable_names, user_names
 from ..capture.rewrite import Position, instrument
+from ..capture.writer import MODES, choose, estimate_bytes
 from ..errors import CheckpointError, ConfigError
 from ..format import human_bytes, parse_duration, parse_size, relative_time, table
 from ..store import Checkpoint as StoredCheckpoint
@@ -43,6 +44,7 @@ def _cell_parser() -> MagicArgumentParser:
     parser.add_argument("--keep", type=int, default=None)
     parser.add_argument("--store", default=None)
     parser.add_argument("--no-resume", action="store_true")
+    parser.add_argument("--mode", choices=MODES, default=None)
     return parser
 
 
@@ -114,6 +116,19 @@ class Checkpoint(Magics):
     auto_min_duration = Float(
         5.0, help="Seconds a cell must run before auto mode saves after it."
     ).tag(config=True)
+    mode = Unicode(
+        "auto",
+        help="How %%checkpoint writes snapshots: 'fork' (a forked child saves while the cell runs on; "
+        "Linux, local store, no CUDA), 'inline' (pickled at the safe point, written by a thread), "
+        "or 'auto' (fork when the state is large and forking is safe).",
+    ).tag(config=True)
+
+    @observe("mode")
+    def _check_mode(self, change: dict[str, Any]) -> None:
+        if change["new"] not in MODES:
+            raise ConfigError(
+                f"Checkpoint.mode must be one of {', '.join(MODES)}, not {change['new']!r}."
+            )
 
     def __init__(self, shell: Any, **kwargs: Any) -> None:
         super().__init__(shell, **kwargs)
@@ -178,6 +193,12 @@ class Checkpoint(Magics):
         "--store", metavar="URL", help="A folder or fsspec URL to save to, for this cell only."
     )
     @argument(
+        "--mode",
+        choices=MODES,
+        help="How snapshots are written: fork (a child process saves while the cell runs on), "
+        "inline (pickled at the safe point, written by a thread), auto (fork for large state).",
+    )
+    @argument(
         "--no-resume",
         action="store_true",
         help="Run the cell from the start even if it was interrupted.",
@@ -223,6 +244,7 @@ class Checkpoint(Magics):
             names=list(args.names) or None,
             include_credentials=self.include_credentials,
             max_size=self._max_size_bytes(),
+            mode=args.mode or self.mode,
         )
         store = self.open_store(args.store)
         nb = self.notebook_ref()
@@ -640,10 +662,22 @@ class Checkpoint(Magics):
             ["max size", self.max_size or "no limit"],
             ["auto", f"on (cells over {self.auto_min_duration:g} s)" if self.auto else "off"],
             ["resume", "on" if self.resume else "off"],
+            ["mode", self._mode_reason()],
             ["credentials", "saved" if self.include_credentials else "withheld"],
             ["signing key", key_source],
         ]
         print(table(rows, ["setting", "value"]))
+
+    def _mode_reason(self) -> str:
+        if self.current is not None:
+            return f"{self.mode} -> {self.current.mode_reason} (running cell)"
+        ns = self.user_ns
+        names = user_names(ns, ns.keys(), self.hidden_names())
+        try:
+            _, reason = choose(self.mode, self.open_store(), estimate_bytes(ns, names))
+        except (ValueError, CheckpointError) as e:
+            return f"{self.mode} ({e})"
+        return f"{self.mode} -> {reason}"
 
     def _cmd_panel(self, argv: list[str]) -> None:
         raise UsageError(

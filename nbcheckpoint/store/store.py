@@ -49,10 +49,19 @@ FAST_HASH_MIN = 64 << 10
 FAST_CACHE_MAX = 1_000_000
 
 
+# Worker threads are off in a forked child: a thread pool inherited through fork is dead.
+THREADS = {"enabled": True}
+
+
+def single_threaded() -> None:
+    """Call in a forked child before saving: hash and compress on the calling thread only."""
+    THREADS["enabled"] = False
+
+
 def digest(data: memoryview | bytes | bytearray) -> str:
     """The blob address: BLAKE3 of the raw bytes, multi-threaded for large buffers."""
     view = memoryview(data)
-    threads = blake3.blake3.AUTO if view.nbytes > (1 << 20) else 1
+    threads = blake3.blake3.AUTO if view.nbytes > (1 << 20) and THREADS["enabled"] else 1
     return blake3.blake3(view, max_threads=threads).hexdigest()
 
 
@@ -227,7 +236,7 @@ class CheckpointStore:
                 f.write(data)
                 written[0] = HEADER_LEN + data.nbytes
                 return
-            threads = -1 if data.nbytes > CHUNK else 0
+            threads = -1 if data.nbytes > CHUNK and THREADS["enabled"] else 0
             cctx = zstandard.ZstdCompressor(level=1, threads=threads, write_content_size=True)
             with cctx.stream_writer(f, size=data.nbytes, closefd=False) as z:
                 for start in range(0, data.nbytes, CHUNK):

@@ -1,0 +1,377 @@
+"""How a snapshot leaves the safe point: inline, on a writer thread, or from a forked child.
+
+The main thread must pickle what it saves (only there is the state consistent), but
+it need not wait for disks and networks. ``ThreadWriter`` copies the few changed
+bytes and lets a thread write them; ``ForkWriter`` forks, so the child serializes its
+copy-on-write image while the cell runs on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..errors import CheckpointError
+from ..store import Checkpoint, CheckpointStore, NotebookRef
+from ..store.store import single_threaded
+
+MODES = ("auto", "inline", "fork")
+FORK_MIN_BYTES = 64 << 20
+COPY_BUDGET = 256 << 20
+FORK_TIMEOUT = 600.0
+
+
+@dataclass
+class Job:
+    """One snapshot to save: which variables, and what to record about it."""
+
+    ns: Mapping[str, Any]
+    notebook: NotebookRef
+    names: list[str]
+    status: str
+    cell: dict[str, Any] | None = None
+    position: dict[str, Any] | None = None
+    kernel: dict[str, Any] | None = None
+    include_credentials: bool = False
+    keep: int | None = None
+    max_size: int | None = None
+
+
+@dataclass
+class Outcome:
+    """What became of a job: a checkpoint, or an error in words."""
+
+    job: Job
+    checkpoint: Checkpoint | None = None
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class Writer(Protocol):
+    mode: str
+
+    def busy(self) -> bool: ...
+
+    def submit(self, job: Job) -> None: ...
+
+    def poll(self) -> list[Outcome]: ...
+
+    def drain(self, timeout: float | None = None) -> list[Outcome]: ...
+
+    def close(self) -> None: ...
+
+
+def _save(store: CheckpointStore, job: Job) -> Checkpoint:
+    return store.save(
+        job.ns,
+        job.notebook,
+        job.names,
+        status=job.status,
+        cell=job.cell,
+        position=job.position,
+        kernel=job.kernel,
+        include_credentials=job.include_credentials,
+        keep=job.keep,
+        max_size=job.max_size,
+    )
+
+
+def _error_text(error: BaseException) -> str:
+    return str(error) if isinstance(error, CheckpointError) else f"{type(error).__name__}: {error}"
+
+
+class InlineWriter:
+    """Everything on the main thread; the simplest, and what the final checkpoint uses."""
+
+    mode = "inline"
+
+    def __init__(self, store: CheckpointStore) -> None:
+        self.store = store
+        self._done: list[Outcome] = []
+
+    def busy(self) -> bool:
+        return False
+
+    def submit(self, job: Job) -> None:
+        try:
+            self._done.append(Outcome(job, _save(self.store, job)))
+        except (CheckpointError, OSError) as e:
+            self._done.append(Outcome(job, error=_error_text(e)))
+
+    def poll(self) -> list[Outcome]:
+        done, self._done = self._done, []
+        return done
+
+    def drain(self, timeout: float | None = None) -> list[Outcome]:
+        return self.poll()
+
+    def close(self) -> None:
+        return None
+
+
+class ThreadWriter:
+    """Pickle and fast-hash on the main thread; write and publish on a writer thread.
+
+    Changed bytes are copied (up to ``budget``) so the cell may mutate them at once;
+    a larger change is written before the cell continues.
+    """
+
+    mode = "inline"
+
+    def __init__(self, store: CheckpointStore, budget: int = COPY_BUDGET) -> None:
+        self.store = store
+        self.budget = budget
+        self._lock = threading.Lock()
+        self._done: list[Outcome] = []
+        self._thread: threading.Thread | None = None
+
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def submit(self, job: Job) -> None:
+        try:
+            pending = self.store.prepare(
+                job.ns,
+                job.notebook,
+                job.names,
+                status=job.status,
+                cell=job.cell,
+                position=job.position,
+                kernel=job.kernel,
+                include_credentials=job.include_credentials,
+            )
+        except (CheckpointError, OSError) as e:
+            self._finish(Outcome(job, error=_error_text(e)))
+            return
+        if not pending.detach(self.budget):
+            self._commit(job, pending)  # too big to copy: write it now, from live memory
+            return
+        self._thread = threading.Thread(
+            target=self._commit, args=(job, pending), name="nbcheckpoint-writer", daemon=True
+        )
+        self._thread.start()
+
+    def _commit(self, job: Job, pending: Any) -> None:
+        try:
+            ck = self.store.commit(pending, keep=job.keep, max_size=job.max_size)
+        except (CheckpointError, OSError) as e:
+            self._finish(Outcome(job, error=_error_text(e)))
+        except Exception as e:  # a writer thread must never die silently
+            self._finish(Outcome(job, error=_error_text(e)))
+        else:
+            self._finish(Outcome(job, ck))
+
+    def _finish(self, outcome: Outcome) -> None:
+        with self._lock:
+            self._done.append(outcome)
+
+    def poll(self) -> list[Outcome]:
+        with self._lock:
+            done, self._done = self._done, []
+        return done
+
+    def drain(self, timeout: float | None = None) -> list[Outcome]:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.poll()
+
+    def close(self) -> None:
+        self.drain()
+
+
+def fork_unsafe_reason() -> str | None:
+    """Why forking this process to save would be unsafe, or None when it is fine."""
+    if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
+        return "fork mode needs Linux"
+    if os.environ.get("NBCHECKPOINT_NO_FORK"):
+        return "NBCHECKPOINT_NO_FORK is set"
+    torch = sys.modules.get("torch")
+    cuda = getattr(torch, "cuda", None)
+    with contextlib.suppress(Exception):
+        if cuda is not None and cuda.is_initialized():
+            return "CUDA is initialized, and CUDA does not survive fork"
+    for name in ("jax", "tensorflow", "cupy"):
+        if name in sys.modules:
+            return f"{name} is loaded, and its runtime threads do not survive fork"
+    return None
+
+
+class ForkWriter:
+    """Fork at the safe point; the child saves its copy-on-write image and exits.
+
+    The child touches no socket, lock, logging or print of the kernel: it saves with
+    the store's plain file calls, reports through a pipe, and leaves with ``os._exit``.
+    One child at a time; one that runs past ``timeout`` is killed and reported.
+    """
+
+    mode = "fork"
+
+    def __init__(self, store: CheckpointStore, timeout: float = FORK_TIMEOUT) -> None:
+        self.store = store
+        self.timeout = timeout
+        self._child: tuple[int, int, float, Job] | None = None
+        self._buffer = b""
+        self._done: list[Outcome] = []
+
+    def busy(self) -> bool:
+        self._reap(block=False)
+        return self._child is not None
+
+    def submit(self, job: Job) -> None:
+        self._reap(block=False)
+        if self._child is not None:
+            raise RuntimeError("one checkpoint child at a time")
+        _ = self.store.key  # load the signing key before forking, not in the child
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            status = 1
+            try:
+                os.close(read_fd)
+                single_threaded()
+                known = set(self.store._fast)
+                ck = _save(self.store, job)
+                learned = [[k[0], k[1], v] for k, v in self.store._fast.items() if k not in known]
+                report = {"id": ck.id, "learned": learned}
+                status = 0
+            except BaseException as e:
+                report = {"error": _error_text(e)}
+            try:
+                data = json.dumps(report).encode()
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(write_fd, view) :]
+            finally:
+                os._exit(status)
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        self._buffer = b""
+        self._child = (pid, read_fd, time.monotonic(), job)
+
+    def _read(self, fd: int) -> None:
+        while True:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                return
+            if not chunk:
+                return
+            self._buffer += chunk
+
+    def _reap(self, block: bool, timeout: float | None = None) -> None:
+        if self._child is None:
+            return
+        pid, fd, started, job = self._child
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._read(fd)
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            overdue = time.monotonic() - started > self.timeout
+            if overdue or (deadline is not None and time.monotonic() > deadline):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                os.close(fd)
+                self._child = None
+                self._done.append(
+                    Outcome(
+                        job,
+                        error=(
+                            f"the checkpoint writer ran longer than {self.timeout:g} s and was stopped; "
+                            "earlier checkpoints are intact"
+                        ),
+                    )
+                )
+                return
+            if not block:
+                return
+            time.sleep(0.01)
+        self._read(fd)
+        os.close(fd)
+        self._child = None
+        self._done.append(self._outcome(job, status))
+
+    def _outcome(self, job: Job, status: int) -> Outcome:
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            why = " (perhaps out of memory)" if sig == signal.SIGKILL else ""
+            return Outcome(
+                job,
+                error=(
+                    f"the checkpoint writer was killed by signal {sig}{why}; earlier checkpoints are intact"
+                ),
+            )
+        try:
+            report = json.loads(self._buffer or b"{}")
+        except ValueError:
+            report = {}
+        if "id" not in report:
+            return Outcome(
+                job, error=report.get("error") or f"the checkpoint writer failed (exit {status})"
+            )
+        self.store.learn({(int(n), str(x)): str(h) for n, x, h in report.get("learned", [])})
+        try:
+            return Outcome(job, self.store.read_checkpoint(job.notebook, int(report["id"])))
+        except CheckpointError as e:
+            return Outcome(job, error=str(e))
+
+    def poll(self) -> list[Outcome]:
+        self._reap(block=False)
+        done, self._done = self._done, []
+        return done
+
+    def drain(self, timeout: float | None = None) -> list[Outcome]:
+        self._reap(block=True, timeout=timeout)
+        return self.poll()
+
+    def close(self) -> None:
+        self.drain()
+
+
+def choose(mode: str, store: CheckpointStore, estimate: int) -> tuple[Writer, str]:
+    """The writer for ``mode`` and the reason it was picked (shown by ``%checkpoint config``)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    unsafe = fork_unsafe_reason()
+    if not store.backend.local:
+        unsafe = (
+            unsafe or "fork mode needs a local store (object-store clients do not survive fork)"
+        )
+    if mode == "fork":
+        if unsafe:
+            return ThreadWriter(store), f"inline: {unsafe}"
+        return ForkWriter(store), "fork: as asked"
+    if mode == "inline":
+        return ThreadWriter(store), "inline: as asked"
+    if unsafe:
+        return ThreadWriter(store), f"inline: {unsafe}"
+    if estimate >= FORK_MIN_BYTES:
+        return ForkWriter(store), f"fork: the state is large ({estimate >> 20} MB)"
+    return ThreadWriter(store), f"inline: the state is small ({estimate >> 20} MB)"
+
+
+def estimate_bytes(ns: MutableMapping[str, Any], names: list[str]) -> int:
+    """A cheap size estimate: the buffers of arrays and bytes among the variables."""
+    total = 0
+    for name in names:
+        value = ns.get(name)
+        nbytes = getattr(value, "nbytes", None)
+        if isinstance(nbytes, int):
+            total += nbytes
+        elif isinstance(value, (bytes, bytearray)):
+            total += len(value)
+        else:
+            memory = getattr(value, "memory_usage", None)  # pandas
+            if callable(memory):
+                with contextlib.suppress(Exception):
+                    total += int(memory(deep=False).sum())
+    return total
