@@ -1,0 +1,222 @@
+"""Snapshot writers: a thread that writes while the cell runs, a forked child, and their guards."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+import types
+
+import numpy as np
+import pytest
+
+from nbcheckpoint.capture import writer as writer_mod
+from nbcheckpoint.capture.writer import ForkWriter, InlineWriter, Job, ThreadWriter, choose
+from nbcheckpoint.store import CheckpointStore, NotebookRef
+
+NB = NotebookRef.from_path("/tmp/writer-tests.ipynb")
+
+
+@pytest.fixture
+def store(tmp_path):
+    return CheckpointStore(str(tmp_path / "store"))
+
+
+def job(ns, status="running", names=None):
+    return Job(ns, NB, list(names or ns), status)
+
+
+def test_inline_writer_saves_at_once(store):
+    w = InlineWriter(store)
+    w.submit(job({"x": [1, 2]}))
+    [outcome] = w.poll()
+    assert outcome.checkpoint is not None
+    assert store.load(NB).values == {"x": [1, 2]}
+
+
+def test_thread_writer_copies_changed_bytes_so_the_cell_may_mutate(store):
+    a = np.zeros(2_000_000)
+    ns = {"a": a}
+    w = ThreadWriter(store)
+    w.submit(job(ns))
+    a[:] = 7  # the cell goes on at once and changes the array
+    [outcome] = w.drain(30)
+    assert outcome.error is None
+    restored = store.load(NB, outcome.checkpoint.id).values["a"]
+    assert not restored.any()
+
+
+def test_thread_writer_over_budget_writes_before_returning(store):
+    ns = {"a": np.ones(100_000)}
+    w = ThreadWriter(store, budget=0)
+    w.submit(job(ns))
+    assert not w.busy()  # nothing left for a thread: it was written on the spot
+    [outcome] = w.poll()
+    assert outcome.checkpoint is not None
+
+
+def test_thread_writer_is_busy_while_writing(store, monkeypatch):
+    release = threading.Event()
+    real_commit = store.commit
+
+    def slow_commit(*args, **kwargs):
+        release.wait(10)
+        return real_commit(*args, **kwargs)
+
+    monkeypatch.setattr(store, "commit", slow_commit)
+    w = ThreadWriter(store)
+    w.submit(job({"x": 1}))
+    assert w.busy()
+    release.set()
+    [outcome] = w.drain(10)
+    assert outcome.checkpoint is not None and not w.busy()
+
+
+def test_fork_snapshot_is_the_state_at_the_safe_point(store):
+    a = np.arange(3_000_000, dtype=np.float64)
+    log = [0]
+    ns = {"a": a, "log": log}
+    w = ForkWriter(store)
+    w.submit(job(ns))
+    # The parent mutates right away, while the child is still serializing.
+    a *= -1
+    log.append(1)
+    [outcome] = w.drain(60)
+    assert outcome.error is None, outcome.error
+    values = store.load(NB, outcome.checkpoint.id).values
+    assert np.array_equal(values["a"], np.arange(3_000_000, dtype=np.float64))
+    assert values["log"] == [0]
+
+
+def test_fork_child_learns_fast_hashes_back(store):
+    ns = {"a": np.ones(1_000_000)}
+    w = ForkWriter(store)
+    w.submit(job(ns))
+    [first] = w.drain(60)
+    assert first.checkpoint is not None
+    w.submit(job(ns))
+    [second] = w.drain(60)
+    assert second.checkpoint.new_bytes < 10_000  # the array was recognised as unchanged
+
+
+def test_fork_child_does_not_deadlock_on_a_lock_held_by_another_thread(store):
+    # A kernel's threads (IOPub, heartbeat, a user's data loader) hold locks all the time.
+    # (logging's lock is different: logging takes it around fork itself, so fork waits.)
+    busy = threading.Lock()
+    held = threading.Event()
+    done = threading.Event()
+
+    def hold_lock():
+        with busy:
+            held.set()
+            done.wait(30)
+
+    t = threading.Thread(target=hold_lock, daemon=True)
+    t.start()
+    assert held.wait(5)
+    try:
+        w = ForkWriter(store, timeout=20)
+        w.submit(job({"x": list(range(1000))}))
+        [outcome] = w.drain(30)
+        assert outcome.error is None, outcome.error
+        assert busy.locked()  # the other thread still held it throughout
+    finally:
+        done.set()
+        t.join(5)
+
+
+class NeedsHeldLock:
+    """Pickling it takes a lock that another thread of the parent holds: the child would hang."""
+
+    lock = threading.Lock()
+
+    def __reduce__(self):
+        with NeedsHeldLock.lock:
+            return (NeedsHeldLock, ())
+
+
+def test_fork_child_past_its_timeout_is_killed_and_reported(store):
+    store.save({"x": 1}, NB)  # an earlier checkpoint that must stay intact
+    NeedsHeldLock.lock.acquire()
+    try:
+        w = ForkWriter(store, timeout=1.0)
+        w.submit(job({"stuck": NeedsHeldLock()}))
+        [outcome] = w.drain(10)
+    finally:
+        NeedsHeldLock.lock.release()
+    assert outcome.checkpoint is None
+    assert "ran longer than 1 s" in outcome.error and "intact" in outcome.error
+    assert store.load(NB).values == {"x": 1}
+    assert not store.verify()
+
+
+class KillsTheChild:
+    """Stands in for the out-of-memory killer: SIGKILLs whichever process pickles it, except the test."""
+
+    parent = os.getpid()
+
+    def __reduce__(self):
+        if os.getpid() != KillsTheChild.parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return (KillsTheChild, ())
+
+
+def test_fork_child_killed_by_sigkill_is_reported_and_earlier_checkpoints_stay(store):
+    first = store.save({"x": 1}, NB)
+    w = ForkWriter(store)
+    w.submit(job({"victim": KillsTheChild(), "x": 2}))
+    [outcome] = w.drain(30)
+    assert outcome.checkpoint is None
+    assert "signal 9" in outcome.error and "out of memory" in outcome.error
+    assert store.load(NB).checkpoint.id == first.id
+    assert not store.verify()
+    store.gc(grace=0)  # leftovers of the dead child go
+    assert not os.listdir(os.path.join(store.backend.root, "tmp"))
+
+
+def test_fork_child_errors_come_back_in_words(store, monkeypatch):
+    monkeypatch.setattr(
+        store, "commit", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left"))
+    )
+    w = ForkWriter(store)
+    w.submit(job({"x": 1}))
+    [outcome] = w.drain(30)
+    assert outcome.checkpoint is None and "No space left" in outcome.error
+
+
+def test_one_child_at_a_time(store):
+    NeedsHeldLock.lock.acquire()
+    try:
+        w = ForkWriter(store, timeout=1)
+        w.submit(job({"stuck": NeedsHeldLock()}))
+        assert w.busy()
+        with pytest.raises(RuntimeError, match="one checkpoint child"):
+            w.submit(job({"x": 1}))
+    finally:
+        NeedsHeldLock.lock.release()
+    w.drain(10)
+
+
+def test_cuda_guard_falls_back_to_inline(store, monkeypatch):
+    fake_torch = types.ModuleType("torch")
+    fake_torch.cuda = types.SimpleNamespace(is_initialized=lambda: True)
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    w, why = choose("fork", store, 10 << 30)
+    assert isinstance(w, ThreadWriter) and "CUDA" in why
+
+
+def test_auto_picks_fork_for_large_state_and_inline_for_small(store, monkeypatch):
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    for name in ("jax", "tensorflow", "cupy"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    big, why_big = choose("auto", store, writer_mod.FORK_MIN_BYTES)
+    small, why_small = choose("auto", store, 1000)
+    assert isinstance(big, ForkWriter) and "large" in why_big
+    assert isinstance(small, ThreadWriter) and "small" in why_small
+    memory_store = CheckpointStore(f"memory://writer-{time.time_ns()}")
+    w, why = choose("auto", memory_store, 10 << 30)
+    assert isinstance(w, ThreadWriter) and "local store" in why
+    with pytest.raises(ValueError, match="unknown mode"):
+        choose("sideways", store, 0)
