@@ -43,6 +43,8 @@ class Job:
     include_credentials: bool = False
     keep: int | None = None
     max_size: int | None = None
+    base: Checkpoint | None = None
+    changed: set[str] | None = None
 
 
 @dataclass
@@ -81,6 +83,8 @@ def _save(store: CheckpointStore, job: Job) -> Checkpoint:
         include_credentials=job.include_credentials,
         keep=job.keep,
         max_size=job.max_size,
+        base=job.base,
+        changed=job.changed,
     )
 
 
@@ -147,6 +151,8 @@ class ThreadWriter:
                 position=job.position,
                 kernel=job.kernel,
                 include_credentials=job.include_credentials,
+                base=job.base,
+                changed=job.changed,
             )
         except (CheckpointError, OSError) as e:
             self._finish(Outcome(job, error=_error_text(e)))

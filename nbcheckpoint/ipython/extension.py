@@ -45,6 +45,7 @@ def unload_ipython_extension(ip: Any) -> None:
     if magics.current is not None:
         magics.current.stop()
         magics.current = None
+    magics._auto_collect(wait=True)
     ip.events.unregister("pre_run_cell", magics.pre_run_cell)
     ip.events.unregister("post_run_cell", magics.post_run_cell)
     if input_transform in ip.input_transformers_cleanup:

@@ -24,9 +24,10 @@ from ..capture.engine import (
     install_runtime,
     kernel_identity,
 )
+from ..capture.events import emit
 from ..capture.names import cell_names, reachable_names, user_names
 from ..capture.rewrite import Position, instrument
-from ..capture.writer import MODES, choose, estimate_bytes
+from ..capture.writer import MODES, Job, ThreadWriter, choose, estimate_bytes
 from ..errors import CheckpointError, ConfigError
 from ..format import human_bytes, parse_duration, parse_size, relative_time, table
 from ..store import Checkpoint as StoredCheckpoint
@@ -139,6 +140,9 @@ class Checkpoint(Magics):
         self._cell_started = time.monotonic()
         self._cell_info: Any = None
         self._auto_base: StoredCheckpoint | None = None
+        self._auto_pending: set[str] = set()
+        self._auto_writer: ThreadWriter | None = None
+        self._auto_warned = False
 
     @observe("max_size")
     def _check_max_size(self, change: dict[str, Any]) -> None:
@@ -408,35 +412,63 @@ class Checkpoint(Magics):
             self._auto_save(result)
 
     def _auto_save(self, result: Any) -> None:
+        """Save what the cell changed; pickling here, writing on a thread so the next cell starts now."""
         raw = getattr(result.info, "raw_cell", "") or ""
         try:
             module = ast.parse(self.shell.transform_cell(raw))
         except SyntaxError:
             return
-        touched = reachable_names(cell_names(module), self.user_ns)
+        self._auto_pending |= reachable_names(cell_names(module), self.user_ns)
+        self._auto_collect()
+        store = self.open_store()
+        if self._auto_writer is None or self._auto_writer.store is not store:
+            self._auto_collect(wait=True)
+            self._auto_writer = ThreadWriter(store)
+        if self._auto_writer.busy():
+            return  # what this cell changed goes with the next save
         names = user_names(self.user_ns, self.user_ns.keys(), self.hidden_names())
-        try:
-            ck = self.open_store().save(
+        base = self._auto_base
+        saved = set(base.variables) | set(base.body["modules"]) if base is not None else set()
+        if base is not None and not self._auto_pending & set(names) and set(names) == saved:
+            return  # the cell changed none of the variables: the last checkpoint still holds
+        changed, self._auto_pending = self._auto_pending, set()
+        cell = {
+            "source_hash": blake3.blake3(raw.encode()).hexdigest(),
+            "execution_count": result.execution_count,
+            "first_line": _first_line(raw),
+        }
+        self._auto_writer.submit(
+            Job(
                 self.user_ns,
                 self.notebook_ref(),
                 names,
-                status="auto",
+                "auto",
+                cell=cell,
                 kernel=kernel_identity(),
-                cell={
-                    "source_hash": blake3.blake3(raw.encode()).hexdigest(),
-                    "execution_count": result.execution_count,
-                    "first_line": _first_line(raw),
-                },
                 include_credentials=self.include_credentials,
-                base=self._auto_base,
-                changed=touched,
                 keep=self.keep,
                 max_size=self._max_size_bytes(),
+                base=self._auto_base,
+                changed=changed,
             )
-        except (CheckpointError, OSError) as e:
-            print(f"nbcheckpoint: auto checkpoint failed ({e}); your work is unaffected.")
+        )
+        self._auto_collect()
+
+    def _auto_collect(self, wait: bool = False) -> None:
+        if self._auto_writer is None:
             return
-        self._auto_base = ck
+        outcomes = self._auto_writer.drain() if wait else self._auto_writer.poll()
+        for outcome in outcomes:
+            if outcome.checkpoint is not None:
+                self._auto_base = outcome.checkpoint
+                emit(outcome.checkpoint)
+                continue
+            self._auto_pending |= set(outcome.job.changed or ())
+            if self._auto_base is not None or not self._auto_warned:
+                print(
+                    f"nbcheckpoint: auto checkpoint failed ({outcome.error}); your work is unaffected."
+                )
+            self._auto_warned = True
 
     # -------------------------------------------------------- line magics
     def _line(self, line: str) -> Any:
@@ -680,9 +712,15 @@ class Checkpoint(Magics):
         return f"{self.mode} -> {reason}"
 
     def _cmd_panel(self, argv: list[str]) -> None:
-        raise UsageError(
-            "%checkpoint panel is not available in this version yet; use %checkpoint list."
-        )
+        p = self._parser("panel")
+        p.add_argument("--store")
+        args = p.parse_args(argv)
+        # Imported here: ipywidgets is only needed once someone asks for the panel.
+        from IPython.display import display
+
+        from ..widgets import CheckpointPanel
+
+        display(CheckpointPanel.from_magics(self, args.store))
 
     # ------------------------------------------------------------ restart
     def announce_earlier(self) -> str | None:
