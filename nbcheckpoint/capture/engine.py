@@ -50,12 +50,29 @@ def _noop_safepoint(*_args: object) -> None:
     return None
 
 
+def _resume_iter_with_note(loop_id: int, start: int, iterable: Any) -> Any:
+    """``resume_iter``, saying so when skipping meant producing the items again."""
+    began = time.perf_counter()
+    iterator = resume_iter(loop_id, start, iterable)
+    if iterator.consumed_by_iteration and iterator.skipped:
+        run = _ACTIVE
+        loop = run.plan.loops.get(loop_id) if run is not None else None
+        label = f"`for {loop.target}`" if loop is not None else "the loop"
+        took = time.perf_counter() - began
+        print(
+            f"nbcheckpoint: to resume {label}, its iterable was read through {iterator.skipped} items "
+            f"({took:.1f} s), since it cannot be indexed; any side effects of producing them happened again.",
+            flush=True,
+        )
+    return iterator
+
+
 def install_runtime(ns: MutableMapping[str, Any]) -> None:
     """Put the names instrumented code refers to into the namespace, idle."""
     ns[DUE] = False
     ns.setdefault(SP, _noop_safepoint)
     ns[LEN] = length_of
-    ns[RESUME_ITER] = resume_iter
+    ns[RESUME_ITER] = _resume_iter_with_note
 
 
 @dataclass

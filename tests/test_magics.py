@@ -1,0 +1,264 @@
+"""In-process IPython shell tests of the magics, the cell transformers and the engine."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.testing import globalipapp
+
+from nbcheckpoint.ipython.transform import MARKER, input_transform
+from nbcheckpoint.store import CheckpointStore, NotebookRef
+
+
+class CellError(Exception):
+    pass
+
+
+@pytest.fixture
+def ip(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NBCHECKPOINT_STORE", str(tmp_path / "store"))
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "nb.ipynb"))
+    globalipapp.start_ipython()
+    shell = globalipapp.get_ipython()
+    shell.run_line_magic("load_ext", "nbcheckpoint")
+    yield shell
+    shell.run_line_magic("unload_ext", "nbcheckpoint")
+    for name in [
+        n for n in shell.user_ns if not n.startswith("_") and n not in shell.user_ns_hidden
+    ]:
+        shell.user_ns.pop(name, None)
+
+
+def run(ip, code):
+    """Run a cell; raise its error, so a test fails loudly when a cell fails."""
+    result = ip.run_cell(code)
+    error = result.error_in_exec or result.error_before_exec
+    if error is not None:
+        raise error
+    return result.result
+
+
+def store_of(tmp_path):
+    return CheckpointStore(str(tmp_path / "store")), NotebookRef.from_path(
+        str(tmp_path / "nb.ipynb")
+    )
+
+
+LOOP = """%%checkpoint --every 0.01 --mode inline
+import time
+total = 0
+for i in range(20):
+    total += i
+    time.sleep(0.003)
+total
+"""
+
+
+def test_input_transform_keeps_line_numbers_and_leaves_help_alone():
+    lines = ["%%checkpoint --every 5s a b\n", "x = 1\n"]
+    out = input_transform(lines)
+    assert out[0].startswith(f"{MARKER}(") and "--every 5s a b" in out[0]
+    assert out[1:] == lines[1:]
+    assert input_transform(["%%checkpoint?\n"]) == ["%%checkpoint?\n"]
+    assert input_transform(["%%time\n", "x\n"]) == ["%%time\n", "x\n"]
+    assert input_transform(["%%checkpointer\n"]) == ["%%checkpointer\n"]
+
+
+def test_cell_runs_checkpoints_and_shows_its_last_value(ip, tmp_path, capsys):
+    assert run(ip, LOOP) == sum(range(20))
+    store, nb = store_of(tmp_path)
+    checkpoints = store.list(nb)
+    assert checkpoints[-1].status == "complete"
+    running = [c for c in checkpoints if c.status == "running"]
+    assert running, "no mid-cell checkpoint was taken"
+    for ck in running:
+        values = store.load(nb, ck.id).values
+        # The loop-top safe point sees the state before the iteration's body.
+        if "i" in values:
+            assert values["total"] == sum(range(values["i"]))
+    assert "checkpoint" in capsys.readouterr().out
+
+
+def test_traceback_points_at_the_users_line(ip):
+    result = ip.run_cell("%%checkpoint --every 100\nx = 1\nraise ValueError('boom')\n")
+    assert isinstance(result.error_in_exec, ValueError)
+    tb = result.error_in_exec.__traceback__
+    while tb.tb_next:
+        tb = tb.tb_next
+    assert tb.tb_lineno == 3
+
+
+def test_top_level_await_still_works(ip):
+    assert (
+        run(
+            ip,
+            "%%checkpoint --every 100\nimport asyncio\nawait asyncio.sleep(0)\nanswer = 42\nanswer",
+        )
+        == 42
+    )
+
+
+def test_interrupt_marks_the_last_checkpoint_and_rerun_resumes(ip, tmp_path, capsys):
+    os.environ["NBC_TEST_STOP"] = "1"
+    cell = """%%checkpoint --every 0.01 --mode inline
+import time, os
+seen = []
+for i in range(30):
+    seen.append(i)
+    time.sleep(0.003)
+    if i == 20 and os.environ.pop("NBC_TEST_STOP", None):
+        raise KeyboardInterrupt
+"""
+    with pytest.raises(KeyboardInterrupt):
+        run(ip, cell)
+    store, nb = store_of(tmp_path)
+    last = store.list(nb)[-1]
+    assert last.status == "interrupted"
+    capsys.readouterr()
+    run(ip, cell)
+    out = capsys.readouterr().out
+    assert f"Resuming from checkpoint #{last.id}" in out and "`for i`" in out
+    assert ip.user_ns["seen"] == list(range(30))
+
+
+def test_no_resume_and_an_edited_cell_start_over(ip, tmp_path, capsys):
+    os.environ["NBC_TEST_STOP"] = "1"
+    cell = """%%checkpoint --every 0.01 --mode inline
+import time, os
+count = 0
+for i in range(25):
+    count += 1
+    time.sleep(0.003)
+    if i == 15 and os.environ.pop("NBC_TEST_STOP", None):
+        raise KeyboardInterrupt
+"""
+    with pytest.raises(KeyboardInterrupt):
+        run(ip, cell)
+    capsys.readouterr()
+    run(ip, cell.replace("--mode inline", "--mode inline --no-resume"))
+    assert "Resuming" not in capsys.readouterr().out
+    assert ip.user_ns["count"] == 25
+
+
+def test_resume_notes_an_iterable_read_through(ip, capsys):
+    os.environ["NBC_TEST_STOP"] = "1"
+    ip.run_cell("def numbers(n):\n    yield from range(n)\n")
+    cell = """%%checkpoint --every 0.01 --mode inline
+import time, os
+got = []
+for x in numbers(30):
+    got.append(x)
+    time.sleep(0.003)
+    if x == 20 and os.environ.pop("NBC_TEST_STOP", None):
+        raise KeyboardInterrupt
+"""
+    with pytest.raises(KeyboardInterrupt):
+        run(ip, cell)
+    capsys.readouterr()
+    run(ip, cell)
+    out = capsys.readouterr().out
+    assert "read through" in out and "`for x`" in out
+    assert ip.user_ns["got"] == list(range(30))
+
+
+def test_save_list_show_restore_rm(ip, tmp_path, capsys):
+    run(
+        ip,
+        "import numpy as np\narr = np.arange(10)\nalias = arr\ngen = (x for x in [])\npassword = 'hunter2'",
+    )
+    run(ip, "%checkpoint save")
+    out = capsys.readouterr().out
+    assert "Saved checkpoint #1" in out
+    assert "skipped: gen (generator)" in out and "withheld: password" in out
+    run(ip, "%checkpoint list")
+    assert "#1" in capsys.readouterr().out
+    run(ip, "%checkpoint show 1")
+    shown = capsys.readouterr().out
+    assert "arr" in shown and "numpy.ndarray" in shown and "np (numpy)" in shown
+    run(ip, "del arr, alias, np")
+    run(ip, "%checkpoint restore")
+    out = capsys.readouterr().out
+    assert "Restored checkpoint #1" in out and "not saved: gen" in out
+    assert ip.user_ns["arr"] is ip.user_ns["alias"]
+    assert ip.user_ns["np"].__name__ == "numpy"
+    run(ip, "%checkpoint restore 1 arr")
+    run(ip, "%checkpoint rm 1")
+    store, nb = store_of(tmp_path)
+    assert store.list(nb) == []
+
+
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        ("%checkpoint bogus", "unknown command 'bogus'"),
+        ("%checkpoint show 999", "No checkpoint #999"),
+        ("%checkpoint show abc", "'abc' is not a checkpoint id"),
+        ("%checkpoint save nosuchvar", "no variable named nosuchvar"),
+        ("%checkpoint auto sideways", "invalid choice"),
+        ("%%checkpoint --every abc\nx = 1", "--every abc"),
+        ("%%checkpoint --every 0\nx = 1", "more than 0 seconds"),
+        ("%%checkpoint --bogus\nx = 1", "--bogus"),
+        ("%%checkpoint --mode sideways\nx = 1", "sideways"),
+        ("%%checkpoint\n", "needs code"),
+    ],
+)
+def test_usage_errors_name_the_bad_input(ip, line, needle):
+    with pytest.raises(UsageError, match=needle.replace("(", r"\(").replace("?", r"\?")):
+        run(ip, line)
+
+
+def test_help_and_config(ip, capsys):
+    run(ip, "%checkpoint help")
+    assert "%checkpoint restore" in capsys.readouterr().out
+    doc = ip.find_cell_magic("checkpoint").__doc__
+    assert "--every" in doc and "--no-resume" in doc
+    run(ip, "%config Checkpoint.every = 30")
+    run(ip, "%checkpoint config")
+    out = capsys.readouterr().out
+    assert "30 s" in out and "signing key" in out and "mode" in out
+
+
+def test_auto_mode_saves_only_changes(ip, tmp_path):
+    run(ip, "import numpy as np\nbig = np.ones(500_000)\nsmall = [1]")
+    run(ip, "%checkpoint auto on --min-duration 0")
+    magics = ip.magics_manager.registry["Checkpoint"]
+    magics._auto_collect(wait=True)
+    run(ip, "small.append(2)")
+    magics._auto_collect(wait=True)
+    run(ip, "print('nothing changes')")
+    magics._auto_collect(wait=True)
+    store, nb = store_of(tmp_path)
+    checkpoints = store.list(nb)
+    assert [c.status for c in checkpoints] == ["auto", "auto"]
+    assert checkpoints[-1].new_bytes < 50_000  # the big array was not written again
+    assert store.load(nb).values["small"] == [1, 2]
+    run(ip, "%checkpoint auto off")
+
+
+def test_unload_removes_every_registration(ip):
+    before = len(ip.ast_transformers)
+    ip.run_line_magic("unload_ext", "nbcheckpoint")
+    assert "checkpoint" not in ip.magics_manager.magics["line"]
+    assert len(ip.ast_transformers) == before - 1
+    assert "__nbc_begin__" not in ip.user_ns
+    assert ip.user_ns["_nbc_due_"] is False  # functions from earlier cells still test it
+    ip.run_line_magic("load_ext", "nbcheckpoint")
+    assert "checkpoint" in ip.magics_manager.magics["cell"]
+
+
+def test_safepoint_in_a_users_function(ip, tmp_path):
+    run(
+        ip,
+        "import nbcheckpoint, time\ndef work(out):\n    for k in range(30):\n        nbcheckpoint.safepoint()\n        out.append(k)\n        time.sleep(0.003)\n",
+    )
+    run(ip, "%%checkpoint --every 0.01 --mode inline\nacc = []\nwork(acc)\n")
+    store, nb = store_of(tmp_path)
+    inside = [
+        c
+        for c in store.list(nb)
+        if (c.body.get("position") or {}).get("description") == "inside a function"
+    ]
+    assert inside and not inside[0].body["position"]["resumable"]
