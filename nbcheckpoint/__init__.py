@@ -6,7 +6,13 @@ __version__ = "0.1.0.dev0"
 
 from .capture.engine import safepoint
 
-__all__ = ["__version__", "load_ipython_extension", "safepoint", "unload_ipython_extension"]
+__all__ = [
+    "__version__",
+    "load_ipython_extension",
+    "panel",
+    "safepoint",
+    "unload_ipython_extension",
+]
 
 
 def load_ipython_extension(ip: object) -> None:
@@ -21,3 +27,27 @@ def unload_ipython_extension(ip: object) -> None:
     from .ipython.extension import unload_ipython_extension as unload
 
     unload(ip)
+
+
+def panel(store: str | None = None) -> object:
+    """The checkpoint panel of this notebook, as a widget; loads the extension if needed.
+
+    Jupyter shows it when it is the cell's last expression, as ``%checkpoint panel`` does.
+
+    Examples
+    --------
+    >>> import nbcheckpoint
+    >>> nbcheckpoint.panel()  # doctest: +SKIP
+    """
+    # The one place outside the magics that finds the shell itself: a convenience for users.
+    from IPython import get_ipython
+
+    from .ipython.extension import _STATE
+    from .widgets import CheckpointPanel
+
+    ip = get_ipython()
+    if ip is None:
+        raise RuntimeError("nbcheckpoint.panel() runs inside IPython or a Jupyter kernel.")
+    if id(ip) not in _STATE:
+        ip.extension_manager.load_extension("nbcheckpoint")
+    return CheckpointPanel.from_magics(_STATE[id(ip)]["magics"], store)

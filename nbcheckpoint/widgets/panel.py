@@ -1,0 +1,614 @@
+"""The checkpoint panel: a notebook's history, its variables, restore, delete, pin, and live updates."""
+
+from __future__ import annotations
+
+import time
+import types
+from collections.abc import Callable, Iterable, MutableMapping
+from html import escape
+from typing import Any, Protocol
+
+from ipywidgets import HTML, Button, HBox, Layout, Output, SelectMultiple, ToggleButtons, VBox
+
+from ..capture import events
+from ..capture.engine import from_earlier_kernel
+from ..errors import CheckpointError
+from ..format import human_bytes
+from ..store import Checkpoint, CheckpointStore, NotebookRef, Restored
+from . import rows
+from .chart import Point, history_svg
+
+# Plain CSS (no script) that turns the row buttons into an aligned, left-justified table.
+# Scoped to the panel's own class names; ipywidgets 8 renders these classes in
+# JupyterLab 4 and Notebook 7 alike.
+CSS = """<style>
+.nbc-panel { font-size: 12px; }
+.nbc-panel .nbc-mono, .nbc-panel .nbc-history button, .nbc-panel .nbc-vars select {
+  font-family: var(--jp-code-font-family, monospace); font-size: 12px;
+}
+.nbc-panel .nbc-cols { white-space: pre; padding: 0 8px; opacity: 0.7; overflow: hidden; }
+.nbc-panel .nbc-history { flex-direction: column; align-items: stretch; }
+.nbc-panel .nbc-history button {
+  white-space: pre; text-align: left; justify-content: flex-start; width: 100% !important;
+  margin: 0 !important; height: 22px; line-height: 22px; padding: 0 8px; border-radius: 0;
+  overflow: hidden; text-overflow: ellipsis; display: block;
+}
+.nbc-panel .nbc-history button.mod-active { font-weight: 600; }
+.nbc-panel .nbc-error { color: var(--jp-error-color1, #c62828); }
+.nbc-panel .nbc-ok { color: var(--jp-success-color1, #2e7d32); }
+.nbc-panel .nbc-warn { color: var(--jp-warn-color1, #b26a00); }
+.nbc-panel .nbc-banner {
+  background: var(--jp-warn-color3, #fff3e0); border-left: 3px solid var(--jp-warn-color1, #b26a00);
+  padding: 2px 6px; align-items: center;
+}
+.nbc-panel .nbc-confirm {
+  background: var(--jp-layout-color2, #eee); padding: 2px 6px; align-items: center;
+}
+.nbc-panel .nbc-details ul { margin: 2px 0; padding-left: 18px; }
+</style>"""
+
+HIDDEN = "none"
+
+
+class PanelHost(Protocol):
+    """What the panel needs from the ``%checkpoint`` magics (kept as a protocol: no IPython here)."""
+
+    @property
+    def user_ns(self) -> dict[str, Any]: ...
+
+    def open_store(self, override: str | None = None) -> CheckpointStore: ...
+
+    def notebook_ref(self) -> NotebookRef: ...
+
+    def apply(self, restored: Restored) -> list[str]: ...
+
+    def describe_restore(self, restored: Restored) -> str: ...
+
+
+def _button(label: str, tooltip: str, icon: str = "", style: str = "") -> Button:
+    return Button(
+        description=label,
+        tooltip=tooltip,
+        icon=icon,
+        button_style=style,
+        layout=Layout(width="auto"),
+    )
+
+
+def _default_describe(restored: Restored) -> str:
+    names = sorted(restored.values)
+    return f"Restored checkpoint #{restored.checkpoint.id}: {len(names)} variables ({', '.join(names)})."
+
+
+class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type hints
+    """A notebook's checkpoints as a widget: history, variables, actions, restart banner, chart.
+
+    Parameters
+    ----------
+    store : the checkpoint store to show.
+    notebook : the notebook whose checkpoints to show.
+    namespace : the user namespace restores go into (used to warn before overwriting).
+    apply : puts a restored checkpoint into the namespace (default: ``namespace.update``).
+    describe : turns a restore into the sentence shown (default: a short summary).
+    live : follow checkpoints as a running ``%%checkpoint`` cell takes them.
+    clock : the time source for "3 min ago" (tests pass a fixed one).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> store = CheckpointStore(tempfile.mkdtemp())
+    >>> nb = NotebookRef.from_path("demo.ipynb")
+    >>> _ = store.save({"x": 1}, nb)
+    >>> panel = CheckpointPanel(store, nb, namespace={}, live=False)
+    >>> panel.ids
+    [1]
+    >>> panel.restore_all_button.click()
+    >>> "Restored checkpoint #1" in panel.message.value
+    True
+    """
+
+    def __init__(
+        self,
+        store: CheckpointStore,
+        notebook: NotebookRef,
+        *,
+        namespace: MutableMapping[str, Any] | None = None,
+        apply: Callable[[Restored], object] | None = None,
+        describe: Callable[[Restored], str] | None = None,
+        live: bool = True,
+        clock: Callable[[], float] = time.time,
+        earlier: Callable[[Checkpoint], bool] = from_earlier_kernel,
+    ) -> None:
+        self.store = store
+        self.notebook = notebook
+        self.namespace: MutableMapping[str, Any] = namespace if namespace is not None else {}
+        self._apply = apply or (lambda restored: self.namespace.update(restored.values))
+        self._describe = describe or _default_describe
+        self._clock = clock
+        self._earlier = earlier
+        self._checkpoints: list[Checkpoint] = []
+        self._by_id: dict[int, Checkpoint] = {}
+        self._disk_bytes: int | None = None
+        self._pending: Callable[[], None] | None = None
+        self._syncing = False
+        self._banner_done = False
+        self._live = live
+
+        self.header = HTML()
+        self.banner_text = HTML()
+        self.banner_restore = _button(
+            "Restore", "Put this checkpoint's variables back into the kernel", "undo", "warning"
+        )
+        self.banner_dismiss = _button("Dismiss", "Hide this message", "times")
+        self.banner = HBox([self.banner_text, self.banner_restore, self.banner_dismiss])
+        self.columns = HTML(
+            f'<div class="nbc-mono nbc-cols">{escape(rows.header_line(rows.HISTORY_COLUMNS))}</div>'
+        )
+        self.history = ToggleButtons(
+            options=[],
+            layout=Layout(width="100%", max_height="270px", overflow="auto"),
+        )
+        self.empty = HTML()
+        self.restore_all_button = _button(
+            "Restore all",
+            "Put every variable of the selected checkpoint back into the kernel",
+            "undo",
+            "primary",
+        )
+        self.restore_selected_button = _button(
+            "Restore selected",
+            "Put only the variables selected below back into the kernel",
+            "check-square-o",
+        )
+        self.delete_button = _button(
+            "Delete",
+            "Remove the selected checkpoint (asks first; its data is freed at the next gc)",
+            "trash",
+            "danger",
+        )
+        self.pin_button = _button(
+            "Pin",
+            "Pinned checkpoints are never removed by retention (--keep, max size)",
+            "thumb-tack",
+        )
+        self.refresh_button = _button("Refresh", "Read the store again", "refresh")
+        self.actions = HBox(
+            [
+                self.restore_all_button,
+                self.restore_selected_button,
+                self.delete_button,
+                self.pin_button,
+                self.refresh_button,
+            ]
+        )
+        self.confirm_text = HTML()
+        self.confirm_yes = _button("Yes", "Go ahead", "check", "danger")
+        self.confirm_no = _button("No", "Cancel", "times")
+        self.confirm_box = HBox([self.confirm_text, self.confirm_yes, self.confirm_no])
+        self.message = HTML()
+        self.details = HTML()
+        self.variables = SelectMultiple(
+            options=[],
+            rows=8,
+            layout=Layout(width="100%"),
+            tooltip="Select variables (Shift/Ctrl-click) for Restore selected",
+        )
+        self.variable_columns = HTML(
+            f'<div class="nbc-mono nbc-cols">{escape(rows.header_line(rows.VARIABLE_COLUMNS))}</div>'
+        )
+        self.chart = HTML()
+        self.out = Output()
+
+        self.add_class("nbc-panel")
+        self.history.add_class("nbc-history")
+        self.variables.add_class("nbc-vars")
+        self.banner.add_class("nbc-banner")
+        self.confirm_box.add_class("nbc-confirm")
+        self.details.add_class("nbc-details")
+
+        self.history.observe(self._on_select, names="value")
+        self.variables.observe(self._on_variables, names="value")
+        self.banner_restore.on_click(self._on_banner_restore)
+        self.banner_dismiss.on_click(self._on_banner_dismiss)
+        self.restore_all_button.on_click(self._on_restore_all)
+        self.restore_selected_button.on_click(self._on_restore_selected)
+        self.delete_button.on_click(self._on_delete)
+        self.pin_button.on_click(self._on_pin)
+        self.refresh_button.on_click(self._on_refresh)
+        self.confirm_yes.on_click(self._on_confirm_yes)
+        self.confirm_no.on_click(self._on_confirm_no)
+
+        super().__init__(
+            children=[
+                HTML(CSS),
+                self.header,
+                self.banner,
+                self.columns,
+                self.history,
+                self.empty,
+                self.actions,
+                self.confirm_box,
+                self.message,
+                self.details,
+                self.variable_columns,
+                self.variables,
+                self.chart,
+                self.out,
+            ],
+            layout=Layout(width="100%"),
+        )
+        self._show(self.confirm_box, False)
+        self._run("read the store", self.reload)
+        if live:
+            events.subscribe(self._on_checkpoint)
+
+    @classmethod
+    def from_magics(cls, host: PanelHost, store: str | None = None) -> CheckpointPanel:
+        """The panel for the notebook the ``%checkpoint`` magics serve (``store`` overrides the URL)."""
+        return cls(
+            host.open_store(store),
+            host.notebook_ref(),
+            namespace=host.user_ns,
+            apply=host.apply,
+            describe=host.describe_restore,
+        )
+
+    # ------------------------------------------------------------ state
+    @property
+    def ids(self) -> list[int]:
+        """The ids shown, newest first."""
+        return [int(value) for _, value in self.history.options]
+
+    @property
+    def selected(self) -> Checkpoint | None:
+        value = self.history.value
+        return self._by_id.get(int(value)) if value is not None else None
+
+    def select(self, ident: int) -> None:
+        """Select checkpoint ``ident``, as clicking its row does."""
+        self.history.value = ident
+
+    def previous_of(self, ck: Checkpoint) -> Checkpoint | None:
+        """The checkpoint listed just before ``ck`` (the one its changes are measured against)."""
+        older = [c for c in self._checkpoints if c.id < ck.id]
+        return older[-1] if older else None
+
+    def close(self) -> None:
+        """Stop following new checkpoints and close every widget of the panel."""
+        events.unsubscribe(self._on_checkpoint)
+        for widget in self._owned():
+            widget.close()
+        super().close()
+        self.layout.close()
+
+    def _owned(self) -> Iterable[Any]:
+        """Every widget the panel made, with their layouts and styles (widgets too)."""
+        stack = list(self.children)
+        while stack:
+            widget = stack.pop()
+            stack.extend(getattr(widget, "children", ()))
+            for part in ("layout", "style"):
+                if getattr(widget, part, None) is not None:
+                    yield getattr(widget, part)
+            yield widget
+
+    # ------------------------------------------------------------ reading
+    def reload(self, *, disk: bool = True) -> None:
+        """Read the checkpoint list again (and the store's size on disk unless ``disk`` is False)."""
+        self._checkpoints = sorted(self.store.list(self.notebook), key=lambda c: c.id)
+        self._by_id = {c.id: c for c in self._checkpoints}
+        if disk or self._disk_bytes is None:
+            self._disk_bytes = self.store.disk_usage()
+        self._render()
+
+    def _render(self, select: int | None = None) -> None:
+        now = self._clock()
+        newest_first = list(reversed(self._checkpoints))
+        wanted = select if select is not None else self.history.value
+        if wanted not in self._by_id:
+            wanted = newest_first[0].id if newest_first else None
+        options = [(rows.history_row(c, self._earlier, now), c.id) for c in newest_first]
+        self._syncing = True
+        try:
+            # Not under hold_trait_notifications: its cross-validation checks the old value
+            # against the new options.
+            self.history.options = options
+            self.history.tooltips = [rows.history_tooltip(c, self._earlier) for c in newest_first]
+            self.history.value = wanted
+        finally:
+            self._syncing = False
+        has_rows = bool(options)
+        self._show(self.columns, has_rows)
+        self._show(self.history, has_rows)
+        self._show(self.empty, not has_rows)
+        self.empty.value = (
+            ""
+            if has_rows
+            else f"No checkpoints yet for <code>{escape(self.notebook.path)}</code>. "
+            "Run a long cell with <code>%%checkpoint</code>, or <code>%checkpoint save</code>."
+        )
+        self.header.value = self._header_html()
+        self.chart.value = history_svg(
+            [Point(c.id, c.total_bytes, rows.duration(c) or 0.0) for c in self._checkpoints]
+        )
+        self._render_banner(now)
+        self._render_selected()
+
+    def _header_html(self) -> str:
+        n = len(self._checkpoints)
+        unverified = [c for c in self._checkpoints if not c.verified]
+        if not n:
+            signatures = "no signatures to check"
+        elif not unverified:
+            signatures = '<span class="nbc-ok">signatures verify</span>'
+        else:
+            listed = ", ".join(f"#{c.id} ({escape(c.problem or '?')})" for c in unverified[:3])
+            signatures = (
+                f'<span class="nbc-error">{len(unverified)} of {n} do not verify: {listed}</span>'
+            )
+        size = human_bytes(self._disk_bytes) if self._disk_bytes is not None else "?"
+        return (
+            f"<b>Checkpoints</b> of <code>{escape(self.notebook.path)}</code><br>"
+            f"store <code>{escape(self.store.url)}</code> · "
+            f"{n} checkpoint{'s' if n != 1 else ''} · "
+            f'<span title="blobs are shared by every notebook of the store">{size} on disk</span>'
+            f" · {signatures}"
+        )
+
+    def _banner_target(self) -> Checkpoint | None:
+        """The newest usable checkpoint, when the newest one of all is from an earlier kernel."""
+        if self._banner_done or not self._checkpoints:
+            return None
+        if not self._earlier(self._checkpoints[-1]):
+            return None
+        for ck in reversed(self._checkpoints):
+            if ck.verified and self._earlier(ck):
+                return ck
+        return None
+
+    def _render_banner(self, now: float) -> None:
+        target = self._banner_target()
+        self._show(self.banner, target is not None)
+        if target is None:
+            return
+        self.banner_text.value = f"<b>The kernel restarted.</b> Restore #{target.id} ({escape(rows.where(target, now))})?"
+        self.banner_restore.description = f"Restore #{target.id}"
+        self.banner_restore.tooltip = f"Put the {len(target.variables)} variables of checkpoint #{target.id} back into the kernel"
+
+    def _render_selected(self) -> None:
+        ck = self.selected
+        for button in (self.restore_all_button, self.delete_button, self.pin_button):
+            button.disabled = ck is None
+        if ck is None:
+            self.details.value = ""
+            self._set_variables([])
+            self.pin_button.description = "Pin"
+            return
+        self.pin_button.description = "Unpin" if ck.pinned else "Pin"
+        self.pin_button.icon = "unlock" if ck.pinned else "thumb-tack"
+        self.pin_button.tooltip = (
+            f"Let retention remove #{ck.id} again"
+            if ck.pinned
+            else f"Keep #{ck.id}: retention (--keep, max size) never removes a pinned checkpoint"
+        )
+        self.details.value = self._details_html(ck)
+        self._set_variables(rows.variable_rows(ck, self.previous_of(ck)))
+
+    def _details_html(self, ck: Checkpoint) -> str:
+        status = rows.status_text(ck, self._earlier)
+        parts = [
+            f"<b>#{ck.id}</b> · taken {rows.exact_time(ck.created) if ck.created else '?'}"
+            f" · {escape(status if status != rows.EARLIER else f'{ck.status}, from an earlier kernel')}"
+        ]
+        if rows.cell_text(ck):
+            parts.append(f"cell <code>{escape(rows.cell_text(ck))}</code>")
+        if rows.position_text(ck):
+            parts.append(escape(rows.position_text(ck)))
+        if ck.pinned:
+            parts.append("pinned")
+        html = " · ".join(parts)
+        if not ck.verified:
+            html += f'<div class="nbc-error">Does not verify: {escape(ck.problem or "?")}</div>'
+        left_out = rows.left_out(ck)
+        if left_out:
+            items = "".join(
+                f"<li>{kind}: <code>{escape(name)}</code> ({escape(type_)}): {escape(reason)}</li>"
+                for kind, name, type_, reason in left_out
+            )
+            html += f'<div class="nbc-warn">Not saved:</div><ul>{items}</ul>'
+        return html
+
+    def _set_variables(self, options: list[tuple[str, str]]) -> None:
+        self._syncing = True
+        try:
+            self.variables.options = options
+            self.variables.value = ()
+        finally:
+            self._syncing = False
+        self._show(self.variables, bool(options))
+        self._show(self.variable_columns, bool(options))
+        self.restore_selected_button.disabled = True
+
+    # ------------------------------------------------------------ events
+    def _on_select(self, change: dict[str, Any]) -> None:
+        if self._syncing:
+            return
+        self._cancel_pending()
+        self._run("show the checkpoint", self._render_selected)
+
+    def _on_variables(self, change: dict[str, Any]) -> None:
+        if not self._syncing:
+            self.restore_selected_button.disabled = not change["new"]
+
+    def _on_checkpoint(self, ck: Checkpoint) -> None:
+        """A running cell took a checkpoint: show it now (called on the kernel's main thread)."""
+        if ck.notebook != self.notebook.key:
+            return
+        newest = self._checkpoints[-1].id if self._checkpoints else None
+        follow = self.history.value is None or self.history.value == newest
+
+        def land() -> None:
+            if self._disk_bytes is not None:
+                self._disk_bytes += int((ck.body.get("stats") or {}).get("bytes_written", 0))
+            # No walk over every blob for the size here: this runs inside the user's loop.
+            self._checkpoints = sorted(self.store.list(self.notebook), key=lambda c: c.id)
+            self._by_id = {c.id: c for c in self._checkpoints}
+            self._render(select=ck.id if follow else None)
+
+        self._run("show the new checkpoint", land)
+
+    def _on_refresh(self, _button: Button) -> None:
+        def refresh() -> None:
+            self.reload()
+            n = len(self._checkpoints)
+            self._say(f"Refreshed: {n} checkpoint{'s' if n != 1 else ''}.")
+
+        self._run("refresh", refresh)
+
+    def _on_banner_dismiss(self, _button: Button) -> None:
+        self._banner_done = True
+        self._show(self.banner, False)
+
+    def _on_banner_restore(self, _button: Button) -> None:
+        target = self._banner_target()
+        if target is None:
+            self._say("There is no checkpoint from an earlier kernel to restore.", "error")
+            return
+        self._ask_restore(target, None)
+
+    def _on_restore_all(self, _button: Button) -> None:
+        ck = self.selected
+        if ck is None:
+            self._say("Select a checkpoint first.", "error")
+            return
+        self._ask_restore(ck, None)
+
+    def _on_restore_selected(self, _button: Button) -> None:
+        ck = self.selected
+        names = list(self.variables.value)
+        if ck is None or not names:
+            self._say("Select a checkpoint and some of its variables first.", "error")
+            return
+        self._ask_restore(ck, names)
+
+    def _on_delete(self, _button: Button) -> None:
+        ck = self.selected
+        if ck is None:
+            self._say("Select a checkpoint first.", "error")
+            return
+        note = " It is pinned." if ck.pinned else ""
+
+        def delete() -> None:
+            self.store.delete(self.notebook, ck.id)
+            self.reload()
+            self._say(f"Deleted checkpoint #{ck.id}; its data is freed at the next gc.", "ok")
+
+        self._confirm(
+            f"Delete checkpoint #{ck.id} ({escape(rows.where(ck, self._clock()))})?{note}",
+            f"Delete #{ck.id}",
+            "delete the checkpoint",
+            delete,
+        )
+
+    def _on_pin(self, _button: Button) -> None:
+        ck = self.selected
+        if ck is None:
+            self._say("Select a checkpoint first.", "error")
+            return
+
+        def pin() -> None:
+            was_pinned = ck.pinned  # the reload below updates ``ck`` itself
+            self.store.pin(self.notebook, ck.id, not was_pinned)
+            self.reload(disk=False)
+            if was_pinned:
+                self._say(f"Unpinned #{ck.id}: retention may remove it again.", "ok")
+            else:
+                self._say(f"Pinned #{ck.id}: retention never removes it.", "ok")
+
+        self._cancel_pending()
+        self._run("pin the checkpoint", pin)
+
+    def _on_confirm_yes(self, _button: Button) -> None:
+        action, self._pending = self._pending, None
+        self._show(self.confirm_box, False)
+        if action is not None:
+            action()
+
+    def _on_confirm_no(self, _button: Button) -> None:
+        self._cancel_pending()
+        self._say("Cancelled; nothing was changed.")
+
+    # ------------------------------------------------------------ actions
+    def _ask_restore(self, ck: Checkpoint, names: list[str] | None) -> None:
+        wanted = names if names is not None else [*ck.variables, *(ck.body.get("modules") or {})]
+        replaced = sorted(n for n in wanted if self._would_replace(ck, n))
+
+        def restore() -> None:
+            restored = self.store.load(self.notebook, ck.id, names)
+            self._apply(restored)
+            self._banner_done = True
+            self._render_banner(self._clock())
+            self._say(self._describe(restored), "ok")
+
+        if not replaced:
+            self._cancel_pending()
+            self._run("restore", restore)
+            return
+        shown = ", ".join(replaced[:8]) + (
+            f" and {len(replaced) - 8} more" if len(replaced) > 8 else ""
+        )
+        self._confirm(
+            f"Restore #{ck.id}? It replaces {len(replaced)} variable"
+            f"{'s' if len(replaced) != 1 else ''} you have now: <code>{escape(shown)}</code>.",
+            f"Restore #{ck.id}",
+            "restore",
+            restore,
+        )
+
+    def _would_replace(self, ck: Checkpoint, name: str) -> bool:
+        if name not in self.namespace:
+            return False
+        module = (ck.body.get("modules") or {}).get(name)
+        current = self.namespace[name]
+        # Importing the same module again replaces nothing.
+        return not (
+            module is not None
+            and isinstance(current, types.ModuleType)
+            and current.__name__ == module
+        )
+
+    def _confirm(self, text: str, yes: str, what: str, action: Callable[[], None]) -> None:
+        """Show the inline Yes/No row; ``action`` runs (guarded) only on Yes."""
+        self._pending = lambda: self._run(what, action)
+        self.confirm_text.value = text
+        self.confirm_yes.description = yes
+        self.confirm_yes.tooltip = f"Yes: {yes}"
+        self._show(self.confirm_box, True)
+        self.message.value = ""
+
+    def _cancel_pending(self) -> None:
+        self._pending = None
+        self._show(self.confirm_box, False)
+
+    def _run(self, what: str, action: Callable[[], None]) -> None:
+        """Run a handler; any error becomes one sentence in the panel, never a traceback."""
+        with self.out:
+            try:
+                action()
+            except CheckpointError as e:
+                self._say(str(e), "error")
+            except Exception as e:
+                self._say(f"Could not {what}: {type(e).__name__}: {e}", "error")
+
+    def _say(self, text: str, kind: str = "") -> None:
+        first, *rest = text.splitlines() or [""]
+        html = escape(first)
+        if rest:
+            items = "".join(f"<li>{escape(r.strip())}</li>" for r in rest if r.strip())
+            html += f"<ul>{items}</ul>"
+        css = f"nbc-{kind}" if kind else "nbc-info"
+        self.message.value = f'<div class="{css}">{html}</div>'
+
+    @staticmethod
+    def _show(widget: Any, visible: bool) -> None:
+        widget.layout.display = None if visible else HIDDEN

@@ -1,0 +1,209 @@
+"""Text of the panel: one fixed-width line per checkpoint and per variable, tooltips and summaries."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..format import describe_position, human_bytes, relative_time
+from ..store import Checkpoint
+
+
+@dataclass(frozen=True)
+class Column:
+    title: str
+    width: int
+    right: bool = False
+
+
+HISTORY_COLUMNS = (
+    Column("id", 8),
+    Column("time", 11),
+    Column("cell", 24),
+    Column("position", 20),
+    Column("status", 14),
+    Column("vars", 4, right=True),
+    Column("new", 8, right=True),
+    Column("total", 8, right=True),
+    Column("took", 7, right=True),
+)
+VARIABLE_COLUMNS = (
+    Column("name", 18),
+    Column("type", 22),
+    Column("size", 8, right=True),
+    Column("since previous", 16),
+)
+EARLIER = "earlier kernel"
+
+
+def fit(text: str, width: int, right: bool = False) -> str:
+    """``text`` cut with an ellipsis or padded to exactly ``width`` characters.
+
+    Examples
+    --------
+    >>> fit("for epoch in range(100):", 10)
+    'for epoch…'
+    >>> fit("7", 3, right=True)
+    '  7'
+    """
+    text = " ".join(str(text).split())
+    if len(text) > width:
+        text = text[: max(width - 1, 0)] + "…"
+    return text.rjust(width) if right else text.ljust(width)
+
+
+def line(cells: Sequence[str], columns: Sequence[Column]) -> str:
+    """Cells laid out in fixed-width columns, two spaces apart (for a monospace font)."""
+    return "  ".join(fit(c, col.width, col.right) for c, col in zip(cells, columns)).rstrip()
+
+
+def header_line(columns: Sequence[Column]) -> str:
+    return line([c.title for c in columns], columns)
+
+
+def exact_time(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def seconds(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
+
+
+def cell_text(ck: Checkpoint) -> str:
+    """``[5] for epoch in range(100):``, or what is known of it."""
+    cell = ck.body.get("cell") or {}
+    count = cell.get("execution_count")
+    first = str(cell.get("first_line") or "")
+    return ((f"[{count}] " if count is not None else "") + first).strip()
+
+
+def position_text(ck: Checkpoint) -> str:
+    return describe_position(ck.body.get("position")) or ""
+
+
+def status_text(ck: Checkpoint, earlier: Callable[[Checkpoint], bool]) -> str:
+    """The status column: running, interrupted, complete, manual, auto, or ``earlier kernel``."""
+    if not ck.verified:
+        return "UNVERIFIED"
+    return EARLIER if earlier(ck) else ck.status
+
+
+def duration(ck: Checkpoint) -> float | None:
+    value = (ck.body.get("stats") or {}).get("duration")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def history_row(ck: Checkpoint, earlier: Callable[[Checkpoint], bool], now: float) -> str:
+    ident = f"#{ck.id}" + (" pin" if ck.pinned else "")
+    return line(
+        [
+            ident,
+            relative_time(ck.created, now) if ck.created else "?",
+            cell_text(ck),
+            position_text(ck),
+            status_text(ck, earlier),
+            str(len(ck.variables)),
+            human_bytes(ck.new_bytes),
+            human_bytes(ck.total_bytes),
+            seconds(duration(ck)),
+        ],
+        HISTORY_COLUMNS,
+    )
+
+
+def history_tooltip(ck: Checkpoint, earlier: Callable[[Checkpoint], bool]) -> str:
+    """What hovering a row shows: the exact time and everything the row had to cut short."""
+    lines = [f"Checkpoint #{ck.id}, taken {exact_time(ck.created) if ck.created else '?'}"]
+    if cell_text(ck):
+        lines.append(f"cell {cell_text(ck)}")
+    if position_text(ck):
+        lines.append(position_text(ck))
+    status = f"status: {ck.status}"
+    if earlier(ck):
+        kernel = ck.body.get("kernel") or {}
+        status += f", from an earlier kernel (pid {kernel.get('pid', '?')})"
+    lines.append(status)
+    if not ck.verified:
+        lines.append(f"does not verify: {ck.problem}")
+    lines.append(
+        f"{len(ck.variables)} variables, {human_bytes(ck.total_bytes)} "
+        f"({human_bytes(ck.new_bytes)} new), snapshot took {seconds(duration(ck)) or '?'}"
+    )
+    if ck.pinned:
+        lines.append("pinned: retention never removes it")
+    return "\n".join(lines)
+
+
+def _group_hashes(ck: Checkpoint, name: str) -> tuple[str, ...] | None:
+    info = ck.body.get("variables", {}).get(name)
+    groups = ck.body.get("groups") or []
+    if not info or not isinstance(info.get("group"), int) or info["group"] >= len(groups):
+        return None
+    group = groups[info["group"]]
+    return (str(group.get("pickle")), *map(str, group.get("buffers", [])))
+
+
+def change_since(ck: Checkpoint, previous: Checkpoint | None, name: str) -> str:
+    """Whether ``name`` changed since ``previous``, by the blob hashes of its pickled group.
+
+    Variables pickled together share a group, so a change to one marks its partners too.
+    """
+    if previous is None:
+        return "first checkpoint"
+    if name not in previous.variables:
+        return "new"
+    before, after = _group_hashes(previous, name), _group_hashes(ck, name)
+    if before is None or after is None:
+        return "?"
+    return "unchanged" if before == after else "changed"
+
+
+def variable_rows(ck: Checkpoint, previous: Checkpoint | None) -> list[tuple[str, str]]:
+    """(line, name) for each variable and import of ``ck``, sorted by name."""
+    rows = []
+    for name, info in sorted(ck.variables.items()):
+        rows.append(
+            (
+                line(
+                    [
+                        name,
+                        str(info.get("type", "?")),
+                        human_bytes(int(info.get("size", 0))),
+                        change_since(ck, previous, name),
+                    ],
+                    VARIABLE_COLUMNS,
+                ),
+                name,
+            )
+        )
+    modules: Mapping[str, str] = ck.body.get("modules") or {}
+    for name, module in sorted(modules.items()):
+        rows.append((line([name, f"module {module}", "", "import"], VARIABLE_COLUMNS), name))
+    return rows
+
+
+def left_out(ck: Checkpoint) -> list[tuple[str, str, str, str]]:
+    """(kind, name, type, reason) of each skipped or withheld variable."""
+    found = []
+    for kind in ("skipped", "withheld"):
+        entries: Mapping[str, Any] = ck.body.get(kind) or {}
+        for name, info in sorted(entries.items()):
+            found.append((kind, name, str(info.get("type", "?")), str(info.get("reason", ""))))
+    return found
+
+
+def where(ck: Checkpoint, now: float) -> str:
+    """``cell [5], 3 min ago, for epoch at 57/100``: a checkpoint in a few words."""
+    bits = []
+    count = (ck.body.get("cell") or {}).get("execution_count")
+    if count is not None:
+        bits.append(f"cell [{count}]")
+    if ck.created:
+        bits.append(relative_time(ck.created, now))
+    if position_text(ck):
+        bits.append(position_text(ck))
+    return ", ".join(bits)
