@@ -89,18 +89,21 @@ class Options:
 
 @dataclass
 class CellInfo:
-    """The cell a run belongs to: its source hash, execution count and first line."""
+    """The cell a run belongs to: its source hash, execution count, first line and frontend id."""
 
     source_hash: str
     execution_count: int | None
     first_line: str
     cell_names: set[str] = field(default_factory=set)
+    # The notebook's cell id when the frontend sends one: it tells an edited cell from another cell.
+    cell_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "source_hash": self.source_hash,
             "execution_count": self.execution_count,
             "first_line": self.first_line,
+            "cell_id": self.cell_id,
         }
 
 

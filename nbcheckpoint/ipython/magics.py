@@ -240,8 +240,8 @@ class Checkpoint(Magics):
         exec_count = (
             self.shell.execution_count - 1 if getattr(info, "store_history", False) else None
         )
-        cell = CellInfo(source_hash, exec_count, _first_line(raw), cell_names(cell_module))
         cell_id = getattr(info, "cell_id", None)
+        cell = CellInfo(source_hash, exec_count, _first_line(raw), cell_names(cell_module), cell_id)
         options = Options(
             every=every,
             keep=args.keep if args.keep is not None else self.keep,
@@ -265,8 +265,6 @@ class Checkpoint(Magics):
         else:
             restored, message = None, None
             instrumented = instrument(cell_module)
-        cell_info_dict = cell.as_dict()
-        cell_info_dict["cell_id"] = cell_id
         run = CellRun(
             self.user_ns,
             store,
