@@ -8,9 +8,9 @@ from html import escape
 
 from ..format import human_bytes
 
-WIDTH = 360
+WIDTH = 420
 ROW_HEIGHT = 34
-LABEL_WIDTH = 120
+LABEL_WIDTH = 160
 PAD = 4
 SIZE_COLOR = "#1f77b4"
 TIME_COLOR = "#e07b00"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import time
 import types
 from collections.abc import Callable, Iterable, MutableMapping
-from html import escape
+from html import escape, unescape
 from typing import Any, Protocol
 
 from ipywidgets import HTML, Button, HBox, Layout, Output, SelectMultiple, ToggleButtons, VBox
@@ -27,6 +28,7 @@ CSS = """<style>
   font-family: var(--jp-code-font-family, monospace); font-size: 12px;
 }
 .nbc-panel .nbc-cols { white-space: pre; padding: 0 8px; opacity: 0.7; overflow: hidden; }
+.nbc-panel .nbc-vcols .nbc-cols { padding: 0 5px; }
 .nbc-panel .nbc-history { flex-direction: column; align-items: stretch; }
 .nbc-panel .nbc-history button {
   white-space: pre; text-align: left; justify-content: flex-start; width: 100% !important;
@@ -78,6 +80,11 @@ def _button(label: str, tooltip: str, icon: str = "", style: str = "") -> Button
 def _default_describe(restored: Restored) -> str:
     names = sorted(restored.values)
     return f"Restored checkpoint #{restored.checkpoint.id}: {len(names)} variables ({', '.join(names)})."
+
+
+def _plain(html: str) -> str:
+    text = re.sub(r"<li>", "\n  ", html)
+    return unescape(re.sub(r"<[^>]+>", "", text)).strip()
 
 
 class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type hints
@@ -205,6 +212,8 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         self.banner.add_class("nbc-banner")
         self.confirm_box.add_class("nbc-confirm")
         self.details.add_class("nbc-details")
+        self.variable_columns.add_class("nbc-vcols")
+        self.message.add_class("nbc-message")
 
         self.history.observe(self._on_select, names="value")
         self.variables.observe(self._on_variables, names="value")
@@ -263,6 +272,24 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
     def selected(self) -> Checkpoint | None:
         value = self.history.value
         return self._by_id.get(int(value)) if value is not None else None
+
+    def __repr__(self) -> str:
+        # What a frontend without widgets (nbconvert, a terminal) shows instead of the panel.
+        n = len(self._checkpoints)
+        return (
+            f"<CheckpointPanel: {n} checkpoint{'s' if n != 1 else ''} of {self.notebook.path}; "
+            "open the notebook in JupyterLab or Notebook 7 to use it>"
+        )
+
+    @property
+    def last_message(self) -> str:
+        """The panel's latest result or error sentence, as plain text."""
+        return _plain(self.message.value)
+
+    @property
+    def question(self) -> str | None:
+        """The pending Yes/No question, as plain text, or None."""
+        return _plain(self.confirm_text.value) if self._pending is not None else None
 
     def select(self, ident: int) -> None:
         """Select checkpoint ``ident``, as clicking its row does."""
@@ -423,6 +450,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         try:
             self.variables.options = options
             self.variables.value = ()
+            self.variables.rows = min(max(len(options), 2), 12)
         finally:
             self._syncing = False
         self._show(self.variables, bool(options))

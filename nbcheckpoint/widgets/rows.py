@@ -22,7 +22,7 @@ HISTORY_COLUMNS = (
     Column("id", 8),
     Column("time", 11),
     Column("cell", 24),
-    Column("position", 20),
+    Column("position", 24),
     Column("status", 14),
     Column("vars", 4, right=True),
     Column("new", 8, right=True),
