@@ -118,8 +118,11 @@ class LocalBackend:
             except OSError as e:
                 raise StoreWriteError(d, e.strerror or str(e)) from e
             else:
-                os.chmod(d, DIR_MODE)  # mkdir's mode is filtered by the umask
-                self._fsync_dir(os.path.dirname(d))
+                try:
+                    os.chmod(d, DIR_MODE)  # mkdir's mode is filtered by the umask
+                    self._fsync_dir(os.path.dirname(d))
+                except OSError as e:
+                    raise StoreWriteError(d, e.strerror or str(e)) from e
         self._made.add(folder)
 
     @staticmethod
