@@ -33,14 +33,10 @@ def _purge_memory_root(root: str) -> None:
     ]
 
 
-@pytest.fixture(params=["local", "memory"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty store root: a local folder, or a unique root in fsspec's memory filesystem."""
-    if request.param == "local":
-        yield str(tmp_path / "store")
-        return
+@pytest.fixture
+def memory_store_url() -> Iterator[str]:
+    """A unique, empty root in fsspec's process-wide memory filesystem, removed afterwards."""
     root = f"/nbcheckpoint-test-{uuid.uuid4().hex}"
-    _purge_memory_root(root)
     try:
         yield f"memory://{root}"
     finally:
@@ -51,6 +47,14 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def local_store_url(tmp_path: Path) -> str:
     """A store in a local folder, for tests about files, modes and processes."""
     return str(tmp_path / "store")
+
+
+@pytest.fixture(params=["local", "memory"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """A fresh, empty store root on each backend: a local folder, then fsspec's memory filesystem."""
+    name = "local_store_url" if request.param == "local" else "memory_store_url"
+    url: str = request.getfixturevalue(name)
+    return url
 
 
 @pytest.fixture

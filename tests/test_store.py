@@ -491,10 +491,10 @@ def test_missing_ids_and_empty_notebooks(store: CheckpointStore, nb: NotebookRef
 
 # ------------------------------------------------------------------ threads
 @pytest.mark.parametrize("instances", ["shared", "separate"])
-def test_two_threads_save_into_one_memory_store(nb: NotebookRef, instances: str) -> None:
-    import uuid
-
-    url = f"memory://nbcheckpoint-threads-{uuid.uuid4().hex}"
+def test_two_threads_save_into_one_memory_store(
+    memory_store_url: str, nb: NotebookRef, instances: str
+) -> None:
+    url = memory_store_url
     shared = CheckpointStore(url)
     acked: dict[int, tuple[int, int]] = {}
     lock = threading.Lock()
@@ -515,23 +515,18 @@ def test_two_threads_save_into_one_memory_store(nb: NotebookRef, instances: str)
             errors.append(e)
 
     threads = [threading.Thread(target=writer, args=(t,)) for t in (1, 2)]
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
-        assert errors == []
-        assert len(acked) == 200
-        assert shared._manifest_ids(nb.key) == sorted(acked)
-        reader = CheckpointStore(url)
-        for ident, (tag, seq) in acked.items():
-            values = reader.load(nb, ident).values
-            assert (values["tag"], values["seq"]) == (tag, seq)
-        assert reader.verify() == []
-    finally:
-        from conftest import _purge_memory_root
-
-        _purge_memory_root(shared.backend.root)
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert len(acked) == 200
+    assert shared._manifest_ids(nb.key) == sorted(acked)
+    reader = CheckpointStore(url)
+    for ident, (tag, seq) in acked.items():
+        values = reader.load(nb, ident).values
+        assert (values["tag"], values["seq"]) == (tag, seq)
+    assert reader.verify() == []
 
 
 def test_store_files_are_listed_for_both_backends(store: CheckpointStore, nb: NotebookRef) -> None:
