@@ -1,0 +1,43 @@
+"""The store benchmark runs end to end at a tiny scale and prints its table (no timing assertions)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmark_prints_the_table_and_exits_0(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_store.py"),
+            "--scale",
+            "0.01",
+            "--dir",
+            str(work),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    header = next(line for line in out.splitlines() if line.startswith("operation"))
+    for column in ("nbcheckpoint s", "dill s", "ratio", "target", "met?"):
+        assert column in header
+    for row in (
+        "first save (fsync'd)",
+        "second save, 1% changed",
+        "restore (hashes verified)",
+        "written by the second save",
+        "on disk after 11 saves, all kept",
+    ):
+        assert row in out, row
+    assert "MISSED" in out or "All targets met." in out
+    assert "WARNING" not in out, "a restore brought back different values"
+    assert list(work.iterdir()) == [], "the benchmark left its work folder behind"
