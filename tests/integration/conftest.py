@@ -93,5 +93,6 @@ class StoreProbe:
 
 
 @pytest.fixture
-def store(notebook: Path, key_file: Path) -> StoreProbe:
+def store_probe(notebook: Path, key_file: Path) -> StoreProbe:
+    """The notebook's default store (``.nbcheckpoint/`` beside it), read from the test process."""
     return StoreProbe(os.path.join(notebook.parent, ".nbcheckpoint"), notebook)

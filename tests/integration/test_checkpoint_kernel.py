@@ -76,14 +76,14 @@ def wait_for_new_checkpoint(store: StoreProbe, known: int, timeout: float = 30) 
 
 # --------------------------------------------------------------------------- crashes
 def test_sigkill_mid_loop_then_restore_and_resume_in_new_kernel(
-    start_kernel: StartKernel, store: StoreProbe
+    start_kernel: StartKernel, store_probe: StoreProbe
 ) -> None:
     k1 = start_kernel()
     k1.submit(LOOP_CELL)
-    store.wait_for_count(3)
+    store_probe.wait_for_count(3)
     k1.kill()
 
-    latest = store.list()[-1]
+    latest = store_probe.list()[-1]
     assert latest.status == "running"
     position = latest.body["position"]
     assert position["resumable"] is True
@@ -106,17 +106,17 @@ def test_sigkill_mid_loop_then_restore_and_resume_in_new_kernel(
     resumed = k2.run(LOOP_CELL).check()
     assert f"Resuming from checkpoint #{latest.id}" in resumed.stdout
     assert k2.value("(total, i, len(squares))") == (sum(range(100)), 99, 100)
-    assert store.list()[-1].status == "complete"
+    assert store_probe.list()[-1].status == "complete"
 
 
 def test_interrupt_leaves_interrupted_checkpoint_that_restores(
-    start_kernel: StartKernel, store: StoreProbe
+    start_kernel: StartKernel, store_probe: StoreProbe
 ) -> None:
     k1 = start_kernel()
     msg_id = k1.submit(LOOP_CELL)
-    store.wait_for_count(1)
+    store_probe.wait_for_count(1)
     # Interrupt just after a checkpoint landed, so that the signal does not fall inside a save.
-    wait_for_new_checkpoint(store, len(store.list()))
+    wait_for_new_checkpoint(store_probe, len(store_probe.list()))
     time.sleep(0.1)
     k1.interrupt()
     reply = k1.collect(msg_id, timeout=30)
@@ -124,7 +124,7 @@ def test_interrupt_leaves_interrupted_checkpoint_that_restores(
     assert reply.error is not None and reply.error["ename"] == "KeyboardInterrupt"
     assert "re-run the cell to resume" in reply.stdout
 
-    latest = store.list()[-1]
+    latest = store_probe.list()[-1]
     assert latest.status == "interrupted"
     (counter,) = latest.body["position"]["counters"]
     assert k1.value("i") >= counter  # the loop went on past the checkpoint before the interrupt
@@ -207,7 +207,7 @@ for step in range(100):
 
 
 def test_numpy_pandas_functions_and_classes_restore_equal(
-    start_kernel: StartKernel, store: StoreProbe
+    start_kernel: StartKernel, store_probe: StoreProbe
 ) -> None:
     k1 = start_kernel()
     k1.run(DATA_SETUP).check()
@@ -215,9 +215,9 @@ def test_numpy_pandas_functions_and_classes_restore_equal(
     before = k1.value("_fingerprint()")
     assert before["isinstance"] is True
     k1.submit(DATA_LOOP)
-    store.wait_for_count(2)
+    store_probe.wait_for_count(2)
     k1.kill()
-    assert store.list()[-1].status == "running"  # taken mid-cell
+    assert store_probe.list()[-1].status == "running"  # taken mid-cell
 
     k2, _ = load_in_new_kernel(start_kernel)
     k2.run("%checkpoint restore").check()
@@ -247,7 +247,7 @@ def wait_for_auto_save(kernel: Kernel, store: StoreProbe, first_line: str) -> No
 
 
 def test_auto_mode_across_cells_then_restart_restores_namespace(
-    start_kernel: StartKernel, store: StoreProbe
+    start_kernel: StartKernel, store_probe: StoreProbe
 ) -> None:
     k1 = start_kernel()
     k1.run("%checkpoint auto on --min-duration 0").check()
@@ -259,10 +259,10 @@ def test_auto_mode_across_cells_then_restart_restores_namespace(
     ]
     for code in cells:
         k1.run(code).check()
-        wait_for_auto_save(k1, store, code.splitlines()[0])
+        wait_for_auto_save(k1, store_probe, code.splitlines()[0])
     big_hash = k1.value("hashlib.sha256(big.tobytes()).hexdigest()")
 
-    cks = store.list()
+    cks = store_probe.list()
     assert all(ck.status == "auto" for ck in cks)
     by_cell = {ck.body["cell"]["first_line"]: ck for ck in cks}
     with_big = by_cell["import hashlib"]
@@ -325,12 +325,12 @@ for step in range(100):
 
 
 def test_shared_references_survive_restore_in_new_kernel(
-    start_kernel: StartKernel, store: StoreProbe
+    start_kernel: StartKernel, store_probe: StoreProbe
 ) -> None:
     k1 = start_kernel()
     k1.run(SHARED_SETUP).check()
     k1.submit(SHARED_LOOP)
-    store.wait_for_count(2)
+    store_probe.wait_for_count(2)
     k1.kill()
 
     k2, _ = load_in_new_kernel(start_kernel)
@@ -386,7 +386,7 @@ def test_help_for_cell_magic_and_line_magic(start_kernel: StartKernel) -> None:
 
 
 def test_live_status_is_one_display_updated_in_place(
-    start_kernel: StartKernel, store: StoreProbe
+    start_kernel: StartKernel, store_probe: StoreProbe
 ) -> None:
     kernel = start_kernel()
     cell = "%%checkpoint --every 0.3\nimport time\nfor n in range(25):\n    time.sleep(0.1)\n"
@@ -402,7 +402,7 @@ def test_live_status_is_one_display_updated_in_place(
     assert re.search(r"\d+ checkpoints · last #\d+", last), last
     # The status line is not also logged as text, line after line.
     assert "last #" not in stream_text(messages, "stdout") + stream_text(messages, "stderr")
-    assert len(store.list()) == len(updates) + 1
+    assert len(store_probe.list()) == len(updates) + 1
 
 
 def test_store_failing_mid_cell_warns_once_and_cell_completes(
@@ -450,7 +450,7 @@ def test_store_unusable_from_the_start_warns_once(
 
 
 def test_unpicklable_variables_are_skipped_once_with_reason(
-    start_kernel: StartKernel, store: StoreProbe
+    start_kernel: StartKernel, store_probe: StoreProbe
 ) -> None:
     k1 = start_kernel()
     cell = (
@@ -464,11 +464,11 @@ def test_unpicklable_variables_are_skipped_once_with_reason(
         "    time.sleep(0.1)\n"
     )
     out = k1.run(cell, timeout=30).check().text
-    assert len(store.list()) >= 3
+    assert len(store_probe.list()) >= 3
     for name, type_name in (("conn", "sqlite3.Connection"), ("gen", "generator")):
         found = re.findall(rf"skipped {name} \({re.escape(type_name)}\): (\S.*)", out)
         assert len(found) == 1, (name, out)
-    latest = store.list()[-1]
+    latest = store_probe.list()[-1]
     assert latest.status == "complete"
     assert {"conn", "gen"} <= set(latest.body["skipped"])
     k1.shutdown()
@@ -485,7 +485,7 @@ def test_unpicklable_variables_are_skipped_once_with_reason(
 
 
 def test_unload_removes_the_magics_and_load_brings_them_back(
-    start_kernel: StartKernel, store: StoreProbe
+    start_kernel: StartKernel, store_probe: StoreProbe
 ) -> None:
     kernel = start_kernel()
     # A function defined in a %%checkpoint cell carries safe points; it must outlive the unload.
@@ -508,5 +508,5 @@ def test_unload_removes_the_magics_and_load_brings_them_back(
     kernel.run("%load_ext nbcheckpoint").check()
     assert "#1" in kernel.run("%checkpoint list").check().stdout
     kernel.run("%%checkpoint --every 60\ny = 2").check()
-    assert [ck.status for ck in store.list()] == ["complete", "complete"]
-    assert set(store.list()[-1].variables) == {"y"}
+    assert [ck.status for ck in store_probe.list()] == ["complete", "complete"]
+    assert set(store_probe.list()[-1].variables) == {"y"}
