@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import types
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -13,7 +14,7 @@ from ..errors import CheckpointError
 from ..store import Checkpoint, CheckpointStore, NotebookRef
 from .events import emit
 from .iterate import length_of, resume_iter
-from .names import user_names
+from .names import reachable_names, user_names
 from .rewrite import CellPlan
 from .writer import InlineWriter, Job, Outcome, Writer, choose, estimate_bytes
 
@@ -187,7 +188,11 @@ class CellRun:
     def names_now(self) -> list[str]:
         if self.options.names is not None:
             return [n for n in self.options.names if n in self.ns]
-        return user_names(self.ns, self.cell.cell_names, self.hidden())
+        # What the cell mentions, what its functions reach, and every import (cheap, and
+        # what a user expects back after a crash).
+        names = reachable_names(self.cell.cell_names, self.ns)
+        names.update(n for n, v in list(self.ns.items()) if isinstance(v, types.ModuleType))
+        return user_names(self.ns, names, self.hidden())
 
     def safepoint(self, sp: int | None, *pairs: int | None) -> None:
         """Called by instrumented code when the flag is set; starts one snapshot."""

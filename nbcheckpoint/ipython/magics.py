@@ -423,7 +423,9 @@ class Checkpoint(Magics):
             self._auto_collect(wait=True)
             self._auto_writer = ThreadWriter(store)
         if self._auto_writer.busy():
-            return  # what this cell changed goes with the next save
+            # Wait for the previous save rather than leave this cell's changes unsaved
+            # until some later cell: a crash in between would lose them.
+            self._auto_collect(wait=True)
         names = user_names(self.user_ns, self.user_ns.keys(), self.hidden_names())
         base = self._auto_base
         saved = set(base.variables) | set(base.body["modules"]) if base is not None else set()

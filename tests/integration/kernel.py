@@ -103,7 +103,11 @@ class Kernel:
                 reply.error = content
             elif kind == "status" and content["execution_state"] == "idle":
                 break
-        shell = self.kc.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))
+        while True:
+            # Skip stale replies (wait_for_ready may have sent a second kernel_info request).
+            shell = self.kc.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))
+            if shell.get("parent_header", {}).get("msg_id") == msg_id:
+                break
         reply.status = shell["content"]["status"]
         reply.execution_count = shell["content"].get("execution_count")
         if reply.status == "error" and reply.error is None:
