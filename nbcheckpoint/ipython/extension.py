@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..capture.engine import RUNTIME_NAMES, install_runtime
+from ..frontend.comm import StatusChannel
 from .magics import Checkpoint
 from .transform import BEGIN, FAIL, CellTransformer, input_transform
 
@@ -29,7 +30,9 @@ def load_ipython_extension(ip: Any) -> None:
     ip.user_ns[FAIL] = magics.fail
     for name in (*RUNTIME_NAMES, BEGIN, FAIL):
         ip.user_ns_hidden[name] = ip.user_ns[name]
-    _STATE[id(ip)] = {"magics": magics, "transformer": transformer}
+    channel = StatusChannel()  # feeds the JupyterLab status bar
+    channel.start()
+    _STATE[id(ip)] = {"magics": magics, "transformer": transformer, "channel": channel}
     line = magics.announce_earlier()
     if line:
         print(line, flush=True)
@@ -42,6 +45,7 @@ def unload_ipython_extension(ip: Any) -> None:
     if state is None:
         return
     magics: Checkpoint = state["magics"]
+    state["channel"].stop()
     if magics.current is not None:
         magics.current.stop()
         magics.current = None
