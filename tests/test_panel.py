@@ -331,6 +331,18 @@ def test_refresh_shows_checkpoints_saved_elsewhere(store: CheckpointStore, nb: N
     assert "Refreshed: 1 checkpoint." in panel.message.value
 
 
+def test_plain_text_views_of_the_panel(store: CheckpointStore, nb: NotebookRef) -> None:
+    save(store, nb, {"a": 1})
+    panel = make_panel(store, nb, namespace={"a": 0})
+    assert panel.question is None
+    panel.restore_all_button.click()
+    assert panel.question == "Restore #1? It replaces 1 variable you have now: a."
+    panel.confirm_yes.click()
+    assert panel.question is None
+    assert panel.last_message.startswith("Restored checkpoint #1")
+    assert repr(panel).startswith("<CheckpointPanel: 1 checkpoint of ")
+
+
 # ------------------------------------------------------------------- errors
 def test_errors_are_one_sentence_never_a_traceback(
     store: CheckpointStore, nb: NotebookRef, monkeypatch: pytest.MonkeyPatch
@@ -457,6 +469,17 @@ def test_live_update_ignores_other_notebooks_and_stops_on_close(
     assert panel._on_checkpoint not in events.listeners()
     events.emit(save(store, nb, {"a": 1}))
     assert panel.ids == []
+
+
+def test_close_releases_every_widget(store: CheckpointStore, nb: NotebookRef) -> None:
+    from ipywidgets.widgets.widget import _instances
+
+    before = set(_instances)
+    panel = CheckpointPanel(store, nb, live=True)
+    assert len(set(_instances) - before) > 20
+    panel.close()
+    assert set(_instances) - before == set()
+    assert panel._on_checkpoint not in events.listeners()
 
 
 def test_a_failing_listener_does_not_stop_the_others(

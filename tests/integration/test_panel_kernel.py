@@ -140,4 +140,4 @@ def test_panel_magic_displays_a_widget(kernels: Any, notebook: Path) -> None:
     views = [d for d in reply.displays if "application/vnd.jupyter.widget-view+json" in d]
     assert len(views) == 1, reply.displays
     reply = kernel.run("%checkpoint panel --bogus")
-    assert reply.status == "error" and "Traceback" not in reply.stderr
+    assert reply.status == "error" and (reply.error or {}).get("ename") == "UsageError"
