@@ -74,11 +74,13 @@ def test_cell_runs_checkpoints_and_shows_its_last_value(ip, tmp_path, capsys):
     assert checkpoints[-1].status == "complete"
     running = [c for c in checkpoints if c.status == "running"]
     assert running, "no mid-cell checkpoint was taken"
-    for ck in running:
+    in_loop = [c for c in running if "`for i`" in (c.body["position"]["description"] or "")]
+    assert in_loop, "no checkpoint inside the loop"
+    for ck in in_loop:
         values = store.load(nb, ck.id).values
         # The loop-top safe point sees the state before the iteration's body.
-        if "i" in values:
-            assert values["total"] == sum(range(values["i"]))
+        assert values["total"] == sum(range(values["i"]))
+        assert ck.body["position"]["counters"] == [values["i"]]
     assert "checkpoint" in capsys.readouterr().out
 
 
