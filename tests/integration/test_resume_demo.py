@@ -1,0 +1,57 @@
+"""``scripts/resume_demo.py`` end to end: three real kernels, a SIGKILL, a resume, a comparison."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "resume_demo.py"
+NOTEBOOK = ROOT / "notebooks" / "crash_and_resume.ipynb"
+
+STORY = re.compile(
+    r"trained to about epoch (?P<killed>\d+)/(?P<total>\d+) then the kernel was killed; "
+    r"the new kernel resumed from checkpoint #(?P<id>\d+) at epoch (?P<resumed>\d+)/(?P=total) "
+    r"and finished in (?P<fast>[\d.]+) s instead of (?P<slow>[\d.]+) s from scratch "
+    r"\((?P<saved>-?[\d.]+) s saved\); final weights equal the uninterrupted run: yes"
+)
+
+
+def test_notebook_is_clean_nbformat_45() -> None:
+    import nbformat
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(nb)
+    assert (nb.nbformat, nb.nbformat_minor) == (4, 5)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.get("id") for c in nb.cells)
+    assert all(not c.outputs and c.execution_count is None for c in code)
+    assert sum(c.source.startswith("%%checkpoint") for c in code) == 1
+
+
+def test_resume_demo_kills_resumes_and_matches(subprocess_env: dict[str, str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT)],
+        cwd=ROOT,
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert "was killed with SIGKILL" in out, out
+    assert "Resuming from checkpoint #" in out, out
+    story = STORY.search(out)
+    assert story is not None, out
+    total, killed, resumed = (int(story[k]) for k in ("total", "killed", "resumed"))
+    assert 0.5 * total <= resumed <= killed < total, out
+    # Resuming after more than half the epochs must beat starting over by a clear margin.
+    assert float(story["fast"]) < 0.8 * float(story["slow"]), out
+    assert "fingerprint" in out, out
