@@ -3,32 +3,41 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PIP_QUIET := --quiet --disable-pip-version-check
+PIP := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: demo test venv lint bench clean
+.PHONY: demo test venv browser lint bench clean
 
+# pip's output goes to a log, shown only when it fails (the machines' pip config is chatty).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install $(PIP_QUIET) --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/python -m pip install $(PIP_QUIET) -e ".[test,dev,s3]" 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/python -c "import nbcheckpoint, dill, IPython, numpy, pandas, nbclient"
+	$(PIP) install --upgrade pip > $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
+	$(PIP) install -e ".[test,dev,s3]" >> $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
+	$(BIN)/python -c "import nbcheckpoint, dill, IPython, numpy, pandas, nbclient, playwright"
 	touch $(STAMP)
 
 venv: $(STAMP)
 
+# Debian's Chromium for the browser tests (Playwright's own download cannot work here).
+# Outside CI a failed install only means the browser tests skip, and say why.
+browser:
+	bash scripts/install_chromium.sh || [ "$$CI" != "true" ]
+
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
+	$(BIN)/python scripts/resume_demo.py
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check nbcheckpoint tests benchmarks
-	$(BIN)/ruff format --check nbcheckpoint tests benchmarks
+	$(BIN)/ruff check nbcheckpoint tests benchmarks scripts
+	$(BIN)/ruff format --check nbcheckpoint tests benchmarks scripts
 	$(BIN)/mypy nbcheckpoint/store nbcheckpoint/capture
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_store.py
+	$(BIN)/python benchmarks/bench_capture.py
+	$(BIN)/python benchmarks/bench_snapshot.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

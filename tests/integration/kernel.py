@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,9 +52,8 @@ class Kernel:
         self.kc: Any = None
 
     def start(self, load_ext: bool = True) -> Kernel:
+        # ipykernel's built-in "python3" spec runs sys.executable: the project's venv.
         self.km = KernelManager(kernel_name="python3")
-        # Use this interpreter (the project's venv), whatever kernelspecs the machine has.
-        self.km.kernel_cmd = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
         self.km.start_kernel(env=self.env, cwd=self.cwd)
         self.kc = self.km.client()
         self.kc.start_channels()
