@@ -68,9 +68,13 @@ class UntrustedCheckpoint(VerificationError):
         super().__init__(ident, reason)
         self.args = (
             f"Checkpoint #{ident} is not trusted: {reason}. Nothing was loaded. "
-            "If you know where it came from, restore it with trust=True "
-            "(--trust on the command line), or provide the signing key that made it "
-            "(NBCHECKPOINT_KEY or NBCHECKPOINT_KEY_FILE).",
+            "To restore it here, give this kernel the signing key of the machine that saved "
+            "it, then restart the kernel: copy that machine's key file (`%checkpoint config` "
+            "there shows where it is; by default nbcheckpoint/signing.key in its Jupyter data "
+            "folder) to this machine and set NBCHECKPOINT_KEY_FILE=/path/to/that/file, or set "
+            "NBCHECKPOINT_KEY to the hex string inside it. "
+            "If you know where it came from and trust it, restore it anyway with "
+            "`%checkpoint restore --trust` (trust=True in Python).",
         )
 
 

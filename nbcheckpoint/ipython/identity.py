@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..store import NotebookRef
+from ..store.identity import ENV_NOTEBOOK_ID
 
 HEADLESS_NAME = "ipython-session"
 
@@ -30,5 +31,16 @@ def notebook_path(user_ns: Mapping[str, Any], override: str | None = None) -> st
     return os.path.join(os.getcwd(), HEADLESS_NAME)
 
 
-def notebook_ref(user_ns: Mapping[str, Any], override: str | None = None) -> NotebookRef:
-    return NotebookRef.from_path(notebook_path(user_ns, override))
+def notebook_ref(
+    user_ns: Mapping[str, Any], override: str | None = None, notebook_id: str | None = None
+) -> NotebookRef:
+    """The notebook's key in the store: an explicit id, ``$NBCHECKPOINT_NOTEBOOK_ID``, or its path.
+
+    A key from a path is the same on every machine (see ``NotebookRef.from_path``); an id
+    names the notebook when its place in the project differs between machines.
+    """
+    path = notebook_path(user_ns, override)
+    chosen = notebook_id or os.environ.get(ENV_NOTEBOOK_ID)
+    if chosen and chosen.strip():
+        return NotebookRef.from_id(chosen, path)
+    return NotebookRef.from_path(path)

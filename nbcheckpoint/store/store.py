@@ -855,13 +855,16 @@ class CheckpointStore:
             # The newest ``keep`` stay, and pinned ones on top of them.
             newest = set(ids[-max(keep, 1) :])
             for victim in [i for i in removable if i not in newest]:
-                self.delete(key, victim)
+                # Another writer's retention may have removed it first: gone is gone.
+                with contextlib.suppress(CheckpointNotFound):
+                    self.delete(key, victim)
                 removed.append(victim)
             removable = [i for i in removable if i in newest]
         if max_size is not None:
             while removable and sum(self._referenced().values()) > max_size:
                 victim = removable.pop(0)
-                self.delete(key, victim)
+                with contextlib.suppress(CheckpointNotFound):
+                    self.delete(key, victim)
                 removed.append(victim)
         if removed:
             self.gc(grace=grace)
