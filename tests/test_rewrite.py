@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from nbcheckpoint.capture import iterate, rewrite
-from nbcheckpoint.capture.iterate import length_of, resume_iter
+from nbcheckpoint.capture.iterate import length_of, loop, resume_loop
 from nbcheckpoint.capture.rewrite import Position, instrument
 
 # -- fake runtime ------------------------------------------------------------------------
@@ -130,8 +130,8 @@ def run(
     ns.update(
         _nbc_due_=True,
         __nbc_sp__=rec,
-        __nbc_len__=length_of,
-        __nbc_resume_iter__=resume_iter,
+        __nbc_loop__=loop,
+        __nbc_resume_loop__=resume_loop,
     )
     code = compile(
         instrument(tree, resume=resume).module,
@@ -540,17 +540,16 @@ def test_for_and_while_expansion() -> None:
     )
     assert ast.unparse(instrument(tree).module) == textwrap.dedent(
         """\
-        _nbc_it1_ = pairs
-        _nbc_n1_ = __nbc_len__(_nbc_it1_)
-        for _nbc_i1_, (a, b) in enumerate(_nbc_it1_):
+        _nbc_it1_, _nbc_p1_ = __nbc_loop__(pairs)
+        for a, b in _nbc_it1_:
             if _nbc_due_:
-                __nbc_sp__(1, _nbc_i1_, _nbc_n1_)
+                __nbc_sp__(1, *_nbc_p1_.pos())
             _nbc_i2_ = -1
             _nbc_n2_ = None
             while a:
                 _nbc_i2_ += 1
                 if _nbc_due_:
-                    __nbc_sp__(2, _nbc_i1_, _nbc_n1_, _nbc_i2_, _nbc_n2_)
+                    __nbc_sp__(2, *_nbc_p1_.pos(), _nbc_i2_, _nbc_n2_)
                 a -= 1"""
     )
 
@@ -567,10 +566,9 @@ def test_resumed_form_skips_statements_before_the_inner_loop_once() -> None:
     text = ast.unparse(instrument(tree, resume=Position(2, (4, 1))).module)
     assert text == textwrap.dedent(
         """\
-        _nbc_it1_ = range(10)
-        _nbc_n1_ = __nbc_len__(_nbc_it1_)
+        _nbc_it1_, _nbc_p1_ = __nbc_resume_loop__(1, 4, range(10))
         _nbc_f1_ = True
-        for _nbc_i1_, e in __nbc_resume_iter__(1, 4, _nbc_it1_):
+        for e in _nbc_it1_:
             if _nbc_f1_:
                 _nbc_f1_ = False
                 _nbc_i2_ = 0
@@ -580,18 +578,18 @@ def test_resumed_form_skips_statements_before_the_inner_loop_once() -> None:
                     _nbc_i2_ += 1
                     _nbc_f2_ = False
                     if _nbc_due_:
-                        __nbc_sp__(2, _nbc_i1_, _nbc_n1_, _nbc_i2_, _nbc_n2_)
+                        __nbc_sp__(2, *_nbc_p1_.pos(), _nbc_i2_, _nbc_n2_)
                     prep -= 1
             else:
                 if _nbc_due_:
-                    __nbc_sp__(1, _nbc_i1_, _nbc_n1_)
+                    __nbc_sp__(1, *_nbc_p1_.pos())
                 prep = e
                 _nbc_i2_ = -1
                 _nbc_n2_ = None
                 while prep:
                     _nbc_i2_ += 1
                     if _nbc_due_:
-                        __nbc_sp__(2, _nbc_i1_, _nbc_n1_, _nbc_i2_, _nbc_n2_)
+                        __nbc_sp__(2, *_nbc_p1_.pos(), _nbc_i2_, _nbc_n2_)
                     prep -= 1"""
     )
 
@@ -697,8 +695,8 @@ def test_tracebacks_point_at_the_users_line(resume: Position | None) -> None:
     ns: dict[str, Any] = {
         "x": 0,
         "_nbc_due_": False,
-        "__nbc_len__": length_of,
-        "__nbc_resume_iter__": resume_iter,
+        "__nbc_loop__": loop,
+        "__nbc_resume_loop__": resume_loop,
     }
     with pytest.raises(ZeroDivisionError) as info:
         exec(code, ns)
@@ -912,43 +910,57 @@ def test_length_of() -> None:
     assert length_of(zip([1], [2])) is None
 
 
-def test_resume_iter_range_is_sliced() -> None:
-    it = resume_iter(1, 10**17, range(10**18))
-    assert (it.skipped, it.consumed_by_iteration) == (10**17, False)
-    assert next(it) == (10**17, 10**17)
-    assert list(resume_iter(1, 5, range(3))) == []
-    assert resume_iter(1, 5, range(3)).skipped == 3
+def walk(iterator: Any, probe: Any) -> list[tuple[Any, tuple[int, int | None]]]:
+    return [(item, probe.pos()) for item in iterator]
 
 
 @pytest.mark.parametrize(
-    ("iterable", "costly"),
+    ("make", "length"),
     [
-        ([10, 11, 12, 13], False),
-        ((10, 11, 12, 13), False),
-        ({10: "a", 11: "b", 12: "c", 13: "d"}, False),
-        ({10: "a", 11: "b", 12: "c", 13: "d"}.keys(), False),
-        (iter([10, 11, 12, 13]), True),
-        ((x for x in range(10, 14)), True),
-        (map(int, "0123"), True),
+        (lambda: range(10, 14), 4),
+        (lambda: [10, 11, 12, 13], 4),
+        (lambda: (10, 11, 12, 13), 4),
+        (lambda: {10: "a", 11: "b", 12: "c", 13: "d"}, 4),
+        (lambda: {10: "a", 11: "b", 12: "c", 13: "d"}.keys(), 4),
+        (lambda: iter([10, 11, 12, 13]), None),
+        (lambda: (x for x in range(10, 14)), None),
+        (lambda: map(int, "0123"), None),
     ],
 )
-def test_resume_iter_skips_items(iterable: Any, costly: bool) -> None:
-    expected = list(enumerate(copy.deepcopy(list(iterable)) if not costly else [10, 11, 12, 13]))
-    if isinstance(iterable, map):
-        expected = list(enumerate([0, 1, 2, 3]))
-    it = resume_iter(3, 2, iterable)
-    assert it.loop_id == 3
-    assert (it.skipped, it.consumed_by_iteration) == (2, costly)
-    assert list(it) == expected[2:]
+def test_loop_positions_and_resume(make: Any, length: int | None) -> None:
+    items = list(make())
+    assert walk(*loop(make())) == [(x, (i, length)) for i, x in enumerate(items)]
+    iterator, probe = resume_loop(3, 2, make())
+    assert probe.skipped == 2
+    assert probe.consumed_by_iteration == (length is None)
+    assert walk(iterator, probe) == [(x, (i, length)) for i, x in enumerate(items)][2:]
 
 
-def test_resume_iter_on_a_short_iterable_yields_nothing() -> None:
-    it = resume_iter(1, 10, (x for x in range(4)))
-    assert it.skipped == 4
-    assert list(it) == []
-    assert resume_iter(1, 0, "ab").skipped == 0
+def test_loop_over_a_list_that_grows_keeps_counting() -> None:
+    items = [1, 2]
+    iterator, probe = loop(items)
+    seen = []
+    for x in iterator:
+        if x == 1:
+            items.append(3)
+        seen.append(probe.pos())
+    assert seen == [(0, 3), (1, 3), (2, 3)]
+
+
+def test_resume_loop_jumps_sequences_in_constant_time() -> None:
+    iterator, probe = resume_loop(1, 10**17, range(10**18))
+    assert (probe.skipped, probe.consumed_by_iteration) == (10**17, False)
+    assert next(iterator) == 10**17 and probe.pos() == (10**17, 10**18)
+    iterator, probe = resume_loop(1, 5, range(3))
+    assert list(iterator) == [] and probe.skipped == 3
+
+
+def test_resume_loop_on_a_short_iterable_yields_nothing() -> None:
+    iterator, probe = resume_loop(1, 10, (x for x in range(4)))
+    assert probe.skipped == 4
+    assert list(iterator) == []
     with pytest.raises(ValueError, match="loop 1"):
-        resume_iter(1, -1, [])
+        resume_loop(1, -1, [])
 
 
 def test_docstring_examples() -> None:

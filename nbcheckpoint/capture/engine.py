@@ -13,16 +13,16 @@ from typing import Any, Protocol
 from ..errors import CheckpointError
 from ..store import Checkpoint, CheckpointStore, NotebookRef
 from .events import emit
-from .iterate import length_of, resume_iter
+from .iterate import loop, resume_loop
 from .names import reachable_names, user_names
 from .rewrite import CellPlan
 from .writer import InlineWriter, Job, Outcome, Writer, choose, estimate_bytes
 
 DUE = "_nbc_due_"
 SP = "__nbc_sp__"
-LEN = "__nbc_len__"
-RESUME_ITER = "__nbc_resume_iter__"
-RUNTIME_NAMES = (DUE, SP, LEN, RESUME_ITER)
+LOOP = "__nbc_loop__"
+RESUME_LOOP = "__nbc_resume_loop__"
+RUNTIME_NAMES = (DUE, SP, LOOP, RESUME_LOOP)
 
 KERNEL_STARTED = time.time()
 
@@ -51,29 +51,29 @@ def _noop_safepoint(*_args: object) -> None:
     return None
 
 
-def _resume_iter_with_note(loop_id: int, start: int, iterable: Any) -> Any:
-    """``resume_iter``, saying so when skipping meant producing the items again."""
+def _resume_loop_with_note(loop_id: int, start: int, iterable: Any) -> Any:
+    """``resume_loop``, saying so when skipping meant producing the items again."""
     began = time.perf_counter()
-    iterator = resume_iter(loop_id, start, iterable)
-    if iterator.consumed_by_iteration and iterator.skipped:
+    iterator, probe = resume_loop(loop_id, start, iterable)
+    if probe.consumed_by_iteration:
         run = _ACTIVE
-        loop = run.plan.loops.get(loop_id) if run is not None else None
-        label = f"`for {loop.target}`" if loop is not None else "the loop"
+        info = run.plan.loops.get(loop_id) if run is not None else None
+        label = f"`for {info.target}`" if info is not None else "the loop"
         took = time.perf_counter() - began
         print(
-            f"nbcheckpoint: to resume {label}, its iterable was read through {iterator.skipped} items "
+            f"nbcheckpoint: to resume {label}, its iterable was read through {probe.skipped} items "
             f"({took:.1f} s), since it cannot be indexed; any side effects of producing them happened again.",
             flush=True,
         )
-    return iterator
+    return iterator, probe
 
 
 def install_runtime(ns: MutableMapping[str, Any]) -> None:
     """Put the names instrumented code refers to into the namespace, idle."""
     ns[DUE] = False
     ns.setdefault(SP, _noop_safepoint)
-    ns[LEN] = length_of
-    ns[RESUME_ITER] = _resume_iter_with_note
+    ns[LOOP] = loop
+    ns[RESUME_LOOP] = _resume_loop_with_note
 
 
 @dataclass

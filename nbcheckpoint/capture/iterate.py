@@ -1,16 +1,15 @@
-"""Runtime helpers called by instrumented loops: a cheap length, and iteration from a resumed index."""
+"""Runtime helpers of instrumented for loops: the iterator to run, its position on demand, and resuming."""
 
 from __future__ import annotations
 
 import itertools
+import operator
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, MappingView, Sequence, Set, Sized
+from collections.abc import Iterable, Iterator, Sized
 from typing import Any
 
-__all__ = ["ResumeIterator", "length_of", "resume_iter"]
+__all__ = ["Probe", "length_of", "loop", "resume_loop"]
 
-# Containers whose items already exist: stepping over them computes nothing.
-_MATERIALIZED = (Sequence, Set, Mapping, MappingView)
 
 
 def length_of(obj: object) -> int | None:
@@ -41,93 +40,6 @@ def length_of(obj: object) -> int | None:
         return None
 
 
-class ResumeIterator(Iterator[tuple[int, Any]]):
-    """``(index, item)`` pairs of an iterable from index ``start`` on, like ``enumerate``.
-
-    The first ``start`` items are skipped when the object is built, so that the caller can
-    report what skipping cost before the loop runs.
-
-    Parameters
-    ----------
-    loop_id : int
-        Id of the loop being resumed (kept for messages).
-    start : int
-        Index of the first item to yield.
-    iterable : iterable
-        The loop's iterable, evaluated again after the namespace was restored.
-
-    Attributes
-    ----------
-    skipped : int
-        Items skipped; less than ``start`` when the iterable ended early, in which case
-        nothing is yielded and the loop's ``else:`` runs as for any exhausted loop.
-    consumed_by_iteration : bool
-        True when the skipped items had to be produced by the iterable itself (a generator,
-        ``zip``, a data loader...): that may be slow, and repeats any side effect of producing
-        them. False for ``range`` (sliced) and for containers whose items already exist.
-
-    Examples
-    --------
-    >>> it = ResumeIterator(1, 2, "abcd")
-    >>> list(it), it.skipped, it.consumed_by_iteration
-    ([(2, 'c'), (3, 'd')], 2, False)
-    """
-
-    def __init__(self, loop_id: int, start: int, iterable: Iterable[Any]) -> None:
-        if start < 0:
-            raise ValueError(f"Cannot resume loop {loop_id} at negative index {start}")
-        self.loop_id = loop_id
-        self.start = start
-        rest: Iterator[Any]
-        if isinstance(iterable, range):
-            rest = iter(iterable[start:])
-            self.skipped = min(start, len(iterable))
-            self.consumed_by_iteration = False
-        else:
-            rest = iter(iterable)
-            self.consumed_by_iteration = start > 0 and not isinstance(iterable, _MATERIALIZED)
-            self.skipped = _advance(rest, start)
-        self._pairs = enumerate(rest, start)
-
-    def __iter__(self) -> Iterator[tuple[int, Any]]:
-        # Hand the for loop the enumerate object itself so that each iteration stays in C.
-        return self._pairs
-
-    def __next__(self) -> tuple[int, Any]:
-        return next(self._pairs)
-
-
-def resume_iter(loop_id: int, start: int, iterable: Iterable[Any]) -> ResumeIterator:
-    """Iterate ``(index, item)`` from index ``start``, skipping the first ``start`` items.
-
-    This is what a resumed loop calls as ``__nbc_resume_iter__``.
-
-    Parameters
-    ----------
-    loop_id : int
-        Id of the loop being resumed.
-    start : int
-        Index of the first item to yield.
-    iterable : iterable
-        The loop's iterable.
-
-    Returns
-    -------
-    ResumeIterator
-        An iterator that also tells how many items were skipped and whether that meant
-        producing them one by one.
-
-    Examples
-    --------
-    >>> list(resume_iter(1, 98, range(100)))
-    [(98, 98), (99, 99)]
-    >>> it = resume_iter(2, 1, (x * x for x in range(3)))
-    >>> list(it), it.consumed_by_iteration
-    ([(1, 1), (2, 4)], True)
-    """
-    return ResumeIterator(loop_id, start, iterable)
-
-
 def _advance(iterator: Iterator[Any], n: int) -> int:
     """Consume up to ``n`` items at C speed and return how many there were."""
     if n == 0:
@@ -135,3 +47,127 @@ def _advance(iterator: Iterator[Any], n: int) -> int:
     # Counting through enumerate into a one-slot deque keeps neither a Python loop nor the items.
     last = deque(enumerate(itertools.islice(iterator, n), 1), maxlen=1)
     return int(last[0][0]) if last else 0
+
+
+# -- the loop protocol used by instrumented code ----------------------------------------
+
+# Iterables whose length cannot change while a for loop runs over them, and whose iterator
+# tells how many items are left: the iteration index is derived only when a snapshot is due.
+_FIXED: tuple[type, ...] = (
+    range,
+    tuple,
+    str,
+    bytes,
+    dict,
+    set,
+    frozenset,
+    type({}.keys()),
+    type({}.values()),
+    type({}.items()),
+)
+_BIG = 1 << 62
+# zip pulls one number per item and itemgetter drops it again: a count kept in C, with no
+# Python frame per item.
+_second = operator.itemgetter(1)
+
+
+class Probe:
+    """Where a running for loop is, computed only when asked (at a snapshot).
+
+    Attributes
+    ----------
+    skipped : int
+        Items skipped to resume (0 for a loop that was not resumed).
+    consumed_by_iteration : bool
+        True when skipping meant producing the items again (a generator, ``zip``...).
+    """
+
+    __slots__ = ("consumed_by_iteration", "kind", "length", "probe", "skipped")
+
+    def __init__(self, kind: str, probe: Any, length: int | None) -> None:
+        self.kind = kind
+        self.probe = probe
+        self.length = length
+        self.skipped = 0
+        self.consumed_by_iteration = False
+
+    def pos(self) -> tuple[int, int | None]:
+        """``(index of the current item, length or None)``."""
+        if self.kind == "list":
+            # A list may grow while looped over: its iterator's state is a plain index.
+            reduced = self.probe.__reduce__()
+            seq = reduced[1][0]
+            return (int(reduced[2]) - 1 if len(reduced) > 2 else len(seq) - 1), len(seq)
+        remaining = int(self.probe.__length_hint__())
+        if self.kind == "fixed":
+            assert self.length is not None
+            return self.length - remaining - 1, self.length
+        return _BIG - remaining - 1, self.length
+
+
+def _kind(obj: object) -> str:
+    kind = type(obj)
+    if kind is list:
+        return "list"
+    if kind in _FIXED:
+        return "fixed"
+    if kind.__name__ == "ndarray" and kind.__module__ == "numpy" and getattr(obj, "ndim", 0) > 0:
+        return "fixed"
+    return "counted"
+
+
+def loop(iterable: Iterable[Any]) -> tuple[Iterator[Any], Probe]:
+    """The iterator a for loop runs over, and a probe for its position.
+
+    Lists, ranges, tuples, dicts, sets and arrays are iterated as they are, at no cost
+    per item; other iterables pass through a counter built from C iterators.
+
+    Examples
+    --------
+    >>> it, probe = loop(["a", "b", "c"])
+    >>> next(it), next(it), probe.pos()
+    ('a', 'b', (1, 3))
+    """
+    kind = _kind(iterable)
+    if kind == "counted":
+        counter = iter(range(_BIG))
+        return map(_second, zip(counter, iterable)), Probe(kind, counter, length_of(iterable))
+    it = iter(iterable)
+    return it, Probe(kind, it, len(iterable) if kind == "fixed" else None)  # type: ignore[arg-type]
+
+
+def resume_loop(loop_id: int, start: int, iterable: Iterable[Any]) -> tuple[Iterator[Any], Probe]:
+    """Like :func:`loop`, with the first ``start`` items skipped and indices kept.
+
+    Sequences and ranges jump straight to ``start``; other iterables produce and drop
+    the skipped items (noted on the probe, so the caller can say so).
+
+    Examples
+    --------
+    >>> it, probe = resume_loop(1, 98, range(100))
+    >>> next(it), probe.pos(), probe.skipped
+    (98, (98, 100), 98)
+    """
+    if start < 0:
+        raise ValueError(f"Cannot resume loop {loop_id} at negative index {start}")
+    kind = _kind(iterable)
+    if kind == "counted":
+        raw = iter(iterable)
+        skipped = _advance(raw, start)
+        counter = iter(range(_BIG))
+        counter.__setstate__(skipped)  # type: ignore[attr-defined]
+        probe = Probe(kind, counter, length_of(iterable))
+        probe.skipped = skipped
+        probe.consumed_by_iteration = skipped > 0
+        return map(_second, zip(counter, raw)), probe
+    it = iter(iterable)
+    n = len(iterable)  # type: ignore[arg-type]
+    setstate = getattr(it, "__setstate__", None)
+    if setstate is not None:
+        setstate(start)  # O(1): sequence iterators keep a plain index
+        skipped = min(start, n)
+    else:
+        skipped = _advance(it, start)  # dicts and sets: the items exist already
+    probe = Probe(kind, it, n if kind == "fixed" else None)
+    probe.skipped = skipped
+    return it, probe

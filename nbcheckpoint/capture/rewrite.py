@@ -12,9 +12,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DUE_FLAG",
-    "LEN_FUNC",
+    "LOOP_FUNC",
     "RESERVED_PREFIX",
-    "RESUME_ITER_FUNC",
+    "RESUME_LOOP_FUNC",
     "SP_FUNC",
     "CellPlan",
     "Instrumented",
@@ -29,10 +29,11 @@ __all__ = [
 DUE_FLAG = "_nbc_due_"
 #: ``__nbc_sp__(sp_id, i1, n1, i2, n2, ...)``: take a snapshot at safepoint ``sp_id``.
 SP_FUNC = "__nbc_sp__"
-#: ``__nbc_len__(obj) -> int | None``: the length of a loop's iterable, when it is cheap to know.
-LEN_FUNC = "__nbc_len__"
-#: ``__nbc_resume_iter__(loop_id, start, iterable)``: ``(index, item)`` pairs from ``start`` on.
-RESUME_ITER_FUNC = "__nbc_resume_iter__"
+#: ``__nbc_loop__(iterable) -> (iterator, probe)``: what a for loop runs over, and where it is
+#: (``probe.pos() -> (index, length)``), see :mod:`nbcheckpoint.capture.iterate`.
+LOOP_FUNC = "__nbc_loop__"
+#: ``__nbc_resume_loop__(loop_id, start, iterable)``: the same, from item ``start`` on.
+RESUME_LOOP_FUNC = "__nbc_resume_loop__"
 #: Every helper variable the rewrite creates starts with this; a snapshot should leave them out.
 RESERVED_PREFIX = "_nbc_"
 
@@ -64,7 +65,8 @@ class LoopInfo:
     ----------
     id : int
         Loop id, assigned in source order from 1; the helper variables of the loop are named
-        after it (``_nbc_i<id>_``, ``_nbc_n<id>_``).
+        after it (``_nbc_it<id>_`` and ``_nbc_p<id>_`` for ``for``, ``_nbc_i<id>_`` and
+        ``_nbc_n<id>_`` for ``while``).
     kind : {'for', 'while', 'async for'}
         The loop statement.
     target : str
@@ -367,11 +369,10 @@ def instrument(module: ast.Module, *, resume: Position | None = None) -> Instrum
     total = 0
     if _nbc_due_:
         __nbc_sp__(1)
-    _nbc_it1_ = range(3)
-    _nbc_n1_ = __nbc_len__(_nbc_it1_)
-    for _nbc_i1_, i in enumerate(_nbc_it1_):
+    _nbc_it1_, _nbc_p1_ = __nbc_loop__(range(3))
+    for i in _nbc_it1_:
         if _nbc_due_:
-            __nbc_sp__(2, _nbc_i1_, _nbc_n1_)
+            __nbc_sp__(2, *_nbc_p1_.pos())
         total += i
     if _nbc_due_:
         __nbc_sp__(3)
@@ -551,27 +552,39 @@ class _Rewriter:
             body = [_point(first_pass, node)]
         loop: ast.For | ast.While
         if isinstance(node, ast.For):
-            iterable = f"_nbc_it{loop_id}_"
-            pre += [
-                _assign(iterable, copy.deepcopy(node.iter)),
-                _assign(length, _call(LEN_FUNC, _load(iterable))),
-            ]
+            # The iterable's own iterator runs the loop; the probe tells the position only
+            # when a snapshot is due, so an iteration costs nothing extra but the flag test.
+            iterator, probe = _iterator(loop_id), _probe(loop_id)
             if start is None:
-                source = _call("enumerate", _load(iterable))
+                source = _call(LOOP_FUNC, copy.deepcopy(node.iter))
             else:
                 # The iterable is evaluated again from the restored namespace, then advanced.
                 source = _call(
-                    RESUME_ITER_FUNC, ast.Constant(loop_id), ast.Constant(start), _load(iterable)
+                    RESUME_LOOP_FUNC,
+                    ast.Constant(loop_id),
+                    ast.Constant(start),
+                    copy.deepcopy(node.iter),
                 )
                 if first is not None:
                     pre.append(_assign(flag, ast.Constant(True)))
-            target = ast.Tuple(
-                elts=[ast.Name(id=counter, ctx=ast.Store()), copy.deepcopy(node.target)],
-                ctx=ast.Store(),
+            pre.insert(
+                0,
+                ast.Assign(
+                    targets=[
+                        ast.Tuple(
+                            elts=[
+                                ast.Name(id=iterator, ctx=ast.Store()),
+                                ast.Name(id=probe, ctx=ast.Store()),
+                            ],
+                            ctx=ast.Store(),
+                        )
+                    ],
+                    value=source,
+                ),
             )
             loop = ast.For(
-                target=target,
-                iter=source,
+                target=copy.deepcopy(node.target),
+                iter=_load(iterator),
                 body=body,
                 orelse=orelse,
                 type_comment=node.type_comment,
@@ -601,7 +614,16 @@ class _Rewriter:
     def _sp_stmt(self, sp_id: int, loops: tuple[int, ...], ref: ast.stmt) -> ast.stmt:
         args: list[ast.expr] = [ast.Constant(sp_id)]
         for loop_id in loops:
-            args += [_load(_counter(loop_id)), _load(_length(loop_id))]
+            if self.loops[loop_id].kind == "for":
+                # *_nbc_pL_.pos() gives (index, length); evaluated only when due.
+                pos = ast.Call(
+                    func=ast.Attribute(value=_load(_probe(loop_id)), attr="pos", ctx=ast.Load()),
+                    args=[],
+                    keywords=[],
+                )
+                args.append(ast.Starred(value=pos, ctx=ast.Load()))
+            else:
+                args += [_load(_counter(loop_id)), _load(_length(loop_id))]
         # A global name test and nothing else when no snapshot is due.
         check = ast.If(test=_load(DUE_FLAG), body=[ast.Expr(_call(SP_FUNC, *args))], orelse=[])
         return _point(check, ref)
@@ -759,6 +781,14 @@ def _call(func: str, *args: ast.expr) -> ast.Call:
 
 def _counter(loop_id: int) -> str:
     return f"_nbc_i{loop_id}_"
+
+
+def _iterator(loop_id: int) -> str:
+    return f"_nbc_it{loop_id}_"
+
+
+def _probe(loop_id: int) -> str:
+    return f"_nbc_p{loop_id}_"
 
 
 def _length(loop_id: int) -> str:
