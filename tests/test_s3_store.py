@@ -73,6 +73,17 @@ def test_the_endpoint_comes_from_the_environment(s3: S3Server, url: str) -> None
     assert s3.objects(url) == {"hello": b"world"}
 
 
+def test_fsspec_settings_win_over_the_aws_environment(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fsspec.config
+
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": "http://127.0.0.1:9"})
+    assert FsspecBackend("s3://bucket/prefix").fs.endpoint_url == "http://127.0.0.1:9"
+    monkeypatch.setitem(fsspec.config.conf, "s3", {})
+    assert FsspecBackend("s3://bucket/prefix").fs.endpoint_url == s3.endpoint
+
+
 def test_moto_enforces_if_none_match_for_puts_and_multipart_uploads(s3: S3Server, url: str) -> None:
     backend = FsspecBackend(url)
     assert backend.exclusive_writes  # the probe saw the second create refused
@@ -173,6 +184,31 @@ def test_a_large_blob_goes_up_in_parts_without_a_second_copy_in_memory(
     assert len(data) == size
     with backend.open_read("blobs/big") as f:
         assert f.read(5) == data[:5]
+
+
+def test_reads_use_ranged_gets_across_blocks_and_seek_like_a_file(url: str) -> None:
+    backend = FsspecBackend(url)
+    backend._read_block = 64 << 10  # small blocks, so reads cross them
+    data = os.urandom(300_000)
+    backend.replace("obj", data)
+    with backend.open_read("obj") as f:
+        assert f.read(6) == data[:6]
+        f.seek((64 << 10) - 2)
+        assert f.read(5) == data[(64 << 10) - 2 : (64 << 10) + 3]  # across a block boundary
+        assert f.seek(0, os.SEEK_END) == len(data)
+        assert f.read(1) == b""
+        f.seek(10)
+        out = bytearray(len(data) - 10)
+        got = 0
+        while got < len(out):
+            n = f.readinto(memoryview(out)[got:])
+            assert 0 < n <= 64 << 10
+            got += n
+        assert bytes(out) == data[10:] and f.read(1) == b""
+        f.seek(299_990)
+        assert f.read() == data[299_990:]
+    with pytest.raises(FileNotFoundError), backend.open_read("missing"):
+        pass
 
 
 def test_an_error_inside_the_writer_publishes_nothing(s3: S3Server, url: str) -> None:

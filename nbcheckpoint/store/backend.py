@@ -451,42 +451,126 @@ class _ChunkedWriter:
         return False
 
 
-class _Reader:
-    """A read-only file over an fsspec file: bounded reads, each retried on passing failures."""
+class _RangeReader:
+    """A read-only, seekable file over one object, read with ranged GETs.
 
-    def __init__(self, backend: FsspecBackend, path: str, f: Any, chunk: int) -> None:
+    No HEAD first, and one GET for an object smaller than a block (most blobs): the first
+    block is fetched when the file opens, so a missing object raises FileNotFoundError
+    there. Small reads are served from the last block fetched; a read of a block or more
+    goes straight to the store, at most one block per call, so memory stays bounded. Each
+    GET is retried on passing failures; the position moves only when one succeeds.
+    """
+
+    def __init__(self, backend: FsspecBackend, path: str, block: int) -> None:
         self._backend = backend
         self._path = path
-        self._f = f
-        self._chunk = max(chunk, 1 << 20)
+        self._final = backend._abs(path)
+        self._block = max(block, 64 << 10)
+        self._pos = 0
+        self._size: int | None = None
+        self._buf = memoryview(b"")
+        self._buf_start = 0
+        self.closed = False
+        self._fill(0)
 
-    def read(self, size: int | None = -1) -> bytes:
-        n = -1 if size is None else size
-        # A failed read leaves the position unchanged, so reading again is safe.
-        data: bytes = self._backend._call("read", self._path, self._f.read, n)
-        return data
+    def _get(self, start: int, end: int) -> bytes:
+        """Bytes ``start`` to ``end`` (fewer at the end of the object, none beyond it)."""
+        if self._size is not None and start >= self._size:
+            return b""
+        try:
+            data = self._backend._call(
+                "read", self._path, self._backend.fs.cat_file, self._final, start=start, end=end
+            )
+        except StoreError as e:
+            if not _beyond_end(e):
+                raise
+            self._size = self._backend.size(self._path)  # 416: start is at or past the end
+            return b""
+        if len(data) < end - start:
+            self._size = start + len(data)
+        return bytes(data)
+
+    def _fill(self, pos: int) -> None:
+        self._buf = memoryview(self._get(pos, pos + self._block))
+        self._buf_start = pos
+
+    def _buffered(self) -> memoryview:
+        off = self._pos - self._buf_start
+        return self._buf[off:] if 0 <= off < len(self._buf) else memoryview(b"")
 
     def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")[: self._chunk]
-        data = self.read(view.nbytes)
-        view[: len(data)] = data
-        return len(data)
+        view = memoryview(buffer).cast("B")
+        if not view:
+            return 0
+        ready = self._buffered()
+        if not ready and view.nbytes < self._block:
+            self._fill(self._pos)
+            ready = self._buffered()
+        if ready:
+            n = min(view.nbytes, ready.nbytes)
+            view[:n] = ready[:n]
+        else:
+            data = self._get(self._pos, self._pos + min(view.nbytes, self._block))
+            n = len(data)
+            view[:n] = data
+        self._pos += n
+        return n
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes (all that is left when negative); fewer only at the end."""
+        if size is None or size < 0:
+            if self._size is None:
+                self._size = self._backend.size(self._path)
+            size = max(self._size - self._pos, 0)
+        out = bytearray(size)
+        got = 0
+        while got < size:
+            n = self.readinto(memoryview(out)[got:])
+            if not n:
+                break
+            got += n
+        del out[got:]
+        return bytes(out)
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        return int(self._f.seek(offset, whence))  # a position change; no request
+        if whence == os.SEEK_SET:
+            pos = offset
+        elif whence == os.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == os.SEEK_END:
+            if self._size is None:
+                self._size = self._backend.size(self._path)
+            pos = self._size + offset
+        else:
+            raise ValueError(f"invalid whence {whence}")
+        if pos < 0:
+            raise ValueError("negative seek position")
+        self._pos = pos
+        return pos
 
     def tell(self) -> int:
-        return int(self._f.tell())
+        return self._pos
 
     def readable(self) -> bool:
         return True
 
     def seekable(self) -> bool:
-        return bool(self._f.seekable())
+        return True
 
-    @property
-    def closed(self) -> bool:
-        return bool(self._f.closed)
+    def writable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+        self._buf = memoryview(b"")
+
+
+def _beyond_end(e: BaseException) -> bool:
+    for err in _causes(e):
+        status, code = _response(err)
+        if status == 416 or code == "InvalidRange":
+            return True
+    return False
 
 
 def _abandon(f: Any) -> None:
@@ -515,7 +599,7 @@ def _default_options(protocol: str) -> dict[str, Any]:
 
         conf = fsspec.config.conf.get("s3", {})
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        if endpoint and "endpoint_url" not in conf:
+        if endpoint and "endpoint_url" not in {**conf, **conf.get("client_kwargs", {})}:
             # botocore reads these too; naming it also keys fsspec's instance cache, so a
             # process whose endpoint changes does not reuse a client of the old one.
             options["endpoint_url"] = endpoint
@@ -599,6 +683,8 @@ class FsspecBackend:
         self._exclusive: bool | None = None
         self._renewed: dict[str, float] = {}
         self._last_cleanup = 0.0
+        # Reads fetch this much per GET: the filesystem's block size (s3fs: 50 MiB).
+        self._read_block = int(getattr(self.fs, "default_block_size", 0) or (8 << 20))
 
     # -------------------------------------------------------------- plumbing
     def _abs(self, path: str) -> str:
@@ -790,13 +876,11 @@ class FsspecBackend:
 
     @contextlib.contextmanager
     def open_read(self, path: str) -> Iterator[IO[bytes]]:
-        f = self._call("open", path, self.fs.open, self._abs(path), "rb")
+        reader = _RangeReader(self, path, self._read_block)
         try:
-            chunk = int(getattr(f, "blocksize", 0) or (8 << 20))
-            yield _Reader(self, path, f, chunk)  # type: ignore[misc]
+            yield reader  # type: ignore[misc]
         finally:
-            with contextlib.suppress(Exception):
-                f.close()
+            reader.close()
 
     def exists(self, path: str) -> bool:
         return bool(self._call("check", path, self._exists, self._abs(path)))
