@@ -9,19 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["_jupyter_labextension_paths", "_jupyter_server_extension_points"]
-
-LABEXTENSION_NAME = "nbcheckpoint-labextension"
+__all__ = ["_jupyter_server_extension_points"]
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
     return [{"module": "nbcheckpoint.frontend"}]
-
-
-def _jupyter_labextension_paths() -> list[dict[str, str]]:
-    # For ``jupyter labextension develop --overwrite nbcheckpoint.frontend`` in a
-    # source checkout; installs get the built files through the wheel's shared data.
-    return [{"src": "../labextension", "dest": LABEXTENSION_NAME}]
 
 
 def _load_jupyter_server_extension(server_app: Any) -> None:

@@ -1,0 +1,282 @@
+/**
+ * Pure helpers: words, ages, the restart de-duplication and the code sent to the kernel.
+ *
+ * Nothing here imports JupyterLab, so `jlpm test` compiles and runs these with plain
+ * `node --test` (see test/helpers.test.ts).
+ */
+
+/** What the kernel pushes over the `nbcheckpoint.status` comm after each checkpoint. */
+export interface IStatusMessage {
+  id: number;
+  /** When the checkpoint was taken, in seconds since the epoch (kernel clock). */
+  last: number;
+  /** The kernel's clock when it sent the message. */
+  now: number;
+  status: string;
+  /** Where in the cell, e.g. "`for epoch` at 57/100"; empty when not in a loop. */
+  position: string;
+  /** The execution count of the cell, when known. */
+  cell: number | null;
+}
+
+/** One checkpoint as `GET /nbcheckpoint/api/checkpoints` lists it. */
+export interface ICheckpointInfo {
+  id: number;
+  created: number;
+  /** Seconds since it was taken, measured on the server when answering. */
+  age: number | null;
+  status: string;
+  verified: boolean;
+  problem: string | null;
+  pinned: boolean;
+  cell: { execution_count: number | null; first_line: string };
+  position: string;
+  variables: number;
+  size: number;
+}
+
+/**
+ * The status bar's state. Ages are kept relative to when the browser received
+ * them, so neither the kernel's nor the server's clock has to agree with ours.
+ */
+export interface ICheckpointStatus {
+  id: number;
+  status: string;
+  position: string;
+  cell: number | null;
+  /** Age in seconds when received. */
+  ageAtReceipt: number;
+  /** `Date.now()` when received. */
+  receivedAt: number;
+}
+
+export function statusFromMessage(
+  msg: IStatusMessage,
+  receivedAt: number
+): ICheckpointStatus {
+  return {
+    id: msg.id,
+    status: msg.status,
+    position: msg.position || '',
+    cell: msg.cell ?? null,
+    ageAtReceipt: Math.max(0, msg.now - msg.last),
+    receivedAt
+  };
+}
+
+export function statusFromInfo(
+  info: ICheckpointInfo,
+  receivedAt: number
+): ICheckpointStatus {
+  return {
+    id: info.id,
+    status: info.status,
+    position: info.position || '',
+    cell: info.cell?.execution_count ?? null,
+    ageAtReceipt: Math.max(0, info.age ?? 0),
+    receivedAt
+  };
+}
+
+/** Seconds since the checkpoint was taken, at browser time `nowMs`. */
+export function ageSeconds(status: ICheckpointStatus, nowMs: number): number {
+  return status.ageAtReceipt + Math.max(0, nowMs - status.receivedAt) / 1000;
+}
+
+/**
+ * An age in words, as the Python side's `relative_time` says it.
+ *
+ * ```
+ * relativeTime(180) === '3 min ago'
+ * ```
+ */
+export function relativeTime(seconds: number): string {
+  const ahead = seconds < 0;
+  const delta = Math.abs(seconds);
+  let amount: string;
+  if (delta < 1) {
+    return 'just now';
+  } else if (delta < 60) {
+    amount = `${Math.floor(delta)} s`;
+  } else if (delta < 3600) {
+    amount = `${Math.floor(delta / 60)} min`;
+  } else if (delta < 86400) {
+    amount = `${Math.floor(delta / 3600)} h`;
+  } else {
+    const days = Math.floor(delta / 86400);
+    amount = days === 1 ? '1 day' : `${days} days`;
+  }
+  return ahead ? `in ${amount}` : `${amount} ago`;
+}
+
+/** Byte counts in decimal units, like the Python side's `human_bytes`. */
+export function humanBytes(n: number): string {
+  const units = ['B', 'KB', 'MB', 'GB', 'TB', 'PB'];
+  let value = Math.abs(n);
+  const sign = n < 0 ? '-' : '';
+  if (value < 1000) {
+    return `${sign}${Math.floor(value)} B`;
+  }
+  let unit = 0;
+  while (value >= 999.95 && unit < units.length - 1) {
+    value /= 1000;
+    unit += 1;
+  }
+  return `${sign}${value.toFixed(1)} ${units[unit]}`;
+}
+
+/**
+ * Galata's `waitForRun`, and people, read the word "Idle" in the status bar as the
+ * kernel's state: ours must never show it, even from a loop variable's name.
+ */
+function withoutIdleWord(text: string): string {
+  return text.replace(/Idle/g, 'idle');
+}
+
+/** The status bar's text: `Checkpoint #12 · 5 s ago · `for epoch` at 57/100`. */
+export function statusText(status: ICheckpointStatus, nowMs: number): string {
+  const parts = [
+    `Checkpoint #${status.id}`,
+    relativeTime(ageSeconds(status, nowMs))
+  ];
+  if (status.status === 'running' && status.position) {
+    parts.push(status.position);
+  }
+  return withoutIdleWord(parts.join(' · '));
+}
+
+/** Its tooltip, with the cell and the checkpoint's status. */
+export function statusTitle(status: ICheckpointStatus): string {
+  const cell = status.cell !== null ? ` in cell [${status.cell}]` : '';
+  const where = status.position ? `, ${status.position}` : '';
+  return withoutIdleWord(
+    `nbcheckpoint: last checkpoint #${status.id}${cell} (${status.status}${where}). Click to open the Checkpoints panel.`
+  );
+}
+
+/** `cell [5], 3 min ago, `for epoch` at 57/100`: where and when a checkpoint was taken. */
+export function describeCheckpoint(info: ICheckpointInfo): string {
+  const bits: string[] = [];
+  if (info.cell && info.cell.execution_count !== null) {
+    bits.push(`cell [${info.cell.execution_count}]`);
+  }
+  if (info.age !== null && info.age !== undefined) {
+    bits.push(relativeTime(info.age));
+  }
+  if (info.position) {
+    bits.push(info.position);
+  }
+  return bits.join(', ');
+}
+
+/** The newest checkpoint of a list (the endpoint answers oldest first). */
+export function latest(
+  checkpoints: readonly ICheckpointInfo[]
+): ICheckpointInfo | null {
+  let best: ICheckpointInfo | null = null;
+  for (const ck of checkpoints) {
+    if (best === null || ck.id > best.id) {
+      best = ck;
+    }
+  }
+  return best;
+}
+
+/** The notification's question after a restart. */
+export function offerText(info: ICheckpointInfo): string {
+  const where = describeCheckpoint(info);
+  return `The kernel restarted. Restore the state from checkpoint #${info.id}${
+    where ? ` (${where})` : ''
+  }?`;
+}
+
+/** Code that restores checkpoint `id` (default: the latest that verifies) in a fresh kernel. */
+export function restoreCode(id?: number): string {
+  const which = id === undefined ? '' : ` ${Math.floor(id)}`;
+  return `%load_ext nbcheckpoint\n%checkpoint restore${which}`;
+}
+
+/** Code that shows the ipywidgets panel. */
+export const PANEL_CODE = '%load_ext nbcheckpoint\n%checkpoint panel';
+
+/**
+ * The line of a restore's output worth a notification: "Restored checkpoint #3 (...)".
+ * `%load_ext` may print a line about earlier checkpoints first; that one is dropped.
+ */
+export function restoreSummary(stdout: string): string {
+  const lines = stdout
+    .split('\n')
+    .map(line => line.trim())
+    .filter(line => line.length > 0);
+  const restored = lines.find(line => line.startsWith('Restored checkpoint'));
+  return restored ?? lines[lines.length - 1] ?? 'Restored.';
+}
+
+/** Strip ANSI colour codes from a kernel's error text. */
+export function plainText(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/\u001b\[[0-9;]*m/g, '');
+}
+
+/** Kernel statuses that mean "this kernel is being restarted". */
+const RESTARTING = new Set(['restarting', 'autorestarting']);
+/** Statuses a running kernel reports. */
+const ALIVE = new Set(['idle', 'busy']);
+
+/** Where a notebook's kernel is in a restart, for {@link trackRestart}. */
+export interface IRestartState {
+  restarting: boolean;
+  /** `Date.now()` when the last restart finished, or null. */
+  lastRestartEnd: number | null;
+}
+
+export const INITIAL_RESTART_STATE: IRestartState = {
+  restarting: false,
+  lastRestartEnd: null
+};
+
+/**
+ * Follow a kernel's status changes and say when one restart has finished.
+ *
+ * JupyterLab reports an automatic restart (after a crash) as `restarting` and then
+ * `autorestarting`, and a restart from the menu as `restarting`: all the restart
+ * statuses up to the kernel's next `idle` or `busy` are one restart, announced once,
+ * when the new kernel is ready to run the restore. A restart status within `quietMs`
+ * of the end of the previous restart is taken as a late echo of it.
+ *
+ * Returns the next state and whether a restart has just finished.
+ */
+export function trackRestart(
+  state: IRestartState,
+  status: string,
+  nowMs: number,
+  quietMs = 2000
+): [IRestartState, boolean] {
+  if (RESTARTING.has(status)) {
+    if (state.restarting) {
+      return [state, false];
+    }
+    if (
+      state.lastRestartEnd !== null &&
+      nowMs - state.lastRestartEnd < quietMs
+    ) {
+      return [state, false];
+    }
+    return [{ ...state, restarting: true }, false];
+  }
+  if (ALIVE.has(status) && state.restarting) {
+    return [{ restarting: false, lastRestartEnd: nowMs }, true];
+  }
+  if (status === 'dead' && state.restarting) {
+    // The restart failed: there is no kernel to restore into.
+    return [{ ...state, restarting: false }, false];
+  }
+  return [state, false];
+}
+
+/** The `offerRestore` setting. */
+export type OfferRestore = 'ask' | 'always' | 'never';
+
+export function offerRestoreSetting(value: unknown): OfferRestore {
+  return value === 'always' || value === 'never' ? value : 'ask';
+}

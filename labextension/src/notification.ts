@@ -1,0 +1,116 @@
+/**
+ * After a kernel restart: offer to restore the latest checkpoint, and report restores.
+ */
+import { Notification } from '@jupyterlab/apputils';
+
+import {
+  latest,
+  offerRestoreSetting,
+  offerText,
+  OfferRestore
+} from './helpers';
+import { ICheckpointManager, INotebookCheckpoints } from './tokens';
+
+/**
+ * Restore in the notebook's kernel and say how it went, in one notification that
+ * turns from "Restoring…" into the result.
+ */
+export async function restoreWithNotice(
+  model: INotebookCheckpoints,
+  id?: number
+): Promise<void> {
+  const notice = Notification.emit(
+    `Restoring ${id === undefined ? 'the latest checkpoint' : `checkpoint #${id}`} of ${model.path}…`,
+    'in-progress',
+    { autoClose: false }
+  );
+  try {
+    const result = await model.restore(id);
+    Notification.update({
+      id: notice,
+      message: result.summary,
+      type: 'success',
+      autoClose: 10000
+    });
+    void model.refresh();
+  } catch (reason) {
+    const message = reason instanceof Error ? reason.message : String(reason);
+    Notification.update({
+      id: notice,
+      message: `Restore failed: ${message}`,
+      type: 'error',
+      autoClose: false
+    });
+  }
+}
+
+/** Offers a restore once per restart of any open notebook's kernel, as `offerRestore` says. */
+export class RestartOffer {
+  constructor(
+    manager: ICheckpointManager,
+    private readonly _openPanel: (model: INotebookCheckpoints) => void
+  ) {
+    manager.restarted.connect((_, model) => void this._onRestarted(model));
+  }
+
+  /** The `offerRestore` setting: ask, always, never. */
+  mode: OfferRestore = 'ask';
+
+  setMode(value: unknown): void {
+    this.mode = offerRestoreSetting(value);
+  }
+
+  private async _onRestarted(model: INotebookCheckpoints): Promise<void> {
+    if (this.mode === 'never') {
+      return;
+    }
+    let newest;
+    try {
+      newest = latest(await model.list());
+    } catch (reason) {
+      console.warn(
+        'nbcheckpoint: could not list checkpoints after a restart',
+        reason
+      );
+      return;
+    }
+    if (!newest || model.isDisposed) {
+      return;
+    }
+    void model.refresh();
+    if (this.mode === 'always') {
+      await restoreWithNotice(model);
+      return;
+    }
+    // A second restart replaces the offer of the first one.
+    const previous = this._offers.get(model);
+    if (previous) {
+      Notification.dismiss(previous);
+    }
+    const id = Notification.info(offerText(newest), {
+      autoClose: false,
+      actions: [
+        {
+          label: 'Restore',
+          caption: 'Run %checkpoint restore in the new kernel',
+          displayType: 'accent',
+          callback: () => {
+            this._offers.delete(model);
+            void restoreWithNotice(model);
+          }
+        },
+        {
+          label: 'Open panel',
+          caption: 'Show the Checkpoints panel of this notebook',
+          callback: () => {
+            this._offers.delete(model);
+            this._openPanel(model);
+          }
+        }
+      ]
+    });
+    this._offers.set(model, id);
+  }
+
+  private _offers = new Map<INotebookCheckpoints, string>();
+}

@@ -1,0 +1,82 @@
+/**
+ * Interfaces other plugins use, each paired with its token.
+ */
+import { DocumentRegistry } from '@jupyterlab/docregistry';
+import { INotebookModel, NotebookPanel } from '@jupyterlab/notebook';
+import { Token } from '@lumino/coreutils';
+import { IDisposable } from '@lumino/disposable';
+import { ISignal } from '@lumino/signaling';
+
+import { ICheckpointInfo, ICheckpointStatus } from './helpers';
+
+export { ICheckpointInfo, ICheckpointStatus } from './helpers';
+
+/** The comm target the kernel opens a short comm to after each checkpoint. */
+export const STATUS_COMM_TARGET = 'nbcheckpoint.status';
+
+/** An open notebook document (shared by all its views). */
+export type NotebookContext = DocumentRegistry.IContext<INotebookModel>;
+
+/** What a restore in the kernel said. */
+export interface IRestoreResult {
+  /** The line worth showing: "Restored checkpoint #3 (...)". */
+  summary: string;
+  /** Everything it printed. */
+  output: string;
+}
+
+/**
+ * Checkpoints of one open notebook: the kernel's pushed status, restarts, the
+ * server's list, and restoring into the notebook's kernel.
+ */
+export interface INotebookCheckpoints extends IDisposable {
+  readonly context: NotebookContext;
+  /** The notebook's path relative to the server root. */
+  readonly path: string;
+  /** The last checkpoint this notebook's kernel (or the server) told us about. */
+  readonly status: ICheckpointStatus | null;
+  readonly statusChanged: ISignal<
+    INotebookCheckpoints,
+    ICheckpointStatus | null
+  >;
+  /** Emitted once per kernel restart (crash or menu), when the new kernel is ready. */
+  readonly restarted: ISignal<INotebookCheckpoints, void>;
+  /** The notebook's checkpoints from the server, oldest first; no kernel needed. */
+  list(): Promise<ICheckpointInfo[]>;
+  /** Ask the server for the latest checkpoint and update `status`. */
+  refresh(): Promise<void>;
+  /** Restore checkpoint `id` (default: the latest that verifies) in the notebook's kernel. */
+  restore(id?: number): Promise<IRestoreResult>;
+}
+
+/** Follows open notebooks and which one is current. */
+export interface ICheckpointManager {
+  /** The model of the current notebook, if the current widget is a notebook. */
+  readonly current: INotebookCheckpoints | null;
+  readonly currentChanged: ISignal<
+    ICheckpointManager,
+    INotebookCheckpoints | null
+  >;
+  /** Emitted for any open notebook whose kernel has restarted. */
+  readonly restarted: ISignal<ICheckpointManager, INotebookCheckpoints>;
+  /** The model of an open notebook. */
+  get(panel: NotebookPanel): INotebookCheckpoints;
+}
+
+export const ICheckpointManager = new Token<ICheckpointManager>(
+  'nbcheckpoint-labextension:ICheckpointManager',
+  'Checkpoints of the open notebooks, their kernels status and restarts.'
+);
+
+/** The right-sidebar panel that hosts the kernel's ipywidgets checkpoint panel. */
+export interface ICheckpointSidebar {
+  /** The sidebar widget's id, for `app.shell.activateById`. */
+  readonly id: string;
+  /** Render the current notebook's panel again (a new widget from the kernel). */
+  reload(): void;
+}
+
+export const ICheckpointSidebar = new Token<ICheckpointSidebar>(
+  'nbcheckpoint-labextension:ICheckpointSidebar',
+  'The Checkpoints panel in the right sidebar.'
+);

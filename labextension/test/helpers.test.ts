@@ -1,0 +1,244 @@
+/**
+ * Unit tests of the pure helpers, run by `jlpm test` with node's own test runner.
+ */
+import { strict as assert } from 'node:assert';
+import { describe, it } from 'node:test';
+
+import {
+  ageSeconds,
+  describeCheckpoint,
+  humanBytes,
+  ICheckpointInfo,
+  INITIAL_RESTART_STATE,
+  IRestartState,
+  latest,
+  offerRestoreSetting,
+  offerText,
+  plainText,
+  relativeTime,
+  restoreCode,
+  restoreSummary,
+  statusFromInfo,
+  statusFromMessage,
+  statusText,
+  statusTitle,
+  trackRestart
+} from '../src/helpers';
+
+function info(overrides: Partial<ICheckpointInfo> = {}): ICheckpointInfo {
+  return {
+    id: 12,
+    created: 1000,
+    age: 180,
+    status: 'running',
+    verified: true,
+    problem: null,
+    pinned: false,
+    cell: { execution_count: 5, first_line: 'for epoch in range(100):' },
+    position: '`for epoch` at 57/100',
+    variables: 3,
+    size: 1234,
+    ...overrides
+  };
+}
+
+/** Feed statuses one by one (all at time `t`, or at the given times); count finished restarts. */
+function restarts(
+  statuses: Array<string | [string, number]>,
+  quietMs = 2000
+): number {
+  let state: IRestartState = INITIAL_RESTART_STATE;
+  let count = 0;
+  for (const item of statuses) {
+    const [status, t] = typeof item === 'string' ? [item, 0] : item;
+    const [next, finished] = trackRestart(state, status, t, quietMs);
+    state = next;
+    count += finished ? 1 : 0;
+  }
+  return count;
+}
+
+describe('relativeTime', () => {
+  it('says ages like the Python side', () => {
+    assert.equal(relativeTime(0.4), 'just now');
+    assert.equal(relativeTime(5), '5 s ago');
+    assert.equal(relativeTime(180), '3 min ago');
+    assert.equal(relativeTime(7200), '2 h ago');
+    assert.equal(relativeTime(86400), '1 day ago');
+    assert.equal(relativeTime(3 * 86400), '3 days ago');
+    assert.equal(relativeTime(-120), 'in 2 min');
+  });
+});
+
+describe('humanBytes', () => {
+  it('uses decimal units', () => {
+    assert.equal(humanBytes(512), '512 B');
+    assert.equal(humanBytes(1_234_567), '1.2 MB');
+    assert.equal(humanBytes(999_999), '1.0 MB');
+    assert.equal(humanBytes(1500), '1.5 KB');
+  });
+});
+
+describe('status', () => {
+  it('ages messages from the kernel clock plus the time since receipt', () => {
+    const status = statusFromMessage(
+      {
+        id: 3,
+        last: 100,
+        now: 130,
+        status: 'running',
+        position: '`for i` at 2/10',
+        cell: 4
+      },
+      50_000
+    );
+    assert.equal(ageSeconds(status, 50_000), 30);
+    assert.equal(ageSeconds(status, 60_000), 40);
+    // A browser clock behind the receipt time never makes it younger.
+    assert.equal(ageSeconds(status, 0), 30);
+  });
+
+  it('takes the server-measured age from the endpoint', () => {
+    const status = statusFromInfo(info({ age: 65 }), 1000);
+    assert.equal(ageSeconds(status, 2000), 66);
+    assert.equal(status.cell, 5);
+    assert.equal(statusFromInfo(info({ age: null }), 0).ageAtReceipt, 0);
+  });
+
+  it('shows the loop progress only while the cell runs', () => {
+    const running = statusFromInfo(info({ age: 5 }), 0);
+    assert.equal(
+      statusText(running, 0),
+      'Checkpoint #12 · 5 s ago · `for epoch` at 57/100'
+    );
+    const done = statusFromInfo(info({ age: 5, status: 'complete' }), 0);
+    assert.equal(statusText(done, 0), 'Checkpoint #12 · 5 s ago');
+  });
+
+  it('never shows the word Idle', () => {
+    const status = statusFromInfo(
+      info({ position: '`for Idle` at 1/2', age: 1 }),
+      0
+    );
+    assert.ok(!statusText(status, 0).includes('Idle'));
+    assert.ok(!statusTitle(status).includes('Idle'));
+    assert.ok(statusText(status, 0).includes('idle'));
+  });
+});
+
+describe('offer after a restart', () => {
+  it('says which checkpoint, where and when', () => {
+    assert.equal(
+      offerText(info()),
+      'The kernel restarted. Restore the state from checkpoint #12 (cell [5], 3 min ago, `for epoch` at 57/100)?'
+    );
+    assert.equal(
+      offerText(
+        info({ cell: { execution_count: null, first_line: '' }, position: '' })
+      ),
+      'The kernel restarted. Restore the state from checkpoint #12 (3 min ago)?'
+    );
+    assert.equal(
+      describeCheckpoint(info({ age: null, position: '' })),
+      'cell [5]'
+    );
+  });
+
+  it('picks the newest checkpoint', () => {
+    assert.equal(latest([]), null);
+    assert.equal(
+      latest([info({ id: 2 }), info({ id: 7 }), info({ id: 5 })])?.id,
+      7
+    );
+  });
+
+  it('restores in a fresh kernel', () => {
+    assert.equal(restoreCode(), '%load_ext nbcheckpoint\n%checkpoint restore');
+    assert.equal(
+      restoreCode(12),
+      '%load_ext nbcheckpoint\n%checkpoint restore 12'
+    );
+  });
+
+  it('reports the restore line, not the load_ext announcement', () => {
+    const out =
+      '3 checkpoints from an earlier kernel; latest #3 (cell [2], 1 min ago). Run %checkpoint restore to bring the state back.\n' +
+      'Restored checkpoint #3 (cell [2], 1 min ago): 2 variables (a, b).\n' +
+      '  not saved: gen (generator): cannot pickle\n';
+    assert.equal(
+      restoreSummary(out),
+      'Restored checkpoint #3 (cell [2], 1 min ago): 2 variables (a, b).'
+    );
+    assert.equal(restoreSummary('something else\n'), 'something else');
+    assert.equal(restoreSummary(''), 'Restored.');
+    assert.equal(
+      plainText('\u001b[0;31mUsageError\u001b[0m: no'),
+      'UsageError: no'
+    );
+  });
+
+  it('reads the offerRestore setting', () => {
+    assert.equal(offerRestoreSetting('always'), 'always');
+    assert.equal(offerRestoreSetting('never'), 'never');
+    assert.equal(offerRestoreSetting('ask'), 'ask');
+    assert.equal(offerRestoreSetting(undefined), 'ask');
+    assert.equal(offerRestoreSetting('bogus'), 'ask');
+  });
+});
+
+describe('trackRestart: one notification per restart', () => {
+  it('a crash: restarting then autorestarting is one restart', () => {
+    assert.equal(
+      restarts(['busy', 'restarting', 'autorestarting', 'starting', 'idle']),
+      1
+    );
+  });
+
+  it('a restart from the menu', () => {
+    assert.equal(restarts(['idle', 'restarting', 'idle', 'busy', 'idle']), 1);
+  });
+
+  it('announces when the new kernel is ready, not before', () => {
+    let state = INITIAL_RESTART_STATE;
+    let finished: boolean;
+    [state, finished] = trackRestart(state, 'autorestarting', 0);
+    assert.equal(finished, false);
+    [state, finished] = trackRestart(state, 'unknown', 1);
+    assert.equal(finished, false);
+    [state, finished] = trackRestart(state, 'starting', 2);
+    assert.equal(finished, false);
+    [, finished] = trackRestart(state, 'idle', 3);
+    assert.equal(finished, true);
+  });
+
+  it('ignores a late echo of the same restart', () => {
+    assert.equal(
+      restarts([
+        ['restarting', 0],
+        ['idle', 100],
+        ['autorestarting', 300],
+        ['idle', 400]
+      ]),
+      1
+    );
+  });
+
+  it('two restarts far apart are two', () => {
+    assert.equal(
+      restarts([
+        ['restarting', 0],
+        ['autorestarting', 1],
+        ['idle', 1000],
+        ['busy', 5000],
+        ['restarting', 60_000],
+        ['idle', 61_000]
+      ]),
+      2
+    );
+  });
+
+  it('a failed restart announces nothing, and no status means no restart', () => {
+    assert.equal(restarts(['restarting', 'dead']), 0);
+    assert.equal(restarts(['idle', 'busy', 'idle', 'starting', 'idle']), 0);
+  });
+});
