@@ -104,6 +104,12 @@ class Checkpoint(Magics):
         allow_none=True,
         help="The notebook path to file checkpoints under (default: detected).",
     ).tag(config=True)
+    notebook_id = Unicode(
+        None,
+        allow_none=True,
+        help="The name this notebook's checkpoints go under in the store, the same on every machine "
+        "(default: the notebook's path inside its project; $NBCHECKPOINT_NOTEBOOK_ID also sets it).",
+    ).tag(config=True)
     include_credentials = Bool(
         False,
         help="Also save variables that look like passwords, keys or tokens (withheld by default).",
@@ -159,7 +165,7 @@ class Checkpoint(Magics):
         return ns
 
     def notebook_ref(self) -> NotebookRef:
-        return notebook_ref(self.user_ns, self.notebook)
+        return notebook_ref(self.user_ns, self.notebook, notebook_id=self.notebook_id)
 
     def store_url(self, override: str | None = None) -> str:
         if override:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib
 import io
 import pickle
 import random
@@ -28,6 +29,7 @@ class Group:
     names: list[str]
     payload: bytes = b""
     buffers: list[memoryview] = field(default_factory=list)
+    pickler: str = "pickle"
 
     @property
     def size(self) -> int:
@@ -142,7 +144,7 @@ def _pickler_class() -> type:
     return Pickler
 
 
-def _dumps(obj: object, buffers: list[memoryview]) -> bytes:
+def _keep(buffers: list[memoryview]) -> Any:
     def keep(buf: pickle.PickleBuffer) -> bool:
         try:
             buffers.append(buf.raw())
@@ -150,9 +152,86 @@ def _dumps(obj: object, buffers: list[memoryview]) -> bytes:
             return True  # not contiguous: let pickle copy it in-band
         return False
 
+    return keep
+
+
+def _by_value(obj: object) -> bool:
+    """Whether a function or class must travel by value: defined in the notebook, or nameless.
+
+    In a kernel, ``__main__`` is the notebook's namespace: its functions look importable
+    here, yet a new kernel has none of them until they are restored.
+    """
+    module = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", "") or ""
+    if module in (None, "__main__", "__mp_main__") or "<" in qualname:
+        return True
+    target: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        target = getattr(target, part, None)
+    return target is not obj
+
+
+def _load_by_value(data: bytes) -> Any:
+    """Counterpart of a by-value reduction: dill rebuilds the function or class."""
+    import dill
+
+    return dill.loads(data)
+
+
+class _FastPickler(pickle.Pickler):
+    """The C pickler; only notebook-defined functions and classes go through dill.
+
+    dill's own Pickler is written in Python and is ten times slower on many small
+    objects or string columns; most of a notebook's state needs none of its powers.
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind is types.ModuleType:
+            return importlib.import_module, (obj.__name__,)
+        if (kind is types.FunctionType or isinstance(obj, type)) and _by_value(obj):
+            if not _alone(obj):
+                raise _NeedsDill(obj)
+            return _load_by_value, (_dill_dumps(obj, []),)
+        return NotImplemented
+
+
+class _NeedsDill(Exception):
+    """This group shares notebook code in ways only one dill pickle keeps intact."""
+
+
+def _alone(obj: Any) -> bool:
+    """Whether ``obj`` pickled by value on its own shares nothing with the rest of the group.
+
+    A class whose base is also notebook code, or a function that closes over objects,
+    would come back as a separate copy of what it refers to: such groups go to dill whole.
+    """
+    if isinstance(obj, type):
+        return not any(_by_value(base) for base in obj.__mro__[1:])
+    if obj.__closure__:
+        return False
+    defaults = (*(obj.__defaults__ or ()), *(obj.__kwdefaults__ or {}).values())
+    return all(isinstance(value, _ATOMIC) for value in defaults)
+
+
+def _dill_dumps(obj: object, buffers: list[memoryview]) -> bytes:
     out = io.BytesIO()
-    _pickler_class()(out, protocol=PROTOCOL, buffer_callback=keep).dump(obj)
+    _pickler_class()(out, protocol=PROTOCOL, buffer_callback=_keep(buffers)).dump(obj)
     return out.getvalue()
+
+
+def _dumps(obj: object, buffers: list[memoryview]) -> tuple[bytes, str]:
+    """Pickle ``obj``: the C pickler when it can, dill for the whole of it otherwise.
+
+    Returns the payload and which unpickler it needs (``"pickle"`` or ``"dill"``).
+    """
+    out = io.BytesIO()
+    try:
+        _FastPickler(out, protocol=PROTOCOL, buffer_callback=_keep(buffers)).dump(obj)
+        return out.getvalue(), "pickle"
+    except Exception:  # locks, code objects, open files...: what dill alone can do
+        del buffers[:]
+    return _dill_dumps(obj, buffers), "dill"
 
 
 def _reason(error: BaseException) -> str:
@@ -245,8 +324,8 @@ def _pickle_group(
 ) -> list[Group]:
     buffers: list[memoryview] = []
     try:
-        payload = _dumps({n: namespace[n] for n in names}, buffers)
-        return [Group(names, payload, buffers)]
+        payload, pickler = _dumps({n: namespace[n] for n in names}, buffers)
+        return [Group(names, payload, buffers, pickler)]
     except Exception as error:
         if len(names) == 1:
             skipped[names[0]] = {"type": type_name(namespace[names[0]]), "reason": _reason(error)}
@@ -263,25 +342,29 @@ def _pickle_group(
         return []
     buffers = []
     try:
-        payload = _dumps({n: namespace[n] for n in good}, buffers)
-        return [Group(good, payload, buffers)]
+        payload, pickler = _dumps({n: namespace[n] for n in good}, buffers)
+        return [Group(good, payload, buffers, pickler)]
     except Exception:
         # Each pickles alone but not together: save them apart rather than lose them.
         out = []
         for name in good:
             bufs: list[memoryview] = []
             try:
-                out.append(Group([name], _dumps({name: namespace[name]}, bufs), bufs))
+                payload, pickler = _dumps({name: namespace[name]}, bufs)
+                out.append(Group([name], payload, bufs, pickler))
             except Exception as error:
                 skipped[name] = {"type": type_name(namespace[name]), "reason": _reason(error)}
         return out
 
 
-def deserialize(payload: bytes, buffers: list[bytearray]) -> dict[str, Any]:
+def deserialize(payload: bytes, buffers: list[bytearray], pickler: str = "dill") -> dict[str, Any]:
     """Unpickle one group. Call only on data whose signature and hashes were verified."""
-    import dill
+    if pickler == "pickle":
+        loaded = pickle.loads(payload, buffers=buffers)
+    else:
+        import dill
 
-    loaded = dill.loads(payload, buffers=buffers)
+        loaded = dill.loads(payload, buffers=buffers)
     if not isinstance(loaded, dict):
         raise TypeError("a checkpoint group did not hold a dict of variables")
     return loaded

@@ -373,6 +373,8 @@ class CheckpointStore:
             if not _valid_hash(h) or not isinstance(info["size"], int) or info["size"] < 0:
                 raise ValueError("bad blob entry")
         for group in body["groups"]:
+            if group.get("pickler", "dill") not in ("pickle", "dill"):
+                raise ValueError(f"unknown pickler {group['pickler']!r}")
             for h in [group["pickle"], *group["buffers"]]:
                 if h not in body["blobs"]:
                     raise ValueError("a group names a blob the manifest does not list")
@@ -543,7 +545,13 @@ class CheckpointStore:
             h_pickle = address(group.payload)
             hashes = [address(buf) for buf in group.buffers]
             groups.append(
-                {"names": group.names, "pickle": h_pickle, "buffers": hashes, "size": group.size}
+                {
+                    "names": group.names,
+                    "pickle": h_pickle,
+                    "buffers": hashes,
+                    "size": group.size,
+                    "pickler": group.pickler,
+                }
             )
             for name in group.names:
                 variables[name] = {
@@ -759,7 +767,11 @@ class CheckpointStore:
         failed: dict[str, str] = {}
         for g in groups:
             try:
-                loaded = deserialize(bytes(data[g["pickle"]]), [data[h] for h in g["buffers"]])
+                loaded = deserialize(
+                    bytes(data[g["pickle"]]),
+                    [data[h] for h in g["buffers"]],
+                    g.get("pickler", "dill"),
+                )
             except Exception as e:  # an unpickling failure names the variables it cost
                 for name in g["names"]:
                     failed[name] = f"{type(e).__name__}: {e}"
