@@ -221,14 +221,7 @@ class CheckpointStore:
             self.backend.touch(path)
             self._known_blobs.add(h)
             return 0
-        codec = CODEC_RAW
-        if self.compress and data.nbytes >= COMPRESS_MIN:
-            sample = data[:COMPRESS_SAMPLE]
-            if (
-                len(zstandard.ZstdCompressor(level=1).compress(sample))
-                < COMPRESS_GAIN * sample.nbytes
-            ):
-                codec = CODEC_ZSTD
+        codec = CODEC_ZSTD if self.compress and _compresses(data) else CODEC_RAW
         written = [0]
 
         def write(f: IO[bytes]) -> None:
@@ -603,8 +596,11 @@ class CheckpointStore:
             self.backend.touch(path)  # renew its age, so a concurrent gc spares it
         bytes_new = 0
         bytes_written = 0
-        for h, view in pending.data.items():
-            written = self._write_blob(h, view)
+        items = list(pending.data.items())
+        # Compression, hashing and fsync of one blob overlap with the writing of others.
+        for (_, view), written in zip(
+            items, _parallel(lambda item: self._write_blob(*item), items)
+        ):
             if written:
                 bytes_new += view.nbytes
                 bytes_written += written
@@ -759,8 +755,12 @@ class CheckpointStore:
         if body.get("rng"):
             needed.add(body["rng"])
         try:
-            for h in sorted(needed):
-                data[h] = self._read_blob(h, body["blobs"][h]["size"])
+            # Reading, decompressing and hashing release the GIL: blobs go in parallel.
+            for h, blob in zip(
+                sorted(needed),
+                _parallel(lambda h: self._read_blob(h, body["blobs"][h]["size"]), sorted(needed)),
+            ):
+                data[h] = blob
         except _BlobError as e:
             raise VerificationError(ident, f"blob {e.h[:12]} {e.why}") from None
         values: dict[str, Any] = {}
@@ -925,6 +925,26 @@ def _writer(data: bytes) -> Callable[[IO[bytes]], None]:
         f.write(data)
 
     return write
+
+
+def _compresses(data: memoryview) -> bool:
+    """Whether zstd pays for this buffer, judged on samples from its start, middle and end."""
+    if data.nbytes < COMPRESS_MIN:
+        return False
+    size = min(COMPRESS_SAMPLE // 3, data.nbytes)
+    starts = sorted({0, max(0, data.nbytes // 2 - size // 2), data.nbytes - size})
+    sample = b"".join(bytes(data[start : start + size]) for start in starts)
+    return len(zstandard.ZstdCompressor(level=1).compress(sample)) < COMPRESS_GAIN * len(sample)
+
+
+def _parallel(work: Callable[[Any], Any], items: builtins.list[Any]) -> builtins.list[Any]:
+    """``[work(x) for x in items]`` on a few threads; the first error is raised as is."""
+    if len(items) < 2 or not THREADS["enabled"]:
+        return [work(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(4, len(items))) as pool:
+        return builtins.list(pool.map(work, items))
 
 
 @dataclass
