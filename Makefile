@@ -9,6 +9,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 
 # pip's output goes to a log, shown only when it fails (the machines' pip config is chatty).
 $(STAMP): pyproject.toml
+	bash scripts/install_node.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip > $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
 	$(PIP) install -e ".[test,dev,s3]" >> $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
@@ -33,6 +34,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check nbcheckpoint tests benchmarks scripts
 	$(BIN)/ruff format --check nbcheckpoint tests benchmarks scripts
 	$(BIN)/mypy nbcheckpoint/store nbcheckpoint/capture
+	cd labextension && $(abspath $(BIN))/jlpm prettier:check
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_store.py
@@ -40,4 +42,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_snapshot.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) build dist *.egg-info nbcheckpoint/labextension labextension/lib labextension/lib-test labextension/node_modules
