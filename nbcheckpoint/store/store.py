@@ -47,6 +47,8 @@ STATUSES = ("running", "interrupted", "complete", "manual", "auto")
 _HEX = frozenset("0123456789abcdef")
 _HEADER_KEYS = frozenset({"alg", "key_id", "len", "sig"})
 FAST_HASH_MIN = 64 << 10
+CHUNK_SIZE = 4 << 20
+CHUNK_MIN = 8 << 20
 FAST_CACHE_MAX = 1_000_000
 
 
@@ -241,12 +243,15 @@ class CheckpointStore:
         self._known_blobs.add(h)
         return written[0]
 
-    def _read_blob(self, h: str, size: int) -> bytearray:
-        """Read, decompress and check one blob against its signed address and size."""
+    def _read_blob(self, h: str, size: int, into: memoryview | None = None) -> Any:
+        """Read, decompress and check one blob against its signed address and size.
+
+        Reads into ``into`` (a slice of a larger buffer) when given, else a new bytearray.
+        """
         if not _valid_hash(h):
             raise VerificationError("?", f"the manifest names an invalid blob address {h!r}")
         path = _blob_path(h)
-        out = bytearray(size)
+        out: Any = bytearray(size) if into is None else into
         try:
             with self.backend.open_read(path) as f:
                 header = f.read(HEADER_LEN)
@@ -368,6 +373,12 @@ class CheckpointStore:
         for group in body["groups"]:
             if group.get("pickler", "dill") not in ("pickle", "dill"):
                 raise ValueError(f"unknown pickler {group['pickler']!r}")
+            chunks = group.get("chunks")
+            if chunks is not None and (
+                not all(isinstance(n, int) and n > 0 for n in chunks)
+                or sum(chunks) != len(group["buffers"])
+            ):
+                raise ValueError("bad chunk counts")
             for h in [group["pickle"], *group["buffers"]]:
                 if h not in body["blobs"]:
                     raise ValueError("a group names a blob the manifest does not list")
@@ -536,16 +547,24 @@ class CheckpointStore:
         for group in snap.groups:
             index = len(groups)
             h_pickle = address(group.payload)
-            hashes = [address(buf) for buf in group.buffers]
-            groups.append(
-                {
-                    "names": group.names,
-                    "pickle": h_pickle,
-                    "buffers": hashes,
-                    "size": group.size,
-                    "pickler": group.pickler,
-                }
-            )
+            hashes: builtins.list[str] = []
+            chunks: builtins.list[int] = []
+            for buf in group.buffers:
+                # Large buffers are stored in chunks: an edit to part of an array writes
+                # only the chunks it touched, and chunks read and verify in parallel.
+                pieces = _chunks(memoryview(buf))
+                hashes.extend(address(piece) for piece in pieces)
+                chunks.append(len(pieces))
+            entry: dict[str, Any] = {
+                "names": group.names,
+                "pickle": h_pickle,
+                "buffers": hashes,
+                "size": group.size,
+                "pickler": group.pickler,
+            }
+            if any(n != 1 for n in chunks):
+                entry["chunks"] = chunks
+            groups.append(entry)
             for name in group.names:
                 variables[name] = {
                     "type": snap.types.get(name, "?"),
@@ -750,27 +769,37 @@ class CheckpointStore:
                     f"it has {', '.join(sorted(body['variables'])) or 'none'}."
                 )
         groups = [g for g in body["groups"] if wanted is None or wanted & set(g["names"])]
-        data: dict[str, bytearray] = {}
-        needed = {h for g in groups for h in [g["pickle"], *g["buffers"]]}
+        sizes = {h: int(info["size"]) for h, info in body["blobs"].items()}
+        # Each buffer gets one allocation; its chunks are read straight into their slices.
+        reads: builtins.list[tuple[str, memoryview | None]] = []
+        buffers: builtins.list[builtins.list[bytearray]] = []
+        for g in groups:
+            reads.append((g["pickle"], None))
+            group_buffers = []
+            hashes = iter(g["buffers"])
+            for count in g.get("chunks") or [1] * len(g["buffers"]):
+                parts = [next(hashes) for _ in range(count)]
+                buf = bytearray(sum(sizes[h] for h in parts))
+                view, offset = memoryview(buf), 0
+                for h in parts:
+                    reads.append((h, view[offset : offset + sizes[h]]))
+                    offset += sizes[h]
+                group_buffers.append(buf)
+            buffers.append(group_buffers)
         if body.get("rng"):
-            needed.add(body["rng"])
+            reads.append((body["rng"], None))
         try:
             # Reading, decompressing and hashing release the GIL: blobs go in parallel.
-            for h, blob in zip(
-                sorted(needed),
-                _parallel(lambda h: self._read_blob(h, body["blobs"][h]["size"]), sorted(needed)),
-            ):
-                data[h] = blob
+            results = _parallel(lambda r: self._read_blob(r[0], sizes[r[0]], r[1]), reads)
         except _BlobError as e:
             raise VerificationError(ident, f"blob {e.h[:12]} {e.why}") from None
+        data = {h: blob for (h, into), blob in zip(reads, results) if into is None}
         values: dict[str, Any] = {}
         failed: dict[str, str] = {}
-        for g in groups:
+        for g, group_buffers in zip(groups, buffers):
             try:
                 loaded = deserialize(
-                    bytes(data[g["pickle"]]),
-                    [data[h] for h in g["buffers"]],
-                    g.get("pickler", "dill"),
+                    bytes(data[g["pickle"]]), group_buffers, g.get("pickler", "dill")
                 )
             except Exception as e:  # an unpickling failure names the variables it cost
                 for name in g["names"]:
@@ -925,6 +954,14 @@ def _writer(data: bytes) -> Callable[[IO[bytes]], None]:
         f.write(data)
 
     return write
+
+
+def _chunks(view: memoryview) -> builtins.list[memoryview]:
+    """A buffer cut into ``CHUNK_SIZE`` pieces when it is large, else the buffer itself."""
+    view = view.cast("B") if view.format != "B" or view.ndim != 1 else view
+    if view.nbytes <= CHUNK_MIN:
+        return [view]
+    return [view[start : start + CHUNK_SIZE] for start in range(0, view.nbytes, CHUNK_SIZE)]
 
 
 def _compresses(data: memoryview) -> bool:
