@@ -292,7 +292,10 @@ def test_failed_fsync_is_not_retried_and_abandons_the_checkpoint(
         finally:
             monkeypatch.setattr(os, "fsync", real_fsync)
         points += 1
-        assert len(calls) == fail_at, (
+        # Blobs are written on up to 4 threads: the 3 others already in flight finish their
+        # own fsyncs (file, new folder, folder: 3 each), but nothing is retried and no new
+        # blob is started.
+        assert len(calls) - fail_at <= 3 * 3, (
             f"{len(calls) - fail_at} fsync calls after the failure (a retry?)"
         )
         for reader in (store, CheckpointStore(url)):

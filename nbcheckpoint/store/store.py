@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -975,13 +976,28 @@ def _compresses(data: memoryview) -> bool:
 
 
 def _parallel(work: Callable[[Any], Any], items: builtins.list[Any]) -> builtins.list[Any]:
-    """``[work(x) for x in items]`` on a few threads; the first error is raised as is."""
+    """``[work(x) for x in items]`` on a few threads; the first error is raised as is.
+
+    After an error no further item is started (a save that failed is abandoned, not
+    pushed on); items already running finish on their own.
+    """
     if len(items) < 2 or not THREADS["enabled"]:
         return [work(item) for item in items]
     from concurrent.futures import ThreadPoolExecutor
 
+    failed = threading.Event()
+
+    def guarded(item: Any) -> Any:
+        if failed.is_set():
+            return None
+        try:
+            return work(item)
+        except BaseException:
+            failed.set()
+            raise
+
     with ThreadPoolExecutor(max_workers=min(4, len(items))) as pool:
-        return builtins.list(pool.map(work, items))
+        return builtins.list(pool.map(guarded, items))
 
 
 @dataclass
