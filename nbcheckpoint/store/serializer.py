@@ -357,7 +357,7 @@ def _pickle_group(
         return out
 
 
-def deserialize(payload: bytes, buffers: list[bytearray], pickler: str = "dill") -> dict[str, Any]:
+def deserialize(payload: bytes, buffers: list[Any], pickler: str = "dill") -> dict[str, Any]:
     """Unpickle one group. Call only on data whose signature and hashes were verified."""
     if pickler == "pickle":
         loaded = pickle.loads(payload, buffers=buffers)

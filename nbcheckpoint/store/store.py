@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import json
+import mmap
 import os
 import platform
 import sys
@@ -773,14 +774,14 @@ class CheckpointStore:
         sizes = {h: int(info["size"]) for h, info in body["blobs"].items()}
         # Each buffer gets one allocation; its chunks are read straight into their slices.
         reads: builtins.list[tuple[str, memoryview | None]] = []
-        buffers: builtins.list[builtins.list[bytearray]] = []
+        buffers: builtins.list[builtins.list[Any]] = []
         for g in groups:
             reads.append((g["pickle"], None))
             group_buffers = []
             hashes = iter(g["buffers"])
             for count in g.get("chunks") or [1] * len(g["buffers"]):
                 parts = [next(hashes) for _ in range(count)]
-                buf = bytearray(sum(sizes[h] for h in parts))
+                buf = _allocate(sum(sizes[h] for h in parts))
                 view, offset = memoryview(buf), 0
                 for h in parts:
                     reads.append((h, view[offset : offset + sizes[h]]))
@@ -955,6 +956,17 @@ def _writer(data: bytes) -> Callable[[IO[bytes]], None]:
         f.write(data)
 
     return write
+
+
+def _allocate(size: int) -> Any:
+    """A writable buffer for a restored array, not zero-filled first.
+
+    ``bytearray(n)`` writes n zeros before the data is read over them, a whole extra pass
+    over memory; an anonymous map is zeroed by the kernel page by page as it is filled.
+    """
+    if size < (1 << 20):
+        return bytearray(size)
+    return mmap.mmap(-1, size)
 
 
 def _chunks(view: memoryview) -> builtins.list[memoryview]:
