@@ -220,3 +220,18 @@ def test_auto_picks_fork_for_large_state_and_inline_for_small(store, monkeypatch
     assert isinstance(w, ThreadWriter) and "local store" in why
     with pytest.raises(ValueError, match="unknown mode"):
         choose("sideways", store, 0)
+
+
+def test_fork_snapshot_of_restored_arrays_is_copy_on_write(store):
+    # Restored arrays live in anonymous maps: they must be private, or a forked child
+    # would see the parent's changes.
+    store.save({"a": np.arange(2_000_000, dtype=np.float64)}, NB)
+    a = store.load(NB).values["a"]
+    w = ForkWriter(store)
+    w.submit(job({"a": a}))
+    a[:] = -1
+    [outcome] = w.drain(60)
+    assert outcome.error is None, outcome.error
+    assert np.array_equal(
+        store.load(NB, outcome.checkpoint.id).values["a"], np.arange(2_000_000, dtype=np.float64)
+    )

@@ -966,7 +966,9 @@ def _allocate(size: int) -> Any:
     """
     if size < (1 << 20):
         return bytearray(size)
-    return mmap.mmap(-1, size)
+    # MAP_PRIVATE, not mmap's default MAP_SHARED: a forked snapshot child must get
+    # copy-on-write pages, not memory the parent keeps changing.
+    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 
 
 def _chunks(view: memoryview) -> builtins.list[memoryview]:
