@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from ..errors import CheckpointError
 from ..store import Checkpoint, CheckpointStore, NotebookRef
-from ..store.store import single_threaded
+from ..store.store import PendingSave, single_threaded
 
 MODES = ("auto", "inline", "fork")
 FORK_MIN_BYTES = 64 << 20
@@ -71,8 +71,8 @@ class Writer(Protocol):
     def close(self) -> None: ...
 
 
-def _save(store: CheckpointStore, job: Job) -> Checkpoint:
-    return store.save(
+def _prepare(store: CheckpointStore, job: Job) -> PendingSave:
+    return store.prepare(
         job.ns,
         job.notebook,
         job.names,
@@ -81,11 +81,13 @@ def _save(store: CheckpointStore, job: Job) -> Checkpoint:
         position=job.position,
         kernel=job.kernel,
         include_credentials=job.include_credentials,
-        keep=job.keep,
-        max_size=job.max_size,
         base=job.base,
         changed=job.changed,
     )
+
+
+def _save(store: CheckpointStore, job: Job) -> Checkpoint:
+    return store.commit(_prepare(store, job), keep=job.keep, max_size=job.max_size)
 
 
 def _error_text(error: BaseException) -> str:
@@ -142,18 +144,7 @@ class ThreadWriter:
 
     def submit(self, job: Job) -> None:
         try:
-            pending = self.store.prepare(
-                job.ns,
-                job.notebook,
-                job.names,
-                status=job.status,
-                cell=job.cell,
-                position=job.position,
-                kernel=job.kernel,
-                include_credentials=job.include_credentials,
-                base=job.base,
-                changed=job.changed,
-            )
+            pending = _prepare(self.store, job)
         except (CheckpointError, OSError) as e:
             self._finish(Outcome(job, error=_error_text(e)))
             return
@@ -165,7 +156,7 @@ class ThreadWriter:
         )
         self._thread.start()
 
-    def _commit(self, job: Job, pending: Any) -> None:
+    def _commit(self, job: Job, pending: PendingSave) -> None:
         try:
             ck = self.store.commit(pending, keep=job.keep, max_size=job.max_size)
         except (CheckpointError, OSError) as e:
