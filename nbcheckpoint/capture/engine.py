@@ -186,13 +186,14 @@ class CellRun:
 
     # ----------------------------------------------------------- snapshots
     def names_now(self) -> list[str]:
+        """The NAMEs given, else what the cell mentions and its functions reach; every import
+        in both cases (imports cost nothing, and a user expects them back after a crash)."""
+        imports = {n for n, v in list(self.ns.items()) if isinstance(v, types.ModuleType)}
         if self.options.names is not None:
-            return [n for n in self.options.names if n in self.ns]
-        # What the cell mentions, what its functions reach, and every import (cheap, and
-        # what a user expects back after a crash).
-        names = reachable_names(self.cell.cell_names, self.ns)
-        names.update(n for n, v in list(self.ns.items()) if isinstance(v, types.ModuleType))
-        return user_names(self.ns, names, self.hidden())
+            chosen = {n for n in self.options.names if n in self.ns}
+        else:
+            chosen = reachable_names(self.cell.cell_names, self.ns)
+        return user_names(self.ns, chosen | imports, self.hidden())
 
     def safepoint(self, sp: int | None, *pairs: int | None) -> None:
         """Called by instrumented code when the flag is set; starts one snapshot."""
