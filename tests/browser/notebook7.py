@@ -1,0 +1,150 @@
+"""A Jupyter Notebook 7 server on 127.0.0.1 with a token and isolated config, runtime and settings dirs.
+
+Not a conftest: ``test_panel_notebook7.py`` imports :func:`notebook_server` and wraps it in its own
+fixture. Like ``conftest.py`` beside it, a missing ``notebook>=7`` skips outside CI and fails
+under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def missing(reason: str) -> None:
+    """Skip on a developer's machine; fail under CI, where everything must be there."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: the browser tests must run)")
+    pytest.skip(reason)
+
+
+def require_notebook7() -> str:
+    """The installed ``notebook`` version, if it is 7 or later (else skip, or fail under CI)."""
+    try:
+        import notebook
+    except ImportError:
+        missing("the notebook package is missing: pip install -e '.[test]' (notebook>=7)")
+    version = str(getattr(notebook, "__version__", "0"))
+    if int(version.split(".")[0]) < 7:
+        missing(f"notebook {version} is installed; these tests need Notebook 7 (notebook>=7)")
+    return version
+
+
+@dataclass
+class NotebookServer:
+    url: str
+    token: str
+    root: Path
+    env: dict[str, str]
+    log: Path
+
+    def api(self, path: str) -> Any:
+        request = urllib.request.Request(
+            f"{self.url}{path}", headers={"Authorization": f"token {self.token}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
+
+    def notebook_url(self, notebook: str) -> str:
+        return f"{self.url}/notebooks/{notebook}?token={self.token}"
+
+    def log_tail(self, n: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def notebook_server(base: Path) -> Iterator[NotebookServer]:
+    """``jupyter notebook`` (7) serving ``base/root``; every config and settings folder under ``base``."""
+    root = base / "root"
+    settings = base / "user-settings"
+    root.mkdir(parents=True)
+    # Notebook 7 runs JupyterLab's notification plugin: no news or update toast over the cells.
+    notification = settings / "@jupyterlab" / "apputils-extension"
+    notification.mkdir(parents=True)
+    (notification / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(base / "config"),
+        "JUPYTER_DATA_DIR": str(base / "data"),
+        "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
+        "IPYTHONDIR": str(base / "ipython"),
+        "NBCHECKPOINT_KEY_FILE": str(base / "key" / "signing.key"),
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+    }
+    env.pop("NBCHECKPOINT_STORE", None)
+    port = _free_port()
+    token = secrets.token_hex(16)
+    log = base / "server.log"
+    command = [
+        sys.executable,
+        "-m",
+        "notebook",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        f"--IdentityProvider.token={token}",
+        "--allow-root",
+        "--ServerApp.port_retries=0",
+        f"--ServerApp.root_dir={root}",
+        f"--JupyterNotebookApp.user_settings_dir={settings}",
+        f"--JupyterNotebookApp.workspaces_dir={base / 'workspaces'}",
+        # JupyterLab's server extension, loaded beside Notebook 7, serves the news and updates.
+        "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        f"--LabApp.user_settings_dir={settings}",
+        f"--LabApp.workspaces_dir={base / 'workspaces'}",
+    ]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = NotebookServer(f"http://127.0.0.1:{port}", token, root, env, log)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                pytest.fail(
+                    f"jupyter notebook exited with {process.returncode}:\n{server.log_tail()}"
+                )
+            try:
+                server.api("/api/status")
+                break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"jupyter notebook did not answer in 60 s:\n{server.log_tail()}")
+                time.sleep(0.2)
+        yield server
+    finally:
+        # SIGTERM to its process group: the server shuts its kernels down as it exits.
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait(timeout=5)

@@ -1,0 +1,175 @@
+"""The checkpoint panel in Jupyter Notebook 7 and headless Chromium: rows, variables, Restore all.
+
+Issue #6: the ipywidgets panel must work in JupyterLab 4 (``test_panel_browser.py``) and in
+Notebook 7 (here). Uses the ``page`` and ``artifacts`` fixtures of ``conftest.py`` and the
+server of ``notebook7.py``. Without Chromium, Playwright or ``notebook>=7`` it skips, except
+under ``CI=true``, where it fails.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+from notebook7 import NotebookServer, notebook_server, require_notebook7
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+NOTEBOOK = "panel-nb7.ipynb"
+CELLS = [
+    "%load_ext nbcheckpoint\nimport time\nresult = 0\nhistory = []",
+    # At each safe point result == sum(history); checkpoints every 0.2 s of a ~1.5 s loop.
+    "%%checkpoint --every 0.2\nfor step in range(30):\n    result += step\n"
+    "    history.append(step)\n    time.sleep(0.05)",
+    "%checkpoint panel",
+    # Clobbered after the panel is up: Restore all must put them back.
+    "result = 'clobbered'\nhistory = None",
+    "print('RESTORED', type(result).__name__, len(history), result == sum(history))",
+]
+ROW_SELECTOR = ".nbc-history button"
+
+
+@pytest.fixture(scope="module")
+def nb7_server(
+    tmp_path_factory: pytest.TempPathFactory, chromium_path: str
+) -> Iterator[NotebookServer]:
+    require_notebook7()
+    with notebook_server(tmp_path_factory.mktemp("nb7")) as server:
+        yield server
+
+
+def write_notebook(root: Path) -> None:
+    nb = new_notebook(cells=[new_code_cell(src) for src in CELLS])
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(nb, root / NOTEBOOK)
+
+
+def cell(page: Any, index: int) -> Any:
+    return page.locator(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell").nth(index)
+
+
+def run_cell(page: Any, index: int) -> None:
+    """Put the cursor in the cell's editor and press Shift+Enter, as a person would."""
+    target = cell(page, index)
+    target.scroll_into_view_if_needed()
+    target.locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Shift+Enter")
+
+
+def wait_executed(page: Any, index: int, timeout: float = 30) -> None:
+    """Until the cell's prompt shows an execution count (not ``[*]`` or ``[ ]``)."""
+    prompt = cell(page, index).locator(".jp-InputPrompt")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if re.search(r"\[\d+\]", prompt.inner_text()):
+            return
+        page.wait_for_timeout(100)
+    raise AssertionError(f"cell {index} did not finish: prompt {prompt.inner_text()!r}")
+
+
+def wait_kernel_ready(page: Any, server: NotebookServer, timeout: float = 30) -> None:
+    """Notebook 7 has no status bar: the server's kernel is idle, and the page is connected to it.
+
+    The toolbar's "Kernel Connecting" message goes away once the page holds the connection;
+    the execution indicator then reads idle.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        kernels = server.api("/api/kernels")
+        status = page.locator(".jp-NotebookKernelStatus").inner_text().strip()
+        indicator = page.locator(".jp-Notebook-ExecutionIndicator").get_attribute("data-status")
+        if (
+            kernels
+            and kernels[0]["execution_state"] == "idle"
+            and not status
+            and indicator == "idle"
+        ):
+            return
+        assert time.monotonic() < deadline, f"kernel not ready: {kernels} {status!r} {indicator!r}"
+        page.wait_for_timeout(100)
+
+
+def output_text(page: Any, index: int) -> str:
+    return cell(page, index).locator(".jp-OutputArea").inner_text()
+
+
+def test_panel_in_notebook7(nb7_server: NotebookServer, page: Any, artifacts: Path) -> None:
+    write_notebook(nb7_server.root)
+    page.goto(nb7_server.notebook_url(NOTEBOOK))
+    # Notebook 7's single-document page, not JupyterLab's.
+    page.locator("#jp-top-bar").wait_for()
+    assert page.locator("#jp-main-statusbar").count() == 0
+    page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for()
+    wait_kernel_ready(page, nb7_server)
+
+    for index in (0, 1):
+        run_cell(page, index)
+        wait_executed(page, index)
+    assert "Error" not in output_text(page, 1), output_text(page, 1)
+
+    run_cell(page, 2)
+    wait_executed(page, 2)
+    panel = cell(page, 2).locator(".nbc-panel")
+    panel.wait_for()
+    header = panel.get_by_text("Checkpoints", exact=True)
+    header.wait_for()
+    assert NOTEBOOK in panel.inner_text()
+    assert "signatures verify" in panel.inner_text()
+    rows = panel.locator(ROW_SELECTOR)
+    assert rows.count() >= 2, panel.inner_text()
+    row1 = rows.filter(has_text=re.compile(r"^\s*#1\s"))
+    assert row1.count() == 1, [r.inner_text() for r in rows.all()]
+    assert row1.is_visible()
+    # Newest first, and the newest is selected.
+    assert "mod-active" in (rows.first.get_attribute("class") or "")
+
+    run_cell(page, 3)
+    wait_executed(page, 3)
+
+    # Clicking row #1 shows its variables.
+    row1.click()
+    details = panel.locator(".nbc-details")
+    details.get_by_text(re.compile(r"#1 · taken")).wait_for()
+    assert "mod-active" in (row1.get_attribute("class") or "")
+    variables = panel.locator(".nbc-vars select option")
+    variables.first.wait_for(state="attached")
+    # One fixed-width line per variable (non-breaking spaces): name, type, size, change.
+    lines = [" ".join(o.inner_text().replace("\xa0", " ").split()) for o in variables.all()]
+    names = {line.split(" ")[0] for line in lines}
+    assert {"result", "history", "step"} <= names, lines
+    assert any(line.startswith("result int") for line in lines), lines
+    assert panel.locator(".nbc-vcols").is_visible()
+
+    # Restore all: result and history exist in the kernel now, so the panel asks first.
+    panel.get_by_role("button", name="Restore all").click()
+    confirm = panel.locator(".nbc-confirm")
+    confirm.wait_for()
+    assert "Restore #1?" in confirm.inner_text(), confirm.inner_text()
+    confirm.get_by_role("button", name="Restore #1").click()
+    message = panel.locator(".nbc-message .nbc-ok")
+    message.wait_for()
+    assert "Restored checkpoint #1" in message.inner_text(), message.inner_text()
+    confirm.wait_for(state="hidden")
+
+    run_cell(page, 4)
+    wait_executed(page, 4)
+    restored = re.search(r"RESTORED (\w+) (\d+) (\w+)", output_text(page, 4))
+    assert restored, output_text(page, 4)
+    kind, length, consistent = restored.groups()
+    # Checkpoint #1 was taken early in the loop: an int, part of the history, consistent.
+    assert kind == "int" and 0 < int(length) < 30 and consistent == "True", restored.group(0)
+
+    panel.scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "panel-notebook7.png"), full_page=True)
+    shutil.copy(nb7_server.log, artifacts / "server-notebook7.log")
