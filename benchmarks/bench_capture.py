@@ -365,25 +365,47 @@ _bench_loop = _bench_time.perf_counter() - _bench_t0
 
 
 # What the instrumented loop adds, piece by piece, run with exec at module level as a cell runs.
+PLAIN_LOOP = "total = 0\nfor i in range(N):\n    total += i\n"
 LOOP_VARIANTS = {
-    "plain": "total = 0\nfor i in range(N):\n    total += i\n",
+    "plain": PLAIN_LOOP,
     "+ due-flag check": "total = 0\nfor i in range(N):\n    if _nbc_due_:\n        sp(1)\n    total += i\n",
-    "+ enumerate counter": "total = 0\nfor _c, i in enumerate(range(N)):\n    total += i\n",
-    "+ both (what instrument() emits)": (
-        "total = 0\n_it = range(N)\nfor _c, i in enumerate(_it):\n"
-        "    if _nbc_due_:\n        sp(1, _c)\n    total += i\n"
+    "+ the loop's own iterator and probe": (
+        "total = 0\n_it, _p = loop(range(N))\nfor i in _it:\n    total += i\n"
     ),
 }
 
 
+def instrumented_loop() -> tuple[str, str]:
+    """What instrument() makes of the plain loop (the rewrite itself, so it stays current)."""
+    import ast
+
+    from nbcheckpoint.capture.rewrite import instrument
+
+    return "+ both (what instrument() emits)", ast.unparse(instrument(ast.parse(PLAIN_LOOP)).module)
+
+
 def loop_breakdown(scale: float, rounds: int, say: Callable[[str], None]) -> None:
     """Where the pure-loop overhead comes from: each inserted piece alone, medians, one process."""
+    from nbcheckpoint.capture.iterate import loop
+    from nbcheckpoint.capture.rewrite import DUE_FLAG, LOOP_FUNC, SP_FUNC
+
     n = max(10_000, int(3_000_000 * scale))
-    codes = {k: compile(v, "<cell>", "exec") for k, v in LOOP_VARIANTS.items()}
+    variants = dict(LOOP_VARIANTS)
+    label, code = instrumented_loop()
+    variants[label] = code
+    codes = {k: compile(v, "<cell>", "exec") for k, v in variants.items()}
     found: dict[str, list[float]] = {k: [] for k in codes}
     for _ in range(rounds):
         for label, code in codes.items():
-            scope = {"N": n, "_nbc_due_": False, "sp": print}
+            scope = {
+                "N": n,
+                "_nbc_due_": False,
+                "sp": print,
+                "loop": loop,
+                DUE_FLAG: False,
+                SP_FUNC: print,
+                LOOP_FUNC: loop,
+            }
             start = time.perf_counter()
             exec(code, scope)
             found[label].append(time.perf_counter() - start)

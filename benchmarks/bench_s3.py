@@ -56,12 +56,21 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+def load_average() -> str:
+    """The load averages: other work on a shared machine skews timings."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=256, help="total size of the arrays")
     parser.add_argument("--arrays", type=int, default=8, help="how many arrays share the size")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions; medians are shown")
     args = parser.parse_args(argv)
+    load_at_start = load_average()
 
     rng = np.random.default_rng(0)
     per_array = args.size_mb * MiB // args.arrays // 8
@@ -116,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     ]  # fmt: skip
     print(
         f"{args.arrays} arrays, {total / MiB:.0f} MiB of random float64, moto on 127.0.0.1, "
-        f"median of {args.repeat}"
+        f"median of {args.repeat}; {os.cpu_count()} CPUs; load average {load_at_start} at start"
     )
     print(
         table(
@@ -126,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     print("ratio = nbcheckpoint time / plain s3fs time (1.00x: no overhead)")
+    print(f"load average at end: {load_average()}")
     return 0
 
 

@@ -431,7 +431,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
         f"({raw_bytes / raw_s / MB:,.0f} MB/s); store.save {save_s:.2f} s "
         f"({raw_bytes / save_s / MB:,.0f} MB/s logical, {megabytes(first_disk)} on disk after zstd); "
         f"of a save, serialize() takes {pickle_s:.2f} s, {pickle_objs_s:.2f} s of it for the "
-        f"{len(ns['objs']):,} small objects (dill's pure-Python pickler)"
+        f"{len(ns['objs']):,} small objects (C pickler)"
     )
 
     # 2. The looping cell in each mode.
