@@ -18,8 +18,8 @@ from .credentials import credential_reason
 PROTOCOL = 5
 # Objects that cannot hold references to other objects, or whose identity never matters.
 _ATOMIC = (int, float, complex, str, bytes, bool, type(None), range, slice)
-# A bound on the reachability walk that groups variables; past it, sharing is not tracked.
-MAX_WALK = 5_000_000
+# A bound on the reachability walk that groups variables; past it, all go in one group.
+MAX_WALK = 20_000
 
 
 @dataclass
@@ -89,14 +89,18 @@ def _walk_roots(values: list[object], skip_ids: set[int]) -> list[int]:
             owner[oid] = index
             visited += 1
             if visited > MAX_WALK:
-                return [find(i) for i in range(len(values))]
+                # Too many objects to follow at a safe point: pickle everything as one
+                # group, which keeps every shared reference (only finer grouping is lost).
+                return [0] * len(values)
             if isinstance(obj, (type, types.FunctionType)) and not _is_main(obj):
                 continue  # pickled by reference: identity comes back on its own
             if isinstance(obj, types.ModuleType):
                 continue
-            for ref in get_referents(obj):
-                if not isinstance(ref, _ATOMIC):
-                    stack.append(ref)
+            refs = get_referents(obj)
+            visited += len(refs)
+            if visited > MAX_WALK:
+                return [0] * len(values)  # a big container: one group, as above
+            stack.extend(ref for ref in refs if not isinstance(ref, _ATOMIC))
     return [find(i) for i in range(len(values))]
 
 

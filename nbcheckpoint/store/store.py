@@ -661,10 +661,13 @@ class CheckpointStore:
             if not names <= chosen or names & changed:
                 continue
             hashes = [group["pickle"], *group["buffers"]]
-            if not all(self.backend.exists(_blob_path(h)) for h in hashes):
+            # Blobs this store wrote or checked need no look here (this runs on the main
+            # thread, after every auto-saved cell); commit checks and renews them all.
+            unsure = [h for h in hashes if h not in self._known_blobs]
+            if not all(self.backend.exists(_blob_path(h)) for h in unsure):
                 continue  # collected since: pickle it again
+            self._known_blobs.update(unsure)
             for h in hashes:
-                self.backend.touch(_blob_path(h))
                 blobs[h] = dict(base.body["blobs"][h])
             index = len(groups)
             groups.append(dict(group))
