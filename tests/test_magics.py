@@ -264,3 +264,34 @@ def test_safepoint_in_a_users_function(ip, tmp_path):
         if (c.body.get("position") or {}).get("description") == "inside a function"
     ]
     assert inside and not inside[0].body["position"]["resumable"]
+
+
+def test_auto_mode_never_makes_a_cell_wait_for_the_disk(ip, tmp_path, monkeypatch):
+    import threading
+    import time as _time
+
+    run(ip, "counter = 0")
+    run(ip, "%checkpoint auto on --min-duration 0")
+    magics = ip.magics_manager.registry["Checkpoint"]
+    magics._auto_collect(wait=True)
+    store = magics.open_store()
+    release = threading.Event()
+    real_commit = store.commit
+
+    def slow_commit(*args, **kwargs):
+        release.wait(10)
+        return real_commit(*args, **kwargs)
+
+    monkeypatch.setattr(store, "commit", slow_commit)
+    started = _time.perf_counter()
+    run(ip, "counter = 1")  # its save starts and blocks in the writer thread
+    run(ip, "counter = 2")  # the writer is busy: this change waits, the cell does not
+    took = _time.perf_counter() - started
+    assert took < 5, f"cells waited {took:.1f} s for the writer"
+    release.set()
+    magics._auto_collect(wait=True)
+    run(ip, "pass")  # the next cell's start sends what waited
+    magics._auto_collect(wait=True)
+    store_, nb = store_of(tmp_path)
+    assert store_.load(nb).values["counter"] == 2
+    run(ip, "%checkpoint auto off")

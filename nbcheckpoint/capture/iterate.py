@@ -11,7 +11,6 @@ from typing import Any
 __all__ = ["Probe", "length_of", "loop", "resume_loop"]
 
 
-
 def length_of(obj: object) -> int | None:
     """Return ``len(obj)`` when the object has a working ``__len__``, else None.
 

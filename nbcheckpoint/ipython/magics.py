@@ -136,6 +136,7 @@ class Checkpoint(LineCommands, Magics):
         self._cell_info: Any = None
         self._auto_base: StoredCheckpoint | None = None
         self._auto_pending: set[str] = set()
+        self._auto_cell: dict[str, Any] | None = None
         self._auto_writer: ThreadWriter | None = None
         self._auto_warned = False
 
@@ -390,6 +391,10 @@ class Checkpoint(LineCommands, Magics):
     def pre_run_cell(self, info: Any) -> None:
         self._cell_info = info
         self._cell_started = time.monotonic()
+        if self._auto_pending and self._auto_cell is not None:
+            # Nothing has run since the last cell ended, so the namespace is still exactly
+            # as it left it: a save that had to wait for the writer can start now.
+            self._auto_flush()
 
     def post_run_cell(self, result: Any) -> None:
         run, self.current = self.current, None
@@ -405,40 +410,47 @@ class Checkpoint(LineCommands, Magics):
             self._auto_save(result)
 
     def _auto_save(self, result: Any) -> None:
-        """Save what the cell changed; pickling here, writing on a thread so the next cell starts now."""
+        """Save what the cell changed: pickled here, written on a thread, so the next cell starts now."""
         raw = getattr(result.info, "raw_cell", "") or ""
         try:
             module = ast.parse(self.shell.transform_cell(raw))
         except SyntaxError:
             return
         self._auto_pending |= reachable_names(cell_names(module), self.user_ns)
+        self._auto_cell = {
+            "source_hash": blake3.blake3(raw.encode()).hexdigest(),
+            "execution_count": result.execution_count,
+            "first_line": _first_line(raw),
+        }
+        self._auto_flush()
+
+    def _auto_flush(self) -> None:
+        """Start the pending auto save, unless the writer is still busy with the previous one.
+
+        Then the changes wait, and go at the start of the next cell or the end of this
+        one, whichever finds the writer free: a cell never waits for a disk.
+        """
         self._auto_collect()
         store = self.open_store()
         if self._auto_writer is None or self._auto_writer.store is not store:
             self._auto_collect(wait=True)
             self._auto_writer = ThreadWriter(store)
         if self._auto_writer.busy():
-            # Wait for the previous save rather than leave this cell's changes unsaved
-            # until some later cell: a crash in between would lose them.
-            self._auto_collect(wait=True)
+            return
         names = user_names(self.user_ns, self.user_ns.keys(), self.hidden_names())
         base = self._auto_base
         saved = set(base.variables) | set(base.body["modules"]) if base is not None else set()
         if base is not None and not self._auto_pending & set(names) and set(names) == saved:
+            self._auto_pending = set()
             return  # the cell changed none of the variables: the last checkpoint still holds
         changed, self._auto_pending = self._auto_pending, set()
-        cell = {
-            "source_hash": blake3.blake3(raw.encode()).hexdigest(),
-            "execution_count": result.execution_count,
-            "first_line": _first_line(raw),
-        }
         self._auto_writer.submit(
             Job(
                 self.user_ns,
                 self.notebook_ref(),
                 names,
                 "auto",
-                cell=cell,
+                cell=self._auto_cell,
                 kernel=kernel_identity(),
                 include_credentials=self.include_credentials,
                 keep=self.keep,

@@ -104,13 +104,25 @@ def _walk_roots(values: list[object], skip_ids: set[int]) -> list[int]:
     return [find(i) for i in range(len(values))]
 
 
+_MODULE_DICTS: tuple[int, set[int]] = (-1, set())
+
+
 def _module_dict_ids() -> set[int]:
-    ids = set()
+    """Ids of every module's namespace, which the grouping walk must not enter.
+
+    Cached while the number of loaded modules stays the same: walking ``sys.modules``
+    after every auto-saved cell would cost a millisecond each time.
+    """
+    global _MODULE_DICTS
+    count, ids = _MODULE_DICTS
+    if count == len(sys.modules):
+        return ids
+    ids = {id(sys.modules)}
     for module in list(sys.modules.values()):
         d = getattr(module, "__dict__", None)
         if d is not None:
             ids.add(id(d))
-    ids.add(id(sys.modules))
+    _MODULE_DICTS = (len(sys.modules), ids)
     return ids
 
 
@@ -308,8 +320,7 @@ def serialize(
         keep.append(name)
 
     values = [namespace[n] for n in keep]
-    skip_ids = _module_dict_ids()
-    skip_ids.add(id(namespace))
+    skip_ids = _module_dict_ids() | {id(namespace)}
     roots = _walk_roots(values, skip_ids)
     by_root: dict[int, list[str]] = {}
     for name, root in zip(keep, roots):
