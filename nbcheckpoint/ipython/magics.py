@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+import os
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from ..errors import CheckpointError, ConfigError
 from ..format import parse_duration, parse_size, relative_time
 from ..store import Checkpoint as StoredCheckpoint
 from ..store import CheckpointStore, NotebookRef, Restored, default_store_url
+from ..store.identity import ENV_NOTEBOOK_ID
 from .commands import LineCommands
 from .identity import notebook_ref
 from .reporter import DisplayReporter
@@ -137,6 +139,7 @@ class Checkpoint(LineCommands, Magics):
         self._auto_base: StoredCheckpoint | None = None
         self._auto_pending: set[str] = set()
         self._auto_cell: dict[str, Any] | None = None
+        self._ref_cache: tuple[tuple[Any, ...], NotebookRef] | None = None
         self._auto_writer: ThreadWriter | None = None
         self._auto_warned = False
 
@@ -155,14 +158,33 @@ class Checkpoint(LineCommands, Magics):
         return ns
 
     def notebook_ref(self) -> NotebookRef:
-        return notebook_ref(self.user_ns, self.notebook, notebook_id=self.notebook_id)
+        """Which notebook this kernel runs, worked out again only when one of its inputs changes.
+
+        (It looks for the project root on disk: too slow to repeat after every auto-saved cell.)
+        """
+        ns = self.user_ns
+        inputs = (
+            self.notebook,
+            self.notebook_id,
+            ns.get("__session__"),
+            ns.get("__vsc_ipynb_file__"),
+            os.environ.get("JPY_SESSION_NAME"),
+            os.environ.get(ENV_NOTEBOOK_ID),
+            os.getcwd(),
+        )
+        if self._ref_cache is None or self._ref_cache[0] != inputs:
+            self._ref_cache = (
+                inputs,
+                notebook_ref(ns, self.notebook, notebook_id=self.notebook_id),
+            )
+        return self._ref_cache[1]
 
     def store_url(self, override: str | None = None) -> str:
         if override:
             return override
         if self.store:
             return self.store
-        return default_store_url(notebook_ref(self.user_ns, self.notebook).path)
+        return default_store_url(self.notebook_ref().path)
 
     def open_store(self, override: str | None = None) -> CheckpointStore:
         url = self.store_url(override)
