@@ -42,7 +42,10 @@ HEADER_LEN = len(BLOB_MAGIC) + 1
 CHUNK = 8 << 20
 COMPRESS_MIN = 4096
 COMPRESS_SAMPLE = 256 << 10
-COMPRESS_GAIN = 0.85
+# zstd pays when the data must cross a network, which is slower than compressing it; a
+# local disk (about 1 GB/s here) writes faster than zstd level 1 compresses (about 0.5 GB/s
+# a core), so there only data that shrinks to a quarter is worth it (and restores faster).
+COMPRESS_GAIN = {"remote": 0.85, "local": 0.25}
 MAX_MANIFEST = 64 << 20
 DEFAULT_GRACE = 3600.0
 STATUSES = ("running", "interrupted", "complete", "manual", "auto")
@@ -225,7 +228,8 @@ class CheckpointStore:
             self.backend.touch(path)
             self._known_blobs.add(h)
             return 0
-        codec = CODEC_ZSTD if self.compress and _compresses(data) else CODEC_RAW
+        gain = COMPRESS_GAIN["local" if self.backend.local else "remote"]
+        codec = CODEC_ZSTD if self.compress and _compresses(data, gain) else CODEC_RAW
         written = [0]
 
         def write(f: IO[bytes]) -> None:
@@ -982,14 +986,14 @@ def _chunks(view: memoryview) -> builtins.list[memoryview]:
     return [view[start : start + CHUNK_SIZE] for start in range(0, view.nbytes, CHUNK_SIZE)]
 
 
-def _compresses(data: memoryview) -> bool:
+def _compresses(data: memoryview, gain: float) -> bool:
     """Whether zstd pays for this buffer, judged on samples from its start, middle and end."""
     if data.nbytes < COMPRESS_MIN:
         return False
     size = min(COMPRESS_SAMPLE // 3, data.nbytes)
     starts = sorted({0, max(0, data.nbytes // 2 - size // 2), data.nbytes - size})
     sample = b"".join(bytes(data[start : start + size]) for start in starts)
-    return len(zstandard.ZstdCompressor(level=1).compress(sample)) < COMPRESS_GAIN * len(sample)
+    return len(zstandard.ZstdCompressor(level=1).compress(sample)) < gain * len(sample)
 
 
 def _parallel(work: Callable[[Any], Any], items: builtins.list[Any]) -> builtins.list[Any]:
