@@ -295,3 +295,19 @@ def test_auto_mode_never_makes_a_cell_wait_for_the_disk(ip, tmp_path, monkeypatc
     store_, nb = store_of(tmp_path)
     assert store_.load(nb).values["counter"] == 2
     run(ip, "%checkpoint auto off")
+
+
+def test_auto_mode_saves_what_a_restore_brought_back(ip, tmp_path):
+    run(ip, "value = 1")
+    run(ip, "%checkpoint save")
+    run(ip, "value = 2")
+    run(ip, "%checkpoint auto on --min-duration 0")
+    magics = ip.magics_manager.registry["Checkpoint"]
+    magics._auto_collect(wait=True)
+    run(ip, "%checkpoint restore 1")  # value is 1 again, though the cell never names it
+    magics._auto_collect(wait=True)
+    run(ip, "pass")
+    magics._auto_collect(wait=True)
+    store, nb = store_of(tmp_path)
+    assert store.load(nb).values["value"] == 1
+    run(ip, "%checkpoint auto off")

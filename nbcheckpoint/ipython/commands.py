@@ -123,6 +123,8 @@ class LineCommands:
         """Put restored variables, imports and random states into the user namespace."""
         ns = self.user_ns
         ns.update(restored.values)
+        # The AST of the restoring cell does not name these: tell auto mode they changed.
+        self._auto_pending |= set(restored.values) | set(restored.modules)
         problems = []
         for name, module in restored.modules.items():
             try:

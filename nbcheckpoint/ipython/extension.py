@@ -21,6 +21,7 @@ def load_ipython_extension(ip: Any) -> None:
     if magics not in ip.configurables:
         ip.configurables.append(magics)
     transformer = CellTransformer(magics.prepare_cell)
+    magics.transformer = transformer
     ip.input_transformers_cleanup.append(input_transform)
     ip.ast_transformers.append(transformer)
     ip.events.register("pre_run_cell", magics.pre_run_cell)

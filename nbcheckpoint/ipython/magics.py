@@ -35,7 +35,7 @@ from ..store.identity import ENV_NOTEBOOK_ID
 from .commands import LineCommands
 from .identity import notebook_ref
 from .reporter import DisplayReporter
-from .transform import BEGIN, call_statement
+from .transform import BEGIN, CellTransformer, call_statement
 
 
 def _cell_parser() -> MagicArgumentParser:
@@ -140,6 +140,7 @@ class Checkpoint(LineCommands, Magics):
         self._auto_pending: set[str] = set()
         self._auto_cell: dict[str, Any] | None = None
         self._ref_cache: tuple[tuple[Any, ...], NotebookRef] | None = None
+        self.transformer: CellTransformer | None = None  # set by the extension
         self._auto_writer: ThreadWriter | None = None
         self._auto_warned = False
 
@@ -412,6 +413,8 @@ class Checkpoint(LineCommands, Magics):
     # ------------------------------------------------------------- events
     def pre_run_cell(self, info: Any) -> None:
         self._cell_info = info
+        if self.transformer is not None:
+            self.transformer.last_plain = None
         self._cell_started = time.monotonic()
         if self._auto_pending and self._auto_cell is not None:
             # Nothing has run since the last cell ended, so the namespace is still exactly
@@ -434,10 +437,12 @@ class Checkpoint(LineCommands, Magics):
     def _auto_save(self, result: Any) -> None:
         """Save what the cell changed: pickled here, written on a thread, so the next cell starts now."""
         raw = getattr(result.info, "raw_cell", "") or ""
-        try:
-            module = ast.parse(self.shell.transform_cell(raw))
-        except SyntaxError:
-            return
+        module = self.transformer.last_plain if self.transformer is not None else None
+        if module is None:
+            try:
+                module = ast.parse(self.shell.transform_cell(raw))
+            except SyntaxError:
+                return
         self._auto_pending |= reachable_names(cell_names(module), self.user_ns)
         self._auto_cell = {
             "source_hash": blake3.blake3(raw.encode()).hexdigest(),
