@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
+from pages import cell, run_cell, wait_executed, write_notebook
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -32,37 +31,6 @@ CELLS = [
 SIDEBAR = "#nbcheckpoint-sidebar"
 STATUS = "#jp-main-statusbar .nbc-status"
 OFFER = "Restore the state from checkpoint"
-
-
-def write_notebook(root: Path) -> None:
-    nb = new_notebook(cells=[new_code_cell(src) for src in CELLS])
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    nbformat.write(nb, root / NOTEBOOK)
-
-
-def cell(page: Any, index: int) -> Any:
-    return page.locator(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell").nth(index)
-
-
-def run_cell(page: Any, index: int) -> None:
-    target = cell(page, index)
-    target.scroll_into_view_if_needed()
-    target.locator(".jp-InputArea-editor").click()
-    page.keyboard.press("Shift+Enter")
-
-
-def wait_executed(page: Any, index: int, timeout: float = 60) -> None:
-    prompt = cell(page, index).locator(".jp-InputPrompt")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if re.search(r"\[\d+\]", prompt.inner_text()):
-            return
-        page.wait_for_timeout(100)
-    raise AssertionError(f"cell {index} did not finish: prompt {prompt.inner_text()!r}")
 
 
 def wait_until(page: Any, predicate: Any, timeout: float, what: str) -> Any:
@@ -83,7 +51,7 @@ def offers(page: Any) -> Any:
 def test_sidebar_status_bar_restart_notification_restore(
     lab_server: Any, page: Any, artifacts: Path
 ) -> None:
-    write_notebook(lab_server.root)
+    write_notebook(lab_server.root / NOTEBOOK, CELLS)
     console: list[str] = []
     page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
     page.set_viewport_size({"width": 1400, "height": 900})  # a screen's shape, for the docs image

@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
+from pages import cell, output_text, run_cell, wait_executed, write_notebook
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -32,51 +31,14 @@ CELLS = [
 ]
 
 
-def write_notebook(root: Path) -> None:
-    nb = new_notebook(cells=[new_code_cell(src) for src in CELLS])
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    nbformat.write(nb, root / NOTEBOOK)
-
-
-def cell(page: Any, index: int) -> Any:
-    return page.locator(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell").nth(index)
-
-
-def run_cell(page: Any, index: int) -> None:
-    """Put the cursor in the cell's editor and press Shift+Enter, as a person would."""
-    target = cell(page, index)
-    target.scroll_into_view_if_needed()
-    target.locator(".jp-InputArea-editor").click()
-    page.keyboard.press("Shift+Enter")
-
-
-def wait_executed(page: Any, index: int, timeout: float = 60) -> None:
-    """Until the cell's prompt shows an execution count (not ``[*]`` or ``[ ]``)."""
-    prompt = cell(page, index).locator(".jp-InputPrompt")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if re.search(r"\[\d+\]", prompt.inner_text()):
-            return
-        page.wait_for_timeout(100)
-    raise AssertionError(f"cell {index} did not finish: prompt {prompt.inner_text()!r}")
-
-
 def wait_idle(page: Any) -> None:
     page.locator("#jp-main-statusbar").get_by_text("Idle").first.wait_for()
-
-
-def output_text(page: Any, index: int) -> str:
-    return cell(page, index).locator(".jp-OutputArea").inner_text()
 
 
 def test_panel_live_rows_kill_banner_restore(
     lab_server: Any, page: Any, artifacts: Path, tmp_path: Path
 ) -> None:
-    write_notebook(lab_server.root)
+    write_notebook(lab_server.root / NOTEBOOK, CELLS)
     page.goto(lab_server.lab_url(NOTEBOOK))
     page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for()
     wait_idle(page)

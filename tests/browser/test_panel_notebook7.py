@@ -15,10 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
 from notebook7 import NotebookServer, notebook_server, require_notebook7
+from pages import cell, output_text, run_cell, wait_executed, write_notebook
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -45,39 +44,6 @@ def nb7_server(
         yield server
 
 
-def write_notebook(root: Path) -> None:
-    nb = new_notebook(cells=[new_code_cell(src) for src in CELLS])
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    nbformat.write(nb, root / NOTEBOOK)
-
-
-def cell(page: Any, index: int) -> Any:
-    return page.locator(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell").nth(index)
-
-
-def run_cell(page: Any, index: int) -> None:
-    """Put the cursor in the cell's editor and press Shift+Enter, as a person would."""
-    target = cell(page, index)
-    target.scroll_into_view_if_needed()
-    target.locator(".jp-InputArea-editor").click()
-    page.keyboard.press("Shift+Enter")
-
-
-def wait_executed(page: Any, index: int, timeout: float = 30) -> None:
-    """Until the cell's prompt shows an execution count (not ``[*]`` or ``[ ]``)."""
-    prompt = cell(page, index).locator(".jp-InputPrompt")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if re.search(r"\[\d+\]", prompt.inner_text()):
-            return
-        page.wait_for_timeout(100)
-    raise AssertionError(f"cell {index} did not finish: prompt {prompt.inner_text()!r}")
-
-
 def wait_kernel_ready(page: Any, server: NotebookServer, timeout: float = 30) -> None:
     """Notebook 7 has no status bar: the server's kernel is idle, and the page is connected to it.
 
@@ -100,12 +66,8 @@ def wait_kernel_ready(page: Any, server: NotebookServer, timeout: float = 30) ->
         page.wait_for_timeout(100)
 
 
-def output_text(page: Any, index: int) -> str:
-    return cell(page, index).locator(".jp-OutputArea").inner_text()
-
-
 def test_panel_in_notebook7(nb7_server: NotebookServer, page: Any, artifacts: Path) -> None:
-    write_notebook(nb7_server.root)
+    write_notebook(nb7_server.root / NOTEBOOK, CELLS)
     page.goto(nb7_server.notebook_url(NOTEBOOK))
     # Notebook 7's single-document page, not JupyterLab's.
     page.locator("#jp-top-bar").wait_for()
