@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 import time
+import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,12 @@ def wait_kernel_ready(page: Any, server: NotebookServer, timeout: float = 30) ->
     """
     deadline = time.monotonic() + timeout
     while True:
-        kernels = server.api("/api/kernels")
+        try:
+            kernels = server.api("/api/kernels")
+        except urllib.error.HTTPError:
+            # jupyter_server answers 500 while a kernel it is starting has no last_activity
+            # yet (seen here): not ready, ask again.
+            kernels = []
         status = page.locator(".jp-NotebookKernelStatus").inner_text().strip()
         indicator = page.locator(".jp-Notebook-ExecutionIndicator").get_attribute("data-status")
         if (
