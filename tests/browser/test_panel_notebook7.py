@@ -2,7 +2,7 @@
 
 Issue #6: the ipywidgets panel must work in JupyterLab 4 (``test_panel_browser.py``) and in
 Notebook 7 (here). Uses the ``page`` and ``artifacts`` fixtures of ``conftest.py`` and the
-server of ``notebook7.py``. Without Chromium, Playwright or ``notebook>=7`` it skips, except
+server of ``servers.py``. Without Chromium, Playwright or ``notebook>=7`` it skips, except
 under ``CI=true``, where it fails.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from notebook7 import NotebookServer, notebook_server, require_notebook7
 from pages import cell, output_text, run_cell, wait_executed, write_notebook
+from servers import JupyterServer, jupyter_server, require_notebook7
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -39,13 +39,13 @@ ROW_SELECTOR = ".nbc-history button"
 @pytest.fixture(scope="module")
 def nb7_server(
     tmp_path_factory: pytest.TempPathFactory, chromium_path: str
-) -> Iterator[NotebookServer]:
+) -> Iterator[JupyterServer]:
     require_notebook7()
-    with notebook_server(tmp_path_factory.mktemp("nb7")) as server:
+    with jupyter_server(tmp_path_factory.mktemp("nb7"), "notebook") as server:
         yield server
 
 
-def wait_kernel_ready(page: Any, server: NotebookServer, timeout: float = 30) -> None:
+def wait_kernel_ready(page: Any, server: JupyterServer, timeout: float = 30) -> None:
     """Notebook 7 has no status bar: the server's kernel is idle, and the page is connected to it.
 
     The toolbar's "Kernel Connecting" message goes away once the page holds the connection;
@@ -72,7 +72,7 @@ def wait_kernel_ready(page: Any, server: NotebookServer, timeout: float = 30) ->
         page.wait_for_timeout(100)
 
 
-def test_panel_in_notebook7(nb7_server: NotebookServer, page: Any, artifacts: Path) -> None:
+def test_panel_in_notebook7(nb7_server: JupyterServer, page: Any, artifacts: Path) -> None:
     write_notebook(nb7_server.root / NOTEBOOK, CELLS)
     page.goto(nb7_server.notebook_url(NOTEBOOK))
     # Notebook 7's single-document page, not JupyterLab's.

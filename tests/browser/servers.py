@@ -1,8 +1,7 @@
-"""A Jupyter Notebook 7 server on 127.0.0.1 with a token and isolated config, runtime and settings dirs.
+"""JupyterLab or Notebook 7 on 127.0.0.1, with a token and every config, runtime and settings folder in a temp dir.
 
-Not a conftest: ``test_panel_notebook7.py`` imports :func:`notebook_server` and wraps it in its own
-fixture. Like ``conftest.py`` beside it, a missing ``notebook>=7`` skips outside CI and fails
-under ``CI=true``.
+Shared by ``conftest.py`` (JupyterLab) and ``test_panel_notebook7.py``. What a test needs and
+lacks skips on a developer's machine and fails under ``CI=true``.
 """
 
 from __future__ import annotations
@@ -29,7 +28,9 @@ import pytest
 def missing(reason: str) -> None:
     """Skip on a developer's machine; fail under CI, where everything must be there."""
     if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: the browser tests must run)")
+        pytest.fail(
+            f"{reason} (CI=true: the browser tests must run; see scripts/install_chromium.sh)"
+        )
     pytest.skip(reason)
 
 
@@ -46,7 +47,7 @@ def require_notebook7() -> str:
 
 
 @dataclass
-class NotebookServer:
+class JupyterServer:
     url: str
     token: str
     root: Path
@@ -59,6 +60,9 @@ class NotebookServer:
         )
         with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read())
+
+    def lab_url(self, notebook: str) -> str:
+        return f"{self.url}/lab/tree/{notebook}?token={self.token}"
 
     def notebook_url(self, notebook: str) -> str:
         return f"{self.url}/notebooks/{notebook}?token={self.token}"
@@ -74,12 +78,14 @@ def _free_port() -> int:
 
 
 @contextmanager
-def notebook_server(base: Path) -> Iterator[NotebookServer]:
-    """``jupyter notebook`` (7) serving ``base/root``; every config and settings folder under ``base``."""
+def jupyter_server(base: Path, app: str) -> Iterator[JupyterServer]:
+    """``jupyter lab`` (``app="jupyterlab"``) or Notebook 7 (``app="notebook"``) serving ``base/root``."""
     root = base / "root"
     settings = base / "user-settings"
+    workspaces = base / "workspaces"
     root.mkdir(parents=True)
-    # Notebook 7 runs JupyterLab's notification plugin: no news or update toast over the cells.
+    # Without this JupyterLab's news and update notification pops up over the notebook
+    # (Notebook 7 runs the same plugin).
     notification = settings / "@jupyterlab" / "apputils-extension"
     notification.mkdir(parents=True)
     (notification / "notification.jupyterlab-settings").write_text(
@@ -101,7 +107,7 @@ def notebook_server(base: Path) -> Iterator[NotebookServer]:
     command = [
         sys.executable,
         "-m",
-        "notebook",
+        app,
         "--no-browser",
         "--ip=127.0.0.1",
         f"--port={port}",
@@ -109,32 +115,33 @@ def notebook_server(base: Path) -> Iterator[NotebookServer]:
         "--allow-root",
         "--ServerApp.port_retries=0",
         f"--ServerApp.root_dir={root}",
-        f"--JupyterNotebookApp.user_settings_dir={settings}",
-        f"--JupyterNotebookApp.workspaces_dir={base / 'workspaces'}",
-        # JupyterLab's server extension, loaded beside Notebook 7, serves the news and updates.
+        # JupyterLab's server extension (loaded beside Notebook 7 too) serves news and updates.
         "--LabApp.news_url=None",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         f"--LabApp.user_settings_dir={settings}",
-        f"--LabApp.workspaces_dir={base / 'workspaces'}",
+        f"--LabApp.workspaces_dir={workspaces}",
     ]
+    if app == "notebook":
+        command += [
+            f"--JupyterNotebookApp.user_settings_dir={settings}",
+            f"--JupyterNotebookApp.workspaces_dir={workspaces}",
+        ]
     with open(log, "wb") as out:
         process = subprocess.Popen(
             command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    server = NotebookServer(f"http://127.0.0.1:{port}", token, root, env, log)
+    server = JupyterServer(f"http://127.0.0.1:{port}", token, root, env, log)
     try:
         deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None:
-                pytest.fail(
-                    f"jupyter notebook exited with {process.returncode}:\n{server.log_tail()}"
-                )
+                pytest.fail(f"{app} exited with {process.returncode}:\n{server.log_tail()}")
             try:
                 server.api("/api/status")
                 break
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 if time.monotonic() > deadline:
-                    pytest.fail(f"jupyter notebook did not answer in 60 s:\n{server.log_tail()}")
+                    pytest.fail(f"{app} did not answer in 60 s:\n{server.log_tail()}")
                 time.sleep(0.2)
         yield server
     finally:
