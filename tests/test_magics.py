@@ -84,6 +84,46 @@ def test_cell_runs_checkpoints_and_shows_its_last_value(ip, tmp_path, capsys):
     assert "checkpoint" in capsys.readouterr().out
 
 
+def test_tight_loop_checkpoints_through_marker_lines(ip, tmp_path, monkeypatch):
+    import signal
+    import sys
+
+    from nbcheckpoint.capture import arm
+
+    if arm.available() is not None:
+        pytest.skip(f"marker safepoints unavailable here: {arm.available()}")
+    armed = []
+    original = arm.Arming._arm
+
+    def counting(self, frame, spans):
+        armed.append(frame.f_lineno)
+        original(self, frame, spans)
+
+    monkeypatch.setattr(arm.Arming, "_arm", counting)
+    cell = (
+        "%%checkpoint --every 0.05 --mode inline\n"
+        "total = 0\n"
+        "for i in range(6_000_000):\n"
+        "    total += i\n"
+        "total\n"
+    )
+    assert run(ip, cell) == sum(range(6_000_000))
+    assert armed, "the loop had no marker line, or no poke armed it"
+    store, nb = store_of(tmp_path)
+    in_loop = [
+        c for c in store.list(nb) if c.status == "running" and c.body["position"]["counters"]
+    ]
+    assert in_loop, "no checkpoint inside the loop"
+    for ck in in_loop:
+        values = store.load(nb, ck.id).values
+        assert values["total"] == sum(range(values["i"]))
+        assert ck.body["position"]["counters"] == [values["i"]]
+        assert ck.body["position"]["resumable"]
+    assert sys.gettrace() is None
+    low, high = signal.SIGRTMIN, signal.SIGRTMAX
+    assert all(signal.getsignal(s) == signal.SIG_DFL for s in range(low + 4, high))
+
+
 def test_traceback_points_at_the_users_line(ip):
     result = ip.run_cell("%%checkpoint --every 100\nx = 1\nraise ValueError('boom')\n")
     assert isinstance(result.error_in_exec, ValueError)

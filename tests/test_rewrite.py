@@ -10,6 +10,7 @@ import doctest
 import inspect
 import json
 import random
+import sys
 import textwrap
 import types
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from nbcheckpoint.capture import iterate, rewrite
+from nbcheckpoint.capture.arm import marker_pairs
 from nbcheckpoint.capture.iterate import length_of, loop, resume_loop
 from nbcheckpoint.capture.rewrite import Position, instrument
 
@@ -119,12 +121,31 @@ class Recorder:
             raise Kill
 
 
+def marker_tracer(plan: rewrite.CellPlan, ns: dict[str, Any], rec: Recorder) -> Any:
+    """A trace that is always armed: every marker line calls ``rec`` as its flag test would."""
+
+    def local(frame: types.FrameType, event: str, arg: Any) -> Any:
+        if event == "line" and frame.f_lineno >= rewrite.MARKER_LINE:
+            sp = frame.f_lineno - rewrite.MARKER_LINE
+            if plan.safepoints[sp].resumable:
+                rec(sp, *marker_pairs(plan, sp, ns))
+            else:
+                rec(None)
+        return local
+
+    def calls(frame: types.FrameType, event: str, arg: Any) -> Any:
+        return local if frame.f_code.co_filename == "<cell>" else None
+
+    return calls
+
+
 def run(
     tree: ast.Module,
     ns: dict[str, Any],
     *,
     resume: Position | None = None,
     kill_at: int | None = None,
+    markers: bool = False,
 ) -> Recorder:
     rec = Recorder(ns, kill_at)
     ns.update(
@@ -133,18 +154,19 @@ def run(
         __nbc_loop__=loop,
         __nbc_resume_loop__=resume_loop,
     )
-    code = compile(
-        instrument(tree, resume=resume).module,
-        "<cell>",
-        "exec",
-        flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
-    )
+    instrumented = instrument(tree, resume=resume, markers=markers)
+    code = compile(instrumented.module, "<cell>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    # Always armed, even for a flag-test run: a function the namespace got from a run with
+    # markers still has them.
+    sys.settrace(marker_tracer(instrumented.plan, ns, rec))
     try:
         result = eval(code, ns)
         if code.co_flags & inspect.CO_COROUTINE:
             asyncio.run(result)
     except Kill:
         assert kill_at is not None
+    finally:
+        sys.settrace(None)
     return rec
 
 
@@ -164,7 +186,11 @@ def parse(src: str) -> ast.Module:
 
 def resumable_hits(tree: ast.Module, rec: Recorder) -> list[int]:
     plan = instrument(tree).plan
-    return [k for k, (sp, _) in enumerate(rec.calls, 1) if plan.safepoints[sp].resumable]
+    return [
+        k
+        for k, (sp, _) in enumerate(rec.calls, 1)
+        if sp is not None and plan.safepoints[sp].resumable
+    ]
 
 
 def check_resume_everywhere(src: str, *, sample: int = 25, seed: str = "") -> int:
@@ -179,20 +205,25 @@ def check_resume_everywhere(src: str, *, sample: int = 25, seed: str = "") -> in
     full = run(tree, ref)
     reference = comparable(ref)
     assert reference == comparable(plain(src)), "instrumentation changed what the cell computes"
+    # Marker lines in tight loops stand for the same safepoints, hit in the same order.
+    ref_markers = helpers()
+    assert run(tree, ref_markers, markers=True).calls == full.calls
+    assert comparable(ref_markers) == reference
     hits = resumable_hits(tree, full)
     assert hits, "the cell never reached a safepoint"
     rng = random.Random(seed or src)
     chosen = hits if len(hits) <= 40 else sorted(rng.sample(hits, sample))
     assert len(chosen) == len(hits) or len(chosen) >= 20
-    for k in chosen:
-        killed = run(tree, helpers(), kill_at=k)
+    for n, k in enumerate(chosen):
+        markers = n % 2 == 1  # half the kills and resumes with marker lines
+        killed = run(tree, helpers(), kill_at=k, markers=markers)
         assert killed.saved is not None
         saved, pos = killed.saved
         where = plan.describe(pos.sp, pos.counters)
         assert pos.sp == full.calls[k - 1][0]
 
         ns = saved.restore()
-        resumed = run(tree, ns, resume=pos)
+        resumed = run(tree, ns, resume=pos, markers=markers)
         assert comparable(ns) == reference, f"resumed at {where} (hit {k})"
         # Same positions as the original from the snapshot on: nothing that had finished ran
         # again, and checkpoints taken while resuming are in the original coordinates.
@@ -219,6 +250,22 @@ def check_resume_everywhere(src: str, *, sample: int = 25, seed: str = "") -> in
 # -- the key property: resuming from any safepoint gives the uninterrupted result ---------------
 
 CELLS = {
+    "tight_loops": """
+        total = 0
+        steps = 0
+        for a in range(5):
+            for b in range(4):
+                total += a * b
+                steps += 1
+            total -= a
+        k = 0
+        while k < 7:
+            k += 1
+            steps += 1
+        for x in countdown(4):
+            steps += x
+        done = total
+    """,
     "single_for": """
         acc = []
         steps = 0
@@ -618,10 +665,11 @@ def test_plan_describes_loops_and_safepoints() -> None:
     plan = instrument(tree).plan
     assert plan.n_statements == 4
     assert plan.loops == {
-        1: rewrite.LoopInfo(1, "for", "epoch", "range(3)", 3, None, 1, True),
-        2: rewrite.LoopInfo(2, "for", "x, y", "zip(a, b)", 4, 1, 1, True),
-        3: rewrite.LoopInfo(3, "while", "", "not done()", 6, None, 2, True),
-        4: rewrite.LoopInfo(4, "for", "i", "range(2)", 9, None, 3, False),
+        # The inner loop's zip() runs once per epoch: a call in the outer body.
+        1: rewrite.LoopInfo(1, "for", "epoch", "range(3)", 3, None, 1, True, 5, False),
+        2: rewrite.LoopInfo(2, "for", "x, y", "zip(a, b)", 4, 1, 1, True, 5, True),
+        3: rewrite.LoopInfo(3, "while", "", "not done()", 6, None, 2, True, 7, False),
+        4: rewrite.LoopInfo(4, "for", "i", "range(2)", 9, None, 3, False, 10, True),
     }
     assert [(sp.id, sp.stmt, sp.loops, sp.resumable) for sp in plan.safepoints.values()] == [
         (1, 1, (), True),
@@ -783,10 +831,12 @@ def test_functions_and_classes_get_non_resumable_safepoints() -> None:
     rec = run(tree, ns)
     assert user_ns(ns)["K"].vals == [0, 1, 2]
     assert comparable(ns) == comparable(plain(textwrap.dedent(src)))
-    hit = {sp for sp, _ in rec.calls}
-    assert {sp.id for sp in plan.safepoints.values() if not sp.resumable} <= hit
+    # Safepoints inside functions and classes pass None, not their id: a function defined
+    # here may be called by another cell's run, where the id would name a different place.
+    unresumable = [sp for sp in plan.safepoints.values() if not sp.resumable]
+    assert sum(sp is None for sp, _ in rec.calls) >= len(unresumable) == 3
     for sp, pairs in rec.calls:
-        assert bool(pairs) == bool(plan.safepoints[sp].loops)
+        assert bool(pairs) == bool(sp is not None and plan.safepoints[sp].loops)
     check_resume_everywhere(src)
 
 

@@ -74,6 +74,37 @@ def test_thread_writer_is_busy_while_writing(store, monkeypatch):
     assert outcome.checkpoint is not None and not w.busy()
 
 
+def test_thread_writer_can_wait_for_the_event_loop_to_start_writing(store):
+    later: list = []
+    done: list[str] = []
+    w = ThreadWriter(
+        store,
+        start_later=later.append,
+        on_done=lambda: done.append(threading.current_thread().name),
+    )
+    a = np.zeros(1_000_000)
+    w.submit(job({"a": a}))
+    assert len(later) == 1 and w.busy() and not done
+    assert store.list(NB) == []  # nothing is written until the loop runs the callback
+    a[:] = 3  # the next cell mutates: the detached copy is what gets written
+    later[0]()  # the kernel's event loop, once the reply is out
+    [outcome] = w.drain(30)
+    assert outcome.checkpoint is not None and not w.busy()
+    assert not store.load(NB, outcome.checkpoint.id).values["a"].any()
+    assert done == ["nbcheckpoint-writer"]
+    later[0]()  # a late callback after the write started does nothing
+    assert w.poll() == []
+
+
+def test_thread_writer_drain_does_not_wait_for_a_loop_that_is_blocked(store):
+    # drain() on the main thread while the callback sits in that thread's event loop:
+    # it must start the write itself instead of waiting forever.
+    w = ThreadWriter(store, start_later=lambda fn: None)
+    w.submit(job({"x": 1}))
+    [outcome] = w.drain(30)
+    assert outcome.checkpoint is not None and not w.busy()
+
+
 def test_fork_snapshot_is_the_state_at_the_safe_point(store):
     a = np.arange(3_000_000, dtype=np.float64)
     log = [0]

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from ..errors import CheckpointError
 from ..store import Checkpoint, CheckpointStore, NotebookRef
+from .arm import Arming, marker_pairs, register_cell
 from .events import emit
 from .iterate import loop, resume_loop
 from .names import reachable_names, user_names
@@ -112,8 +113,9 @@ class CellRun:
     """One execution of a ``%%checkpoint`` cell: timer, safe points, final checkpoint.
 
     Everything runs on the main thread except the timer, which only sets the flag
-    ``_nbc_due_`` in the namespace (the inserted check costs one global lookup), and
-    the writer, which may finish a snapshot on a thread or in a forked child.
+    ``_nbc_due_`` in the namespace (the inserted check costs one global lookup) and pokes
+    the main thread to arm the marker lines of tight loops (see :mod:`.arm`), and the
+    writer, which may finish a snapshot on a thread or in a forked child.
     """
 
     def __init__(
@@ -147,9 +149,13 @@ class CellRun:
         self._last = time.monotonic()
         self._timer: threading.Thread | None = None
         self.started = time.time()
+        self.filename: str | None = None
+        self.arming = Arming(lambda: bool(self.ns.get(DUE)), self._marker)
+        self._marker_failed = False
 
     # --------------------------------------------------------------- timing
-    def start(self) -> None:
+    def start(self, filename: str | None = None) -> None:
+        """Start the timer; ``filename`` is what the cell was compiled as (for its marker lines)."""
         install_runtime(self.ns)
         try:
             self.writer, self.mode_reason = choose(
@@ -158,6 +164,17 @@ class CellRun:
         except ValueError as e:
             raise CheckpointError(str(e)) from e
         self.ns[SP] = self.safepoint
+        self.filename = filename
+        spans = self.plan.marker_spans()
+        if spans:
+            if filename is not None:
+                register_cell(filename, spans)
+            reason = self.arming.install() if filename is not None else "unknown cell file"
+            if reason is not None:
+                self.reporter.warn(
+                    f"nbcheckpoint: no checkpoints inside loops without calls in this run ({reason}); "
+                    "run the cell again to get them back."
+                )
         self._last = time.monotonic()
         self._timer = threading.Thread(target=self._tick, name="nbcheckpoint-timer", daemon=True)
         self._timer.start()
@@ -172,14 +189,18 @@ class CellRun:
                 continue
             self.ns[DUE] = True
             self._done.clear()
-            while not self._done.wait(0.5):  # until the main thread reaches a safe point
+            self.arming.poke()
+            # Until the main thread reaches a safe point; each poke costs it a few microseconds.
+            while not self._done.wait(0.1):
                 if self._stop.is_set():
                     return
+                self.arming.poke()
 
     def stop(self) -> None:
         global _ACTIVE
         self._stop.set()
         self.ns[DUE] = False
+        self.arming.uninstall()
         self.ns[SP] = _noop_safepoint
         if _ACTIVE is self:
             _ACTIVE = None
@@ -198,6 +219,7 @@ class CellRun:
     def safepoint(self, sp: int | None, *pairs: int | None) -> None:
         """Called by instrumented code when the flag is set; starts one snapshot."""
         self.ns[DUE] = False
+        self.arming.disarm()
         try:
             self._collect()
             if self.writer.busy():
@@ -209,6 +231,18 @@ class CellRun:
         finally:
             self._last = time.monotonic()
             self._done.set()
+
+    def _marker(self, frame: types.FrameType, sp: int) -> None:
+        """A marker line reached with the trace armed: the same snapshot a flag test would take."""
+        try:
+            if frame.f_code.co_filename == self.filename:
+                self.safepoint(sp, *marker_pairs(self.plan, sp, self.ns))
+            else:  # a function from another cell: its ids mean nothing here
+                self.safepoint(None)
+        except Exception as e:  # never let a snapshot break the user's loop
+            if not self._marker_failed:
+                self._marker_failed = True
+                self.reporter.warn(f"nbcheckpoint: a checkpoint inside a loop failed ({e}).")
 
     def _job(self, status: str, position: dict[str, Any] | None) -> Job:
         return Job(

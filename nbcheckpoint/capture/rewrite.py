@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DUE_FLAG",
     "LOOP_FUNC",
+    "MARKER_LINE",
     "RESERVED_PREFIX",
     "RESUME_LOOP_FUNC",
     "SP_FUNC",
@@ -36,6 +37,10 @@ LOOP_FUNC = "__nbc_loop__"
 RESUME_LOOP_FUNC = "__nbc_resume_loop__"
 #: Every helper variable the rewrite creates starts with this; a snapshot should leave them out.
 RESERVED_PREFIX = "_nbc_"
+#: With ``markers=True``, the safepoint ``k`` of a tight loop is a ``pass`` on line
+#: ``MARKER_LINE + k``: one NOP per iteration, which a line trace armed only when a snapshot
+#: is due recognises (see :mod:`nbcheckpoint.capture.arm`). No cell has a million lines.
+MARKER_LINE = 1_000_000
 
 LoopKind = Literal["for", "while", "async for"]
 
@@ -84,6 +89,14 @@ class LoopInfo:
         Whether a position inside the loop can be resumed: False inside a ``def``, a ``class``,
         an ``async for``, a ``finally:`` or an ``except*`` handler, and for ``async for``
         itself (see ``instrument``).
+    end_lineno : int
+        Last line of the loop (its body or ``else:``).
+    tight : bool
+        Whether an iteration runs no call written in the cell: no function call,
+        comprehension, ``with``, ``import``, ``await`` or ``yield`` in the body or, for a
+        ``while``, in its condition (the iterable of a ``for`` is evaluated once and does not
+        count). Such a loop reaches its next safepoint within one iteration wherever it is
+        interrupted, so its safepoint can be a marker line (see ``MARKER_LINE``).
 
     Examples
     --------
@@ -100,6 +113,8 @@ class LoopInfo:
     parent: int | None
     stmt: int
     resumable: bool
+    end_lineno: int = 0
+    tight: bool = False
 
 
 @dataclass(frozen=True)
@@ -204,6 +219,8 @@ class CellPlan:
         Every safepoint inserted in the cell, by id.
     n_statements : int
         Number of top-level statements of the cell.
+    markers : bool
+        Whether the safepoints of tight loops were emitted as marker lines.
 
     Examples
     --------
@@ -215,6 +232,43 @@ class CellPlan:
     loops: dict[int, LoopInfo]
     safepoints: dict[int, SafePoint]
     n_statements: int
+    markers: bool = False
+
+    def marker_spans(self) -> tuple[tuple[int, int], ...]:
+        """First and last line of every loop whose safepoint is a marker line.
+
+        Examples
+        --------
+        >>> src = "for i in range(9):\\n    t = i\\nfor j in range(9):\\n    print(j)"
+        >>> instrument(ast.parse(src), markers=True).plan.marker_spans()
+        ((1, 2),)
+        """
+        if not self.markers:
+            return ()
+        return tuple((lp.lineno, lp.end_lineno) for lp in self.loops.values() if lp.tight)
+
+    def marker_loops(self, sp_id: int) -> tuple[tuple[LoopKind, str, str], ...]:
+        """Where to read the position of safepoint ``sp_id`` from, for each loop around it.
+
+        A marker line carries no arguments, so whoever handles it reads them from the
+        namespace: ``("for", probe, "")`` (``probe.pos()`` is ``(index, length)``) or
+        ``("while", counter, length)``, outermost loop first.
+
+        Examples
+        --------
+        >>> plan = instrument(ast.parse("for i in range(9):\\n    t = i"), markers=True).plan
+        >>> plan.marker_loops(1)
+        (('for', '_nbc_p1_', ''),)
+        """
+        sp = self.safepoints.get(sp_id)
+        if sp is None:
+            return ()
+        return tuple(
+            (self.loops[loop_id].kind, _probe(loop_id), "")
+            if self.loops[loop_id].kind == "for"
+            else (self.loops[loop_id].kind, _counter(loop_id), _length(loop_id))
+            for loop_id in sp.loops
+        )
 
     def describe(
         self,
@@ -329,7 +383,9 @@ class Instrumented:
     plan: CellPlan
 
 
-def instrument(module: ast.Module, *, resume: Position | None = None) -> Instrumented:
+def instrument(
+    module: ast.Module, *, resume: Position | None = None, markers: bool = False
+) -> Instrumented:
     """Insert safepoints into a cell, or rebuild it to continue from a recorded position.
 
     Every ``for``/``while`` loop reachable from the top level without crossing a ``def`` or
@@ -350,6 +406,11 @@ def instrument(module: ast.Module, *, resume: Position | None = None) -> Instrum
         The parsed cell body.
     resume : Position, optional
         Position of the snapshot the namespace was restored from.
+    markers : bool
+        Emit the safepoint of each tight loop (see ``LoopInfo.tight``) as a ``pass`` on line
+        ``MARKER_LINE + id`` instead of a flag test: it costs one NOP per iteration, and
+        only works while something arms a line trace when a snapshot is due. Ids, positions
+        and everything else are the same either way.
 
     Returns
     -------
@@ -378,11 +439,12 @@ def instrument(module: ast.Module, *, resume: Position | None = None) -> Instrum
         __nbc_sp__(3)
     total
     """
-    rewriter = _Rewriter(module)
+    rewriter = _Rewriter(module, markers)
     plan = CellPlan(
         loops=dict(rewriter.loops),
         safepoints=dict(rewriter.safepoints),
         n_statements=len(module.body),
+        markers=markers,
     )
     if resume is None:
         body = rewriter.normal()
@@ -403,8 +465,9 @@ class _Rewriter:
     from being shared.
     """
 
-    def __init__(self, module: ast.Module) -> None:
+    def __init__(self, module: ast.Module, markers: bool = False) -> None:
         self.module = module
+        self.markers = markers
         self.loops: dict[int, LoopInfo] = {}
         self.safepoints: dict[int, SafePoint] = {}
         # Keyed by id() of the input nodes, which stay alive as long as self.module does.
@@ -448,6 +511,8 @@ class _Rewriter:
                 parent=parent,
                 stmt=stmt,
                 resumable=resumable,
+                end_lineno=getattr(node, "end_lineno", None) or node.lineno,
+                tight=_tight(node),
             )
             self._loop_of[id(node)] = loop_id
             loops = (*chain, loop_id) if resumable and chain is not None else None
@@ -513,8 +578,10 @@ class _Rewriter:
         blocks = self._blocks_of(node, chain)
         if isinstance(node, _LOOPS):
             # Snapshots still happen here; there is just no position to resume to.
-            sp_id = self._sp_of_loop[self._loop_of[id(node)]]
-            blocks[_BODY] = [self._sp_stmt(sp_id, (), node), *blocks[_BODY]]
+            loop_id = self._loop_of[id(node)]
+            sp_id = self._sp_of_loop[loop_id]
+            marker = self.markers and self.loops[loop_id].tight
+            blocks[_BODY] = [self._sp_stmt(sp_id, None, node, marker), *blocks[_BODY]]
         return [_rebuild(node, blocks)]
 
     def _blocks_of(self, node: ast.stmt, chain: _Chain) -> dict[_Key, list[ast.stmt]]:
@@ -540,7 +607,9 @@ class _Rewriter:
         inner = (*chain, loop_id)
         counter, length, flag = _counter(loop_id), _length(loop_id), f"_nbc_f{loop_id}_"
         body = [
-            self._sp_stmt(self._sp_of_loop[loop_id], inner, node),
+            self._sp_stmt(
+                self._sp_of_loop[loop_id], inner, node, self.markers and self.loops[loop_id].tight
+            ),
             *self._block(node.body, inner),
         ]
         orelse = self._block(node.orelse, chain)
@@ -611,8 +680,26 @@ class _Rewriter:
             _point(stmt, node)
         return [*pre, ast.copy_location(loop, node)]
 
-    def _sp_stmt(self, sp_id: int, loops: tuple[int, ...], ref: ast.stmt) -> ast.stmt:
-        args: list[ast.expr] = [ast.Constant(sp_id)]
+    def _sp_stmt(
+        self, sp_id: int, loops: tuple[int, ...] | None, ref: ast.stmt, marker: bool = False
+    ) -> ast.stmt:
+        """The safepoint statement: a flag test, or a marker line (see ``MARKER_LINE``).
+
+        ``loops`` None marks a safepoint that cannot be resumed (inside a def, class or async
+        for): it passes None rather than its id, which means nothing to another cell's run
+        that may be the one calling this function later.
+        """
+        if marker:
+            line = MARKER_LINE + sp_id
+            mark = ast.Pass()
+            mark.lineno, mark.end_lineno = line, line
+            mark.col_offset, mark.end_col_offset = 0, 0
+            return mark
+        if loops is None:
+            args: list[ast.expr] = [ast.Constant(None)]
+            loops = ()
+        else:
+            args = [ast.Constant(sp_id)]
         for loop_id in loops:
             if self.loops[loop_id].kind == "for":
                 # *_nbc_pL_.pos() gives (index, length); evaluated only when due.
@@ -702,6 +789,37 @@ class _Rewriter:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+# What may run Python code of unbounded length once per iteration. Operators and attribute
+# access can call dunder methods too, but those are short; what matters is that a loop
+# counted tight reaches its next safepoint within one iteration.
+_CALLS = (
+    ast.Call,
+    ast.Await,
+    ast.Yield,
+    ast.YieldFrom,
+    ast.ListComp,
+    ast.SetComp,
+    ast.DictComp,
+    ast.GeneratorExp,
+    ast.With,
+    ast.AsyncWith,
+    ast.Import,
+    ast.ImportFrom,
+    ast.FunctionDef,
+    ast.AsyncFunctionDef,
+    ast.ClassDef,
+    ast.AsyncFor,
+)
+
+
+def _tight(node: ast.For | ast.AsyncFor | ast.While) -> bool:
+    """See ``LoopInfo.tight``."""
+    if isinstance(node, ast.AsyncFor):
+        return False
+    parts: list[ast.AST] = [*node.body, *node.orelse]
+    parts.append(node.test if isinstance(node, ast.While) else node.target)
+    return not any(isinstance(sub, _CALLS) for part in parts for sub in ast.walk(part))
 
 
 def _blocks(node: ast.AST) -> list[tuple[_Key, list[ast.stmt]]]:

@@ -6,6 +6,7 @@ import ast
 import itertools
 import os
 import shlex
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments
 from traitlets import Bool, Float, Integer, Unicode, observe
 
+from ..capture.arm import available
 from ..capture.engine import (
     CellInfo,
     CellRun,
@@ -143,6 +145,7 @@ class Checkpoint(LineCommands, Magics):
         self.transformer: CellTransformer | None = None  # set by the extension
         self._auto_writer: ThreadWriter | None = None
         self._auto_warned = False
+        self._in_cell = False
 
     @observe("max_size")
     def _check_max_size(self, change: dict[str, Any]) -> None:
@@ -278,12 +281,14 @@ class Checkpoint(LineCommands, Magics):
         prepared_resume = None
         if self.resume and not args.no_resume:
             prepared_resume = self._resume_plan(store, nb, cell, cell_id, cell_module)
+        # Tight loops get marker lines instead of flag tests when a trace can be armed here.
+        markers = available() is None
         if prepared_resume is not None:
             restored, position, message = prepared_resume
-            instrumented = instrument(cell_module, resume=position)
+            instrumented = instrument(cell_module, resume=position, markers=markers)
         else:
             restored, message = None, None
-            instrumented = instrument(cell_module)
+            instrumented = instrument(cell_module, markers=markers)
         run = CellRun(
             self.user_ns,
             store,
@@ -372,7 +377,8 @@ class Checkpoint(LineCommands, Magics):
         if self.current is not None:
             self.current.stop()
         self.current = prepared.run
-        prepared.run.start()
+        # Called from the cell's own first statement: its frame tells the file it runs as.
+        prepared.run.start(sys._getframe(1).f_code.co_filename)
 
     def fail(self, message: str) -> None:
         raise UsageError(message)
@@ -388,9 +394,11 @@ class Checkpoint(LineCommands, Magics):
         if module.body and isinstance(module.body[-1], ast.Expr):
             last = ast.Expression(module.body.pop().value)
         error: BaseException | None = None
+        # A name of its own, since marker lines are looked up by file name.
+        filename = f"<checkpoint cell {next(self._tokens)}>"
         try:
-            exec(compile(module, "<checkpoint cell>", "exec"), self.user_ns)
-            value = eval(compile(last, "<checkpoint cell>", "eval"), self.user_ns) if last else None
+            exec(compile(module, filename, "exec"), self.user_ns)
+            value = eval(compile(last, filename, "eval"), self.user_ns) if last else None
         except BaseException as e:
             error = e
             raise
@@ -416,12 +424,14 @@ class Checkpoint(LineCommands, Magics):
         if self.transformer is not None:
             self.transformer.last_plain = None
         self._cell_started = time.monotonic()
+        self._in_cell = True
         if self._auto_pending and self._auto_cell is not None:
             # Nothing has run since the last cell ended, so the namespace is still exactly
             # as it left it: a save that had to wait for the writer can start now.
             self._auto_flush()
 
     def post_run_cell(self, result: Any) -> None:
+        self._in_cell = False
         run, self.current = self.current, None
         if run is not None:
             error = result.error_in_exec or result.error_before_exec
@@ -461,7 +471,9 @@ class Checkpoint(LineCommands, Magics):
         store = self.open_store()
         if self._auto_writer is None or self._auto_writer.store is not store:
             self._auto_collect(wait=True)
-            self._auto_writer = ThreadWriter(store)
+            self._auto_writer = ThreadWriter(
+                store, start_later=self._when_idle, on_done=self._after_write
+            )
         if self._auto_writer.busy():
             return
         names = user_names(self.user_ns, self.user_ns.keys(), self.hidden_names())
@@ -487,6 +499,31 @@ class Checkpoint(LineCommands, Magics):
             )
         )
         self._auto_collect()
+
+    def _event_loop(self) -> Any:
+        """The kernel's event loop on the main thread (ipykernel), or None (terminal, tests)."""
+        loop = getattr(getattr(self.shell, "kernel", None), "io_loop", None)
+        return loop if callable(getattr(loop, "add_callback", None)) else None
+
+    def _when_idle(self, fn: Any) -> None:
+        """Run ``fn`` on the main thread once the kernel has replied to the current request."""
+        loop = self._event_loop()
+        if loop is None:
+            fn()
+        else:
+            loop.add_callback(fn)
+
+    def _after_write(self) -> None:
+        """Writer thread: changes that waited for this write go as soon as the kernel is idle,
+        not only when the next cell starts (which may be never: a user who walks away)."""
+        if self._auto_pending:
+            loop = self._event_loop()
+            if loop is not None:
+                loop.add_callback(self._idle_flush)
+
+    def _idle_flush(self) -> None:
+        if self.auto and not self._in_cell and self._auto_pending and self._auto_cell is not None:
+            self._auto_flush()
 
     def _auto_collect(self, wait: bool = False) -> None:
         if self._auto_writer is None:

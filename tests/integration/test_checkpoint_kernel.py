@@ -288,6 +288,38 @@ def test_auto_mode_across_cells_then_restart_restores_namespace(
     assert k2.value("np.__name__") == "numpy"
 
 
+def test_auto_save_that_waited_for_the_writer_lands_without_another_cell(
+    start_kernel: StartKernel, store_probe: StoreProbe
+) -> None:
+    # The first save is held up on the writer thread; the next cell ends meanwhile, so its
+    # changes wait. They must be written once the writer is free, with no further cell:
+    # the user may have walked away, and the kernel may die next.
+    k = start_kernel()
+    k.run(
+        "import time as _time\n"
+        "from nbcheckpoint.capture import writer as _w\n"
+        "_real, _calls = _w.ThreadWriter._commit, []\n"
+        "def _commit(self, job, pending):\n"
+        "    _calls.append(1)\n"
+        "    if len(_calls) == 1:\n"
+        "        _time.sleep(1.5)\n"
+        "    _real(self, job, pending)\n"
+        "_w.ThreadWriter._commit = _commit\n"
+    ).check()
+    k.run("%checkpoint auto on --min-duration 0").check()
+    k.run("first = 1").check()
+    k.run("second = 2").check()  # ends while the first save is still being written
+    wait_for(
+        lambda: any(
+            (ck.body["cell"] or {}).get("first_line") == "second = 2" for ck in store_probe.list()
+        ),
+        20,
+        "the waiting auto save to land on its own",
+    )
+    last = store_probe.list()[-1]
+    assert {"first", "second"} <= set(last.variables)
+
+
 SHARED_SETUP = """\
 import time
 import numpy as np

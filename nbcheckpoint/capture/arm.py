@@ -1,0 +1,249 @@
+"""Marker safepoints: when a snapshot is due, a poke arms a line trace that fires at the next marker.
+
+A tight loop (no calls in its body, see ``LoopInfo.tight``) gets its safepoint as a ``pass``
+on line ``MARKER_LINE + id``: one NOP per iteration instead of a flag test, which on a
+pure-Python loop costs 4-20% (RECIPES.md). When a snapshot is due, the timer thread calls
+``_thread.interrupt_main(signum)``: no OS signal is sent, so no system call is interrupted;
+Python runs our handler on the main thread at its next eval-breaker check, which in a tight
+loop is the loop's own backward jump. If the innermost frame of a cell is there, the handler
+sets a line trace on that one frame; the next marker line takes the snapshot and removes the
+trace, so tracing lasts at most one iteration. Anywhere else (inside a call, between
+statements) it does nothing: the flag the timer also set is found by the flag-test safepoints,
+and the timer pokes again a moment later.
+
+Examples
+--------
+>>> import ast
+>>> from .rewrite import instrument
+>>> plan = instrument(ast.parse("for i in range(3):\\n    t = i"), markers=True).plan
+>>> ns = {}
+>>> from .iterate import loop
+>>> ns["_nbc_it1_"], ns["_nbc_p1_"] = loop(range(3))
+>>> _ = next(ns["_nbc_it1_"])
+>>> marker_pairs(plan, 1, ns)
+(0, 3)
+"""
+
+from __future__ import annotations
+
+import _thread
+import dis
+import functools
+import signal
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from types import CodeType, FrameType
+from typing import Any
+
+from .rewrite import MARKER_LINE, CellPlan
+
+__all__ = ["Arming", "available", "marker_pairs", "register_cell"]
+
+Spans = tuple[tuple[int, int], ...]
+
+# Where a frame can be interrupted inside a tight loop: its backward jump (3.11 checks the
+# eval breaker there), or a FOR_ITER advancing a Python iterator (a generator) one item.
+_BACKWARD = frozenset(op for name, op in dis.opmap.items() if "BACKWARD" in name)
+_FOR_ITER = dis.opmap["FOR_ITER"]
+_MAX_DEPTH = 4
+
+# Cell file name -> line spans of its marker loops, for the cells instrumented lately: a
+# function defined in an earlier %%checkpoint cell keeps its markers when a later cell calls it.
+_SPANS: OrderedDict[str, Spans] = OrderedDict()
+_SPANS_KEPT = 256
+
+
+def register_cell(filename: str, spans: Spans) -> None:
+    """Remember the marker loops of the cell compiled under ``filename``."""
+    if not spans:
+        return
+    _SPANS[filename] = spans
+    _SPANS.move_to_end(filename)
+    while len(_SPANS) > _SPANS_KEPT:
+        _SPANS.popitem(last=False)
+
+
+def marker_pairs(plan: CellPlan, sp_id: int, ns: Mapping[str, Any]) -> tuple[int | None, ...]:
+    """The ``(index, length)`` pairs a flag-test safepoint would have passed at ``sp_id``."""
+    out: list[int | None] = []
+    for kind, name, length in plan.marker_loops(sp_id):
+        if kind == "for":
+            out.extend(ns[name].pos())
+        else:
+            out += [ns[name], ns[length]]
+    return tuple(out)
+
+
+def _free_signal() -> int | None:
+    """A real-time signal nobody handles, so that our handler disturbs no one."""
+    low, high = getattr(signal, "SIGRTMIN", None), getattr(signal, "SIGRTMAX", None)
+    if low is None or high is None:
+        return None
+    for signum in range(int(high) - 1, int(low) + 3, -1):
+        try:
+            if signal.getsignal(signum) == signal.SIG_DFL:
+                return signum
+        except (ValueError, OSError):
+            continue
+    return None
+
+
+def available() -> str | None:
+    """None when marker safepoints can work here, else the reason they cannot."""
+    if sys.platform == "win32":
+        return "no real-time signals on Windows"
+    if threading.current_thread() is not threading.main_thread():
+        return "the cell runs outside the main thread"
+    if sys.gettrace() is not None:
+        return "a debugger or tracer is active"
+    if _free_signal() is None:
+        return "no free real-time signal"
+    return None
+
+
+@functools.lru_cache(maxsize=512)
+def _has_markers(code: CodeType) -> bool:
+    return any(line is not None and line >= MARKER_LINE for *_, line in code.co_lines())
+
+
+def _inside(spans: Spans, line: int | None) -> bool:
+    return line is not None and any(first <= line <= last for first, last in spans)
+
+
+def _calls_untraced(frame: FrameType, event: str, arg: Any) -> None:
+    """Global trace function while armed: leaves every other frame untraced."""
+    return None
+
+
+class Arming:
+    """The handler of one run: arms a one-frame line trace, fires ``on_marker``, disarms.
+
+    Parameters
+    ----------
+    is_due : callable
+        Whether a snapshot is still wanted; the handler does nothing otherwise.
+    on_marker : callable
+        ``on_marker(frame, sp_id)``, called on the main thread at a marker line, with the
+        trace already removed.
+    """
+
+    def __init__(
+        self, is_due: Callable[[], bool], on_marker: Callable[[FrameType, int], None]
+    ) -> None:
+        self.is_due = is_due
+        self.on_marker = on_marker
+        self.signum: int | None = None
+        self._previous: Any = None
+        self._armed: FrameType | None = None
+        self._spans: Spans = ()
+
+    # ------------------------------------------------------------ lifetime
+    def install(self) -> str | None:
+        """Install the handler (main thread only). Returns None, or why it could not."""
+        reason = available()
+        if reason is not None:
+            return reason
+        signum = _free_signal()
+        if signum is None:
+            return "no free real-time signal"
+        try:
+            self._previous = signal.signal(signum, self._handle)
+        except (ValueError, OSError) as e:
+            return str(e)
+        self.signum = signum
+        return None
+
+    def uninstall(self) -> None:
+        """Disarm and give the signal back (main thread)."""
+        self.disarm()
+        if self.signum is not None:
+            try:
+                if signal.getsignal(self.signum) == self._handle:
+                    signal.signal(self.signum, self._previous or signal.SIG_DFL)
+            except (ValueError, OSError):
+                pass
+            self.signum = None
+
+    def poke(self) -> None:
+        """From any thread: have the main thread look for a tight loop to arm."""
+        signum = self.signum
+        if signum is not None:
+            try:
+                # Any signal number works at run time; typeshed only lists the named ones.
+                _thread.interrupt_main(signum)  # type: ignore[arg-type]
+            except (ValueError, OSError, RuntimeError):
+                pass
+
+    @property
+    def armed(self) -> bool:
+        return self._armed is not None
+
+    # ---------------------------------------------------------- main thread
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._armed is not None or sys.gettrace() is not None or not self.is_due():
+            return
+        depth = 0
+        while frame is not None and depth < _MAX_DEPTH:
+            spans = _SPANS.get(frame.f_code.co_filename)
+            if spans is not None and _has_markers(frame.f_code):
+                op = frame.f_code.co_code[frame.f_lasti] if frame.f_lasti >= 0 else -1
+                at_loop = op in _BACKWARD or op == _FOR_ITER if depth == 0 else op == _FOR_ITER
+                if at_loop and _inside(spans, frame.f_lineno):
+                    self._arm(frame, spans)
+                # An outer frame of a cell is inside a call: nothing tight to arm up there.
+                return
+            frame = frame.f_back
+            depth += 1
+
+    def _arm(self, frame: FrameType, spans: Spans) -> None:
+        self._armed, self._spans = frame, spans
+        frame.f_trace_lines = True
+        frame.f_trace = self._trace
+        sys.settrace(_calls_untraced)
+
+    def disarm(self) -> None:
+        """Remove the trace, if armed (main thread)."""
+        frame, self._armed = self._armed, None
+        if frame is not None:
+            frame.f_trace = None
+        if sys.gettrace() is _calls_untraced:
+            sys.settrace(None)
+
+    def _raise_at_next_line(self, frame: FrameType, error: BaseException) -> Any:
+        def raiser(frame: FrameType, event: str, arg: Any) -> Any:
+            if event in ("line", "return"):
+                frame.f_trace = None
+                if sys.gettrace() is _calls_untraced:
+                    sys.settrace(None)
+                raise error
+            return raiser
+
+        frame.f_trace = raiser
+        sys.settrace(_calls_untraced)
+        return raiser
+
+    def _trace(self, frame: FrameType, event: str, arg: Any) -> Any:
+        if frame is not self._armed:
+            return None
+        if event == "return":
+            self.disarm()
+            return None
+        if event != "line":
+            return self._trace
+        line = frame.f_lineno
+        if line >= MARKER_LINE:
+            self.disarm()
+            try:
+                self.on_marker(frame, line - MARKER_LINE)
+            except KeyboardInterrupt as interrupt:
+                # Raised here, the traceback would name the marker's made-up line: raise it
+                # from the next line event instead, which names the user's next line.
+                return self._raise_at_next_line(frame, interrupt)
+            return None
+        if not _inside(self._spans, line):
+            # The loop ended before its next marker: leave it to the flag tests.
+            self.disarm()
+            return None
+        return self._trace

@@ -1,0 +1,271 @@
+"""Marker safepoints on the main thread: a real poke, a real line trace, and what must not happen."""
+
+from __future__ import annotations
+
+import ast
+import signal
+import sys
+import textwrap
+import threading
+import types
+from typing import Any
+
+import pytest
+
+from nbcheckpoint.capture import arm
+from nbcheckpoint.capture.iterate import loop
+from nbcheckpoint.capture.rewrite import MARKER_LINE, instrument
+
+pytestmark = pytest.mark.skipif(
+    arm.available() is not None, reason=f"marker safepoints unavailable: {arm.available()}"
+)
+
+
+class Cell:
+    """An instrumented cell with markers, compiled under its own file name and registered."""
+
+    count = 0
+
+    def __init__(self, src: str) -> None:
+        Cell.count += 1
+        self.filename = f"<arm test {Cell.count}>"
+        self.instrumented = instrument(ast.parse(textwrap.dedent(src)), markers=True)
+        self.plan = self.instrumented.plan
+        self.code = compile(self.instrumented.module, self.filename, "exec")
+        arm.register_cell(self.filename, self.plan.marker_spans())
+        self.ns: dict[str, Any] = {
+            "_nbc_due_": False,
+            "__nbc_sp__": lambda *a: None,
+            "__nbc_loop__": loop,
+        }
+
+
+class Poker:
+    """A timer thread that sets the flag and pokes, like CellRun's, until told to stop."""
+
+    def __init__(self, arming: arm.Arming, ns: dict[str, Any], after: float) -> None:
+        self.arming, self.ns, self.after = arming, ns, after
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        if self.stop.wait(self.after):
+            return
+        while not self.stop.is_set():
+            self.ns["_nbc_due_"] = True
+            self.arming.poke()
+            self.stop.wait(0.02)
+
+    def __enter__(self) -> Poker:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+@pytest.fixture
+def arming_for():
+    made: list[arm.Arming] = []
+
+    def make(cell: Cell, on_marker: Any) -> arm.Arming:
+        a = arm.Arming(lambda: bool(cell.ns["_nbc_due_"]), on_marker)
+        assert a.install() is None
+        made.append(a)
+        return a
+
+    yield make
+    for a in made:
+        a.uninstall()
+    assert sys.gettrace() is None
+
+
+def test_a_poke_snapshots_a_tight_loop_at_its_next_iteration(arming_for):
+    cell = Cell(
+        """
+        total = 0
+        for i in range(30_000_000):
+            total += i
+            if stop:
+                break
+        """
+    )
+    seen: list[tuple[int, tuple[Any, ...], int, int]] = []
+
+    def on_marker(frame: types.FrameType, sp: int) -> None:
+        assert sys.gettrace() is None and frame.f_trace is None, "still armed at the marker"
+        ns = cell.ns
+        seen.append((sp, arm.marker_pairs(cell.plan, sp, ns), ns["i"], ns["total"]))
+        ns["_nbc_due_"] = False
+        ns["stop"] = len(seen) >= 3
+
+    arming = arming_for(cell, on_marker)
+    cell.ns["stop"] = False
+    with Poker(arming, cell.ns, 0.05):
+        exec(cell.code, cell.ns)
+    assert len(seen) == 3, "the poke never reached the marker line"
+    loop_sp = cell.plan.safepoints[2]
+    assert loop_sp.loops == (1,)
+    for sp, pairs, i, total in seen:
+        assert sp == 2
+        assert pairs == (i, 30_000_000)
+        # The marker is the top of the body: the iteration's statements have not run yet.
+        assert total == i * (i - 1) // 2
+    assert not arming.armed and sys.gettrace() is None
+
+
+def test_no_trace_while_the_cell_is_inside_a_call(arming_for):
+    # The tight loop's iterable calls work(): a poke landing in work() finds the cell frame
+    # on the loop's own line, but at a call, and must not arm (a trace would slow every
+    # Python call in work() down until the loop's first marker).
+    cell = Cell(
+        """
+        traced = []
+        def work():
+            acc = 0
+            for k in range(300_000):
+                acc += k
+                if k % 10_000 == 0:
+                    traced.append(sys.gettrace())
+            return 3
+        for e in range(4):
+            x = 0
+            for j in range(work()):
+                x += j
+        """
+    )
+    assert [lp.tight for lp in cell.plan.loops.values()] == [False, False, True]
+    cell.ns["sys"] = sys
+    arming = arming_for(cell, lambda frame, sp: None)
+    handled = []
+    original = arming._handle
+
+    def counting(signum: int, frame: types.FrameType | None) -> None:
+        handled.append(frame.f_code.co_name if frame is not None else None)
+        original(signum, frame)
+
+    signal.signal(arming.signum, counting)
+    try:
+        with Poker(arming, cell.ns, 0.0):
+            exec(cell.code, cell.ns)
+    finally:
+        signal.signal(arming.signum, original)
+    assert "work" in handled, "no poke landed inside work(): the test proved nothing"
+    assert all(t is None for t in cell.ns["traced"]), "a trace was on inside work()"
+    assert sys.gettrace() is None
+
+
+def test_a_loop_that_ends_before_its_marker_disarms_when_it_leaves(arming_for):
+    cell = Cell(
+        """
+        for i in range(3):
+            x = i
+        after = sys.gettrace()
+        """
+    )
+    cell.ns["sys"] = sys
+    arming = arming_for(cell, lambda frame, sp: None)
+    cell.ns["_nbc_due_"] = True
+
+    # Arm by hand at the last iteration's jump back, as a poke landing there would.
+    def tracer(frame: types.FrameType, event: str, arg: Any) -> Any:
+        if frame.f_code.co_filename != cell.filename:
+            return None
+        if event == "line" and frame.f_lineno == 3 and cell.ns.get("i") == 2:
+            sys.settrace(None)
+            arming._arm(frame, cell.plan.marker_spans())
+            return arming._trace
+        return tracer
+
+    sys.settrace(tracer)
+    exec(cell.code, cell.ns)
+    assert cell.ns["after"] is None, "the trace outlived its loop"
+    assert not arming.armed
+
+
+def test_keyboard_interrupt_in_a_snapshot_reaches_the_cell_at_a_real_line(arming_for):
+    cell = Cell(
+        """
+        n = 0
+        while True:
+            n += 1
+        """
+    )
+
+    def on_marker(frame: types.FrameType, sp: int) -> None:
+        raise KeyboardInterrupt
+
+    arming = arming_for(cell, on_marker)
+    with Poker(arming, cell.ns, 0.05), pytest.raises(KeyboardInterrupt) as info:
+        exec(cell.code, cell.ns)
+    tb = info.value.__traceback__
+    lines = []
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == cell.filename:
+            lines.append(tb.tb_lineno)
+        tb = tb.tb_next
+    assert lines and all(line < MARKER_LINE for line in lines)
+
+
+def test_handler_is_given_back_and_unavailable_cases_say_why(arming_for):
+    cell = Cell("for i in range(2):\n    x = i\n")
+    arming = arming_for(cell, lambda frame, sp: None)
+    signum = arming.signum
+    assert signum is not None and signal.getsignal(signum) == arming._handle
+    arming.uninstall()
+    assert signal.getsignal(signum) == signal.SIG_DFL
+
+    reasons: list[str | None] = []
+    t = threading.Thread(target=lambda: reasons.append(arm.available()))
+    t.start()
+    t.join()
+    assert reasons == ["the cell runs outside the main thread"]
+
+    def tracer(frame: types.FrameType, event: str, arg: Any) -> None:
+        return None
+
+    sys.settrace(tracer)
+    try:
+        assert arm.available() == "a debugger or tracer is active"
+    finally:
+        sys.settrace(None)
+
+
+def test_tight_loops_get_marker_lines_that_survive_compilation():
+    src = textwrap.dedent(
+        """
+        total = 0
+        for a in range(5):
+            for b in range(4):
+                total += a * b
+            print(a)
+        k = 0
+        while k < 7:
+            k += 1
+        while len(str(k)) < 3:
+            k *= 10
+        for s in (x * 2 for x in range(3)):
+            total += s
+        for t in range(3):
+            total += sum(u for u in range(t))
+        with_calls = [t for t in range(3)]
+        """
+    )
+    instrumented = instrument(ast.parse(src), markers=True)
+    plan = instrumented.plan
+    tight = {lp.id: lp.tight for lp in plan.loops.values()}
+    # print() / len() / sum() and a generator expression are calls; the iterable of a for is not.
+    assert tight == {1: False, 2: True, 3: True, 4: False, 5: True, 6: False}
+    code = compile(instrumented.module, "<cell>", "exec")
+    lines = {line for *_, line in code.co_lines() if line and line >= MARKER_LINE}
+    marked = {plan.safepoints[sp].id for sp in plan.safepoints if plan.safepoints[sp].loops}
+    expected = {MARKER_LINE + sp for sp in marked if tight[plan.safepoints[sp].loops[-1]]}
+    assert lines == expected and len(expected) == 3
+    # Without markers, the same plan and flag tests everywhere.
+    plain = instrument(ast.parse(src))
+    assert plain.plan.loops == plan.loops and plain.plan.safepoints == plan.safepoints
+    assert not any(
+        line and line >= MARKER_LINE
+        for *_, line in compile(plain.module, "<cell>", "exec").co_lines()
+    )
