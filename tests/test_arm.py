@@ -32,7 +32,6 @@ class Cell:
         self.instrumented = instrument(ast.parse(textwrap.dedent(src)), markers=True)
         self.plan = self.instrumented.plan
         self.code = compile(self.instrumented.module, self.filename, "exec")
-        arm.register_cell(self.filename, self.plan.marker_spans())
         self.ns: dict[str, Any] = {
             "_nbc_due_": False,
             "__nbc_sp__": lambda *a: None,
@@ -174,7 +173,7 @@ def test_a_loop_that_ends_before_its_marker_disarms_when_it_leaves(arming_for):
             return None
         if event == "line" and frame.f_lineno == 3 and cell.ns.get("i") == 2:
             sys.settrace(None)
-            arming._arm(frame, cell.plan.marker_spans())
+            arming._arm(frame, arm.marker_headers(frame.f_code))
             return arming._trace
         return tracer
 
@@ -262,6 +261,9 @@ def test_tight_loops_get_marker_lines_that_survive_compilation():
     marked = {plan.safepoints[sp].id for sp in plan.safepoints if plan.safepoints[sp].loops}
     expected = {MARKER_LINE + sp for sp in marked if tight[plan.safepoints[sp].loops[-1]]}
     assert lines == expected and len(expected) == 3
+    # The lines between a loop's jump back and its marker: the headers of the tight loops.
+    headers = {plan.loops[i].lineno for i, is_tight in tight.items() if is_tight}
+    assert arm.marker_headers(code) == headers
     # Without markers, the same plan and flag tests everywhere.
     plain = instrument(ast.parse(src))
     assert plain.plan.loops == plan.loops and plain.plan.safepoints == plan.safepoints

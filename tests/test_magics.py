@@ -124,6 +124,26 @@ def test_tight_loop_checkpoints_through_marker_lines(ip, tmp_path, monkeypatch):
     assert all(signal.getsignal(s) == signal.SIG_DFL for s in range(low + 4, high))
 
 
+def test_marker_lines_of_a_function_from_an_earlier_cell_still_checkpoint(ip, tmp_path):
+    from nbcheckpoint.capture import arm
+
+    if arm.available() is not None:
+        pytest.skip(f"marker safepoints unavailable here: {arm.available()}")
+    # The function's loop is tight, so it has a marker line, compiled in the first cell.
+    run(
+        ip,
+        "%%checkpoint --every 100\ndef spin(n):\n    t = 0\n    for i in range(n):\n        t += i\n    return t\n",
+    )
+    assert run(ip, "%%checkpoint --every 0.05 --mode inline\nr = spin(6_000_000)\nr") == sum(
+        range(6_000_000)
+    )
+    store, nb = store_of(tmp_path)
+    positions = [c.body.get("position") or {} for c in store.list(nb)]
+    inside = [p for p in positions if p.get("description") == "inside a function"]
+    assert inside, "no checkpoint from the function's marker line"
+    assert not any(p["resumable"] for p in inside)
+
+
 def test_traceback_points_at_the_users_line(ip):
     result = ip.run_cell("%%checkpoint --every 100\nx = 1\nraise ValueError('boom')\n")
     assert isinstance(result.error_in_exec, ValueError)

@@ -5,11 +5,16 @@ on line ``MARKER_LINE + id``: one NOP per iteration instead of a flag test, whic
 pure-Python loop costs 4-20% (RECIPES.md). When a snapshot is due, the timer thread calls
 ``_thread.interrupt_main(signum)``: no OS signal is sent, so no system call is interrupted;
 Python runs our handler on the main thread at its next eval-breaker check, which in a tight
-loop is the loop's own backward jump. If the innermost frame of a cell is there, the handler
-sets a line trace on that one frame; the next marker line takes the snapshot and removes the
-trace, so tracing lasts at most one iteration. Anywhere else (inside a call, between
-statements) it does nothing: the flag the timer also set is found by the flag-test safepoints,
-and the timer pokes again a moment later.
+loop is the loop's own backward jump. If the innermost frame with marker lines is there, the
+handler sets a line trace on that one frame; the next marker line takes the snapshot and
+removes the trace. Between the jump and the marker the loop only passes its header line: any
+other line means the loop is over, and the trace goes, so tracing lasts at most one
+iteration. Anywhere else (inside a call, between statements) the handler does nothing: the
+flag the timer also set is found by the flag-test safepoints, and the timer pokes again a
+moment later.
+
+Everything the handler needs is in the code object, so the marker lines of a function defined
+in an earlier ``%%checkpoint`` cell, or restored from a checkpoint, work too.
 
 Examples
 --------
@@ -32,37 +37,19 @@ import functools
 import signal
 import sys
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from types import CodeType, FrameType
 from typing import Any
 
 from .rewrite import MARKER_LINE, CellPlan
 
-__all__ = ["Arming", "available", "marker_pairs", "register_cell"]
-
-Spans = tuple[tuple[int, int], ...]
+__all__ = ["Arming", "available", "marker_pairs"]
 
 # Where a frame can be interrupted inside a tight loop: its backward jump (3.11 checks the
 # eval breaker there), or a FOR_ITER advancing a Python iterator (a generator) one item.
 _BACKWARD = frozenset(op for name, op in dis.opmap.items() if "BACKWARD" in name)
 _FOR_ITER = dis.opmap["FOR_ITER"]
 _MAX_DEPTH = 4
-
-# Cell file name -> line spans of its marker loops, for the cells instrumented lately: a
-# function defined in an earlier %%checkpoint cell keeps its markers when a later cell calls it.
-_SPANS: OrderedDict[str, Spans] = OrderedDict()
-_SPANS_KEPT = 256
-
-
-def register_cell(filename: str, spans: Spans) -> None:
-    """Remember the marker loops of the cell compiled under ``filename``."""
-    if not spans:
-        return
-    _SPANS[filename] = spans
-    _SPANS.move_to_end(filename)
-    while len(_SPANS) > _SPANS_KEPT:
-        _SPANS.popitem(last=False)
 
 
 def marker_pairs(plan: CellPlan, sp_id: int, ns: Mapping[str, Any]) -> tuple[int | None, ...]:
@@ -103,13 +90,25 @@ def available() -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=512)
-def _has_markers(code: CodeType) -> bool:
-    return any(line is not None and line >= MARKER_LINE for *_, line in code.co_lines())
+@functools.lru_cache(maxsize=1024)
+def marker_headers(code: CodeType) -> frozenset[int]:
+    """The lines an iteration passes between a loop's backward jump and its marker line.
 
-
-def _inside(spans: Spans, line: int | None) -> bool:
-    return line is not None and any(first <= line <= last for first, last in spans)
+    That is the line of the instruction just before each marker (the ``for`` target's store,
+    or a ``while`` loop's counter), which is the loop header's line. Empty when ``code`` has
+    no marker line.
+    """
+    heads: set[int] = set()
+    previous: int | None = None
+    for _start, _end, line in code.co_lines():
+        if line is None:
+            continue
+        if line >= MARKER_LINE:
+            if previous is not None:
+                heads.add(previous)
+        else:
+            previous = line
+    return frozenset(heads)
 
 
 def _calls_untraced(frame: FrameType, event: str, arg: Any) -> None:
@@ -137,7 +136,7 @@ class Arming:
         self.signum: int | None = None
         self._previous: Any = None
         self._armed: FrameType | None = None
-        self._spans: Spans = ()
+        self._heads: frozenset[int] = frozenset()
 
     # ------------------------------------------------------------ lifetime
     def install(self) -> str | None:
@@ -186,19 +185,19 @@ class Arming:
             return
         depth = 0
         while frame is not None and depth < _MAX_DEPTH:
-            spans = _SPANS.get(frame.f_code.co_filename)
-            if spans is not None and _has_markers(frame.f_code):
+            heads = marker_headers(frame.f_code)
+            if heads:
                 op = frame.f_code.co_code[frame.f_lasti] if frame.f_lasti >= 0 else -1
-                at_loop = op in _BACKWARD or op == _FOR_ITER if depth == 0 else op == _FOR_ITER
-                if at_loop and _inside(spans, frame.f_lineno):
-                    self._arm(frame, spans)
-                # An outer frame of a cell is inside a call: nothing tight to arm up there.
+                # Innermost: at a loop's jump back. One level up: advancing a Python iterator.
+                if (op in _BACKWARD or op == _FOR_ITER) if depth == 0 else op == _FOR_ITER:
+                    self._arm(frame, heads)
+                # A frame further out is inside a call: nothing tight to arm up there.
                 return
             frame = frame.f_back
             depth += 1
 
-    def _arm(self, frame: FrameType, spans: Spans) -> None:
-        self._armed, self._spans = frame, spans
+    def _arm(self, frame: FrameType, heads: frozenset[int]) -> None:
+        self._armed, self._heads = frame, heads
         frame.f_trace_lines = True
         frame.f_trace = self._trace
         sys.settrace(_calls_untraced)
@@ -242,8 +241,9 @@ class Arming:
                 # from the next line event instead, which names the user's next line.
                 return self._raise_at_next_line(frame, interrupt)
             return None
-        if not _inside(self._spans, line):
-            # The loop ended before its next marker: leave it to the flag tests.
+        if line not in self._heads:
+            # Not on the way to a marker: a loop with calls, or the loop is over. The flag
+            # tests take it from here.
             self.disarm()
             return None
         return self._trace

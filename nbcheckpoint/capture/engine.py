@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from ..errors import CheckpointError
 from ..store import Checkpoint, CheckpointStore, NotebookRef
-from .arm import Arming, marker_pairs, register_cell
+from .arm import Arming, marker_pairs
 from .events import emit
 from .iterate import loop, resume_loop
 from .names import reachable_names, user_names
@@ -165,12 +165,10 @@ class CellRun:
             raise CheckpointError(str(e)) from e
         self.ns[SP] = self.safepoint
         self.filename = filename
-        spans = self.plan.marker_spans()
-        if spans:
-            if filename is not None:
-                register_cell(filename, spans)
-            reason = self.arming.install() if filename is not None else "unknown cell file"
-            if reason is not None:
+        if self.plan.markers:
+            # Even a cell without tight loops may call a function with marker lines.
+            reason = self.arming.install()
+            if reason is not None and any(lp.tight for lp in self.plan.loops.values()):
                 self.reporter.warn(
                     f"nbcheckpoint: no checkpoints inside loops without calls in this run ({reason}); "
                     "run the cell again to get them back."

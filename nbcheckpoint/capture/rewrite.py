@@ -234,19 +234,6 @@ class CellPlan:
     n_statements: int
     markers: bool = False
 
-    def marker_spans(self) -> tuple[tuple[int, int], ...]:
-        """First and last line of every loop whose safepoint is a marker line.
-
-        Examples
-        --------
-        >>> src = "for i in range(9):\\n    t = i\\nfor j in range(9):\\n    print(j)"
-        >>> instrument(ast.parse(src), markers=True).plan.marker_spans()
-        ((1, 2),)
-        """
-        if not self.markers:
-            return ()
-        return tuple((lp.lineno, lp.end_lineno) for lp in self.loops.values() if lp.tight)
-
     def marker_loops(self, sp_id: int) -> tuple[tuple[LoopKind, str, str], ...]:
         """Where to read the position of safepoint ``sp_id`` from, for each loop around it.
 

@@ -109,6 +109,65 @@ def test_sigkill_mid_loop_then_restore_and_resume_in_new_kernel(
     assert store_probe.list()[-1].status == "complete"
 
 
+# No call in the loop body: its safe point is a marker line, armed only when a checkpoint is due.
+TIGHT_CELL = """\
+%%checkpoint --every 0.3
+total = 0
+for i in range(60_000_000):
+    total += i
+"""
+
+
+def test_tight_loop_checkpoints_through_marker_lines_and_resumes_after_sigkill(
+    start_kernel: StartKernel, store_probe: StoreProbe
+) -> None:
+    k1 = start_kernel()
+    k1.submit(TIGHT_CELL)
+    wait_for(
+        lambda: (
+            sum(1 for ck in store_probe.list() if (ck.body["position"] or {}).get("counters")) >= 2
+        ),
+        60,
+        "two checkpoints inside the tight loop",
+    )
+    k1.kill()
+    latest = store_probe.list()[-1]
+    assert latest.status == "running" and latest.body["position"]["resumable"]
+    (counter,) = latest.body["position"]["counters"]
+    assert latest.body["position"]["lengths"] == [60_000_000]
+
+    k2, _ = load_in_new_kernel(start_kernel)
+    k2.run("%checkpoint restore").check()
+    total, i = k2.value("(total, i)")
+    assert 0 < i == counter < 60_000_000 - 1
+    assert total == i * (i - 1) // 2  # the top of iteration i: its body has not run
+    resumed = k2.run(TIGHT_CELL).check()
+    assert f"Resuming from checkpoint #{latest.id}" in resumed.stdout
+    assert k2.value("total") == sum(range(60_000_000))
+    assert k2.value("__import__('sys').gettrace() is None")  # no trace left behind
+
+
+def test_function_restored_in_a_new_kernel_keeps_its_marker_lines(
+    start_kernel: StartKernel, store_probe: StoreProbe
+) -> None:
+    k1 = start_kernel()
+    k1.run(
+        "%%checkpoint --every 100\ndef spin(n):\n    t = 0\n    for j in range(n):\n"
+        "        t += j\n    return t\n"
+    ).check()
+    k1.shutdown()
+    k2, _ = load_in_new_kernel(start_kernel)
+    k2.run("%checkpoint restore").check()
+    known = len(store_probe.list())
+    k2.run("%%checkpoint --every 0.1 --mode inline\nr = spin(30_000_000)\n").check()
+    assert k2.value("r") == sum(range(30_000_000))
+    new = store_probe.list()[known:]
+    inside = [
+        ck for ck in new if (ck.body["position"] or {}).get("description") == "inside a function"
+    ]
+    assert inside, "the restored function's loop took no checkpoint"
+
+
 def test_interrupt_leaves_interrupted_checkpoint_that_restores(
     start_kernel: StartKernel, store_probe: StoreProbe
 ) -> None:
