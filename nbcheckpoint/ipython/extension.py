@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 from typing import Any
 
 from ..capture.engine import RUNTIME_NAMES, install_runtime
@@ -26,6 +27,8 @@ def load_ipython_extension(ip: Any) -> None:
     ip.ast_transformers.append(transformer)
     ip.events.register("pre_run_cell", magics.pre_run_cell)
     ip.events.register("post_run_cell", magics.post_run_cell)
+    # A restart (even a mis-click) lets the last auto save finish and go out.
+    atexit.register(magics.at_exit)
     install_runtime(ip.user_ns)
     ip.user_ns[BEGIN] = magics.begin
     ip.user_ns[FAIL] = magics.fail
@@ -51,6 +54,7 @@ def unload_ipython_extension(ip: Any) -> None:
         magics.current.stop()
         magics.current = None
     magics._auto_collect(wait=True)
+    atexit.unregister(magics.at_exit)
     ip.events.unregister("pre_run_cell", magics.pre_run_cell)
     ip.events.unregister("post_run_cell", magics.post_run_cell)
     if input_transform in ip.input_transformers_cleanup:

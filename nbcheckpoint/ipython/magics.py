@@ -28,12 +28,13 @@ from ..capture.engine import (
 from ..capture.events import emit
 from ..capture.names import cell_names, reachable_names, user_names
 from ..capture.rewrite import Position, instrument
-from ..capture.writer import MODES, Job, ThreadWriter
+from ..capture.writer import MODES, InlineWriter, Job, ThreadWriter, Writer
 from ..errors import CheckpointError, ConfigError
 from ..format import parse_duration, parse_size, relative_time
 from ..store import Checkpoint as StoredCheckpoint
 from ..store import CheckpointStore, NotebookRef, Restored, default_store_url
 from ..store.identity import ENV_NOTEBOOK_ID
+from ..store.store import single_threaded
 from .commands import LineCommands
 from .identity import notebook_ref
 from .reporter import DisplayReporter
@@ -461,20 +462,22 @@ class Checkpoint(LineCommands, Magics):
         }
         self._auto_flush()
 
-    def _auto_flush(self) -> None:
+    def _auto_flush(self, writer: Writer | None = None) -> None:
         """Start the pending auto save, unless the writer is still busy with the previous one.
 
         Then the changes wait, and go at the start of the next cell or the end of this
         one, whichever finds the writer free: a cell never waits for a disk.
         """
         self._auto_collect()
-        store = self.open_store()
-        if self._auto_writer is None or self._auto_writer.store is not store:
-            self._auto_collect(wait=True)
-            self._auto_writer = ThreadWriter(
-                store, start_later=self._when_idle, on_done=self._after_write
-            )
-        if self._auto_writer.busy():
+        if writer is None:
+            store = self.open_store()
+            if self._auto_writer is None or self._auto_writer.store is not store:
+                self._auto_collect(wait=True)
+                self._auto_writer = ThreadWriter(
+                    store, start_later=self._when_idle, on_done=self._after_write
+                )
+            writer = self._auto_writer
+        if writer.busy():
             return
         names = user_names(self.user_ns, self.user_ns.keys(), self.hidden_names())
         base = self._auto_base
@@ -483,7 +486,7 @@ class Checkpoint(LineCommands, Magics):
             self._auto_pending = set()
             return  # the cell changed none of the variables: the last checkpoint still holds
         changed, self._auto_pending = self._auto_pending, set()
-        self._auto_writer.submit(
+        writer.submit(
             Job(
                 self.user_ns,
                 self.notebook_ref(),
@@ -525,21 +528,47 @@ class Checkpoint(LineCommands, Magics):
         if self.auto and not self._in_cell and self._auto_pending and self._auto_cell is not None:
             self._auto_flush()
 
+    def at_exit(self, wait: float = 4.0) -> None:
+        """Kernel shutdown or restart (atexit): wait up to ``wait`` seconds for the auto write
+        under way, then save the changes still waiting for it on this thread. Jupyter kills a
+        kernel that takes more than 5 s to stop; a write cut short leaves earlier checkpoints
+        intact."""
+        writer = self._auto_writer
+        if writer is None:
+            return
+        try:
+            for outcome in writer.drain(wait):
+                self._auto_landed(outcome)
+            waiting = self.auto and self._auto_pending and self._auto_cell is not None
+            if waiting and not writer.busy():
+                # Thread pools refuse work once the interpreter is shutting down: save on
+                # this thread, the last thing the kernel does.
+                single_threaded()
+                inline = InlineWriter(writer.store)
+                self._auto_flush(inline)
+                for outcome in inline.poll():
+                    self._auto_landed(outcome)
+        except Exception:  # the interpreter is going away: never make that fail
+            pass
+
     def _auto_collect(self, wait: bool = False) -> None:
         if self._auto_writer is None:
             return
         outcomes = self._auto_writer.drain() if wait else self._auto_writer.poll()
         for outcome in outcomes:
-            if outcome.checkpoint is not None:
-                self._auto_base = outcome.checkpoint
-                emit(outcome.checkpoint)
-                continue
-            self._auto_pending |= set(outcome.job.changed or ())
-            if self._auto_base is not None or not self._auto_warned:
-                print(
-                    f"nbcheckpoint: auto checkpoint failed ({outcome.error}); your work is unaffected."
-                )
-            self._auto_warned = True
+            self._auto_landed(outcome)
+
+    def _auto_landed(self, outcome: Any) -> None:
+        if outcome.checkpoint is not None:
+            self._auto_base = outcome.checkpoint
+            emit(outcome.checkpoint)
+            return
+        self._auto_pending |= set(outcome.job.changed or ())
+        if self._auto_base is not None or not self._auto_warned:
+            print(
+                f"nbcheckpoint: auto checkpoint failed ({outcome.error}); your work is unaffected."
+            )
+        self._auto_warned = True
 
     # ------------------------------------------------------------ restart
     def announce_earlier(self) -> str | None:

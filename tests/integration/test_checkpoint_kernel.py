@@ -379,6 +379,33 @@ def test_auto_save_that_waited_for_the_writer_lands_without_another_cell(
     assert {"first", "second"} <= set(last.variables)
 
 
+def test_restart_right_after_a_cell_still_saves_its_auto_checkpoint(
+    start_kernel: StartKernel, store_probe: StoreProbe
+) -> None:
+    # Every write takes a second; the user restarts the kernel (a mis-click) right after a
+    # cell: the shutdown waits for the write under way and saves what is still waiting.
+    k = start_kernel()
+    k.run(
+        "import time as _time\n"
+        "from nbcheckpoint.capture import writer as _w\n"
+        "_real = _w.ThreadWriter._commit\n"
+        "def _commit(self, job, pending):\n"
+        "    _time.sleep(1.0)\n"
+        "    _real(self, job, pending)\n"
+        "_w.ThreadWriter._commit = _commit\n"
+    ).check()
+    k.run("%checkpoint auto on --min-duration 0").check()
+    k.run("first = 1").check()
+    k.run("second = 2").check()  # waits: the writer is still busy with the cells before
+    assert k.km is not None
+    k.km.shutdown_kernel(now=False, restart=False)  # a polite shutdown request, as a restart
+    k.km = None
+    k.shutdown()
+    last = store_probe.list()[-1]
+    assert {"first", "second"} <= set(last.variables)
+    assert (last.body["cell"] or {}).get("first_line") == "second = 2"
+
+
 SHARED_SETUP = """\
 import time
 import numpy as np
