@@ -347,6 +347,21 @@ def test_auto_mode_across_cells_then_restart_restores_namespace(
     assert k2.value("np.__name__") == "numpy"
 
 
+def slow_auto_writes(kernel: Kernel, seconds: float, first_only: bool) -> None:
+    """Make the kernel's writer thread take ``seconds`` before each write (or the first one)."""
+    kernel.run(
+        "import time as _time\n"
+        "from nbcheckpoint.capture import writer as _w\n"
+        "_real, _calls = _w.ThreadWriter._commit, []\n"
+        "def _commit(self, job, pending):\n"
+        "    _calls.append(1)\n"
+        f"    if len(_calls) == 1 or not {first_only}:\n"
+        f"        _time.sleep({seconds})\n"
+        "    _real(self, job, pending)\n"
+        "_w.ThreadWriter._commit = _commit\n"
+    ).check()
+
+
 def test_auto_save_that_waited_for_the_writer_lands_without_another_cell(
     start_kernel: StartKernel, store_probe: StoreProbe
 ) -> None:
@@ -354,17 +369,7 @@ def test_auto_save_that_waited_for_the_writer_lands_without_another_cell(
     # changes wait. They must be written once the writer is free, with no further cell:
     # the user may have walked away, and the kernel may die next.
     k = start_kernel()
-    k.run(
-        "import time as _time\n"
-        "from nbcheckpoint.capture import writer as _w\n"
-        "_real, _calls = _w.ThreadWriter._commit, []\n"
-        "def _commit(self, job, pending):\n"
-        "    _calls.append(1)\n"
-        "    if len(_calls) == 1:\n"
-        "        _time.sleep(1.5)\n"
-        "    _real(self, job, pending)\n"
-        "_w.ThreadWriter._commit = _commit\n"
-    ).check()
+    slow_auto_writes(k, seconds=1.5, first_only=True)
     k.run("%checkpoint auto on --min-duration 0").check()
     k.run("first = 1").check()
     k.run("second = 2").check()  # ends while the first save is still being written
@@ -385,15 +390,7 @@ def test_restart_right_after_a_cell_still_saves_its_auto_checkpoint(
     # Every write takes a second; the user restarts the kernel (a mis-click) right after a
     # cell: the shutdown waits for the write under way and saves what is still waiting.
     k = start_kernel()
-    k.run(
-        "import time as _time\n"
-        "from nbcheckpoint.capture import writer as _w\n"
-        "_real = _w.ThreadWriter._commit\n"
-        "def _commit(self, job, pending):\n"
-        "    _time.sleep(1.0)\n"
-        "    _real(self, job, pending)\n"
-        "_w.ThreadWriter._commit = _commit\n"
-    ).check()
+    slow_auto_writes(k, seconds=1.0, first_only=False)
     k.run("%checkpoint auto on --min-duration 0").check()
     k.run("first = 1").check()
     k.run("second = 2").check()  # waits: the writer is still busy with the cells before
