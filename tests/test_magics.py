@@ -144,6 +144,28 @@ def test_marker_lines_of_a_function_from_an_earlier_cell_still_checkpoint(ip, tm
     assert not any(p["resumable"] for p in inside)
 
 
+def test_markers_can_be_turned_off_and_config_says_which(ip, tmp_path, capsys, monkeypatch):
+    from nbcheckpoint.capture import arm
+
+    if arm.available() is not None:
+        pytest.skip(f"marker safepoints unavailable here: {arm.available()}")
+    run(ip, "%checkpoint config")
+    assert "marker lines in loops without calls" in capsys.readouterr().out
+    armed = []
+    monkeypatch.setattr(arm.Arming, "_arm", lambda self, frame, heads: armed.append(1))
+    run(ip, "%config Checkpoint.markers = False")
+    try:
+        run(ip, "%checkpoint config")
+        assert "flag test in every loop (Checkpoint.markers = False)" in capsys.readouterr().out
+        cell = "%%checkpoint --every 0.05 --mode inline\nt = 0\nfor i in range(3_000_000):\n    t += i\n"
+        run(ip, cell)
+    finally:
+        run(ip, "%config Checkpoint.markers = True")
+    assert not armed  # flag tests only
+    store, nb = store_of(tmp_path)
+    assert any((c.body.get("position") or {}).get("counters") for c in store.list(nb))
+
+
 def test_traceback_points_at_the_users_line(ip):
     result = ip.run_cell("%%checkpoint --every 100\nx = 1\nraise ValueError('boom')\n")
     assert isinstance(result.error_in_exec, ValueError)

@@ -12,6 +12,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import MagicArgumentParser
 
+from ..capture.arm import available
 from ..capture.engine import install_runtime, kernel_identity
 from ..capture.names import user_names
 from ..capture.writer import choose, estimate_bytes
@@ -259,10 +260,19 @@ class LineCommands:
             ["auto", f"on (cells over {self.auto_min_duration:g} s)" if self.auto else "off"],
             ["resume", "on" if self.resume else "off"],
             ["mode", self._mode_reason()],
+            ["safe points", self._markers_reason()],
             ["credentials", "saved" if self.include_credentials else "withheld"],
             ["signing key", key_source],
         ]
         print(table(rows, ["setting", "value"]))
+
+    def _markers_reason(self) -> str:
+        if not self.markers:
+            return "flag test in every loop (Checkpoint.markers = False)"
+        why = available()
+        if why is not None:
+            return f"flag test in every loop ({why})"
+        return "marker lines in loops without calls, flag test elsewhere"
 
     def _mode_reason(self) -> str:
         if self.current is not None:

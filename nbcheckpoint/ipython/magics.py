@@ -111,6 +111,11 @@ class Checkpoint(LineCommands, Magics):
     resume = Bool(True, help="Re-running an interrupted %%checkpoint cell resumes it.").tag(
         config=True
     )
+    markers = Bool(
+        True,
+        help="Give loops without calls a marker line (a no-op, armed by a line trace only when a "
+        "checkpoint is due) instead of a flag test on every iteration. False: flag tests only.",
+    ).tag(config=True)
     auto = Bool(
         False, help="After each cell that ran at least auto_min_duration, save what it changed."
     ).tag(config=True)
@@ -283,7 +288,7 @@ class Checkpoint(LineCommands, Magics):
         if self.resume and not args.no_resume:
             prepared_resume = self._resume_plan(store, nb, cell, cell_id, cell_module)
         # Tight loops get marker lines instead of flag tests when a trace can be armed here.
-        markers = available() is None
+        markers = self.markers and available() is None
         if prepared_resume is not None:
             restored, position, message = prepared_resume
             instrumented = instrument(cell_module, resume=position, markers=markers)
