@@ -37,15 +37,20 @@ class Backend(Protocol):
     url: str
     local: bool
 
-    def create(self, path: str, write: Writer) -> bool:
+    def create(self, path: str, write: Writer, *, folders: FolderSync | None = None) -> bool:
         """Durably create ``path`` with what ``write`` writes, unless it exists.
 
         Returns False (and writes nothing visible) when ``path`` already exists.
-        Readers never see a partial file.
+        Readers never see a partial file. With ``folders``, a local folder's fsync is
+        left to ``folders.sync()``, which must succeed before anything names ``path``.
         """
 
     def replace(self, path: str, data: bytes) -> None:
         """Durably write ``path``, replacing what was there, atomically."""
+
+    def sync_later(self, path: str, folders: FolderSync) -> None:
+        """Make the existing ``path`` durable in ``folders.sync()``: another writer may have
+        linked it and not yet synced its folder."""
 
     def read(self, path: str) -> bytes: ...
 
@@ -67,6 +72,57 @@ class Backend(Protocol):
 
     def cleanup_tmp(self, max_age: float) -> int:
         """Remove temporary files left by writers that died; return how many."""
+
+
+class FolderSync:
+    """New folder entries whose folder still needs an fsync; one fsync per folder covers all.
+
+    A save links its blobs first, then syncs each folder it touched once, then publishes
+    the manifest. Until ``sync`` returns, the new entries are not durable: if anything
+    fails, ``abandon`` removes them, as a failed folder fsync of a single create does.
+    Thread-safe: blobs are created on several threads.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, folder: str, entry: str | None = None) -> None:
+        """Sync ``folder``; ``entry``, when given, is ours to remove if that fails."""
+        with self._lock:
+            entries = self._entries.setdefault(folder, [])
+            if entry is not None:
+                entries.append(entry)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def sync(self) -> None:
+        """fsync each folder once; the first failure abandons what is left, and raises.
+
+        A failed fsync is never retried: Linux may already have dropped the pages.
+        """
+        while True:
+            with self._lock:
+                if not self._entries:
+                    return
+                folder = next(iter(self._entries))
+            try:
+                LocalBackend._fsync_dir(folder)
+            except OSError as e:
+                self.abandon()
+                raise StoreWriteError(folder, e.strerror or str(e)) from e
+            with self._lock:
+                del self._entries[folder]
+
+    def abandon(self) -> None:
+        """Remove every entry not yet made durable by ``sync``."""
+        with self._lock:
+            entries = [e for group in self._entries.values() for e in group]
+            self._entries.clear()
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                os.unlink(entry)
 
 
 def _tmp_name() -> str:
@@ -166,7 +222,7 @@ class LocalBackend:
             raise
         return tmp
 
-    def create(self, path: str, write: Writer) -> bool:
+    def create(self, path: str, write: Writer, *, folders: FolderSync | None = None) -> bool:
         final = self._abs(path)
         if os.path.exists(final):
             return False
@@ -184,7 +240,9 @@ class LocalBackend:
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        if created:
+        if created and folders is not None:
+            folders.add(folder, final)  # synced once for all its new entries, before use
+        elif created:
             try:
                 self._fsync_dir(folder)
             except OSError as e:
@@ -192,6 +250,9 @@ class LocalBackend:
                     os.unlink(final)
                 raise StoreWriteError(folder, e.strerror or str(e)) from e
         return created
+
+    def sync_later(self, path: str, folders: FolderSync) -> None:
+        folders.add(os.path.dirname(self._abs(path)))
 
     def replace(self, path: str, data: bytes) -> None:
         final = self._abs(path)
@@ -740,7 +801,8 @@ class FsspecBackend:
             self._renewed[final] = time.time()
 
     # --------------------------------------------------------------- writes
-    def create(self, path: str, write: Writer) -> bool:
+    def create(self, path: str, write: Writer, *, folders: FolderSync | None = None) -> bool:
+        # An object is durable once its upload completes: there is no folder to sync.
         final = self._abs(path)
         if self._in_process:
             return self._create_in_process(path, final, write)
@@ -865,6 +927,9 @@ class FsspecBackend:
     def exclusive_writes(self) -> bool:
         """Whether manifests are published with a create-if-absent the store enforces."""
         return True if self._in_process else self._exclusive_writes()
+
+    def sync_later(self, path: str, folders: FolderSync) -> None:
+        return None  # an object that exists is durable: its upload has completed
 
     def replace(self, path: str, data: bytes) -> None:
         # One PUT replaces the object whole; repeating it is harmless.

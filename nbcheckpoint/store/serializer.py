@@ -9,7 +9,7 @@ import pickle
 import random
 import sys
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,10 @@ PROTOCOL = 5
 _ATOMIC = (int, float, complex, str, bytes, bool, type(None), range, slice)
 # A bound on the reachability walk that groups variables; past it, all go in one group.
 MAX_WALK = 20_000
+# Plain containers: often many small objects, the slow part of pickling, and no buffers.
+_CONTAINERS = (list, dict, set, frozenset, tuple)
+
+OnBuffer = Callable[[memoryview], object]
 
 
 @dataclass
@@ -160,12 +164,15 @@ def _pickler_class() -> type:
     return Pickler
 
 
-def _keep(buffers: list[memoryview]) -> Any:
+def _keep(buffers: list[memoryview], on_buffer: OnBuffer | None = None) -> Any:
     def keep(buf: pickle.PickleBuffer) -> bool:
         try:
-            buffers.append(buf.raw())
+            raw = buf.raw()
         except BufferError:
             return True  # not contiguous: let pickle copy it in-band
+        buffers.append(raw)
+        if on_buffer is not None:
+            on_buffer(raw)
         return False
 
     return keep
@@ -230,24 +237,28 @@ def _alone(obj: Any) -> bool:
     return all(isinstance(value, _ATOMIC) for value in defaults)
 
 
-def _dill_dumps(obj: object, buffers: list[memoryview]) -> bytes:
+def _dill_dumps(obj: object, buffers: list[memoryview], on_buffer: OnBuffer | None = None) -> bytes:
     out = io.BytesIO()
-    _pickler_class()(out, protocol=PROTOCOL, buffer_callback=_keep(buffers)).dump(obj)
+    keep = _keep(buffers, on_buffer)
+    _pickler_class()(out, protocol=PROTOCOL, buffer_callback=keep).dump(obj)
     return out.getvalue()
 
 
-def _dumps(obj: object, buffers: list[memoryview]) -> tuple[bytes, str]:
+def _dumps(
+    obj: object, buffers: list[memoryview], on_buffer: OnBuffer | None = None
+) -> tuple[bytes, str]:
     """Pickle ``obj``: the C pickler when it can, dill for the whole of it otherwise.
 
     Returns the payload and which unpickler it needs (``"pickle"`` or ``"dill"``).
     """
     out = io.BytesIO()
     try:
-        _FastPickler(out, protocol=PROTOCOL, buffer_callback=_keep(buffers)).dump(obj)
+        keep = _keep(buffers, on_buffer)
+        _FastPickler(out, protocol=PROTOCOL, buffer_callback=keep).dump(obj)
         return out.getvalue(), "pickle"
     except Exception:  # locks, code objects, open files...: what dill alone can do
         del buffers[:]
-    return _dill_dumps(obj, buffers), "dill"
+    return _dill_dumps(obj, buffers, on_buffer), "dill"
 
 
 def _reason(error: BaseException) -> str:
@@ -288,6 +299,7 @@ def serialize(
     *,
     include_credentials: bool = False,
     with_rng: bool = True,
+    on_buffer: OnBuffer | None = None,
 ) -> Snapshot:
     """Pickle the chosen variables of ``namespace`` with dill, protocol 5, buffers out of band.
 
@@ -295,6 +307,11 @@ def serialize(
     optimizer holding a model's arrays come back as shared objects. Modules are recorded
     as imports. A variable that cannot be pickled is skipped and reported with its reason;
     the rest are still saved.
+
+    ``on_buffer`` sees each out-of-band buffer the moment the pickler hands it over, so
+    the caller can hash it on other threads while the pickling goes on. It may also see
+    buffers of an attempt that failed and was redone: only ``Group.buffers`` count.
+    Plain containers, the slow part, are pickled after everything else.
 
     Examples
     --------
@@ -326,20 +343,38 @@ def serialize(
     for name, root in zip(keep, roots):
         by_root.setdefault(root, []).append(name)
 
-    groups: list[Group] = []
-    for group_names in by_root.values():
-        groups.extend(_pickle_group(namespace, group_names, skipped))
+    pickled: dict[int, list[Group]] = {}
+    for root in sorted(by_root, key=lambda root: _slow(namespace, by_root[root])):
+        pickled[root] = _pickle_group(namespace, by_root[root], skipped, on_buffer)
+    groups = [group for root in by_root for group in pickled[root]]
     types_ = {n: type_name(namespace[n]) for n in keep if n not in skipped}
     rng = capture_rng() if with_rng else None
     return Snapshot(groups, types_, modules, skipped, withheld, rng)
 
 
+def _slow(namespace: Mapping[str, Any], names: list[str]) -> bool:
+    """Whether a group holds a plain container, which pickles slowly and has no buffers."""
+    return any(isinstance(namespace[name], _CONTAINERS) for name in names)
+
+
+def _fast_first(namespace: Mapping[str, Any], names: list[str]) -> dict[str, Any]:
+    """The group's variables as the dict to pickle, plain containers last.
+
+    Large buffers then reach ``on_buffer`` before the slow pickling of small objects.
+    """
+    order = sorted(names, key=lambda n: isinstance(namespace[n], _CONTAINERS))
+    return {n: namespace[n] for n in order}
+
+
 def _pickle_group(
-    namespace: Mapping[str, Any], names: list[str], skipped: dict[str, dict[str, str]]
+    namespace: Mapping[str, Any],
+    names: list[str],
+    skipped: dict[str, dict[str, str]],
+    on_buffer: OnBuffer | None = None,
 ) -> list[Group]:
     buffers: list[memoryview] = []
     try:
-        payload, pickler = _dumps({n: namespace[n] for n in names}, buffers)
+        payload, pickler = _dumps(_fast_first(namespace, names), buffers, on_buffer)
         return [Group(names, payload, buffers, pickler)]
     except Exception as error:
         if len(names) == 1:
@@ -357,7 +392,7 @@ def _pickle_group(
         return []
     buffers = []
     try:
-        payload, pickler = _dumps({n: namespace[n] for n in good}, buffers)
+        payload, pickler = _dumps(_fast_first(namespace, good), buffers, on_buffer)
         return [Group(good, payload, buffers, pickler)]
     except Exception:
         # Each pickles alone but not together: save them apart rather than lose them.
@@ -365,7 +400,7 @@ def _pickle_group(
         for name in good:
             bufs: list[memoryview] = []
             try:
-                payload, pickler = _dumps({name: namespace[name]}, bufs)
+                payload, pickler = _dumps({name: namespace[name]}, bufs, on_buffer)
                 out.append(Group([name], payload, bufs, pickler))
             except Exception as error:
                 skipped[name] = {"type": type_name(namespace[name]), "reason": _reason(error)}

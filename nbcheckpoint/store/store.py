@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import ctypes
+import importlib
 import json
 import mmap
 import os
@@ -13,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import blake3
 import xxhash
@@ -28,7 +30,7 @@ from ..errors import (
     UntrustedCheckpoint,
     VerificationError,
 )
-from .backend import Backend, open_backend
+from .backend import Backend, FolderSync, open_backend
 from .identity import NotebookRef, valid_key
 from .serializer import Snapshot, deserialize, serialize
 from .signing import SigningKey, load_key
@@ -42,6 +44,7 @@ HEADER_LEN = len(BLOB_MAGIC) + 1
 CHUNK = 8 << 20
 COMPRESS_MIN = 4096
 COMPRESS_SAMPLE = 256 << 10
+COMPRESS_PROBE = 48 << 10
 # zstd pays when the data must cross a network, which is slower than compressing it; a
 # local disk (about 1 GB/s here) writes faster than zstd level 1 compresses (about 0.5 GB/s
 # a core), so there only data that shrinks to a quarter is worth it (and restores faster).
@@ -66,11 +69,82 @@ def single_threaded() -> None:
     THREADS["enabled"] = False
 
 
-def digest(data: memoryview | bytes | bytearray) -> str:
+def digest(data: memoryview | bytes | bytearray, *, threads: bool = True) -> str:
     """The blob address: BLAKE3 of the raw bytes, multi-threaded for large buffers."""
     view = memoryview(data)
-    threads = blake3.blake3.AUTO if view.nbytes > (1 << 20) and THREADS["enabled"] else 1
-    return blake3.blake3(view, max_threads=threads).hexdigest()
+    many = threads and view.nbytes > (1 << 20) and THREADS["enabled"]
+    threads_ = blake3.blake3.AUTO if many else 1
+    return blake3.blake3(view, max_threads=threads_).hexdigest()
+
+
+class _PyBuffer(ctypes.Structure):
+    """CPython's ``Py_buffer``, to lend a buffer's address to a C function."""
+
+    _fields_ = [
+        ("buf", ctypes.c_void_p),
+        ("obj", ctypes.c_void_p),
+        ("len", ctypes.c_ssize_t),
+        ("itemsize", ctypes.c_ssize_t),
+        ("readonly", ctypes.c_int),
+        ("ndim", ctypes.c_int),
+        ("format", ctypes.c_char_p),
+        ("shape", ctypes.c_void_p),
+        ("strides", ctypes.c_void_p),
+        ("suboffsets", ctypes.c_void_p),
+        ("internal", ctypes.c_void_p),
+    ]
+
+
+class _XXH128(ctypes.Structure):
+    _fields_ = [("low64", ctypes.c_uint64), ("high64", ctypes.c_uint64)]
+
+
+def _load_xxh3() -> Callable[[memoryview], str] | None:
+    """xxh3-128 that releases the GIL: the C function inside python-xxhash, through ctypes.
+
+    python-xxhash holds the GIL while it hashes (measured: a thread hashing 1 GiB stops
+    every other thread for its ~100 ms), so hashes could not overlap with the pickling of
+    small objects. ctypes releases the GIL around a foreign call. Used only when the
+    extension exports the function and gives the same digests; else None.
+    """
+    try:
+        lib = ctypes.CDLL(importlib.import_module("xxhash._xxhash").__file__)
+        fn = getattr(lib, "XXH3_128bits_dispatch", None) or lib.XXH3_128bits
+        get_buffer = ctypes.pythonapi.PyObject_GetBuffer
+        release = ctypes.pythonapi.PyBuffer_Release
+    except (ImportError, OSError, AttributeError):  # pragma: no cover - another build
+        return None
+    fn.restype = _XXH128
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    get_buffer.restype = ctypes.c_int
+    get_buffer.argtypes = [ctypes.py_object, ctypes.POINTER(_PyBuffer), ctypes.c_int]
+    release.restype = None
+    release.argtypes = [ctypes.POINTER(_PyBuffer)]
+
+    def xxh3(view: memoryview) -> str:
+        buf = _PyBuffer()
+        get_buffer(view, ctypes.byref(buf), 0)  # PyBUF_SIMPLE: contiguous bytes
+        try:
+            out = fn(buf.buf, buf.len)
+        finally:
+            release(ctypes.byref(buf))
+        return f"{out.high64:016x}{out.low64:016x}"
+
+    probe = memoryview(bytes(range(256)) * 1031)
+    for sample in (probe, probe[:0], probe[7:250]):
+        if xxh3(sample) != xxhash.xxh3_128_hexdigest(sample):  # pragma: no cover
+            return None
+    return xxh3
+
+
+_XXH3 = _load_xxh3()
+
+
+def fast_hash(view: memoryview) -> str:
+    """xxh3-128 of ``view``, the GIL released while it hashes when possible."""
+    if _XXH3 is not None:
+        return _XXH3(view)
+    return xxhash.xxh3_128_hexdigest(view)
 
 
 def _blob_path(h: str) -> str:
@@ -220,23 +294,46 @@ class CheckpointStore:
         self._initialized = True
 
     # ------------------------------------------------------------------ blobs
-    def _write_blob(self, h: str, data: memoryview) -> int:
-        """Store ``data`` under its address unless present; returns the bytes written."""
+    def _write_blob(self, h: str, data: memoryview, folders: FolderSync | None = None) -> int:
+        """Store ``data`` under its address unless present; returns the bytes written.
+
+        With ``folders``, the blob is durable, and known to this store, only once the
+        caller's ``folders.sync()`` has succeeded.
+        """
         path = _blob_path(h)
         if h in self._known_blobs or self.backend.exists(path):
             # Renew its age so a concurrent gc, which spares young blobs, keeps it.
             self.backend.touch(path)
-            self._known_blobs.add(h)
+            if folders is None:
+                self._known_blobs.add(h)
+            elif h not in self._known_blobs:
+                # Perhaps another writer's, linked but with its folder not yet synced.
+                self.backend.sync_later(path, folders)
             return 0
         gain = COMPRESS_GAIN["local" if self.backend.local else "remote"]
-        codec = CODEC_ZSTD if self.compress and _compresses(data, gain) else CODEC_RAW
+        packed = None
+        if not self.compress or data.nbytes < COMPRESS_MIN:
+            codec = CODEC_RAW
+        elif data.nbytes <= CHUNK:
+            # Up to a chunk, compressed whole in one call (which releases the GIL; a stream
+            # writer hands each 128 KiB of output to Python), and kept if it gains enough.
+            # A small probe first spares data that clearly will not compress.
+            codec = CODEC_RAW
+            if _compresses(data, (1.0 + gain) / 2, COMPRESS_PROBE):
+                packed = zstandard.ZstdCompressor(level=1, write_content_size=True).compress(data)
+                if len(packed) < gain * data.nbytes:
+                    codec = CODEC_ZSTD
+                else:
+                    packed = None
+        else:
+            codec = CODEC_ZSTD if _compresses(data, gain) else CODEC_RAW
         written = [0]
 
         def write(f: IO[bytes]) -> None:
             f.write(BLOB_MAGIC + bytes([codec]))
-            if codec == CODEC_RAW:
-                f.write(data)
-                written[0] = HEADER_LEN + data.nbytes
+            if codec == CODEC_RAW or packed is not None:
+                f.write(data if packed is None else packed)
+                written[0] = HEADER_LEN + (data.nbytes if packed is None else len(packed))
                 return
             threads = -1 if data.nbytes > CHUNK and THREADS["enabled"] else 0
             cctx = zstandard.ZstdCompressor(level=1, threads=threads, write_content_size=True)
@@ -245,8 +342,9 @@ class CheckpointStore:
                     z.write(data[start : start + CHUNK])
             written[0] = f.tell() if f.seekable() else HEADER_LEN + data.nbytes
 
-        self.backend.create(path, write)
-        self._known_blobs.add(h)
+        self.backend.create(path, write, folders=folders)
+        if folders is None:
+            self._known_blobs.add(h)
         return written[0]
 
     def _read_blob(self, h: str, size: int, into: memoryview | None = None) -> Any:
@@ -522,45 +620,65 @@ class CheckpointStore:
         reused: set[str] = set()
         if base is not None and changed is not None and snapshot is None:
             reused = self._reuse_groups(base, set(chosen), set(changed), groups, variables, blobs)
-        snap = (
-            snapshot
-            if snapshot is not None
-            else serialize(
-                namespace,
-                [n for n in chosen if n not in reused],
-                include_credentials=include_credentials,
-            )
-        )
         data: dict[str, memoryview] = {}
         learned: dict[tuple[int, str], str] = {}
+        # Worker threads hash each buffer the moment the pickler hands it over, so the
+        # fast hashes of large buffers (which release the GIL) overlap with the pickling of
+        # small objects (which cannot). All of it is done before this method returns.
+        queue = _HashQueue(self._address, _hash_threads())
+        # The buffer itself is kept with its pieces' queue positions: its id must stay its own.
+        queued: dict[int, tuple[memoryview, builtins.list[int]]] = {}
 
-        def address(buf: memoryview | bytes) -> str:
-            view = memoryview(buf)
-            if view.nbytes < FAST_HASH_MIN:
-                h = digest(view)
+        def plan(buf: memoryview) -> builtins.list[int]:
+            known = queued.get(id(buf))
+            if known is None:
+                known = queued[id(buf)] = (buf, [queue.add(p) for p in _chunks(memoryview(buf))])
+            return known[1]
+
+        planned: dict[int, tuple[int, builtins.list[builtins.list[int]]]] = {}
+        try:
+            if snapshot is not None:
+                snap = snapshot
             else:
-                fast = (view.nbytes, xxhash.xxh3_128_hexdigest(view))
-                known = self._fast.get(fast)
-                if known is not None and known in self._known_blobs:
-                    blobs[known] = {"size": view.nbytes}
-                    return known  # unchanged since we wrote it: no BLAKE3, no write
-                h = digest(view)
-                learned[fast] = h
-            data[h] = view
+                snap = serialize(
+                    namespace,
+                    [n for n in chosen if n not in reused],
+                    include_credentials=include_credentials,
+                    on_buffer=plan,
+                )
+            for group in snap.groups:
+                pieces = [plan(buf) for buf in group.buffers]
+                planned[id(group)] = (queue.add(memoryview(group.payload)), pieces)
+            rng_index = queue.add(memoryview(snap.rng)) if snap.rng is not None else None
+        finally:
+            results = queue.finish()
+
+        # The k-th chunk of every buffer is written before the (k+1)-th of any: arrays that
+        # compress (CPU) and arrays that do not (disk) then go to the writer side by side.
+        rank: dict[str, int] = {}
+
+        def address(index: int, position: int = 0) -> str:
+            view = queue.items[index]
+            fast, h, stored = cast(tuple[Any, str, bool], results[index])
             blobs[h] = {"size": view.nbytes}
+            if not stored:  # unchanged since we wrote it: no BLAKE3, no write
+                if fast is not None:
+                    learned[fast] = h
+                data[h] = view
+                rank.setdefault(h, position)
             return h
 
         for group in snap.groups:
             index = len(groups)
-            h_pickle = address(group.payload)
+            payload_index, pieces = planned[id(group)]
+            h_pickle = address(payload_index)
             hashes: builtins.list[str] = []
             chunks: builtins.list[int] = []
-            for buf in group.buffers:
+            for indexes in pieces:
                 # Large buffers are stored in chunks: an edit to part of an array writes
                 # only the chunks it touched, and chunks read and verify in parallel.
-                pieces = _chunks(memoryview(buf))
-                hashes.extend(address(piece) for piece in pieces)
-                chunks.append(len(pieces))
+                hashes.extend(address(i, k) for k, i in enumerate(indexes))
+                chunks.append(len(indexes))
             entry: dict[str, Any] = {
                 "names": group.names,
                 "pickle": h_pickle,
@@ -578,7 +696,8 @@ class CheckpointStore:
                     "group": index,
                     "shared_with": [n for n in group.names if n != name],
                 }
-        rng_hash = address(snap.rng) if snap.rng is not None else None
+        rng_hash = address(rng_index) if rng_index is not None else None
+        data = {h: data[h] for h in sorted(data, key=rank.__getitem__)}  # a stable sort
         body: dict[str, Any] = {
             "format": FORMAT,
             "id": 0,
@@ -609,6 +728,10 @@ class CheckpointStore:
         """
         self._init_root()
         self.backend.cleanup_tmp(DEFAULT_GRACE)
+        # Each blob file is fsynced before it is linked; each folder that gained blobs gets
+        # one fsync, after all the links and before the manifest names them (one fsync per
+        # blob cost ~10% of a save). ``_known_blobs`` holds only blobs known to be durable.
+        folders = FolderSync()
         for h in pending.body["blobs"]:
             if h in pending.data:
                 continue
@@ -619,13 +742,20 @@ class CheckpointStore:
                     path, "a blob this checkpoint reuses was removed meanwhile (gc?)"
                 )
             self.backend.touch(path)  # renew its age, so a concurrent gc spares it
+            if h not in self._known_blobs:
+                self.backend.sync_later(path, folders)  # found, not written, by this store
         bytes_new = 0
         bytes_written = 0
         items = list(pending.data.items())
-        # Compression, hashing and fsync of one blob overlap with the writing of others.
-        for (_, view), written in zip(
-            items, _parallel(lambda item: self._write_blob(*item), items)
-        ):
+        try:
+            # Compression and fsync of one blob overlap with the writing of others.
+            results = _parallel(lambda item: self._write_blob(item[0], item[1], folders), items)
+            folders.sync()
+        except BaseException:
+            folders.abandon()
+            raise
+        self._known_blobs.update(pending.body["blobs"])
+        for (_, view), written in zip(items, results):
             if written:
                 bytes_new += view.nbytes
                 bytes_written += written
@@ -642,6 +772,21 @@ class CheckpointStore:
         if keep is not None or max_size is not None:
             self.retain(pending.notebook, keep=keep, max_size=max_size)
         return self.read_checkpoint(pending.notebook, ident)
+
+    def _address(self, view: memoryview) -> tuple[tuple[int, str] | None, str, bool]:
+        """The fast hash (None for small data), the address, and whether the store has it.
+
+        Runs on hashing threads: it only reads the store's caches.
+        """
+        if view.nbytes < FAST_HASH_MIN:
+            return None, digest(view, threads=False), False
+        fast = (view.nbytes, fast_hash(view))
+        known = self._fast.get(fast)
+        if known is not None and known in self._known_blobs:
+            return fast, known, True
+        # Pieces hash side by side on the queue's threads; BLAKE3's own threads are for
+        # the large unchunked payloads.
+        return fast, digest(view, threads=view.nbytes > CHUNK_MIN), False
 
     def learn(self, fast: Mapping[tuple[int, str], str]) -> None:
         """Remember fast-hash to address pairs of blobs now in the store (bounded)."""
@@ -666,11 +811,10 @@ class CheckpointStore:
                 continue
             hashes = [group["pickle"], *group["buffers"]]
             # Blobs this store wrote or checked need no look here (this runs on the main
-            # thread, after every auto-saved cell); commit checks and renews them all.
+            # thread, after every auto-saved cell); commit checks, syncs and renews them all.
             unsure = [h for h in hashes if h not in self._known_blobs]
             if not all(self.backend.exists(_blob_path(h)) for h in unsure):
                 continue  # collected since: pickle it again
-            self._known_blobs.update(unsure)
             for h in hashes:
                 blobs[h] = dict(base.body["blobs"][h])
             index = len(groups)
@@ -986,11 +1130,14 @@ def _chunks(view: memoryview) -> builtins.list[memoryview]:
     return [view[start : start + CHUNK_SIZE] for start in range(0, view.nbytes, CHUNK_SIZE)]
 
 
-def _compresses(data: memoryview, gain: float) -> bool:
-    """Whether zstd pays for this buffer, judged on samples from its start, middle and end."""
+def _compresses(data: memoryview, gain: float, budget: int = COMPRESS_SAMPLE) -> bool:
+    """Whether zstd pays for this buffer, judged on samples from its start, middle and end.
+
+    ``budget`` is the bytes sampled in all.
+    """
     if data.nbytes < COMPRESS_MIN:
         return False
-    size = min(COMPRESS_SAMPLE // 3, data.nbytes)
+    size = min(budget // 3, data.nbytes)
     starts = sorted({0, max(0, data.nbytes // 2 - size // 2), data.nbytes - size})
     sample = b"".join(bytes(data[start : start + size]) for start in starts)
     return len(zstandard.ZstdCompressor(level=1).compress(sample)) < gain * len(sample)
@@ -1019,6 +1166,89 @@ def _parallel(work: Callable[[Any], Any], items: builtins.list[Any]) -> builtins
 
     with ThreadPoolExecutor(max_workers=min(4, len(items))) as pool:
         return builtins.list(pool.map(guarded, items))
+
+
+_HASH_POOL: dict[str, Any] = {}
+
+
+def _hash_threads() -> int:
+    """Threads that hash beside the pickling main thread: one core is the pickler's."""
+    if not THREADS["enabled"]:
+        return 0
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def _hash_pool() -> Any:
+    pool = _HASH_POOL.get("pool")
+    if pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="nbcheckpoint-hash")
+        _HASH_POOL["pool"] = pool
+    return pool
+
+
+if hasattr(os, "register_at_fork"):
+    # A forked child inherits the pool without its threads; it must build its own.
+    os.register_at_fork(after_in_child=_HASH_POOL.clear)
+
+
+class _HashQueue:
+    """Items hashed by worker threads as they are added, and by the adder once it is done.
+
+    ``finish`` returns the results in the order of ``add``, or raises the first error;
+    after an error no further item is started.
+    """
+
+    def __init__(self, work: Callable[[memoryview], Any], threads: int) -> None:
+        self.items: builtins.list[memoryview] = []
+        self._work = work
+        self._results: builtins.list[Any] = []
+        self._next = 0
+        self._closed = False
+        self._error: BaseException | None = None
+        self._cond = threading.Condition()
+        pool = _hash_pool() if threads else None
+        self._workers = [pool.submit(self._run) for _ in range(threads)] if pool else []
+
+    def add(self, view: memoryview) -> int:
+        with self._cond:
+            self.items.append(view)
+            self._results.append(None)
+            self._cond.notify()
+            return len(self.items) - 1
+
+    def _take(self, wait: bool) -> int | None:
+        with self._cond:
+            while True:
+                if self._error is None and self._next < len(self.items):
+                    self._next += 1
+                    return self._next - 1
+                if self._closed or self._error is not None or not wait:
+                    return None
+                self._cond.wait()
+
+    def _run(self, wait: bool = True) -> None:
+        while (index := self._take(wait)) is not None:
+            try:
+                self._results[index] = self._work(self.items[index])
+            except BaseException as e:
+                with self._cond:
+                    if self._error is None:
+                        self._error = e
+                    self._cond.notify_all()
+                return
+
+    def finish(self) -> builtins.list[Any]:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._run(wait=False)
+        for worker in self._workers:
+            worker.result()
+        if self._error is not None:
+            raise self._error
+        return self._results
 
 
 @dataclass
