@@ -322,3 +322,79 @@ def test_a_chunk_is_compressed_when_the_whole_of_it_gains_enough(
     if codec:
         assert len(blob) < CHUNK_SIZE // 4
     assert np.array_equal(CheckpointStore(local_store_url).load(nb).values["arr"], arr)
+
+
+# ------------------------------------------------- whole buffers, GIL sharing
+def test_an_unchanged_chunked_buffer_is_recognised_by_one_hash_of_the_whole(
+    local_store_url: str, nb: NotebookRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = CheckpointStore(local_store_url)
+    big = np.random.default_rng(7).standard_normal(4 * CHUNK_SIZE // 8)  # 4 chunks
+    state = {"big": big, "n": 1}
+    first = store.save(state, nb)
+    hashed: list[int] = []
+    real = store_module.fast_hash
+
+    def counting(view: memoryview) -> str:
+        hashed.append(view.nbytes)
+        return real(view)
+
+    monkeypatch.setattr(store_module, "fast_hash", counting)
+    again = store.prepare(state, nb)
+    assert hashed == [big.nbytes]  # the whole, once; no chunk on its own
+    assert not [v for v in again.data.values() if v.nbytes >= CHUNK_SIZE]
+    assert again.body["groups"][0]["buffers"] == first.body["groups"][0]["buffers"]
+
+    big[CHUNK_SIZE // 8 + 3] = 42.0  # the second chunk changes
+    hashed.clear()
+    changed = store.prepare(state, nb)
+    assert hashed == [big.nbytes] + [CHUNK_SIZE] * 4  # the whole, then each chunk
+    assert [v.nbytes for v in changed.data.values() if v.nbytes >= CHUNK_SIZE] == [CHUNK_SIZE]
+    store.commit(changed)
+    hashed.clear()
+    store.prepare(state, nb)
+    assert hashed == [big.nbytes]  # the new whole was learned with the commit
+    assert_same(CheckpointStore(local_store_url).load(nb).values, state)
+
+
+def test_a_chunk_the_store_no_longer_knows_is_written_again(
+    local_store_url: str, nb: NotebookRef
+) -> None:
+    store = CheckpointStore(local_store_url)
+    state = {"big": np.random.default_rng(8).standard_normal(3 * CHUNK_SIZE // 8)}
+    ck = store.save(state, nb)
+    victim = ck.body["groups"][0]["buffers"][1]
+    store._known_blobs.discard(victim)  # as gc does when it removes a blob
+    pending = store.prepare(state, nb)
+    assert [h for h, v in pending.data.items() if v.nbytes >= CHUNK_SIZE] == [victim]
+
+
+def test_the_pickler_shares_the_gil_only_when_asked() -> None:
+    objs = [{"i": i, "name": f"item{i}"} for i in range(30_000)]  # about 1 MB of pickle
+    asked: list[bool] = []
+
+    def share() -> bool:
+        asked.append(True)
+        return len(asked) % 2 == 0
+
+    plain = serialize({"objs": objs}, with_rng=False)
+    shared = serialize({"objs": objs}, with_rng=False, share_gil=share)
+    assert len(asked) >= 8  # once per 64 KiB frame written
+    assert shared.groups[0].payload == plain.groups[0].payload
+    assert pickle.loads(shared.groups[0].payload)["objs"] == objs
+
+
+def test_the_hash_queue_says_when_it_is_working() -> None:
+    release = threading.Event()
+
+    def work(view: memoryview) -> int:
+        release.wait(10)
+        return view.nbytes
+
+    queue = _HashQueue(work, 1)
+    assert not queue.working()
+    queue.add(memoryview(b"abc"))
+    assert queue.working()
+    release.set()
+    assert queue.finish() == [3]
+    assert not queue.working()

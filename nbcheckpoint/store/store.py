@@ -275,6 +275,8 @@ class CheckpointStore:
         self._manifest_cache: dict[tuple[str, int], tuple[int, Checkpoint]] = {}
         self._known_blobs: set[str] = set()
         self._fast: dict[tuple[int, str], str] = {}
+        # Fast hash of a whole chunked buffer -> the addresses of its chunks.
+        self._fast_whole: dict[tuple[int, str], tuple[str, ...]] = {}
         self._initialized = False
 
     # ------------------------------------------------------------------ setup
@@ -625,17 +627,17 @@ class CheckpointStore:
         # Worker threads hash each buffer the moment the pickler hands it over, so the
         # fast hashes of large buffers (which release the GIL) overlap with the pickling of
         # small objects (which cannot). All of it is done before this method returns.
-        queue = _HashQueue(self._address, _hash_threads())
-        # The buffer itself is kept with its pieces' queue positions: its id must stay its own.
-        queued: dict[int, tuple[memoryview, builtins.list[int]]] = {}
+        queue = _HashQueue(self._address_buffer, _hash_threads())
+        # Each buffer is kept with its queue position: its id must stay its own.
+        queued: dict[int, tuple[memoryview, int]] = {}
 
-        def plan(buf: memoryview) -> builtins.list[int]:
+        def plan(buf: memoryview) -> int:
             known = queued.get(id(buf))
             if known is None:
-                known = queued[id(buf)] = (buf, [queue.add(p) for p in _chunks(memoryview(buf))])
+                known = queued[id(buf)] = (buf, queue.add(buf))
             return known[1]
 
-        planned: dict[int, tuple[int, builtins.list[builtins.list[int]]]] = {}
+        planned: dict[int, tuple[int, builtins.list[int]]] = {}
         try:
             if snapshot is not None:
                 snap = snapshot
@@ -645,10 +647,11 @@ class CheckpointStore:
                     [n for n in chosen if n not in reused],
                     include_credentials=include_credentials,
                     on_buffer=plan,
+                    share_gil=queue.working if queue.threads else None,
                 )
             for group in snap.groups:
-                pieces = [plan(buf) for buf in group.buffers]
-                planned[id(group)] = (queue.add(memoryview(group.payload)), pieces)
+                indexes = [plan(buf) for buf in group.buffers]
+                planned[id(group)] = (queue.add(memoryview(group.payload)), indexes)
             rng_index = queue.add(memoryview(snap.rng)) if snap.rng is not None else None
         finally:
             results = queue.finish()
@@ -656,29 +659,38 @@ class CheckpointStore:
         # The k-th chunk of every buffer is written before the (k+1)-th of any: arrays that
         # compress (CPU) and arrays that do not (disk) then go to the writer side by side.
         rank: dict[str, int] = {}
+        learned_whole: dict[tuple[int, str], tuple[str, ...]] = {}
 
-        def address(index: int, position: int = 0) -> str:
-            view = queue.items[index]
-            fast, h, stored = cast(tuple[Any, str, bool], results[index])
-            blobs[h] = {"size": view.nbytes}
-            if not stored:  # unchanged since we wrote it: no BLAKE3, no write
-                if fast is not None:
-                    learned[fast] = h
-                data[h] = view
-                rank.setdefault(h, position)
-            return h
+        def address(index: int) -> builtins.list[str]:
+            """The addresses of a buffer's pieces (large buffers are stored in chunks)."""
+            whole, parts = cast(tuple[Any, builtins.list[Any]], results[index])
+            hashes = []
+            for position, (view, (fast, h, stored)) in enumerate(
+                zip(_chunks(queue.items[index]), parts)
+            ):
+                blobs[h] = {"size": view.nbytes}
+                if not stored:  # stored: unchanged since we wrote it: no BLAKE3, no write
+                    if fast is not None:
+                        learned[fast] = h
+                    data[h] = view
+                    rank.setdefault(h, position)
+                hashes.append(h)
+            if whole is not None:
+                learned_whole[whole] = tuple(hashes)
+            return hashes
 
         for group in snap.groups:
             index = len(groups)
-            payload_index, pieces = planned[id(group)]
-            h_pickle = address(payload_index)
+            payload_index, indexes = planned[id(group)]
+            [h_pickle] = address(payload_index)
             hashes: builtins.list[str] = []
             chunks: builtins.list[int] = []
-            for indexes in pieces:
+            for i in indexes:
                 # Large buffers are stored in chunks: an edit to part of an array writes
                 # only the chunks it touched, and chunks read and verify in parallel.
-                hashes.extend(address(i, k) for k, i in enumerate(indexes))
-                chunks.append(len(indexes))
+                pieces = address(i)
+                hashes.extend(pieces)
+                chunks.append(len(pieces))
             entry: dict[str, Any] = {
                 "names": group.names,
                 "pickle": h_pickle,
@@ -696,7 +708,7 @@ class CheckpointStore:
                     "group": index,
                     "shared_with": [n for n in group.names if n != name],
                 }
-        rng_hash = address(rng_index) if rng_index is not None else None
+        rng_hash = address(rng_index)[0] if rng_index is not None else None
         data = {h: data[h] for h in sorted(data, key=rank.__getitem__)}  # a stable sort
         body: dict[str, Any] = {
             "format": FORMAT,
@@ -717,7 +729,7 @@ class CheckpointStore:
             "versions": _versions(),
             "stats": {},
         }
-        return PendingSave(notebook, body, data, learned, started)
+        return PendingSave(notebook, body, data, learned, started, learned_whole)
 
     def commit(
         self, pending: PendingSave, *, keep: int | None = None, max_size: int | None = None
@@ -768,10 +780,29 @@ class CheckpointStore:
             if not self.backend.exists(_blob_path(h)):
                 self._known_blobs.discard(h)
                 self._write_blob(h, view)
-        self.learn(pending.learned)
+        self.learn(pending.learned, pending.learned_whole)
         if keep is not None or max_size is not None:
             self.retain(pending.notebook, keep=keep, max_size=max_size)
         return self.read_checkpoint(pending.notebook, ident)
+
+    def _address_buffer(self, buf: memoryview) -> tuple[Any, builtins.list[Any]]:
+        """The fast hash of the whole buffer when it is chunked and new (else None), and
+        ``_address`` of each of its pieces.
+
+        An unchanged large buffer is recognised by one hash of the whole: one call, which
+        releases the GIL, instead of one per chunk, each of which needs the GIL back to
+        start (see ``_HashQueue``). Runs on hashing threads: it only reads the caches.
+        """
+        pieces = _chunks(buf)
+        if len(pieces) == 1:
+            return None, [self._address(pieces[0])]
+        flat = _flat(buf)
+        whole = (flat.nbytes, fast_hash(flat))
+        known = self._fast_whole.get(whole)
+        stored = known is not None and len(known) == len(pieces)
+        if stored and all(h in self._known_blobs for h in known or ()):
+            return None, [(None, h, True) for h in known or ()]
+        return whole, [self._address(piece) for piece in pieces]
 
     def _address(self, view: memoryview) -> tuple[tuple[int, str] | None, str, bool]:
         """The fast hash (None for small data), the address, and whether the store has it.
@@ -788,11 +819,19 @@ class CheckpointStore:
         # the large unchunked payloads.
         return fast, digest(view, threads=view.nbytes > CHUNK_MIN), False
 
-    def learn(self, fast: Mapping[tuple[int, str], str]) -> None:
+    def learn(
+        self,
+        fast: Mapping[tuple[int, str], str],
+        whole: Mapping[tuple[int, str], tuple[str, ...]] | None = None,
+    ) -> None:
         """Remember fast-hash to address pairs of blobs now in the store (bounded)."""
         if len(self._fast) + len(fast) > FAST_CACHE_MAX:
             self._fast.clear()
         self._fast.update(fast)
+        if whole:
+            if len(self._fast_whole) + len(whole) > FAST_CACHE_MAX // 16:
+                self._fast_whole.clear()
+            self._fast_whole.update(whole)
         self._known_blobs.update(fast.values())
 
     def _reuse_groups(
@@ -1122,9 +1161,14 @@ def _allocate(size: int) -> Any:
     return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 
 
+def _flat(view: memoryview) -> memoryview:
+    """The same memory as a one-dimensional view of bytes."""
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
 def _chunks(view: memoryview) -> builtins.list[memoryview]:
     """A buffer cut into ``CHUNK_SIZE`` pieces when it is large, else the buffer itself."""
-    view = view.cast("B") if view.format != "B" or view.ndim != 1 else view
+    view = _flat(view)
     if view.nbytes <= CHUNK_MIN:
         return [view]
     return [view[start : start + CHUNK_SIZE] for start in range(0, view.nbytes, CHUNK_SIZE)]
@@ -1205,6 +1249,8 @@ class _HashQueue:
         self._work = work
         self._results: builtins.list[Any] = []
         self._next = 0
+        self._done = 0
+        self.threads = threads
         self._closed = False
         self._error: BaseException | None = None
         self._cond = threading.Condition()
@@ -1232,12 +1278,17 @@ class _HashQueue:
         while (index := self._take(wait)) is not None:
             try:
                 self._results[index] = self._work(self.items[index])
+                self._done += 1  # under the GIL; read only as a hint by ``working``
             except BaseException as e:
                 with self._cond:
                     if self._error is None:
                         self._error = e
                     self._cond.notify_all()
                 return
+
+    def working(self) -> bool:
+        """Whether items wait or are being worked on (a hint, read without the lock)."""
+        return self._done < len(self.items) and self._error is None
 
     def finish(self) -> builtins.list[Any]:
         with self._cond:
@@ -1260,6 +1311,7 @@ class PendingSave:
     data: dict[str, memoryview]
     learned: dict[tuple[int, str], str]
     started: float
+    learned_whole: dict[tuple[int, str], tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def new_bytes(self) -> int:
