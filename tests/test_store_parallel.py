@@ -357,6 +357,27 @@ def test_an_unchanged_chunked_buffer_is_recognised_by_one_hash_of_the_whole(
     assert_same(CheckpointStore(local_store_url).load(nb).values, state)
 
 
+def test_on_one_thread_chunks_are_hashed_once_each(
+    local_store_url: str, nb: NotebookRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forked child saves on one thread: no hash of the whole it could never use again."""
+    store = CheckpointStore(local_store_url)
+    big = np.random.default_rng(7).standard_normal(4 * CHUNK_SIZE // 8)
+    store.save({"big": big}, nb)
+    monkeypatch.setitem(store_module.THREADS, "enabled", False)
+    hashed: list[int] = []
+    real = store_module.fast_hash
+
+    def counting(view: memoryview) -> str:
+        hashed.append(view.nbytes)
+        return real(view)
+
+    monkeypatch.setattr(store_module, "fast_hash", counting)
+    pending = store.prepare({"big": big}, nb)
+    assert hashed == [CHUNK_SIZE] * 4
+    assert not [v for v in pending.data.values() if v.nbytes >= CHUNK_SIZE]
+
+
 def test_a_chunk_the_store_no_longer_knows_is_written_again(
     local_store_url: str, nb: NotebookRef
 ) -> None:

@@ -794,8 +794,10 @@ class CheckpointStore:
         start (see ``_HashQueue``). Runs on hashing threads: it only reads the caches.
         """
         pieces = _chunks(buf)
-        if len(pieces) == 1:
-            return None, [self._address(pieces[0])]
+        if len(pieces) == 1 or not THREADS["enabled"]:
+            # On one thread (a forked child) there is no GIL to share, and a child's
+            # caches die with it: one hash per chunk is all it needs.
+            return None, [self._address(piece) for piece in pieces]
         flat = _flat(buf)
         whole = (flat.nbytes, fast_hash(flat))
         known = self._fast_whole.get(whole)
