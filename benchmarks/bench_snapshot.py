@@ -11,8 +11,9 @@ previous snapshot has landed, so every snapshot is taken and none is skipped:
 * iterations 4-13: 1% of the state changed before each (one array slice, 1% of the objects).
 
 The main-thread pause is the time spent inside ``CellRun.safepoint``. In the same run:
-a raw write + fsync of the same bytes to the same disk, ``dill.dump_module``, IPython's
-``%store``, and Kishu when ``--kishu-python`` names an interpreter that has it.
+a raw write + fsync of the same bytes to the same disk (alternating with a first
+``store.save`` of the state, five times each, compared by medians), ``dill.dump_module``,
+IPython's ``%store``, and Kishu when ``--kishu-python`` names an interpreter that has it.
 
 Usage::
 
@@ -72,6 +73,7 @@ TARGET_FORK_PAUSE = 0.100
 TARGET_INLINE_PER_GIB = 0.150
 TARGET_THROUGHPUT = 0.70
 TARGET_DISK = 1.2
+THROUGHPUT_ROUNDS = 5
 
 
 # ------------------------------------------------------------------- state
@@ -404,17 +406,30 @@ def run(args: argparse.Namespace, root: Path) -> int:
         f"{len(ns['objs']):,} small dicts; {megabytes(buffers)} of buffers"
     )
 
-    # 1. Raw disk speed, and a first save in this process, on the same disk.
+    # 1. Raw disk speed, and a first save in this process, on the same disk: side by side,
+    # alternating which goes first, medians of THROUGHPUT_ROUNDS each (one run of either
+    # varies by tens of percent on a shared machine).
     from nbcheckpoint.store import CheckpointStore, NotebookRef
 
-    raw_times = []
-    raw_s, raw_bytes = raw_write(root, ns, names)
-    raw_times.append(raw_s)
     nb = NotebookRef.from_path(str(root / "train.ipynb"))
-    start = time.perf_counter()
-    CheckpointStore(str(root / "store-first")).save(ns, nb, names)
-    save_s = time.perf_counter() - start
-    raw_times.append(raw_write(root, ns, names)[0])
+    raw_times: list[float] = []
+    save_times: list[float] = []
+    raw_bytes = 0
+    first_disk = 0
+    for round_ in range(THROUGHPUT_ROUNDS):
+        for what in ("raw", "save") if round_ % 2 == 0 else ("save", "raw"):
+            if what == "raw":
+                took, raw_bytes = raw_write(root, ns, names)
+                raw_times.append(took)
+                continue
+            folder = root / f"store-first-{round_}"
+            start = time.perf_counter()
+            CheckpointStore(str(folder)).save(ns, nb, names)  # a new store: everything new
+            save_times.append(time.perf_counter() - start)
+            first_disk = dir_bytes(folder)
+            shutil.rmtree(folder)
+    raw_s = statistics.median(raw_times)
+    save_s = statistics.median(save_times)
     from nbcheckpoint.store.serializer import serialize
 
     start = time.perf_counter()
@@ -423,13 +438,13 @@ def run(args: argparse.Namespace, root: Path) -> int:
     start = time.perf_counter()
     serialize(ns, ["objs"])
     pickle_objs_s = time.perf_counter() - start
-    raw_s = statistics.median(raw_times)
-    first_disk = dir_bytes(root / "store-first")
-    shutil.rmtree(root / "store-first")
     say(
-        f"raw write + fsync of {megabytes(raw_bytes)}: {[round(t, 2) for t in raw_times]} s "
-        f"({raw_bytes / raw_s / MB:,.0f} MB/s); store.save {save_s:.2f} s "
-        f"({raw_bytes / save_s / MB:,.0f} MB/s logical, {megabytes(first_disk)} on disk after zstd); "
+        f"raw write + fsync of {megabytes(raw_bytes)}: {[round(t, 2) for t in raw_times]} s, "
+        f"median {raw_s:.2f} s ({raw_bytes / raw_s / MB:,.0f} MB/s); store.save of the same "
+        f"state into a new store, alternating with it: {[round(t, 2) for t in save_times]} s, "
+        f"median {save_s:.2f} s ({raw_bytes / save_s / MB:,.0f} MB/s logical, "
+        f"{megabytes(first_disk)} on disk after zstd); per round "
+        f"{[f'{r / s:.0%}' for r, s in zip(raw_times, save_times)]}; "
         f"of a save, serialize() takes {pickle_s:.2f} s, {pickle_objs_s:.2f} s of it for the "
         f"{len(ns['objs']):,} small objects (C pickler)"
     )
@@ -524,7 +539,15 @@ def run(args: argparse.Namespace, root: Path) -> int:
             dill_second,
             "ratio",
         ),
-        Row("save throughput: store.save vs raw", save_s, raw_s, "share", TARGET_THROUGHPUT),
+        Row(
+            "save throughput: store.save vs raw",
+            save_s,
+            raw_s,
+            "share",
+            TARGET_THROUGHPUT,
+            note=f"medians of {THROUGHPUT_ROUNDS} alternating runs each; saves s "
+            f"{[round(t, 2) for t in save_times]}, raw s {[round(t, 2) for t in raw_times]}",
+        ),
         Row(
             "  fork child, first snapshot vs raw",
             fork["durations"][0] if fork["durations"] else None,
