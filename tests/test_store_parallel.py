@@ -378,6 +378,18 @@ def test_on_one_thread_chunks_are_hashed_once_each(
     assert not [v for v in pending.data.values() if v.nbytes >= CHUNK_SIZE]
 
 
+def test_a_large_pickle_is_stored_whole(local_store_url: str, nb: NotebookRef) -> None:
+    """Only out-of-band buffers are chunked; a pickle over the chunking size is one blob."""
+    words = [f"{'x' * 90}{i}" for i in range(120_000)]  # about 11 MB of pickle, in band
+    store = CheckpointStore(local_store_url)
+    for _ in range(2):  # new, then recognised
+        ck = store.save({"words": words, "arr": np.arange(10.0)}, nb)
+        [group] = ck.body["groups"]
+        assert ck.body["blobs"][group["pickle"]]["size"] > store_module.CHUNK_MIN
+    assert ck.new_bytes < 10_000
+    assert CheckpointStore(local_store_url).load(nb).values["words"] == words
+
+
 def test_a_chunk_the_store_no_longer_knows_is_written_again(
     local_store_url: str, nb: NotebookRef
 ) -> None:

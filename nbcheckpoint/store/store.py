@@ -634,7 +634,7 @@ class CheckpointStore:
         def plan(buf: memoryview) -> int:
             known = queued.get(id(buf))
             if known is None:
-                known = queued[id(buf)] = (buf, queue.add(buf))
+                known = queued[id(buf)] = (buf, queue.add((buf, True)))
             return known[1]
 
         planned: dict[int, tuple[int, builtins.list[int]]] = {}
@@ -651,8 +651,10 @@ class CheckpointStore:
                 )
             for group in snap.groups:
                 indexes = [plan(buf) for buf in group.buffers]
-                planned[id(group)] = (queue.add(memoryview(group.payload)), indexes)
-            rng_index = queue.add(memoryview(snap.rng)) if snap.rng is not None else None
+                # Pickles are stored whole, however large (only buffers are chunked).
+                planned[id(group)] = (queue.add((memoryview(group.payload), False)), indexes)
+            rng = snap.rng
+            rng_index = queue.add((memoryview(rng), False)) if rng is not None else None
         finally:
             results = queue.finish()
 
@@ -664,9 +666,10 @@ class CheckpointStore:
         def address(index: int) -> builtins.list[str]:
             """The addresses of a buffer's pieces (large buffers are stored in chunks)."""
             whole, parts = cast(tuple[Any, builtins.list[Any]], results[index])
+            buf, chunked = queue.items[index]
             hashes = []
             for position, (view, (fast, h, stored)) in enumerate(
-                zip(_chunks(queue.items[index]), parts)
+                zip(_chunks(buf) if chunked else [buf], parts)
             ):
                 blobs[h] = {"size": view.nbytes}
                 if not stored:  # stored: unchanged since we wrote it: no BLAKE3, no write
@@ -785,15 +788,16 @@ class CheckpointStore:
             self.retain(pending.notebook, keep=keep, max_size=max_size)
         return self.read_checkpoint(pending.notebook, ident)
 
-    def _address_buffer(self, buf: memoryview) -> tuple[Any, builtins.list[Any]]:
-        """The fast hash of the whole buffer when it is chunked and new (else None), and
-        ``_address`` of each of its pieces.
+    def _address_buffer(self, item: tuple[memoryview, bool]) -> tuple[Any, builtins.list[Any]]:
+        """For a buffer and whether it may be chunked: the fast hash of the whole when it is
+        chunked and new (else None), and ``_address`` of each of its pieces.
 
         An unchanged large buffer is recognised by one hash of the whole: one call, which
         releases the GIL, instead of one per chunk, each of which needs the GIL back to
         start (see ``_HashQueue``). Runs on hashing threads: it only reads the caches.
         """
-        pieces = _chunks(buf)
+        buf, chunked = item
+        pieces = _chunks(buf) if chunked else [buf]
         if len(pieces) == 1 or not THREADS["enabled"]:
             # On one thread (a forked child) there is no GIL to share, and a child's
             # caches die with it: one hash per chunk is all it needs.
@@ -1246,8 +1250,8 @@ class _HashQueue:
     after an error no further item is started.
     """
 
-    def __init__(self, work: Callable[[memoryview], Any], threads: int) -> None:
-        self.items: builtins.list[memoryview] = []
+    def __init__(self, work: Callable[[Any], Any], threads: int) -> None:
+        self.items: builtins.list[Any] = []
         self._work = work
         self._results: builtins.list[Any] = []
         self._next = 0
@@ -1259,9 +1263,9 @@ class _HashQueue:
         pool = _hash_pool() if threads else None
         self._workers = [pool.submit(self._run) for _ in range(threads)] if pool else []
 
-    def add(self, view: memoryview) -> int:
+    def add(self, item: Any) -> int:
         with self._cond:
-            self.items.append(view)
+            self.items.append(item)
             self._results.append(None)
             self._cond.notify()
             return len(self.items) - 1
