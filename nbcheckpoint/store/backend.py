@@ -94,9 +94,6 @@ class FolderSync:
             if entry is not None:
                 entries.append(entry)
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
     def sync(self) -> None:
         """fsync each folder once; the first failure abandons what is left, and raises.
 

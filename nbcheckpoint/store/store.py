@@ -609,8 +609,11 @@ class CheckpointStore:
     ) -> PendingSave:
         """The part of a save that must see the namespace: pickle it and address every blob.
 
-        Unchanged large buffers are recognised by a fast hash (xxh3) and cost no BLAKE3
-        and no write. The result refers to live memory until :meth:`PendingSave.detach`.
+        Unchanged large buffers are recognised by a fast hash (xxh3; for a chunked buffer,
+        one of the whole, then of each chunk only when the whole changed) and cost no
+        BLAKE3 and no write. Hashing runs on worker threads beside the pickling and is
+        over when this returns. The result refers to live memory until
+        :meth:`PendingSave.detach`.
         """
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
