@@ -269,7 +269,13 @@ def test_failed_fsync_is_not_retried_and_abandons_the_checkpoint(
         url = str(tmp_path / f"store-{fail_at}")
         CheckpointStore(url).save(first, nb)
         store = CheckpointStore(url)  # a new kernel: no folder or blob known in advance
-        state = {"a": rng.standard_normal(1000), "b": np.arange(fail_at * 100), "n": fail_at}
+        # "old" is a blob the first instance wrote: this one finds it and syncs its folder too.
+        state = {
+            "a": rng.standard_normal(1000),
+            "b": np.arange(fail_at * 100),
+            "n": fail_at,
+            "old": first["a"],
+        }
         calls: list[int] = []
         code = errno.EIO if fail_at % 2 else errno.ENOSPC
 
@@ -293,8 +299,8 @@ def test_failed_fsync_is_not_retried_and_abandons_the_checkpoint(
             monkeypatch.setattr(os, "fsync", real_fsync)
         points += 1
         # Blobs are written on up to 4 threads: the 3 others already in flight finish their
-        # own fsyncs (file, new folder, folder: 3 each), but nothing is retried and no new
-        # blob is started.
+        # own fsyncs (file, new folder: 2 each; blob folders are synced once each after all
+        # blobs are in), but nothing is retried and no new blob is started.
         assert len(calls) - fail_at <= 3 * 3, (
             f"{len(calls) - fail_at} fsync calls after the failure (a retry?)"
         )
