@@ -111,6 +111,15 @@ def test_an_error_while_hashing_reaches_the_caller(
     assert_same(store.load(nb, ck.id).values, _state())
 
 
+def test_one_core_hashes_on_the_calling_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert store_module._hash_threads() == 0
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert store_module._hash_threads() == 2
+    monkeypatch.setitem(store_module.THREADS, "enabled", False)
+    assert store_module._hash_threads() == 0
+
+
 def test_hash_queue_keeps_order_and_stops_after_an_error() -> None:
     queue = _HashQueue(lambda view: bytes(view)[::-1], 2)
     for i in range(200):

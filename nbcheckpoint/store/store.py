@@ -1228,7 +1228,11 @@ def _hash_threads() -> int:
     """Threads that hash beside the pickling main thread: one core is the pickler's."""
     if not THREADS["enabled"]:
         return 0
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
+    try:
+        cores = len(os.sched_getaffinity(0))  # what this process may use, not the machine
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(4, cores - 1))
 
 
 def _hash_pool() -> Any:
