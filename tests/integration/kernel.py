@@ -46,8 +46,12 @@ class Kernel:
     def __init__(self, notebook: str, cwd: str, env: dict[str, str] | None = None) -> None:
         self.notebook = notebook
         self.cwd = cwd
-        self.env = {**os.environ, "JPY_SESSION_NAME": notebook, "PYDEVD_DISABLE_FILE_VALIDATION": "1",
-                    **(env or {})}
+        self.env = {
+            **os.environ,
+            "JPY_SESSION_NAME": notebook,
+            "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+            **(env or {}),
+        }
         self.km: KernelManager | None = None
         self.kc: Any = None
 
