@@ -227,6 +227,56 @@ def test_each_blob_folder_is_synced_once_after_its_links_and_before_the_manifest
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_a_new_stores_blob_folders_are_made_durable_with_one_fsync_of_their_parent(
+    tmp_path: Path, nb: NotebookRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first save into a new store makes dozens of blobs/xx folders: their entries in
+    # blobs/ become durable with one fsync of blobs/ before the manifest, not one per mkdir.
+    store = CheckpointStore(str(tmp_path / "new-store"))
+    events: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    real_fsync, real_mkdir, real_link = os.fsync, os.mkdir, os.link
+
+    def record(kind: str, path: str) -> None:
+        with lock:
+            events.append((kind, path))
+
+    def fsync(fd: int) -> None:
+        path = _fd_path(fd)
+        real_fsync(fd)
+        record("fsync", path)
+
+    def mkdir(path: Any, *args: Any, **kw: Any) -> None:
+        real_mkdir(path, *args, **kw)
+        record("mkdir", os.fspath(path))
+
+    def link(src: str, dst: str, **kw: Any) -> None:
+        real_link(src, dst, **kw)
+        record("link", dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    monkeypatch.setattr(os, "link", link)
+    rng = np.random.default_rng(5)
+    state = {f"a{i}": rng.standard_normal(2000 + i) for i in range(40)}
+    ck = store.save(state, nb)
+    monkeypatch.undo()
+
+    blobs_root = os.path.join(str(tmp_path / "new-store"), "blobs")
+    made = [
+        i
+        for i, (kind, p) in enumerate(events)
+        if kind == "mkdir" and os.path.dirname(p) == blobs_root
+    ]
+    assert len(made) >= 20  # 40 blobs land in many of the 256 folders
+    parent_syncs = [i for i, (kind, p) in enumerate(events) if kind == "fsync" and p == blobs_root]
+    manifest = [i for i, (kind, p) in enumerate(events) if kind == "link" and p.endswith(".ckpt")]
+    assert len(parent_syncs) == 1, f"blobs/ synced {len(parent_syncs)} times"
+    assert max(made) < parent_syncs[0] < manifest[0]
+    assert_same(store.load(nb, ck.id).values, state)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
 def test_blobs_found_in_the_store_have_their_folders_synced_before_the_manifest(
     local_store_url: str, nb: NotebookRef, monkeypatch: pytest.MonkeyPatch
 ) -> None:

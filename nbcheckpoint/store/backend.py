@@ -159,7 +159,9 @@ class LocalBackend:
     def _abs(self, path: str) -> str:
         return os.path.join(self.root, *path.split("/")) if path else self.root
 
-    def _makedirs(self, folder: str) -> None:
+    def _makedirs(self, folder: str, folders: FolderSync | None = None) -> None:
+        """Create ``folder`` and its missing parents, each new entry made durable: at once,
+        or with ``folders`` (a save's batch, synced before its manifest)."""
         if folder in self._made:
             return
         missing = []
@@ -180,9 +182,14 @@ class LocalBackend:
             else:
                 try:
                     os.chmod(d, DIR_MODE)  # mkdir's mode is filtered by the umask
-                    self._fsync_dir(os.path.dirname(d))
+                    if folders is None:
+                        self._fsync_dir(os.path.dirname(d))
                 except OSError as e:
                     raise StoreWriteError(d, e.strerror or str(e)) from e
+                if folders is not None:
+                    # A new store's first save makes up to 256 blob folders: one fsync of
+                    # their parent for all, with the save's other folders, not one each.
+                    folders.add(os.path.dirname(d))
         self._made.add(folder)
 
     @staticmethod
@@ -224,7 +231,11 @@ class LocalBackend:
         if os.path.exists(final):
             return False
         folder = os.path.dirname(final)
-        self._makedirs(folder)
+        self._makedirs(folder, folders)
+        if folders is not None:
+            # The folder may come from an earlier save whose batch never got synced (it
+            # failed): its entry in the parent is made durable again with this save's.
+            folders.add(os.path.dirname(folder))
         tmp = self._write_tmp(write, None)
         try:
             # link() fails when the name exists, so two writers never overwrite each other.
