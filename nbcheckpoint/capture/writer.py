@@ -21,7 +21,8 @@ from typing import Any, Protocol
 
 from ..errors import CheckpointError
 from ..store import Checkpoint, CheckpointStore, NotebookRef
-from ..store.store import PendingSave, single_threaded
+from ..store.hashing import single_threaded
+from ..store.store import PendingSave
 
 MODES = ("auto", "inline", "fork")
 FORK_MIN_BYTES = 64 << 20

@@ -33,8 +33,8 @@ from ..errors import CheckpointError, ConfigError
 from ..format import parse_duration, parse_size, relative_time
 from ..store import Checkpoint as StoredCheckpoint
 from ..store import CheckpointStore, NotebookRef, Restored, default_store_url
+from ..store.hashing import single_threaded
 from ..store.identity import ENV_NOTEBOOK_ID
-from ..store.store import single_threaded
 from .commands import LineCommands
 from .identity import notebook_ref
 from .reporter import DisplayReporter
