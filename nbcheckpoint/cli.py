@@ -19,7 +19,8 @@ from . import __version__
 from .errors import AmbiguousCheckpoint, CheckpointError, CheckpointNotFound, VerificationError
 from .format import describe_position, human_bytes, parse_duration, parse_size, relative_time, table
 from .store import Checkpoint, CheckpointStore, NotebookRef, default_store_url
-from .store.store import DEFAULT_GRACE, Problem
+from .store.records import Problem
+from .store.store import DEFAULT_GRACE
 
 PROG = "nbcheckpoint"
 TEXT_WIDTH = 40

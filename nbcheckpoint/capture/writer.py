@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from ..errors import CheckpointError
 from ..store import Checkpoint, CheckpointStore, NotebookRef
 from ..store.hashing import single_threaded
-from ..store.store import PendingSave
+from ..store.records import PendingSave
 
 MODES = ("auto", "inline", "fork")
 FORK_MIN_BYTES = 64 << 20

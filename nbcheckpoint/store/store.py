@@ -11,7 +11,6 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
 import zstandard
@@ -28,8 +27,10 @@ from ..errors import (
 from .backend import Backend, FolderSync, open_backend
 from .hashing import THREADS, _hash_threads, _HashQueue, _parallel, digest, fast_hash
 from .identity import NotebookRef, valid_key
+from .records import Checkpoint, GcReport, PendingSave, Problem, Restored
 from .serializer import Snapshot, deserialize, serialize
 from .signing import SigningKey, load_key
+from .zstdframe import ZstdFrameCheck
 
 FORMAT = 1
 MANIFEST_MAGIC = b"NBCKPT1\n"
@@ -88,75 +89,6 @@ def _versions() -> dict[str, str]:
         if version:
             found[name] = str(version)
     return found
-
-
-@dataclass
-class Checkpoint:
-    """A manifest read back from the store, with whether its signature verified."""
-
-    body: dict[str, Any]
-    verified: bool
-    problem: str | None = None
-    pinned: bool = False
-    status_override: str | None = None
-
-    @property
-    def id(self) -> int:
-        return int(self.body["id"])
-
-    @property
-    def notebook(self) -> str:
-        return str(self.body["notebook"]["key"])
-
-    @property
-    def created(self) -> float:
-        return float(self.body["created"])
-
-    @property
-    def status(self) -> str:
-        return self.status_override or str(self.body["status"])
-
-    @property
-    def variables(self) -> dict[str, dict[str, Any]]:
-        return dict(self.body["variables"])
-
-    @property
-    def total_bytes(self) -> int:
-        return int(sum(b["size"] for b in self.body["blobs"].values()))
-
-    @property
-    def new_bytes(self) -> int:
-        return int(self.body["stats"].get("bytes_new", 0))
-
-
-@dataclass
-class Restored:
-    """What a restore brought back, and what it could not."""
-
-    checkpoint: Checkpoint
-    values: dict[str, Any]
-    modules: dict[str, str]
-    rng: bytes | None
-    failed: dict[str, str] = field(default_factory=dict)
-    passed_over: dict[int, str] = field(default_factory=dict)
-
-
-@dataclass
-class GcReport:
-    removed_blobs: int = 0
-    freed_bytes: int = 0
-    kept_recent: int = 0
-    removed_tmp: int = 0
-    removed_checkpoints: list[tuple[str, int]] = field(default_factory=list)
-
-
-@dataclass
-class Problem:
-    """One finding of ``verify``: what is wrong, and with which checkpoint or blob."""
-
-    notebook: str
-    ident: int | None
-    what: str
 
 
 class CheckpointStore:
@@ -285,7 +217,7 @@ class CheckpointStore:
                         raise _BlobError(h, "it has the wrong length (truncated or extended)")
                 elif codec == CODEC_ZSTD:
                     dctx = zstandard.ZstdDecompressor()
-                    frame = _ZstdFrameCheck(f)
+                    frame = ZstdFrameCheck(f)
                     try:
                         # Any object with read() will do as the source.
                         with dctx.stream_reader(frame, closefd=False) as z:  # type: ignore[arg-type]
@@ -1103,108 +1035,6 @@ def _compresses(data: memoryview, gain: float, budget: int = COMPRESS_SAMPLE) ->
     starts = sorted({0, max(0, data.nbytes // 2 - size // 2), data.nbytes - size})
     sample = b"".join(bytes(data[start : start + size]) for start in starts)
     return len(zstandard.ZstdCompressor(level=1).compress(sample)) < gain * len(sample)
-
-
-@dataclass
-class PendingSave:
-    """A checkpoint pickled and addressed, not yet written."""
-
-    notebook: NotebookRef
-    body: dict[str, Any]
-    data: dict[str, memoryview]
-    learned: dict[tuple[int, str], str]
-    started: float
-    learned_whole: dict[tuple[int, str], tuple[str, ...]] = field(default_factory=dict)
-
-    @property
-    def new_bytes(self) -> int:
-        """Bytes that may need writing (those not known to be in the store)."""
-        return sum(v.nbytes for v in self.data.values())
-
-    def detach(self, budget: int) -> bool:
-        """Copy the data still pointing at live objects, if it fits in ``budget`` bytes.
-
-        After this the namespace may change freely while a writer thread commits.
-        """
-        if self.new_bytes > budget:
-            return False
-        self.data = {h: memoryview(bytes(v)) for h, v in self.data.items()}
-        return True
-
-
-class _ZstdFrameCheck:
-    """Follows the structure of the one zstd frame of a blob as the decoder reads its bytes.
-
-    Decoding misses damage that leaves the content intact: the stream reader stops quietly
-    at the end of the input once all content is out, so a cleared last-block flag, a set
-    checksum flag or bytes after the frame went unseen. This walks the frame and block
-    headers (RFC 8878, section 3.1.1) and wants the frame to end exactly at the end of the
-    file. Still unseen, as no decoder can tell: a flip of the header's unused bit, or of the
-    window size to a larger one.
-    """
-
-    def __init__(self, f: IO[bytes]) -> None:
-        self._f = f
-        self._state = "frame"
-        self._need = 5  # magic number and frame header descriptor
-        self._buf = bytearray()
-        self._skip = 0
-        self._checksum = 0
-        self._error: str | None = None
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._f.read(size)
-        if data and self._error is None:
-            self._feed(memoryview(data))
-        return data
-
-    def _feed(self, view: memoryview) -> None:
-        i = 0
-        while i < len(view) and self._error is None:
-            if self._skip:
-                n = min(self._skip, len(view) - i)
-                self._skip -= n
-                i += n
-                continue
-            if self._state == "end":
-                self._error = "it has bytes after its zstd frame"
-                return
-            n = min(self._need - len(self._buf), len(view) - i)
-            self._buf += view[i : i + n]
-            i += n
-            if len(self._buf) == self._need:
-                self._step(bytes(self._buf))
-                self._buf.clear()
-
-    def _step(self, head: bytes) -> None:
-        if self._state == "frame":
-            fhd = head[4]
-            if head[:4] != b"\x28\xb5\x2f\xfd" or fhd & 0x08:  # 0x08: the reserved bit
-                self._error = "its zstd frame header is damaged"
-                return
-            single = fhd >> 5 & 1
-            # Window descriptor (absent in single-segment frames), dictionary id, content size.
-            self._skip = (1 - single) + (0, 1, 2, 4)[fhd & 3] + (single, 2, 4, 8)[fhd >> 6]
-            self._checksum = 4 * (fhd >> 2 & 1)
-            self._state, self._need = "block", 3
-            return
-        header = int.from_bytes(head, "little")
-        last, kind, length = header & 1, header >> 1 & 3, header >> 3
-        if kind == 3:
-            self._error = "its zstd frame has a damaged block header"
-            return
-        self._skip = 1 if kind == 1 else length
-        if last:
-            self._skip += self._checksum
-            self._state = "end"
-
-    def finish(self) -> str | None:
-        """Read what the decoder left, and say what is wrong with the frame, or None."""
-        while self._error is None and self.read(1 << 20):
-            pass
-        if self._error is None and (self._state != "end" or self._skip):
-            self._error = "its zstd frame is incomplete"
-        return self._error
 
 
 class _BlobError(Exception):
