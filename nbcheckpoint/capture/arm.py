@@ -2,7 +2,7 @@
 
 A tight loop (no calls in its body, see ``LoopInfo.tight``) gets its safepoint as a ``pass``
 on line ``MARKER_LINE + id``: one NOP per iteration instead of a flag test, which on a
-pure-Python loop costs 4-20% (RECIPES.md). When a snapshot is due, the timer thread calls
+pure-Python loop costs 2-20% (see the breakdown in ``benchmarks/bench_capture.py``). When a snapshot is due, the timer thread calls
 ``_thread.interrupt_main(signum)``: no OS signal is sent, so no system call is interrupted;
 Python runs our handler on the main thread at its next eval-breaker check, which in a tight
 loop is the loop's own backward jump. If the innermost frame with marker lines is there, the
@@ -43,7 +43,7 @@ from typing import Any
 
 from .rewrite import MARKER_LINE, CellPlan
 
-__all__ = ["Arming", "available", "marker_pairs"]
+__all__ = ["Arming", "available", "marker_headers", "marker_pairs"]
 
 # Where a frame can be interrupted inside a tight loop: its backward jump (3.11 checks the
 # eval breaker there), or a FOR_ITER advancing a Python iterator (a generator) one item.
