@@ -144,6 +144,29 @@ def test_marker_lines_of_a_function_from_an_earlier_cell_still_checkpoint(ip, tm
     assert not any(p["resumable"] for p in inside)
 
 
+def test_a_marker_checkpoint_that_fails_warns_once_and_the_cell_goes_on(ip, capsys):
+    from nbcheckpoint.capture import arm
+
+    if arm.available() is not None:
+        pytest.skip(f"marker safepoints unavailable here: {arm.available()}")
+    # The loop's position probe is gone (a cell that cleans up names it should not touch):
+    # the checkpoint cannot say where it is, but the user's loop must finish all the same.
+    cell = (
+        "%%checkpoint --every 0.02 --mode inline\n"
+        "t = 0\n"
+        "for i in range(4_000_000):\n"
+        "    t += i\n"
+        "    if i == 0:\n"
+        "        del _nbc_p1_\n"
+    )
+    run(ip, cell)
+    assert ip.user_ns["t"] == sum(range(4_000_000))
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert text.count("a checkpoint inside a loop failed") == 1
+    assert "the cell goes on" in text
+
+
 def test_markers_can_be_turned_off_and_config_says_which(ip, tmp_path, capsys, monkeypatch):
     from nbcheckpoint.capture import arm
 

@@ -240,7 +240,10 @@ class CellRun:
         except Exception as e:  # never let a snapshot break the user's loop
             if not self._marker_failed:
                 self._marker_failed = True
-                self.reporter.warn(f"nbcheckpoint: a checkpoint inside a loop failed ({e}).")
+                self.reporter.warn(
+                    f"nbcheckpoint: a checkpoint inside a loop failed ({e}); the cell goes on, "
+                    "and the next checkpoint is tried when it is due."
+                )
 
     def _job(self, status: str, position: dict[str, Any] | None) -> Job:
         return Job(
