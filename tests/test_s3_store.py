@@ -25,9 +25,9 @@ import zstandard
 from nbcheckpoint import cli
 from nbcheckpoint.errors import StoreError, StoreWriteError, UntrustedCheckpoint
 from nbcheckpoint.store import CheckpointStore, NotebookRef, SigningKey, load_key
-from nbcheckpoint.store import backend as backend_module
-from nbcheckpoint.store.backend import FsspecBackend, _FsFailure, _transient
+from nbcheckpoint.store import remote as remote_module
 from nbcheckpoint.store.identity import ENV_NOTEBOOK_ID, project_path
+from nbcheckpoint.store.remote import FsspecBackend, _FsFailure, _transient
 from nbcheckpoint.store.store import digest
 
 pytestmark = pytest.mark.skipif(
@@ -142,7 +142,7 @@ def test_round_trip_list_load_verify_gc_and_the_command_line(
 MEMORY_PROBE = textwrap.dedent(
     """
     import os, sys
-    from nbcheckpoint.store.backend import FsspecBackend
+    from nbcheckpoint.store.remote import FsspecBackend
 
     def status(field):  # VmRSS now, VmHWM the peak (ru_maxrss would include the parent's)
         with open("/proc/self/status") as f:
@@ -390,7 +390,7 @@ KILLED_WRITER = textwrap.dedent(
     import sys
     import numpy as np
     from nbcheckpoint.store import CheckpointStore, NotebookRef
-    from nbcheckpoint.store.backend import FsspecBackend
+    from nbcheckpoint.store.remote import FsspecBackend
 
     import nbcheckpoint.store.store as store_module
 
@@ -574,7 +574,7 @@ def test_a_store_that_is_down_fails_the_save_quickly_and_clearly(nb: NotebookRef
 def test_touch_renews_the_age_of_an_object_that_gc_would_find_old(
     url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(backend_module, "RENEW_AFTER", 0.5)
+    monkeypatch.setattr(remote_module, "RENEW_AFTER", 0.5)
     backend = FsspecBackend(url)
     backend.create("blobs/ab/cdef", _const(b"NBCB\x01\x00data"))
     old = backend.mtime("blobs/ab/cdef")
