@@ -384,21 +384,28 @@ def test_a_chunk_is_compressed_when_the_whole_of_it_gains_enough(
 
 
 # ------------------------------------------------- whole buffers, GIL sharing
+@pytest.fixture
+def hashed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the buffers the store fast-hashes from now on, in order."""
+    sizes: list[int] = []
+    real = store_module.fast_hash
+
+    def counting(view: memoryview) -> str:
+        sizes.append(view.nbytes)
+        return real(view)
+
+    monkeypatch.setattr(store_module, "fast_hash", counting)
+    return sizes
+
+
 def test_an_unchanged_chunked_buffer_is_recognised_by_one_hash_of_the_whole(
-    local_store_url: str, nb: NotebookRef, monkeypatch: pytest.MonkeyPatch
+    local_store_url: str, nb: NotebookRef, hashed: list[int]
 ) -> None:
     store = CheckpointStore(local_store_url)
     big = np.random.default_rng(7).standard_normal(4 * CHUNK_SIZE // 8)  # 4 chunks
     state = {"big": big, "n": 1}
     first = store.save(state, nb)
-    hashed: list[int] = []
-    real = store_module.fast_hash
-
-    def counting(view: memoryview) -> str:
-        hashed.append(view.nbytes)
-        return real(view)
-
-    monkeypatch.setattr(store_module, "fast_hash", counting)
+    hashed.clear()
     again = store.prepare(state, nb)
     assert hashed == [big.nbytes]  # the whole, once; no chunk on its own
     assert not [v for v in again.data.values() if v.nbytes >= CHUNK_SIZE]
@@ -417,21 +424,14 @@ def test_an_unchanged_chunked_buffer_is_recognised_by_one_hash_of_the_whole(
 
 
 def test_on_one_thread_chunks_are_hashed_once_each(
-    local_store_url: str, nb: NotebookRef, monkeypatch: pytest.MonkeyPatch
+    local_store_url: str, nb: NotebookRef, monkeypatch: pytest.MonkeyPatch, hashed: list[int]
 ) -> None:
     """A forked child saves on one thread: no hash of the whole it could never use again."""
     store = CheckpointStore(local_store_url)
     big = np.random.default_rng(7).standard_normal(4 * CHUNK_SIZE // 8)
     store.save({"big": big}, nb)
     monkeypatch.setitem(store_module.THREADS, "enabled", False)
-    hashed: list[int] = []
-    real = store_module.fast_hash
-
-    def counting(view: memoryview) -> str:
-        hashed.append(view.nbytes)
-        return real(view)
-
-    monkeypatch.setattr(store_module, "fast_hash", counting)
+    hashed.clear()
     pending = store.prepare({"big": big}, nb)
     assert hashed == [CHUNK_SIZE] * 4
     assert not [v for v in pending.data.values() if v.nbytes >= CHUNK_SIZE]

@@ -77,17 +77,23 @@ def _free_signal() -> int | None:
     return None
 
 
-def available() -> str | None:
-    """None when marker safepoints can work here, else the reason they cannot."""
+def _blocker() -> str | None:
+    """Why no trace can be armed here, signals aside; None when nothing stands in the way."""
     if sys.platform == "win32":
         return "no real-time signals on Windows"
     if threading.current_thread() is not threading.main_thread():
         return "the cell runs outside the main thread"
     if sys.gettrace() is not None:
         return "a debugger or tracer is active"
-    if _free_signal() is None:
-        return "no free real-time signal"
     return None
+
+
+def available() -> str | None:
+    """None when marker safepoints can work here, else the reason they cannot."""
+    blocker = _blocker()
+    if blocker is None and _free_signal() is None:
+        return "no free real-time signal"
+    return blocker
 
 
 @functools.lru_cache(maxsize=1024)
@@ -141,7 +147,7 @@ class Arming:
     # ------------------------------------------------------------ lifetime
     def install(self) -> str | None:
         """Install the handler (main thread only). Returns None, or why it could not."""
-        reason = available()
+        reason = _blocker()
         if reason is not None:
             return reason
         signum = _free_signal()

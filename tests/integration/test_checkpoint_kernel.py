@@ -347,8 +347,10 @@ def test_auto_mode_across_cells_then_restart_restores_namespace(
     assert k2.value("np.__name__") == "numpy"
 
 
-def slow_auto_writes(kernel: Kernel, seconds: float, first_only: bool) -> None:
-    """Make the kernel's writer thread take ``seconds`` before each write (or the first one)."""
+def two_cells_behind_a_slow_writer(kernel: Kernel, seconds: float, first_only: bool) -> None:
+    """Auto mode on, then cells ``first = 1`` and ``second = 2`` while the kernel's writer
+    thread takes ``seconds`` before each write (or only the first one): the second cell's
+    changes wait for the writer."""
     kernel.run(
         "import time as _time\n"
         "from nbcheckpoint.capture import writer as _w\n"
@@ -360,6 +362,9 @@ def slow_auto_writes(kernel: Kernel, seconds: float, first_only: bool) -> None:
         "    _real(self, job, pending)\n"
         "_w.ThreadWriter._commit = _commit\n"
     ).check()
+    kernel.run("%checkpoint auto on --min-duration 0").check()
+    kernel.run("first = 1").check()
+    kernel.run("second = 2").check()
 
 
 def test_auto_save_that_waited_for_the_writer_lands_without_another_cell(
@@ -369,10 +374,7 @@ def test_auto_save_that_waited_for_the_writer_lands_without_another_cell(
     # changes wait. They must be written once the writer is free, with no further cell:
     # the user may have walked away, and the kernel may die next.
     k = start_kernel()
-    slow_auto_writes(k, seconds=1.5, first_only=True)
-    k.run("%checkpoint auto on --min-duration 0").check()
-    k.run("first = 1").check()
-    k.run("second = 2").check()  # ends while the first save is still being written
+    two_cells_behind_a_slow_writer(k, seconds=1.5, first_only=True)
     wait_for(
         lambda: any(
             (ck.body["cell"] or {}).get("first_line") == "second = 2" for ck in store_probe.list()
@@ -390,10 +392,7 @@ def test_restart_right_after_a_cell_still_saves_its_auto_checkpoint(
     # Every write takes a second; the user restarts the kernel (a mis-click) right after a
     # cell: the shutdown waits for the write under way and saves what is still waiting.
     k = start_kernel()
-    slow_auto_writes(k, seconds=1.0, first_only=False)
-    k.run("%checkpoint auto on --min-duration 0").check()
-    k.run("first = 1").check()
-    k.run("second = 2").check()  # waits: the writer is still busy with the cells before
+    two_cells_behind_a_slow_writer(k, seconds=1.0, first_only=False)
     assert k.km is not None
     k.km.shutdown_kernel(now=False, restart=False)  # a polite shutdown request, as a restart
     k.km = None
