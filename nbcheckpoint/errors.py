@@ -23,6 +23,20 @@ class StoreWriteError(StoreError):
         )
 
 
+class StoreEntryRefused(StoreError):
+    """A store entry is not read: a link, a special file, or larger than such a record may be.
+
+    Readers treat it like any damaged record: the checkpoint it belongs to is one bad
+    checkpoint, and ``nbcheckpoint verify`` names it.
+    """
+
+    def __init__(self, path: str, reason: str, where: str = "") -> None:
+        self.path = path
+        self.reason = reason
+        place = f" in the store {where}" if where else ""
+        super().__init__(f"Refused to read {path}{place}: {reason}.")
+
+
 class CheckpointNotFound(CheckpointError):
     """No checkpoint has the requested id."""
 

@@ -25,9 +25,10 @@ import zstandard
 from nbcheckpoint import cli
 from nbcheckpoint.errors import StoreError, StoreWriteError, UntrustedCheckpoint
 from nbcheckpoint.store import CheckpointStore, NotebookRef, SigningKey, load_key
-from nbcheckpoint.store import remote as remote_module
+from nbcheckpoint.store.backends import s3 as s3_module
+from nbcheckpoint.store.backends.generic import _FsFailure, _transient
+from nbcheckpoint.store.backends.s3 import S3Backend
 from nbcheckpoint.store.identity import ENV_NOTEBOOK_ID, project_path
-from nbcheckpoint.store.remote import FsspecBackend, _FsFailure, _transient
 from nbcheckpoint.store.store import digest
 
 pytestmark = pytest.mark.skipif(
@@ -68,7 +69,7 @@ def _blob_is_whole(name: str, body: bytes) -> bool:
 
 # --------------------------------------------------------------- the basics
 def test_the_endpoint_comes_from_the_environment(s3: S3Server, url: str) -> None:
-    backend = FsspecBackend(url)
+    backend = S3Backend(url)
     backend.replace("hello", b"world")
     # The object is in moto, which only AWS_ENDPOINT_URL points at.
     assert s3.objects(url) == {"hello": b"world"}
@@ -80,13 +81,13 @@ def test_fsspec_settings_win_over_the_aws_environment(
     import fsspec.config
 
     monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": "http://127.0.0.1:9"})
-    assert FsspecBackend("s3://bucket/prefix").fs.endpoint_url == "http://127.0.0.1:9"
+    assert S3Backend("s3://bucket/prefix").fs.endpoint_url == "http://127.0.0.1:9"
     monkeypatch.setitem(fsspec.config.conf, "s3", {})
-    assert FsspecBackend("s3://bucket/prefix").fs.endpoint_url == s3.endpoint
+    assert S3Backend("s3://bucket/prefix").fs.endpoint_url == s3.endpoint
 
 
 def test_moto_enforces_if_none_match_for_puts_and_multipart_uploads(s3: S3Server, url: str) -> None:
-    backend = FsspecBackend(url)
+    backend = S3Backend(url)
     assert backend.exclusive_writes  # the probe saw the second create refused
     fs = backend.fs
     path = f"{backend.root}/direct"
@@ -110,7 +111,7 @@ def test_round_trip_list_load_verify_gc_and_the_command_line(
     big = rng.standard_normal(300_000)
     state: dict[str, Any] = {"big": big, "ints": np.arange(100_000), "small": {"k": [1, 2]}}
     store = CheckpointStore(url)
-    assert isinstance(store.backend, FsspecBackend)
+    assert isinstance(store.backend, S3Backend)
     assert store.save(state, nb).id == 1
     assert store.save({**state, "small": "changed", "big": big * 2}, nb).id == 2
 
@@ -142,15 +143,16 @@ def test_round_trip_list_load_verify_gc_and_the_command_line(
 MEMORY_PROBE = textwrap.dedent(
     """
     import os, sys
-    from nbcheckpoint.store.remote import FsspecBackend
 
     def status(field):  # VmRSS now, VmHWM the peak (ru_maxrss would include the parent's)
         with open("/proc/self/status") as f:
             line = next(l for l in f if l.startswith(field + ":"))
         return int(line.split()[1]) * 1024
 
+    from nbcheckpoint.store.backends.s3 import S3Backend
+
     url, size = sys.argv[1], int(sys.argv[2])
-    backend = FsspecBackend(url, default_block_size=5 << 20)
+    backend = S3Backend(url, default_block_size=5 << 20)
     backend.create("blobs/warm-up", lambda f: f.write(b"x"))  # imports, connection, probe
     data = os.urandom(size)
     before = status("VmRSS")
@@ -180,7 +182,7 @@ def test_a_large_blob_goes_up_in_parts_without_a_second_copy_in_memory(
     head = s3.client().head_object(Bucket=bucket, Key=f"{prefix}/blobs/big")
     assert head["ContentLength"] == size
     assert "-" in head["ETag"], "not a multipart upload"
-    backend = FsspecBackend(url)
+    backend = S3Backend(url)
     data = backend.read("blobs/big")
     assert len(data) == size
     with backend.open_read("blobs/big") as f:
@@ -188,7 +190,7 @@ def test_a_large_blob_goes_up_in_parts_without_a_second_copy_in_memory(
 
 
 def test_reads_use_ranged_gets_across_blocks_and_seek_like_a_file(url: str) -> None:
-    backend = FsspecBackend(url)
+    backend = S3Backend(url)
     backend._read_block = 64 << 10  # small blocks, so reads cross them
     data = os.urandom(300_000)
     backend.replace("obj", data)
@@ -213,7 +215,7 @@ def test_reads_use_ranged_gets_across_blocks_and_seek_like_a_file(url: str) -> N
 
 
 def test_an_error_inside_the_writer_publishes_nothing(s3: S3Server, url: str) -> None:
-    backend = FsspecBackend(url, default_block_size=5 * MiB)
+    backend = S3Backend(url, default_block_size=5 * MiB)
 
     def fails_after_a_part(f: Any) -> None:
         f.write(os.urandom(12 * MiB))  # two parts are already on the server
@@ -316,7 +318,7 @@ def test_processes_saving_at_once_lose_nothing(
 
 @pytest.mark.parametrize("conditional", [True, False], ids=["if-none-match", "checked-fallback"])
 def test_racing_creates_of_one_name_have_exactly_one_winner(url: str, conditional: bool) -> None:
-    backends = [FsspecBackend(url) for _ in range(4)]
+    backends = [S3Backend(url) for _ in range(4)]
     for b in backends:
         if conditional:
             assert b.exclusive_writes
@@ -390,14 +392,14 @@ KILLED_WRITER = textwrap.dedent(
     import sys
     import numpy as np
     from nbcheckpoint.store import CheckpointStore, NotebookRef
-    from nbcheckpoint.store.remote import FsspecBackend
 
     import nbcheckpoint.store.store as store_module
+    from nbcheckpoint.store.backends.s3 import S3Backend
 
     store_module.CHUNK_MIN = 1 << 40  # one 64 MiB blob: an upload in many parts
     url, key, path = sys.argv[1:4]
     store = CheckpointStore(url, compress=False)
-    store.backend = FsspecBackend(url, default_block_size=5 << 20)  # many parts, quickly
+    store.backend = S3Backend(url, default_block_size=5 << 20)  # many parts, quickly
     big = np.random.default_rng(1).standard_normal(8 << 20)  # 64 MiB
     print("saving", flush=True)
     store.save({"marker": "second", "big": big}, NotebookRef.from_key(key, path))
@@ -455,7 +457,7 @@ def test_a_writer_killed_mid_upload_leaves_nothing_partial(
     assert reader.verify() == []
     # The unfinished upload is invisible; cleanup aborts it once it is older than the grace.
     assert len(s3.unfinished_uploads(url)) == 1
-    assert FsspecBackend(url).cleanup_tmp(max_age=0) >= 1
+    assert S3Backend(url).cleanup_tmp(max_age=0) >= 1
     assert s3.unfinished_uploads(url) == []
     reader.gc(grace=0)
     assert set(s3.objects(url)) == set(before)
@@ -504,18 +506,19 @@ def _endpoint_error() -> Exception:
 
 
 def test_reads_are_retried_with_backoff(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    backend = FsspecBackend(url, backoff=0.01)
+    backend = S3Backend(url, backoff=0.01)
     backend.replace("x", b"data")
-    real = backend.fs.cat_file
+    real = backend.fs._call_s3
     calls: list[str] = []
 
-    def flaky(path: str, *args: Any, **kwargs: Any) -> Any:
-        calls.append(path)
-        if len(calls) <= 2:
-            raise _endpoint_error()
-        return real(path, *args, **kwargs)
+    async def flaky(method: str, *args: Any, **kwargs: Any) -> Any:
+        if method == "get_object":  # a read is one ranged GET
+            calls.append(method)
+            if len(calls) <= 2:
+                raise _endpoint_error()
+        return await real(method, *args, **kwargs)
 
-    monkeypatch.setattr(backend.fs, "cat_file", flaky)
+    monkeypatch.setattr(backend.fs, "_call_s3", flaky)
     assert backend.read("x") == b"data" and len(calls) == 3
     calls.clear()
     monkeypatch.setattr(backend, "attempts", 2)
@@ -526,7 +529,7 @@ def test_reads_are_retried_with_backoff(url: str, monkeypatch: pytest.MonkeyPatc
 def test_a_create_whose_answer_was_lost_is_checked_not_sent_again(
     url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    backend = FsspecBackend(url, backoff=0.01)
+    backend = S3Backend(url, backoff=0.01)
     assert backend.exclusive_writes  # probe before the upload is wrapped
     real_upload = backend._upload
     sent: list[str] = []
@@ -543,7 +546,7 @@ def test_a_create_whose_answer_was_lost_is_checked_not_sent_again(
     assert backend.read("manifests/1.ckpt") == b"mine"
 
     # The same, but what is there now is another writer's: the create reports it lost.
-    other = FsspecBackend(url)
+    other = S3Backend(url)
     tries: list[str] = []
 
     def lose_the_connection_while_another_writer_wins(final: str, *args: Any) -> None:
@@ -560,7 +563,7 @@ def test_a_store_that_is_down_fails_the_save_quickly_and_clearly(nb: NotebookRef
     url = "s3://nbcheckpoint-test/down"
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     store = CheckpointStore(url)
-    store.backend = FsspecBackend(url, endpoint_url=dead, backoff=0.05)
+    store.backend = S3Backend(url, endpoint_url=dead, backoff=0.05)
     started = time.monotonic()
     with pytest.raises(StoreError, match="did not answer") as err:
         store.save({"x": 1}, nb)
@@ -574,8 +577,8 @@ def test_a_store_that_is_down_fails_the_save_quickly_and_clearly(nb: NotebookRef
 def test_touch_renews_the_age_of_an_object_that_gc_would_find_old(
     url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(remote_module, "RENEW_AFTER", 0.5)
-    backend = FsspecBackend(url)
+    monkeypatch.setattr(s3_module, "RENEW_AFTER", 0.5)
+    backend = S3Backend(url)
     backend.create("blobs/ab/cdef", _const(b"NBCB\x01\x00data"))
     old = backend.mtime("blobs/ab/cdef")
     time.sleep(1.2)  # S3 keeps whole seconds

@@ -17,7 +17,7 @@ from helpers import assert_same
 import nbcheckpoint.store.store as store_module
 from nbcheckpoint.errors import StoreWriteError
 from nbcheckpoint.store import CheckpointStore, NotebookRef
-from nbcheckpoint.store.backend import FolderSync
+from nbcheckpoint.store.backends import FolderSync
 from nbcheckpoint.store.serializer import serialize
 from nbcheckpoint.store.store import CHUNK_SIZE, _HashQueue, fast_hash
 
@@ -180,6 +180,11 @@ def _fd_path(fd: int) -> str:
     return os.readlink(f"/proc/self/fd/{fd}")
 
 
+def _at(path: Any, dir_fd: int | None) -> str:
+    """The full path of ``path`` as an ``*at`` call sees it (the store opens folders by fd)."""
+    return os.fspath(path) if dir_fd is None else os.path.join(_fd_path(dir_fd), path)
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
 def test_each_blob_folder_is_synced_once_after_its_links_and_before_the_manifest(
     local_store_url: str, nb: NotebookRef, monkeypatch: pytest.MonkeyPatch
@@ -199,7 +204,7 @@ def test_each_blob_folder_is_synced_once_after_its_links_and_before_the_manifest
     def link(src: str, dst: str, **kw: Any) -> None:
         real_link(src, dst, **kw)
         with lock:
-            events.append(("link", dst))
+            events.append(("link", _at(dst, kw.get("dst_dir_fd"))))
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "link", link)
@@ -248,11 +253,11 @@ def test_a_new_stores_blob_folders_are_made_durable_with_one_fsync_of_their_pare
 
     def mkdir(path: Any, *args: Any, **kw: Any) -> None:
         real_mkdir(path, *args, **kw)
-        record("mkdir", os.fspath(path))
+        record("mkdir", _at(path, kw.get("dir_fd")))
 
     def link(src: str, dst: str, **kw: Any) -> None:
         real_link(src, dst, **kw)
-        record("link", dst)
+        record("link", _at(dst, kw.get("dst_dir_fd")))
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "mkdir", mkdir)
@@ -293,7 +298,7 @@ def test_blobs_found_in_the_store_have_their_folders_synced_before_the_manifest(
 
     def link(src: str, dst: str, **kw: Any) -> None:
         real_link(src, dst, **kw)
-        events.append(("link", dst))
+        events.append(("link", _at(dst, kw.get("dst_dir_fd"))))
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "link", link)

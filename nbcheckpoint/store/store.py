@@ -19,12 +19,13 @@ from ..errors import (
     CheckpointError,
     CheckpointNotFound,
     NoUsableCheckpoint,
+    StoreEntryRefused,
     StoreError,
     StoreWriteError,
     UntrustedCheckpoint,
     VerificationError,
 )
-from .backend import Backend, FolderSync, open_backend
+from .backends import Backend, FolderSync, UnsafeEntry, open_backend
 from .hashing import THREADS, _hash_threads, _HashQueue, _parallel, digest, fast_hash
 from .identity import NotebookRef, valid_key
 from .records import Checkpoint, GcReport, PendingSave, Problem, Restored
@@ -47,6 +48,8 @@ COMPRESS_PROBE = 48 << 10
 # a core), so there only data that shrinks to a quarter is worth it (and restores faster).
 COMPRESS_GAIN = {"remote": 0.85, "local": 0.25}
 MAX_MANIFEST = 64 << 20
+# A status record is a word and a signature; anything much larger is not one.
+MAX_STATUS = 4096
 DEFAULT_GRACE = 3600.0
 STATUSES = ("running", "interrupted", "complete", "manual", "auto")
 _HEX = frozenset("0123456789abcdef")
@@ -200,7 +203,7 @@ class CheckpointStore:
         path = _blob_path(h)
         out: Any = bytearray(size) if into is None else into
         try:
-            with self.backend.open_read(path) as f:
+            with self.backend.open_read(path, limit=_blob_limit(size)) as f:
                 header = f.read(HEADER_LEN)
                 if len(header) != HEADER_LEN or header[:-1] != BLOB_MAGIC:
                     raise _BlobError(h, "its header is damaged")
@@ -239,6 +242,8 @@ class CheckpointStore:
                     raise _BlobError(h, f"it has an unknown codec {codec}")
         except FileNotFoundError as e:
             raise _BlobError(h, "it is missing") from e
+        except StoreEntryRefused as e:
+            raise _BlobError(h, f"was refused: {e.reason}") from e
         if digest(out) != h:
             raise _BlobError(h, "its content does not match its hash")
         return out
@@ -356,9 +361,13 @@ class CheckpointStore:
             ck = cached[1]
         else:
             try:
-                data = self.backend.read(path)
+                data = self.backend.read(path, limit=MAX_MANIFEST)
             except FileNotFoundError:
                 raise CheckpointNotFound(ident, key, self._manifest_ids(key)) from None
+            except StoreEntryRefused as e:
+                raise VerificationError(
+                    ident, f"the manifest {e.path} was refused: {e.reason}"
+                ) from e
             ck = self._decode_manifest(data, key, ident, trust)
             self._manifest_cache[(key, ident)] = (size, ck)
         ck.pinned = self.backend.exists(f"{_nb_dir(key)}/pins/{ident}")
@@ -367,9 +376,9 @@ class CheckpointStore:
 
     def _read_status(self, key: str, ident: int) -> str | None:
         try:
-            data = self.backend.read(f"{_nb_dir(key)}/status/{ident}")
-        except FileNotFoundError:
-            return None
+            data = self.backend.read(f"{_nb_dir(key)}/status/{ident}", limit=MAX_STATUS)
+        except (FileNotFoundError, StoreEntryRefused):
+            return None  # a link or oversized record is ignored (verify names it)
         line, _, sig = data.decode("ascii", "replace").partition("\n")
         expected = f"{key}/{ident}/{line}"
         if line in STATUSES and self.key.verify(expected.encode(), sig.strip()):
@@ -882,6 +891,7 @@ class CheckpointStore:
                             checked[h] = e.why
                     if checked[h]:
                         problems.append(Problem(key, ident, f"blob {h[:12]} {checked[h]}"))
+        problems.extend(_unsafe(self.backend.unsafe_entries(), keys if notebook else None))
         return problems
 
     def delete(self, notebook: NotebookRef | str, ident: int) -> None:
@@ -989,6 +999,26 @@ class CheckpointStore:
                 with contextlib.suppress(FileNotFoundError):
                     total += self.backend.size(f"blobs/{prefix}/{rest}")
         return total
+
+
+def _blob_limit(size: int) -> int:
+    """The most bytes a blob of ``size`` bytes can take stored: its header and zstd's worst case."""
+    return HEADER_LEN + size + (size >> 7) + (64 << 10)
+
+
+def _unsafe(entries: Iterable[UnsafeEntry], keys: Iterable[str] | None) -> builtins.list[Problem]:
+    """``verify``'s problems for links and special files (store-wide ones, and ``keys``' own)."""
+    found = []
+    wanted = None if keys is None else set(keys)
+    for entry in entries:
+        parts = entry.path.split("/")
+        key = parts[1] if parts[0] == "notebooks" and len(parts) > 1 else ""
+        if wanted is not None and key and key not in wanted:
+            continue
+        stem = parts[3].partition(".")[0] if len(parts) > 3 else ""
+        ident = int(stem) if stem.isdigit() and len(stem) < 12 else None
+        found.append(Problem(key or "(store)", ident, f"{entry.path}: {entry.why}"))
+    return found
 
 
 def _writer(data: bytes) -> Callable[[IO[bytes]], None]:

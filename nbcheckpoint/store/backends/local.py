@@ -1,0 +1,493 @@
+"""A store in a local folder: temp file + fsync + link, every path opened below the root without following links.
+
+Someone who can write the store (a shared folder, a ``.nbcheckpoint/`` committed to a
+repository and cloned) may leave links and special files in it. Every path below the
+root is opened one folder at a time from the folder above (``openat`` with
+``O_NOFOLLOW``), entries are looked at with ``lstat``, files are checked with ``fstat``
+before a byte is read, and a FIFO is opened non-blocking: nothing outside the store is
+read, changed or deleted, and no reader blocks or reads without bound. The root itself is
+the user's choice and may be a link.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import time
+from collections.abc import Iterator
+from typing import IO, Any
+
+from ...errors import StoreEntryRefused, StoreWriteError
+from .base import (
+    DIR_MODE,
+    FILE_MODE,
+    READ_LIMIT,
+    TMP,
+    FolderSync,
+    UnsafeEntry,
+    Writer,
+    is_tmp_name,
+    leftover_is_dead,
+    tmp_name,
+    too_large,
+)
+
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | _CLOEXEC
+# Non-blocking: opening a FIFO for reading would wait for a writer. No controlling tty.
+_READ_FLAGS = os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | _CLOEXEC
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
+# A store is at most notebooks/<key>/<kind>/<file> deep; a deeper walk is cut short.
+_MAX_DEPTH = 6
+
+
+def describe(mode: int) -> str | None:
+    """Why an entry with this ``st_mode`` is never followed nor read (None: a file or folder)."""
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISLNK(mode):
+        return "it is a symbolic link, which nbcheckpoint never follows inside a store"
+    kind = (
+        "a FIFO (named pipe)"
+        if stat.S_ISFIFO(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "not a regular file"
+    )
+    return f"it is {kind}, not a regular file"
+
+
+def _split(path: str) -> list[str]:
+    parts = path.split("/") if path else []
+    if any(p in ("", ".", "..") for p in parts):
+        raise StoreEntryRefused(path, "it is not a plain path inside the store")
+    return parts
+
+
+class _BoundedFile:
+    """A read-only file over a descriptor that returns at most ``cap`` bytes in all."""
+
+    def __init__(self, fd: int, cap: int) -> None:
+        self._f = os.fdopen(fd, "rb", buffering=0)
+        self._left = cap
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        n = self._f.readinto(view[: max(self._left, 0)]) if self._left > 0 else 0
+        self._left -= n or 0
+        return n or 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = self._left if size is None or size < 0 else min(size, self._left)
+        out = bytearray(max(want, 0))
+        got = 0
+        while got < want:
+            n = self.readinto(memoryview(out)[got:])
+            if not n:
+                break
+            got += n
+        del out[got:]
+        return bytes(out)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self._f.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._f.closed
+
+
+class LocalBackend:
+    """A folder on a local disk, written with temp file + fsync + link + fsync of the folder.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> b = LocalBackend(tempfile.mkdtemp())
+    >>> b.create("a/b", lambda f: f.write(b"hi")), b.read("a/b")
+    (True, b'hi')
+    """
+
+    local = True
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(os.path.expanduser(root))
+        self.url = self.root
+
+    # -------------------------------------------------------------- plumbing
+    def _abs(self, path: str) -> str:
+        return os.path.join(self.root, *path.split("/")) if path else self.root
+
+    def _refused(self, path: str, why: str) -> StoreEntryRefused:
+        return StoreEntryRefused(path, why, self.root)
+
+    def _why(self, dir_fd: int, name: str, path: str) -> str:
+        try:
+            mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+        except OSError:
+            return "it changed while being opened"
+        return describe(mode) or "it is not a folder"
+
+    @contextlib.contextmanager
+    def _folder(
+        self, parts: list[str], *, create: bool = False, folders: FolderSync | None = None
+    ) -> Iterator[int]:
+        """A descriptor of the folder at ``parts``, each step opened without following a link.
+
+        Raises ``FileNotFoundError`` when a folder is missing (``create`` makes it, each new
+        entry durable at once or in ``folders``), and StoreEntryRefused when one is a link
+        or not a folder.
+        """
+        try:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+        except FileNotFoundError:
+            if not create:
+                raise
+            try:
+                os.makedirs(self.root, DIR_MODE, exist_ok=True)
+                fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+            except OSError as e:
+                raise StoreWriteError(self.root, e.strerror or str(e)) from e
+        try:
+            for depth, name in enumerate(parts):
+                here = "/".join(parts[: depth + 1])
+                try:
+                    child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    child = self._mkdir(fd, name, parts[:depth], folders)
+                except OSError as e:
+                    if e.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+                        raise self._refused(here, self._why(fd, name, here)) from None
+                    raise
+                os.close(fd)
+                fd = child
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _mkdir(self, parent: int, name: str, above: list[str], folders: FolderSync | None) -> int:
+        """Make folder ``name`` in ``parent`` (whose path is ``above``); its descriptor."""
+        where = self._abs("/".join([*above, name]))
+        try:
+            os.mkdir(name, DIR_MODE, dir_fd=parent)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise StoreWriteError(where, e.strerror or str(e)) from e
+        else:
+            try:
+                if folders is None:
+                    os.fsync(parent)
+                else:
+                    # A new store's first save makes up to 256 blob folders: one fsync of
+                    # their parent for all, with the save's other folders, not one each.
+                    self._sync_in(folders, above)
+            except OSError as e:
+                raise StoreWriteError(where, e.strerror or str(e)) from e
+        try:
+            child = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            os.fchmod(child, DIR_MODE)  # mkdir's mode is filtered by the umask
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise self._refused("/".join([*above, name]), self._why(parent, name, "")) from None
+            raise StoreWriteError(where, e.strerror or str(e)) from e
+        return child
+
+    def _sync_in(self, folders: FolderSync, parts: list[str], entry: str | None = None) -> None:
+        """Leave the fsync of folder ``parts`` (and the removal of ``entry`` if it fails) to ``folders``."""
+        rel = "/".join(parts)
+        folders.add(
+            self._abs(rel),
+            lambda: self._fsync_folder(parts),
+            None if entry is None else (lambda: self.delete(f"{rel}/{entry}" if rel else entry)),
+        )
+
+    def _fsync_folder(self, parts: list[str]) -> None:
+        with self._folder(parts) as fd:
+            os.fsync(fd)
+
+    @contextlib.contextmanager
+    def _parent(self, path: str, **kwargs: Any) -> Iterator[tuple[int, str, list[str]]]:
+        parts = _split(path)
+        if not parts:
+            raise self._refused(path, "it is the store itself")
+        with self._folder(parts[:-1], **kwargs) as fd:
+            yield fd, parts[-1], parts[:-1]
+
+    def _lstat(self, path: str) -> os.stat_result:
+        with self._parent(path) as (fd, name, _):
+            return os.stat(name, dir_fd=fd, follow_symlinks=False)
+
+    @contextlib.contextmanager
+    def _open(self, path: str) -> Iterator[tuple[int, int]]:
+        """A descriptor of the regular file ``path`` and its size, nothing read yet."""
+        with self._parent(path) as (dir_fd, name, _):
+            before = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            why = describe(before.st_mode)
+            if why is None and stat.S_ISDIR(before.st_mode):
+                why = "it is a folder, not a file"
+            if why:
+                raise self._refused(path, why)
+            try:
+                fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENXIO, errno.ENOTDIR):
+                    raise self._refused(path, self._why(dir_fd, name, path)) from None
+                raise
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (
+                before.st_dev,
+                before.st_ino,
+            ):
+                raise self._refused(path, describe(st.st_mode) or "it changed while being opened")
+            os.set_blocking(fd, True)
+            yield fd, st.st_size
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _write_tmp(self, tmp_fd: int, name: str, write: Writer | None, data: bytes | None) -> None:
+        where = self._abs(f"{TMP}/{name}")
+        try:
+            fd = os.open(name, _WRITE_FLAGS, FILE_MODE, dir_fd=tmp_fd)
+        except OSError as e:
+            raise StoreWriteError(where, e.strerror or str(e)) from e
+        try:
+            with os.fdopen(fd, "wb", buffering=1 << 20) as f:
+                if write is not None:
+                    write(f)
+                else:
+                    assert data is not None
+                    f.write(data)
+                f.flush()
+                # A failed fsync is never retried: Linux may already have dropped the pages.
+                os.fsync(f.fileno())
+        except BaseException as e:
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=tmp_fd)
+            if isinstance(e, OSError):
+                raise StoreWriteError(where, e.strerror or str(e)) from e
+            raise
+
+    def _refuse_write(self, path: str, e: StoreEntryRefused) -> StoreWriteError:
+        return StoreWriteError(
+            self._abs(path),
+            f"{e.path} {e.reason.removeprefix('it ')}; remove it (`nbcheckpoint verify` lists "
+            "every such entry)",
+        )
+
+    # --------------------------------------------------------------- writes
+    def create(self, path: str, write: Writer, *, folders: FolderSync | None = None) -> bool:
+        try:
+            return self._create(path, write, folders)
+        except StoreEntryRefused as e:
+            raise self._refuse_write(path, e) from None
+
+    def _create(self, path: str, write: Writer, folders: FolderSync | None) -> bool:
+        final = self._abs(path)
+        with self._parent(path, create=True, folders=folders) as (fd, name, above):
+            try:
+                existing = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+            else:
+                why = describe(existing.st_mode)
+                if why:
+                    raise self._refused(path, why)
+                return False
+            if folders is not None and above:
+                # The folder may come from an earlier save whose batch never got synced
+                # (it failed): its entry in the parent is made durable again with this save's.
+                self._sync_in(folders, above[:-1])
+            with self._folder([TMP], create=True) as tmp_fd:
+                tmp = tmp_name()
+                self._write_tmp(tmp_fd, tmp, write, None)
+                try:
+                    # link() fails when the name exists, so two writers never overwrite
+                    # each other.
+                    os.link(tmp, name, src_dir_fd=tmp_fd, dst_dir_fd=fd, follow_symlinks=False)
+                    created = True
+                except FileExistsError:
+                    created = False
+                except OSError as e:
+                    raise StoreWriteError(final, e.strerror or str(e)) from e
+                finally:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp, dir_fd=tmp_fd)
+            if created and folders is not None:
+                self._sync_in(folders, above, name)  # synced once for all its new entries
+            elif created:
+                try:
+                    os.fsync(fd)
+                except OSError as e:
+                    with contextlib.suppress(OSError):
+                        os.unlink(name, dir_fd=fd)
+                    raise StoreWriteError(self._abs("/".join(above)), e.strerror or str(e)) from e
+            return created
+
+    def sync_later(self, path: str, folders: FolderSync) -> None:
+        self._sync_in(folders, _split(path)[:-1])
+
+    def replace(self, path: str, data: bytes) -> None:
+        try:
+            with (
+                self._parent(path, create=True) as (fd, name, _),
+                self._folder([TMP], create=True) as tmp_fd,
+            ):
+                tmp = tmp_name()
+                self._write_tmp(tmp_fd, tmp, None, data)
+                try:
+                    # rename() replaces the entry itself, never what a link points at.
+                    os.rename(tmp, name, src_dir_fd=tmp_fd, dst_dir_fd=fd)
+                    os.fsync(fd)
+                except OSError as e:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp, dir_fd=tmp_fd)
+                    raise StoreWriteError(self._abs(path), e.strerror or str(e)) from e
+        except StoreEntryRefused as e:
+            raise self._refuse_write(path, e) from None
+
+    # ---------------------------------------------------------------- reads
+    def read(self, path: str, *, limit: int = READ_LIMIT) -> bytes:
+        try:
+            with self._open(path) as (fd, size):
+                if size > limit:
+                    raise self._refused(path, too_large(size, limit))
+                # At most one byte over the cap: a file that grows meanwhile (or never
+                # ends) is refused, not read to its end.
+                chunks = []
+                got = 0
+                while got <= limit:
+                    chunk = os.read(fd, min(limit + 1 - got, 1 << 20))
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    got += len(chunk)
+                if got > limit:
+                    raise self._refused(path, f"it grew past {limit} bytes while being read")
+                return b"".join(chunks)
+        except (FileNotFoundError, StoreEntryRefused):
+            raise
+        except OSError as e:
+            raise self._refused(path, e.strerror or str(e)) from e
+
+    @contextlib.contextmanager
+    def open_read(self, path: str, *, limit: int | None = None) -> Iterator[IO[bytes]]:
+        with self._open(path) as (fd, size):
+            if limit is not None and size > limit:
+                raise self._refused(path, too_large(size, limit))
+            f = _BoundedFile(os.dup(fd), (size if limit is None else limit) + 1)
+            try:
+                yield f  # type: ignore[misc]
+            finally:
+                f.close()
+
+    def exists(self, path: str) -> bool:
+        try:
+            self._lstat(path)
+        except (FileNotFoundError, NotADirectoryError, StoreEntryRefused):
+            return False
+        return True
+
+    def size(self, path: str) -> int:
+        return self._lstat(path).st_size
+
+    def mtime(self, path: str) -> float:
+        return self._lstat(path).st_mtime
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            with self._folder(_split(path)) as fd:
+                return sorted(os.listdir(fd))
+        except (FileNotFoundError, NotADirectoryError, StoreEntryRefused):
+            return []
+
+    # --------------------------------------------------------- maintenance
+    def touch(self, path: str) -> None:
+        with (
+            contextlib.suppress(FileNotFoundError, StoreEntryRefused),
+            self._parent(path) as (fd, name, _),
+        ):
+            os.utime(name, dir_fd=fd, follow_symlinks=False)
+
+    def delete(self, path: str) -> None:
+        """Remove the entry ``path`` (a link itself, never what it points at)."""
+        try:
+            with self._parent(path) as (fd, name, _):
+                os.unlink(name, dir_fd=fd)
+        except (FileNotFoundError, StoreEntryRefused):
+            return  # what is below a link is not in the store
+        except OSError as e:
+            raise StoreWriteError(self._abs(path), e.strerror or str(e)) from e
+
+    def cleanup_tmp(self, max_age: float) -> int:
+        removed = 0
+        now = time.time()
+        try:
+            with self._folder([TMP]) as fd:
+                for name in os.listdir(fd):
+                    if not is_tmp_name(name):
+                        continue  # not one of ours: a temp file of this package never has it
+                    try:
+                        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if not stat.S_ISREG(st.st_mode):
+                        continue  # reported by verify, never touched
+                    if leftover_is_dead(name, now - st.st_mtime, max_age):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(name, dir_fd=fd)
+                            removed += 1
+        except (FileNotFoundError, StoreEntryRefused):
+            return 0
+        return removed
+
+    def unsafe_entries(self) -> list[UnsafeEntry]:
+        found: list[UnsafeEntry] = []
+        try:
+            with self._folder([]) as fd:
+                self._scan(fd, "", 0, found)
+        except FileNotFoundError:
+            return []
+        return found
+
+    def _scan(self, fd: int, prefix: str, depth: int, found: list[UnsafeEntry]) -> None:
+        for name in sorted(os.listdir(fd)):
+            path = f"{prefix}{name}"
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            why = describe(st.st_mode)
+            if why:
+                found.append(UnsafeEntry(path, why))
+            elif stat.S_ISDIR(st.st_mode):
+                if depth >= _MAX_DEPTH:
+                    found.append(UnsafeEntry(path, "it is nested deeper than a store ever is"))
+                    continue
+                try:
+                    child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except OSError as e:
+                    found.append(UnsafeEntry(path, f"it cannot be opened ({e.strerror or e})"))
+                    continue
+                try:
+                    self._scan(child, f"{path}/", depth + 1, found)
+                finally:
+                    os.close(child)
