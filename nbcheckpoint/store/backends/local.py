@@ -36,7 +36,7 @@ from .base import (
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | _CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
 # Non-blocking: opening a FIFO for reading would wait for a writer. No controlling tty.
 _READ_FLAGS = os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | _CLOEXEC
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
@@ -146,11 +146,21 @@ class LocalBackend:
     def _folder(
         self, parts: list[str], *, create: bool = False, folders: FolderSync | None = None
     ) -> Iterator[int]:
+        """:meth:`_walk` as a context: the descriptor is closed after use."""
+        fd = self._walk(parts, create, folders)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _walk(
+        self, parts: list[str], create: bool = False, folders: FolderSync | None = None
+    ) -> int:
         """A descriptor of the folder at ``parts``, each step opened without following a link.
 
-        Raises ``FileNotFoundError`` when a folder is missing (``create`` makes it, each new
-        entry durable at once or in ``folders``), and StoreEntryRefused when one is a link
-        or not a folder.
+        The caller closes it. Raises ``FileNotFoundError`` when a folder is missing
+        (``create`` makes it, each new entry durable at once or in ``folders``), and
+        StoreEntryRefused when one is a link or not a folder.
         """
         try:
             fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
@@ -164,7 +174,6 @@ class LocalBackend:
                 raise StoreWriteError(self.root, e.strerror or str(e)) from e
         try:
             for depth, name in enumerate(parts):
-                here = "/".join(parts[: depth + 1])
                 try:
                     child = os.open(name, _DIR_FLAGS, dir_fd=fd)
                 except FileNotFoundError:
@@ -173,13 +182,15 @@ class LocalBackend:
                     child = self._mkdir(fd, name, parts[:depth], folders)
                 except OSError as e:
                     if e.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+                        here = "/".join(parts[: depth + 1])
                         raise self._refused(here, self._why(fd, name, here)) from None
                     raise
                 os.close(fd)
                 fd = child
-            yield fd
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        return fd
 
     def _mkdir(self, parent: int, name: str, above: list[str], folders: FolderSync | None) -> int:
         """Make folder ``name`` in ``parent`` (whose path is ``above``); its descriptor."""
@@ -231,13 +242,27 @@ class LocalBackend:
             yield fd, parts[-1], parts[:-1]
 
     def _lstat(self, path: str) -> os.stat_result:
-        with self._parent(path) as (fd, name, _):
-            return os.stat(name, dir_fd=fd, follow_symlinks=False)
+        parts = _split(path)
+        if not parts:
+            raise self._refused(path, "it is the store itself")
+        dir_fd = self._walk(parts[:-1])
+        try:
+            return os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
+        finally:
+            os.close(dir_fd)
 
-    @contextlib.contextmanager
-    def _open(self, path: str) -> Iterator[tuple[int, int]]:
-        """A descriptor of the regular file ``path`` and its size, nothing read yet."""
-        with self._parent(path) as (dir_fd, name, _):
+    def _open(self, path: str) -> tuple[int, int]:
+        """A descriptor (the caller closes it) of the regular file ``path`` and its size.
+
+        Looked at with ``lstat`` first, so a link, FIFO or device is never opened; opened
+        non-blocking and checked with ``fstat``, in case it was swapped meanwhile.
+        """
+        parts = _split(path)
+        if not parts:
+            raise self._refused(path, "it is the store itself")
+        name = parts[-1]
+        dir_fd = self._walk(parts[:-1])
+        try:
             before = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             why = describe(before.st_mode)
             if why is None and stat.S_ISDIR(before.st_mode):
@@ -250,6 +275,8 @@ class LocalBackend:
                 if e.errno in (errno.ELOOP, errno.ENXIO, errno.ENOTDIR):
                     raise self._refused(path, self._why(dir_fd, name, path)) from None
                 raise
+        finally:
+            os.close(dir_fd)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (
@@ -257,11 +284,11 @@ class LocalBackend:
                 before.st_ino,
             ):
                 raise self._refused(path, describe(st.st_mode) or "it changed while being opened")
-            os.set_blocking(fd, True)
-            yield fd, st.st_size
-        finally:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        # O_NONBLOCK stays set: it changes nothing for a regular file.
+        return fd, st.st_size
 
     def _write_tmp(self, tmp_fd: int, name: str, write: Writer | None, data: bytes | None) -> None:
         where = self._abs(f"{TMP}/{name}")
@@ -367,7 +394,8 @@ class LocalBackend:
     # ---------------------------------------------------------------- reads
     def read(self, path: str, *, limit: int = READ_LIMIT) -> bytes:
         try:
-            with self._open(path) as (fd, size):
+            fd, size = self._open(path)
+            with open(fd, "rb", buffering=0, closefd=True):  # closes fd, whatever happens
                 if size > limit:
                     raise self._refused(path, too_large(size, limit))
                 # At most one byte over the cap: a file that grows meanwhile (or never
@@ -390,14 +418,14 @@ class LocalBackend:
 
     @contextlib.contextmanager
     def open_read(self, path: str, *, limit: int | None = None) -> Iterator[IO[bytes]]:
-        with self._open(path) as (fd, size):
+        fd, size = self._open(path)
+        f = _BoundedFile(fd, (size if limit is None else limit) + 1)
+        try:
             if limit is not None and size > limit:
                 raise self._refused(path, too_large(size, limit))
-            f = _BoundedFile(os.dup(fd), (size if limit is None else limit) + 1)
-            try:
-                yield f  # type: ignore[misc]
-            finally:
-                f.close()
+            yield f  # type: ignore[misc]
+        finally:
+            f.close()
 
     def exists(self, path: str) -> bool:
         try:
