@@ -17,8 +17,9 @@ from typing import Any, NoReturn
 
 from . import __version__
 from .errors import AmbiguousCheckpoint, CheckpointError, CheckpointNotFound, VerificationError
-from .format import describe_position, human_bytes, parse_duration, parse_size, relative_time, table
+from .format import human_bytes, parse_duration, parse_size, printable, relative_time, table
 from .store import Checkpoint, CheckpointStore, NotebookRef, default_store_url
+from .store.manifest import Manifest
 from .store.records import Problem
 from .store.store import DEFAULT_GRACE
 
@@ -215,11 +216,6 @@ def _locate(store: CheckpointStore, ident: int, notebook: str | None) -> str:
 
 
 # ---------------------------------------------------------------- summaries
-def _damaged(ck: Checkpoint) -> bool:
-    # ``CheckpointStore.list`` stands in a stub body (no "format") for a manifest it could not read.
-    return "format" not in ck.body
-
-
 def _local_time(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
@@ -233,36 +229,42 @@ def _short(text: str, width: int = TEXT_WIDTH) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def _cell_info(body: dict[str, Any]) -> dict[str, Any] | None:
-    cell = body.get("cell")
-    if not isinstance(cell, dict):
+def _cell_info(m: Manifest | None) -> dict[str, Any] | None:
+    if m is None or m.cell is None:
         return None
-    return {"execution_count": cell.get("execution_count"), "first_line": cell.get("first_line")}
+    return {"execution_count": m.cell.execution_count, "first_line": m.cell.first_line}
 
 
-def _cell_text(body: dict[str, Any], width: int = TEXT_WIDTH) -> str:
-    cell = _cell_info(body)
-    if cell is None:
+def _cell_text(m: Manifest | None, width: int = TEXT_WIDTH) -> str:
+    if m is None or m.cell is None:
         return ""
-    count = cell["execution_count"]
-    line = _short(str(cell["first_line"] or ""), width)
+    count = m.cell.execution_count
+    line = _short(m.cell.first_line, width)
     return f"[{count}] {line}".strip() if count is not None else line
 
 
+def _position(m: Manifest | None) -> str | None:
+    if m is None or m.position is None:
+        return None
+    return m.position.description or None
+
+
 def _summary(ck: Checkpoint) -> dict[str, Any]:
-    """One checkpoint as the stable dict that ``list --json`` prints."""
-    body = ck.body
-    damaged = _damaged(ck)
+    """One checkpoint as the stable dict that ``list --json`` prints.
+
+    One that cannot be read has status ``damaged`` (or ``newer format``) and says why in ``problem``.
+    """
+    m = ck.manifest
     return {
         "id": ck.id,
         "notebook": ck.notebook,
-        "path": body["notebook"].get("path"),
-        "created": None if damaged else ck.created,
-        "time": None if damaged else _iso_time(ck.created),
-        "status": "damaged" if damaged else ck.status,
-        "cell": _cell_info(body),
-        "position": describe_position(body.get("position")),
-        "variables": sorted(ck.variables),
+        "path": None if m is None else m.notebook.path,
+        "created": None if m is None else m.created,
+        "time": None if m is None else _iso_time(m.created),
+        "status": ck.status,
+        "cell": _cell_info(m),
+        "position": _position(m),
+        "variables": [] if m is None else sorted(m.variables),
         "total_bytes": ck.total_bytes,
         "new_bytes": ck.new_bytes,
         "pinned": ck.pinned,
@@ -296,7 +298,7 @@ def cmd_list(store: CheckpointStore, args: argparse.Namespace) -> int:
         s = _summary(ck)
         when = (
             "?"
-            if s["created"] is None
+            if ck.manifest is None
             else f"{_local_time(ck.created)} ({relative_time(ck.created, now)})"
         )
         rows.append(
@@ -305,7 +307,7 @@ def cmd_list(store: CheckpointStore, args: argparse.Namespace) -> int:
                 ck.notebook,
                 when,
                 s["status"],
-                _cell_text(ck.body),
+                _cell_text(ck.manifest),
                 _short(s["position"] or ""),
                 len(s["variables"]),
                 f"{human_bytes(ck.new_bytes)} / {human_bytes(ck.total_bytes)}",
@@ -330,33 +332,33 @@ def cmd_list(store: CheckpointStore, args: argparse.Namespace) -> int:
     if problems:
         print()
         for ck in problems:
-            print(f"#{ck.id} of {ck.notebook}: {ck.problem}")
+            print(printable(f"#{ck.id} of {ck.notebook}: {ck.problem}"))
     return 0
 
 
 def _details(ck: Checkpoint) -> dict[str, Any]:
-    body = ck.body
+    m = ck.manifest
+    if m is None:  # read_checkpoint raises for these; kept total for safety
+        raise CheckpointError(f"Checkpoint #{ck.id} cannot be read: {ck.problem}.")
     out = _summary(ck)
     out["variables"] = [
         {
             "name": name,
-            "type": info.get("type"),
-            "size": info.get("size"),
-            "shared_with": sorted(info.get("shared_with", [])),
+            "type": info.type,
+            "size": info.size,
+            "shared_with": sorted(info.shared_with),
         }
-        for name, info in sorted(ck.variables.items())
+        for name, info in sorted(m.variables.items())
     ]
-    for part in ("skipped", "withheld"):
-        entries = body.get(part) or {}
-        out[part] = [
-            {"name": name, "type": info.get("type"), "reason": info.get("reason")}
-            for name, info in sorted(entries.items())
-        ]
-    out["modules"] = [
-        {"name": n, "module": m} for n, m in sorted((body.get("modules") or {}).items())
+    out["skipped"] = [
+        {"name": name, "type": e.type, "reason": e.reason} for name, e in sorted(m.skipped.items())
     ]
-    out["versions"] = dict(body.get("versions") or {})
-    out["parent"] = body.get("parent")
+    out["withheld"] = [
+        {"name": name, "type": e.type, "reason": e.reason} for name, e in sorted(m.withheld.items())
+    ]
+    out["modules"] = [{"name": n, "module": mod} for n, mod in sorted(m.modules.items())]
+    out["versions"] = dict(m.versions)
+    out["parent"] = m.parent
     return out
 
 
@@ -367,27 +369,27 @@ def cmd_show(store: CheckpointStore, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(d)
         return 0
-    print(f"Checkpoint #{ck.id} of {ck.notebook} ({d['path']})")
+    print(printable(f"Checkpoint #{ck.id} of {ck.notebook} ({d['path']})"))
     facts = [
         ("created", f"{_local_time(ck.created)} ({relative_time(ck.created)})"),
         ("status", d["status"]),
         ("verified", "yes" if ck.verified else f"NO: {ck.problem}"),
         ("pinned", "yes" if ck.pinned else "no"),
-        ("cell", _cell_text(ck.body, width=72) or "-"),
+        ("cell", _cell_text(ck.manifest, width=72) or "-"),
         ("position", d["position"] or "-"),
         ("size", f"{human_bytes(ck.new_bytes)} new, {human_bytes(ck.total_bytes)} total"),
         ("parent", f"#{d['parent']}" if d["parent"] is not None else "-"),
         ("versions", ", ".join(f"{k} {v}" for k, v in sorted(d["versions"].items())) or "-"),
     ]
     for label, value in facts:
-        print(f"  {label:<9} {value}")
+        print(printable(f"  {label:<9} {value}"))
 
     def section(title: str, rows: list[list[Any]], headers: list[str], align: str = "") -> None:
         print()
         if not rows:
             print(f"{title}: none")
             return
-        print(f"{title} ({len(rows)}):")
+        print(printable(f"{title} ({len(rows)}):"))
         print(table(rows, headers, align))
 
     section(
@@ -512,7 +514,7 @@ def cmd_gc(store: CheckpointStore, args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- entry point
 def _fail(message: str, status: int) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    print(f"{PROG}: error: {printable(message)}", file=sys.stderr)
     return status
 
 

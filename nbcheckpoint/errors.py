@@ -92,6 +92,31 @@ class UntrustedCheckpoint(VerificationError):
         )
 
 
+class MalformedManifest(VerificationError):
+    """A manifest (or a checkpoint's status record) holds something this store never writes."""
+
+    def __init__(self, ident: object, problem: str) -> None:
+        super().__init__(ident, f"the manifest content is malformed ({problem})")
+        self.problem = problem
+
+
+class NewerFormat(VerificationError):
+    """A manifest written by a newer nbcheckpoint, in a format this one cannot read."""
+
+    def __init__(self, ident: object, found: int, known: int) -> None:
+        self.found = found
+        self.known = known
+        super().__init__(
+            ident,
+            f"it was written by a newer nbcheckpoint (format {found}; this one reads up to "
+            f"{known}): upgrade nbcheckpoint to read it",
+        )
+        self.args = (
+            f"Checkpoint #{ident} was written by a newer nbcheckpoint (format {found}): "
+            "upgrade nbcheckpoint to read it (pip install -U nbcheckpoint). It was left as it is.",
+        )
+
+
 class NoUsableCheckpoint(CheckpointError):
     """No checkpoint of a notebook verified."""
 

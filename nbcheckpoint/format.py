@@ -12,6 +12,7 @@ __all__ = [
     "human_bytes",
     "parse_duration",
     "parse_size",
+    "printable",
     "relative_time",
     "table",
 ]
@@ -158,6 +159,39 @@ def relative_time(ts: float, now: float | None = None) -> str:
     return f"in {amount}" if ahead else f"{amount} ago"
 
 
+def printable(text: object) -> str:
+    r"""``text`` safe to show on a terminal: control and format characters written as escapes.
+
+    Names, cell lines and reasons come from the store, which someone else may have written:
+    an escape sequence in them must not move the cursor, recolour or retitle the terminal,
+    and a right-to-left override must not reorder what is shown. A lone surrogate would
+    not even print.
+
+    Examples
+    --------
+    >>> printable("epoch\x1b[2J done")
+    'epoch\\x1b[2J done'
+    >>> printable("a\u202eb\nc")
+    'a\\u202eb\\nc'
+    >>> printable("année 😀")
+    'année 😀'
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape_char(c) for c in text)
+
+
+def _escape_char(c: str) -> str:
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    if c in named:
+        return named[c]
+    code = ord(c)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def describe_position(position: Mapping[str, Any] | None) -> str | None:
     """Where in the cell a checkpoint was taken, as the capture engine described it.
 
@@ -182,7 +216,8 @@ def table(
     """A plain-text table: a header, a rule of dashes, then one line per row.
 
     ``align`` holds one letter per column, ``l`` or ``r`` (default: all left).
-    ``None`` cells print empty; line breaks inside a cell become spaces.
+    ``None`` cells print empty; line breaks inside a cell become spaces, and other control
+    characters escapes (see :func:`printable`).
 
     Examples
     --------
@@ -217,4 +252,4 @@ def table(
 def _cell(value: object) -> str:
     if value is None:
         return ""
-    return " ".join(str(value).splitlines())
+    return printable(" ".join(str(value).splitlines()))

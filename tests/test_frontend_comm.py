@@ -11,6 +11,7 @@ from IPython.testing import globalipapp
 from nbcheckpoint.capture import events
 from nbcheckpoint.frontend.comm import TARGET, StatusChannel, status_message
 from nbcheckpoint.store import Checkpoint
+from nbcheckpoint.store.manifest import Manifest, NotebookInfo, parse
 
 
 class RecordingComm:
@@ -48,8 +49,11 @@ def ip(tmp_path, monkeypatch):
 
 
 def _checkpoint(**body: Any) -> Checkpoint:
-    base = {"id": 12, "created": 1000.0, "status": "running", "cell": {"execution_count": 5}}
-    return Checkpoint({**base, **body}, True)
+    base = Manifest(
+        id=12, notebook=NotebookInfo("nb", "nb.ipynb"), created=1000.0, status="running"
+    )
+    full = {**base.to_dict(), "cell": {"execution_count": 5}, **body}
+    return Checkpoint(parse(full, key="nb", ident=full["id"]), True)
 
 
 def test_status_message_fields() -> None:

@@ -295,11 +295,8 @@ def test_a_fifo_never_blocks_a_reader_and_verify_names_it(
     restored = fresh.load(nb)
     if where == "manifest":
         assert "FIFO" in (listed[2].problem or "")
-    if where == "status":
-        # An unreadable status record is ignored: #2 itself is intact.
-        assert listed[2].problem is None and restored.checkpoint.id == 2
-    else:
-        assert restored.checkpoint.id == 1 and "FIFO" in restored.passed_over[2]
+    # A status record that is not a plain file makes #2 one bad checkpoint, like a damaged one.
+    assert restored.checkpoint.id == 1 and "FIFO" in restored.passed_over[2]
     assert any(
         p.endswith(f"{rel}: it is a FIFO (named pipe), not a regular file")
         for p in _problems(fresh)
@@ -375,17 +372,19 @@ def test_a_sparse_3_gib_manifest_is_refused_before_reading(
     assert code == 1 and "00000002.ckpt" in out and "3.0 GiB" in out
 
 
-def test_a_status_record_over_its_cap_is_ignored(local_store_url: str, nb: NotebookRef) -> None:
+def test_a_status_record_over_its_cap_makes_one_bad_checkpoint(
+    local_store_url: str, nb: NotebookRef
+) -> None:
     store, _ = _two_checkpoints(local_store_url, nb)
     store.set_status(nb, 2, "interrupted")
     assert store.list(nb)[1].status_override == "interrupted"
     path = Path(local_store_url, "notebooks", nb.key, "status", "2")
     with open(path, "r+b") as f:
         f.truncate(1 << 30)
-    with pytest.raises(StoreEntryRefused, match=r"more than the 4\.0 KiB"):
-        store.backend.read(f"notebooks/{nb.key}/status/2", limit=store_module.MAX_STATUS)
-    assert store.list(nb)[1].status_override is None
-    assert store.load(nb).checkpoint.id == 2
+    with pytest.raises(StoreEntryRefused, match=r"more than the 256 bytes"):
+        store.backend.read(f"notebooks/{nb.key}/status/2", limit=store_module.MAX_STATUS_RECORD)
+    assert "status record" in (store.list(nb)[1].problem or "")
+    assert store.load(nb).checkpoint.id == 1
 
 
 def test_a_blob_larger_than_its_manifest_allows_is_refused_before_reading(

@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 from ..capture import events
-from ..format import describe_position
 from ..store import Checkpoint
 
 TARGET = "nbcheckpoint.status"
@@ -30,19 +29,22 @@ def status_message(ck: Checkpoint, now: float | None = None) -> dict[str, Any]:
     Examples
     --------
     >>> from nbcheckpoint.store import Checkpoint
-    >>> body = {"id": 3, "created": 100.0, "status": "running",
-    ...         "position": {"description": "for epoch at 2/10"}, "cell": {"execution_count": 5}}
-    >>> status_message(Checkpoint(body, True), now=130.0)["position"]
+    >>> from nbcheckpoint.store.manifest import CellInfo, Manifest, NotebookInfo, Position
+    >>> m = Manifest(id=3, notebook=NotebookInfo("k", "k.ipynb"), created=100.0, status="running",
+    ...              position=Position("for epoch at 2/10"), cell=CellInfo(execution_count=5))
+    >>> status_message(Checkpoint(m, True), now=130.0)["position"]
     'for epoch at 2/10'
     """
-    cell = ck.body.get("cell") or {}
+    m = ck.manifest
+    cell = m.cell if m is not None else None
+    position = m.position if m is not None else None
     return {
         "id": ck.id,
         "last": ck.created,
         "now": time.time() if now is None else now,
         "status": ck.status,
-        "position": describe_position(ck.body.get("position")) or "",
-        "cell": cell.get("execution_count"),
+        "position": (position.description if position is not None else None) or "",
+        "cell": cell.execution_count if cell is not None else None,
     }
 
 

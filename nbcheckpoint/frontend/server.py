@@ -19,7 +19,6 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 
 from ..errors import CheckpointError
-from ..format import describe_position
 from ..store import Checkpoint, CheckpointStore, NotebookRef, default_store_url
 
 ROUTE = "nbcheckpoint/api/checkpoints"
@@ -51,9 +50,12 @@ def describe(ck: Checkpoint, now: float) -> dict[str, Any]:
     """One checkpoint as the extension shows it.
 
     ``age`` is measured on the server, so a browser whose clock is off still says
-    "3 min ago" correctly.
+    "3 min ago" correctly. One whose manifest cannot be read comes with ``verified``
+    false, its ``problem``, and ``status`` ``damaged`` (or ``newer format``).
     """
-    cell = ck.body.get("cell") or {}
+    m = ck.manifest
+    cell = m.cell if m is not None else None
+    position = m.position if m is not None else None
     return {
         "id": ck.id,
         "created": ck.created,
@@ -63,11 +65,11 @@ def describe(ck: Checkpoint, now: float) -> dict[str, Any]:
         "problem": ck.problem,
         "pinned": ck.pinned,
         "cell": {
-            "execution_count": cell.get("execution_count"),
-            "first_line": cell.get("first_line", ""),
+            "execution_count": cell.execution_count if cell is not None else None,
+            "first_line": cell.first_line if cell is not None else "",
         },
-        "position": describe_position(ck.body.get("position")) or "",
-        "variables": len(ck.variables),
+        "position": (position.description if position is not None else None) or "",
+        "variables": len(m.variables) if m is not None else 0,
         "size": ck.total_bytes,
     }
 

@@ -2,49 +2,130 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from .identity import NotebookRef
+from .manifest import Manifest
+
+
+class ReadOnlyBody(dict[str, Any]):
+    """A manifest body that refuses changes; a copy of it (``copy.deepcopy``) is a plain dict."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("a checkpoint's manifest body is read-only: change a copy of it")
+
+    __setitem__ = __delitem__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+    __ior__ = _refuse
+
+    def __copy__(self) -> dict[str, Any]:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return copy.deepcopy(dict(self), memo)
 
 
 @dataclass
 class Checkpoint:
-    """A manifest read back from the store, with whether its signature verified."""
+    """A checkpoint as read from the store: its manifest, whether its signature verified,
+    and, for one that cannot be read, why (``manifest`` is then None).
 
-    body: dict[str, Any]
+    Readers use ``manifest`` (typed, checked). ``body`` is the raw manifest body, read-only,
+    kept for the code that has not moved to ``manifest`` yet.
+
+    Examples
+    --------
+    >>> from nbcheckpoint.store.manifest import Manifest, NotebookInfo
+    >>> m = Manifest(id=3, notebook=NotebookInfo("k", "k.ipynb"), created=1.0, status="auto")
+    >>> ck = Checkpoint(m, True)
+    >>> ck.id, ck.status, ck.body["status"]
+    (3, 'auto', 'auto')
+    >>> bad = Checkpoint.unreadable("k", 4, "the manifest is truncated or damaged")
+    >>> bad.id, bad.status, bad.manifest is None
+    (4, 'damaged', True)
+    """
+
+    manifest: Manifest | None
     verified: bool
     problem: str | None = None
     pinned: bool = False
     status_override: str | None = None
+    # For an unreadable one: where it was found, and the format when it is a newer one.
+    where: tuple[str, int] | None = None
+    newer_format: int | None = None
+    raw: Mapping[str, Any] | None = field(default=None, repr=False)
+
+    @classmethod
+    def unreadable(
+        cls, notebook: str, ident: int, problem: str, newer_format: int | None = None
+    ) -> Checkpoint:
+        """A checkpoint whose manifest could not be read, listed with the reason."""
+        return cls(None, False, problem, where=(notebook, ident), newer_format=newer_format)
 
     @property
     def id(self) -> int:
-        return int(self.body["id"])
+        if self.manifest is None:
+            return self.where[1] if self.where else 0
+        return self.manifest.id
 
     @property
     def notebook(self) -> str:
-        return str(self.body["notebook"]["key"])
+        if self.manifest is None:
+            return self.where[0] if self.where else ""
+        return self.manifest.notebook.key
 
     @property
     def created(self) -> float:
-        return float(self.body["created"])
+        return 0.0 if self.manifest is None else self.manifest.created
 
     @property
     def status(self) -> str:
-        return self.status_override or str(self.body["status"])
-
-    @property
-    def variables(self) -> dict[str, dict[str, Any]]:
-        return dict(self.body["variables"])
+        """The checkpoint's status; ``damaged`` or ``newer format`` for one that cannot be read."""
+        if self.manifest is None:
+            return "newer format" if self.newer_format is not None else "damaged"
+        return self.status_override or self.manifest.status
 
     @property
     def total_bytes(self) -> int:
-        return int(sum(b["size"] for b in self.body["blobs"].values()))
+        return 0 if self.manifest is None else self.manifest.total_bytes
 
     @property
     def new_bytes(self) -> int:
-        return int(self.body["stats"].get("bytes_new", 0))
+        return 0 if self.manifest is None else self.manifest.new_bytes
+
+    @property
+    def variables(self) -> dict[str, dict[str, Any]]:
+        """Compatibility: the raw variable entries (typed: ``manifest.variables``)."""
+        return dict(self.body["variables"])
+
+    @property
+    def body(self) -> Mapping[str, Any]:
+        """Compatibility, read-only: the manifest body (a stand-in for an unreadable one)."""
+        if self.raw is not None:
+            return self.raw if isinstance(self.raw, ReadOnlyBody) else ReadOnlyBody(self.raw)
+        if self.manifest is not None:
+            return ReadOnlyBody(self.manifest.to_dict())
+        return ReadOnlyBody(
+            {
+                "id": self.id,
+                "notebook": {"key": self.notebook, "path": self.notebook},
+                "created": 0.0,
+                "status": self.status,
+                "cell": None,
+                "position": None,
+                "kernel": {},
+                "groups": [],
+                "variables": {},
+                "modules": {},
+                "skipped": {},
+                "withheld": {},
+                "blobs": {},
+                "stats": {},
+            }
+        )
 
 
 @dataclass

@@ -18,6 +18,7 @@ import zstandard
 from ..errors import (
     CheckpointError,
     CheckpointNotFound,
+    NewerFormat,
     NoUsableCheckpoint,
     StoreEntryRefused,
     StoreError,
@@ -28,13 +29,14 @@ from ..errors import (
 from .backends import Backend, FolderSync, UnsafeEntry, open_backend
 from .hashing import THREADS, _hash_threads, _HashQueue, _parallel, digest, fast_hash
 from .identity import NotebookRef, valid_key
-from .records import Checkpoint, GcReport, PendingSave, Problem, Restored
+from .manifest import FORMAT, STATUSES, Manifest, complete, decode
+from .records import Checkpoint, GcReport, PendingSave, Problem, ReadOnlyBody, Restored
 from .serializer import Snapshot, deserialize, serialize
 from .signing import SigningKey, load_key
 from .zstdframe import ZstdFrameCheck
 
-FORMAT = 1
 MANIFEST_MAGIC = b"NBCKPT1\n"
+MANIFEST_MAGIC_STEM = b"NBCKPT"
 BLOB_MAGIC = b"NBCB\x01"
 CODEC_RAW = 0
 CODEC_ZSTD = 1
@@ -48,10 +50,9 @@ COMPRESS_PROBE = 48 << 10
 # a core), so there only data that shrinks to a quarter is worth it (and restores faster).
 COMPRESS_GAIN = {"remote": 0.85, "local": 0.25}
 MAX_MANIFEST = 64 << 20
-# A status record is a word and a signature; anything much larger is not one.
-MAX_STATUS = 4096
 DEFAULT_GRACE = 3600.0
-STATUSES = ("running", "interrupted", "complete", "manual", "auto")
+# A status record is ``<status>\n<64 hex digits>``: anything longer was not written here.
+MAX_STATUS_RECORD = 256
 _HEX = frozenset("0123456789abcdef")
 _HEADER_KEYS = frozenset({"alg", "key_id", "len", "sig"})
 FAST_HASH_MIN = 64 << 10
@@ -253,11 +254,19 @@ class CheckpointStore:
         ids = []
         for name in self.backend.listdir(f"{_nb_dir(key)}/manifests"):
             stem, _, ext = name.partition(".")
-            if ext == "ckpt" and stem.isdigit():
+            # Only names this store writes: str.isdigit() also takes superscripts, and a
+            # thousand digits would be a number int() refuses.
+            if ext == "ckpt" and stem.isascii() and stem.isdigit() and len(stem) <= 18:
                 ids.append(int(stem))
         return sorted(ids)
 
-    def _encode_manifest(self, body: dict[str, Any]) -> bytes:
+    def _encode_manifest(self, body: Mapping[str, Any]) -> bytes:
+        body = complete(body)
+        try:
+            # What is written must read back: the check readers make, made before signing.
+            decode(_canonical(body), key=body["notebook"]["key"], ident=body["id"])
+        except VerificationError as e:
+            raise StoreError(f"nbcheckpoint built a checkpoint it cannot read back: {e}") from e
         raw = _canonical(body)
         header = {
             "alg": "hmac-sha256",
@@ -268,11 +277,22 @@ class CheckpointStore:
         return MANIFEST_MAGIC + _canonical(header) + b"\n" + raw
 
     def _decode_manifest(self, data: bytes, key: str, ident: int, trust: bool) -> Checkpoint:
-        """Parse and check a manifest; raises VerificationError when it cannot be trusted."""
-        if len(data) > MAX_MANIFEST or not data.startswith(MANIFEST_MAGIC):
+        """Parse and check a manifest; raises VerificationError when it cannot be trusted or read."""
+        if not data.startswith(MANIFEST_MAGIC):
+            stem = data[: len(MANIFEST_MAGIC)]
+            container = stem[len(MANIFEST_MAGIC_STEM) : -1]
+            if (
+                stem.startswith(MANIFEST_MAGIC_STEM)
+                and stem.endswith(b"\n")
+                and container.isdigit()
+                and int(container) > 1
+            ):
+                raise NewerFormat(ident, int(container), 1)
             raise VerificationError(
                 ident, "the manifest is not an nbcheckpoint manifest (damaged header)"
             )
+        if len(data) > MAX_MANIFEST:
+            raise VerificationError(ident, "the manifest is larger than any nbcheckpoint writes")
         rest = data[len(MANIFEST_MAGIC) :]
         line, sep, raw = rest.partition(b"\n")
         try:
@@ -282,7 +302,7 @@ class CheckpointStore:
             # The header is not signed: accept only what the store writes, so damage shows.
             if header.get("alg") != "hmac-sha256" or not set(header) <= _HEADER_KEYS:
                 raise ValueError("header")
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise VerificationError(ident, "the manifest is truncated or damaged") from e
         sig = header.get("sig")
         verified = False
@@ -302,38 +322,8 @@ class CheckpointStore:
             ):
                 raise VerificationError(ident, problem)
             raise UntrustedCheckpoint(ident, problem or "unknown")
-        try:
-            body = json.loads(raw)
-            self._check_body(body, key, ident)
-        except (ValueError, KeyError, TypeError) as e:
-            raise VerificationError(ident, f"the manifest content is malformed ({e})") from e
-        return Checkpoint(body, verified, problem)
-
-    @staticmethod
-    def _check_body(body: Any, key: str, ident: int) -> None:
-        if not isinstance(body, dict) or body.get("format") != FORMAT:
-            raise ValueError("unknown format")
-        # Signed fields bind a manifest to its place: a valid manifest copied over another
-        # id or notebook is refused.
-        if body["id"] != ident or body["notebook"]["key"] != key:
-            raise ValueError("it belongs to another checkpoint id or notebook")
-        if body["status"] not in STATUSES:
-            raise ValueError(f"unknown status {body['status']!r}")
-        for h, info in body["blobs"].items():
-            if not _valid_hash(h) or not isinstance(info["size"], int) or info["size"] < 0:
-                raise ValueError("bad blob entry")
-        for group in body["groups"]:
-            if group.get("pickler", "dill") not in ("pickle", "dill"):
-                raise ValueError(f"unknown pickler {group['pickler']!r}")
-            chunks = group.get("chunks")
-            if chunks is not None and (
-                not all(isinstance(n, int) and n > 0 for n in chunks)
-                or sum(chunks) != len(group["buffers"])
-            ):
-                raise ValueError("bad chunk counts")
-            for h in [group["pickle"], *group["buffers"]]:
-                if h not in body["blobs"]:
-                    raise ValueError("a group names a blob the manifest does not list")
+        manifest, body = decode(raw, key=key, ident=ident)
+        return Checkpoint(manifest, verified, problem, raw=ReadOnlyBody(body))
 
     def read_checkpoint(
         self,
@@ -345,6 +335,8 @@ class CheckpointStore:
     ) -> Checkpoint:
         """One checkpoint's manifest, signature checked (blobs are not read).
 
+        Raises ``VerificationError`` (``MalformedManifest``, ``NewerFormat``,
+        ``UntrustedCheckpoint``) for a checkpoint that cannot be used, whatever its files hold.
         The cache only knows a manifest's size: damage in place, or a deleted id saved again,
         can keep it. Restores, ``verify`` and gc pass ``use_cache=False`` to read the disk.
         """
@@ -368,6 +360,8 @@ class CheckpointStore:
                 raise VerificationError(
                     ident, f"the manifest {e.path} was refused: {e.reason}"
                 ) from e
+            except (IsADirectoryError, NotADirectoryError):
+                raise VerificationError(ident, "its manifest is not a file") from None
             ck = self._decode_manifest(data, key, ident, trust)
             self._manifest_cache[(key, ident)] = (size, ck)
         ck.pinned = self.backend.exists(f"{_nb_dir(key)}/pins/{ident}")
@@ -375,15 +369,35 @@ class CheckpointStore:
         return ck
 
     def _read_status(self, key: str, ident: int) -> str | None:
+        """The status a checkpoint was marked with after it was written (``interrupted``), if any.
+
+        A record not in the form this store writes makes the checkpoint a bad one
+        (``VerificationError``); one in that form but not signed with this key for this
+        checkpoint is ignored (the manifest's own, signed, status stands).
+        """
+        path = f"{_nb_dir(key)}/status/{ident}"
         try:
-            data = self.backend.read(f"{_nb_dir(key)}/status/{ident}", limit=MAX_STATUS)
-        except (FileNotFoundError, StoreEntryRefused):
-            return None  # a link or oversized record is ignored (verify names it)
-        line, _, sig = data.decode("ascii", "replace").partition("\n")
-        expected = f"{key}/{ident}/{line}"
-        if line in STATUSES and self.key.verify(expected.encode(), sig.strip()):
-            return line
-        return None  # an unsigned or forged status record is ignored
+            data = self.backend.read(path, limit=MAX_STATUS_RECORD)
+        except FileNotFoundError:
+            return None
+        except StoreEntryRefused as e:
+            raise VerificationError(ident, f"its status record was refused: {e.reason}") from e
+        except (IsADirectoryError, NotADirectoryError):
+            raise VerificationError(ident, "its status record is not a file") from None
+        line, sep, sig = data.partition(b"\n")
+        sig = sig.strip()
+        if (
+            len(data) > MAX_STATUS_RECORD
+            or not sep
+            or line.decode("latin-1") not in STATUSES
+            or len(sig) != 64
+            or not set(sig.decode("latin-1")) <= _HEX
+        ):
+            raise VerificationError(ident, "its status record is damaged")
+        status = line.decode("ascii")
+        if self.key.verify(f"{key}/{ident}/{status}".encode(), sig.decode("ascii")):
+            return status
+        return None  # forged, or signed elsewhere: it changes nothing
 
     def set_status(self, notebook: NotebookRef, ident: int, status: str) -> None:
         """Mark a checkpoint (for example ``interrupted``) without rewriting its manifest."""
@@ -748,7 +762,11 @@ class CheckpointStore:
         return [k for k in self.backend.listdir("notebooks") if valid_key(k)]
 
     def list(self, notebook: NotebookRef | str | None = None) -> builtins.list[Checkpoint]:
-        """Checkpoints, oldest first. Unreadable ones are listed with ``problem`` set."""
+        """Checkpoints, oldest first. Unreadable ones are listed with ``problem`` set.
+
+        A manifest of a newer format is listed with ``newer_format`` set and status
+        ``newer format``; any other that cannot be read, with status ``damaged``.
+        """
         keys = (
             [notebook.key if isinstance(notebook, NotebookRef) else notebook]
             if notebook
@@ -759,22 +777,16 @@ class CheckpointStore:
             for ident in self._manifest_ids(key):
                 try:
                     found.append(self.read_checkpoint(key, ident, trust=True))
+                except NewerFormat as e:
+                    found.append(Checkpoint.unreadable(key, ident, e.reason, e.found))
                 except VerificationError as e:
-                    stub = {
-                        "id": ident,
-                        "notebook": {"key": key, "path": key},
-                        "created": 0.0,
-                        "status": "complete",
-                        "variables": {},
-                        "blobs": {},
-                        "stats": {},
-                    }
-                    found.append(Checkpoint(stub, False, e.reason))
+                    found.append(Checkpoint.unreadable(key, ident, e.reason))
                 except CheckpointNotFound:
                     continue  # removed while listing
         return found
 
     def latest_id(self, notebook: NotebookRef | str) -> int | None:
+        """The newest checkpoint's id, readable or not (``read_checkpoint`` tells which)."""
         key = notebook.key if isinstance(notebook, NotebookRef) else notebook
         ids = self._manifest_ids(key)
         return ids[-1] if ids else None
@@ -810,62 +822,71 @@ class CheckpointStore:
 
     def _load_one(self, key: str, ident: int, names: Iterable[str] | None, trust: bool) -> Restored:
         ck = self.read_checkpoint(key, ident, trust=trust, use_cache=False)
-        body = ck.body
+        m = cast(Manifest, ck.manifest)  # read_checkpoint raises for an unreadable one
         wanted = None if names is None else set(names)
         if wanted is not None:
-            unknown = wanted - set(body["variables"]) - set(body["modules"])
+            unknown = wanted - set(m.variables) - set(m.modules)
             if unknown:
                 raise CheckpointError(
                     f"Checkpoint #{ident} has no variable {', '.join(sorted(unknown))}; "
-                    f"it has {', '.join(sorted(body['variables'])) or 'none'}."
+                    f"it has {', '.join(sorted(m.variables)) or 'none'}."
                 )
-        groups = [g for g in body["groups"] if wanted is None or wanted & set(g["names"])]
-        sizes = {h: int(info["size"]) for h, info in body["blobs"].items()}
+        groups = [g for g in m.groups if wanted is None or wanted & set(g.names)]
+        sizes = m.blobs
         # Each buffer gets one allocation; its chunks are read straight into their slices.
         reads: builtins.list[tuple[str, memoryview | None]] = []
         buffers: builtins.list[builtins.list[Any]] = []
-        for g in groups:
-            reads.append((g["pickle"], None))
-            group_buffers = []
-            hashes = iter(g["buffers"])
-            for count in g.get("chunks") or [1] * len(g["buffers"]):
-                parts = [next(hashes) for _ in range(count)]
-                buf = _allocate(sum(sizes[h] for h in parts))
-                view, offset = memoryview(buf), 0
-                for h in parts:
-                    reads.append((h, view[offset : offset + sizes[h]]))
-                    offset += sizes[h]
-                group_buffers.append(buf)
-            buffers.append(group_buffers)
-        if body.get("rng"):
-            reads.append((body["rng"], None))
+        try:
+            for g in groups:
+                reads.append((g.pickle, None))
+                group_buffers = []
+                for parts in g.buffer_pieces():
+                    buf = _allocate(sum(sizes[h] for h in parts))
+                    view, offset = memoryview(buf), 0
+                    for h in parts:
+                        reads.append((h, view[offset : offset + sizes[h]]))
+                        offset += sizes[h]
+                    group_buffers.append(buf)
+                buffers.append(group_buffers)
+        except (MemoryError, OverflowError, OSError) as e:
+            raise VerificationError(
+                ident, f"its data does not fit in memory here ({type(e).__name__})"
+            ) from None
+        if m.rng is not None:
+            reads.append((m.rng, None))
         try:
             # Reading, decompressing and hashing release the GIL: blobs go in parallel.
             results = _parallel(lambda r: self._read_blob(r[0], sizes[r[0]], r[1]), reads)
         except _BlobError as e:
             raise VerificationError(ident, f"blob {e.h[:12]} {e.why}") from None
+        except MemoryError:
+            raise VerificationError(ident, "its data does not fit in memory here") from None
         data = {h: blob for (h, into), blob in zip(reads, results) if into is None}
         values: dict[str, Any] = {}
         failed: dict[str, str] = {}
         for g, group_buffers in zip(groups, buffers):
             try:
-                loaded = deserialize(
-                    bytes(data[g["pickle"]]), group_buffers, g.get("pickler", "dill")
-                )
+                loaded = deserialize(bytes(data[g.pickle]), group_buffers, g.pickler)
             except Exception as e:  # an unpickling failure names the variables it cost
-                for name in g["names"]:
+                for name in g.names:
                     failed[name] = f"{type(e).__name__}: {e}"
                 continue
-            for name in g["names"]:
+            for name in g.names:
                 if wanted is None or name in wanted:
-                    values[name] = loaded[name]
-        modules = {n: m for n, m in body["modules"].items() if wanted is None or n in wanted}
-        rng = bytes(data[body["rng"]]) if body.get("rng") and wanted is None else None
+                    if name in loaded:
+                        values[name] = loaded[name]
+                    else:
+                        failed[name] = "its group was saved without it"
+        modules = {n: mod for n, mod in m.modules.items() if wanted is None or n in wanted}
+        rng = bytes(data[m.rng]) if m.rng is not None and wanted is None else None
         return Restored(ck, values, modules, rng, failed)
 
     # ----------------------------------------------------------- maintenance
     def verify(self, notebook: NotebookRef | str | None = None) -> builtins.list[Problem]:
-        """Check every manifest's signature and every blob it names; list what is wrong."""
+        """Check every manifest's signature and every blob it names; list what is wrong.
+
+        Any checkpoint that cannot be read (damaged, unsigned, a newer format) is one problem.
+        """
         problems: builtins.list[Problem] = []
         keys = (
             [notebook.key if isinstance(notebook, NotebookRef) else notebook]
@@ -882,13 +903,15 @@ class CheckpointStore:
                     continue
                 except CheckpointNotFound:
                     continue
-                for h, info in ck.body["blobs"].items():
+                for h, size in cast(Manifest, ck.manifest).blobs.items():
                     if h not in checked:
                         try:
-                            self._read_blob(h, info["size"])
+                            self._read_blob(h, size)
                             checked[h] = None
                         except _BlobError as e:
                             checked[h] = e.why
+                        except MemoryError:
+                            checked[h] = "is too large to check in this much memory"
                     if checked[h]:
                         problems.append(Problem(key, ident, f"blob {h[:12]} {checked[h]}"))
         problems.extend(_unsafe(self.backend.unsafe_entries(), keys if notebook else None))

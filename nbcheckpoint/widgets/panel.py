@@ -371,7 +371,10 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
             return
         self.banner_text.value = f"<b>The kernel restarted.</b> Restore #{target.id} ({escape(rows.where(target, now))})?"
         self.banner_restore.description = f"Restore #{target.id}"
-        self.banner_restore.tooltip = f"Put the {len(target.variables)} variables of checkpoint #{target.id} back into the kernel"
+        count = len(target.manifest.variables) if target.manifest is not None else 0
+        self.banner_restore.tooltip = (
+            f"Put the {count} variables of checkpoint #{target.id} back into the kernel"
+        )
 
     def _render_selected(self) -> None:
         ck = self.selected
@@ -448,7 +451,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
 
         def land() -> None:
             if self._disk_bytes is not None:
-                self._disk_bytes += int((ck.body.get("stats") or {}).get("bytes_written", 0))
+                self._disk_bytes += ck.manifest.stats.bytes_written if ck.manifest else 0
             # No walk over every blob for the size here: this runs inside the user's loop.
             self._checkpoints = sorted(self.store.list(self.notebook), key=lambda c: c.id)
             self._by_id = {c.id: c for c in self._checkpoints}
@@ -539,7 +542,9 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
 
     # ------------------------------------------------------------ actions
     def _ask_restore(self, ck: Checkpoint, names: list[str] | None) -> None:
-        wanted = names if names is not None else [*ck.variables, *(ck.body.get("modules") or {})]
+        m = ck.manifest
+        everything = [*m.variables, *m.modules] if m is not None else []
+        wanted = names if names is not None else everything
         replaced = sorted(n for n in wanted if self._would_replace(ck, n))
 
         def restore() -> None:
@@ -567,7 +572,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
     def _would_replace(self, ck: Checkpoint, name: str) -> bool:
         if name not in self.namespace:
             return False
-        module = (ck.body.get("modules") or {}).get(name)
+        module = ck.manifest.modules.get(name) if ck.manifest is not None else None
         current = self.namespace[name]
         # Importing the same module again replaces nothing.
         return not (

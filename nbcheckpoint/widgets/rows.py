@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from ..format import describe_position, human_bytes, relative_time
+from ..format import human_bytes, printable, relative_time
 from ..store import Checkpoint
+from ..store.manifest import Manifest, NotebookInfo
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def fit(text: str, width: int, right: bool = False) -> str:
     >>> fit("7", 3, right=True)
     '  7'
     """
-    text = " ".join(str(text).split())
+    text = printable(" ".join(str(text).split()))
     if len(text) > width:
         text = text[: max(width - 1, 0)] + "…"
     return text.rjust(width) if right else text.ljust(width)
@@ -73,28 +73,39 @@ def seconds(value: float | None) -> str:
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
 
 
+def _manifest(ck: Checkpoint) -> Manifest:
+    """The manifest, or an empty one standing in for a checkpoint that cannot be read."""
+    if ck.manifest is not None:
+        return ck.manifest
+    return Manifest(id=ck.id, notebook=NotebookInfo(ck.notebook, ""), created=0.0, status="manual")
+
+
 def cell_text(ck: Checkpoint) -> str:
     """``[5] for epoch in range(100):``, or what is known of it."""
-    cell = ck.body.get("cell") or {}
-    count = cell.get("execution_count")
-    first = str(cell.get("first_line") or "")
-    return ((f"[{count}] " if count is not None else "") + first).strip()
+    cell = _manifest(ck).cell
+    if cell is None:
+        return ""
+    count = cell.execution_count
+    return ((f"[{count}] " if count is not None else "") + cell.first_line).strip()
 
 
 def position_text(ck: Checkpoint) -> str:
-    return describe_position(ck.body.get("position")) or ""
+    position = _manifest(ck).position
+    return (position.description or "") if position is not None else ""
 
 
 def status_text(ck: Checkpoint, earlier: Callable[[Checkpoint], bool]) -> str:
-    """The status column: running, interrupted, complete, manual, auto, or ``earlier kernel``."""
+    """The status column: running, interrupted, complete, manual, auto, or ``earlier kernel``;
+    DAMAGED or NEWER FORMAT for one that cannot be read, UNVERIFIED for one not signed here."""
+    if ck.manifest is None:
+        return ck.status.upper()
     if not ck.verified:
         return "UNVERIFIED"
     return EARLIER if earlier(ck) else ck.status
 
 
 def duration(ck: Checkpoint) -> float | None:
-    value = (ck.body.get("stats") or {}).get("duration")
-    return float(value) if isinstance(value, (int, float)) else None
+    return _manifest(ck).stats.duration
 
 
 def history_row(ck: Checkpoint, earlier: Callable[[Checkpoint], bool], now: float) -> str:
@@ -106,7 +117,7 @@ def history_row(ck: Checkpoint, earlier: Callable[[Checkpoint], bool], now: floa
             cell_text(ck),
             position_text(ck),
             status_text(ck, earlier),
-            str(len(ck.variables)),
+            str(len(_manifest(ck).variables)),
             human_bytes(ck.new_bytes),
             human_bytes(ck.total_bytes),
             seconds(duration(ck)),
@@ -124,13 +135,13 @@ def history_tooltip(ck: Checkpoint, earlier: Callable[[Checkpoint], bool]) -> st
         lines.append(position_text(ck))
     status = f"status: {ck.status}"
     if earlier(ck):
-        kernel = ck.body.get("kernel") or {}
-        status += f", from an earlier kernel (pid {kernel.get('pid', '?')})"
+        pid = _manifest(ck).kernel.pid
+        status += f", from an earlier kernel (pid {'?' if pid is None else pid})"
     lines.append(status)
     if not ck.verified:
         lines.append(f"does not verify: {ck.problem}")
     lines.append(
-        f"{len(ck.variables)} variables, {human_bytes(ck.total_bytes)} "
+        f"{len(_manifest(ck).variables)} variables, {human_bytes(ck.total_bytes)} "
         f"({human_bytes(ck.new_bytes)} new), snapshot took {seconds(duration(ck)) or '?'}"
     )
     if ck.pinned:
@@ -139,12 +150,12 @@ def history_tooltip(ck: Checkpoint, earlier: Callable[[Checkpoint], bool]) -> st
 
 
 def _group_hashes(ck: Checkpoint, name: str) -> tuple[str, ...] | None:
-    info = ck.body.get("variables", {}).get(name)
-    groups = ck.body.get("groups") or []
-    if not info or not isinstance(info.get("group"), int) or info["group"] >= len(groups):
+    m = _manifest(ck)
+    info = m.variables.get(name)
+    if info is None:
         return None
-    group = groups[info["group"]]
-    return (str(group.get("pickle")), *map(str, group.get("buffers", [])))
+    group = m.groups[info.group]  # the manifest check keeps the index in range
+    return (group.pickle, *group.buffers)
 
 
 def change_since(ck: Checkpoint, previous: Checkpoint | None, name: str) -> str:
@@ -154,7 +165,7 @@ def change_since(ck: Checkpoint, previous: Checkpoint | None, name: str) -> str:
     """
     if previous is None:
         return "first checkpoint"
-    if name not in previous.variables:
+    if name not in _manifest(previous).variables:
         return "new"
     before, after = _group_hashes(previous, name), _group_hashes(ck, name)
     if before is None or after is None:
@@ -164,42 +175,33 @@ def change_since(ck: Checkpoint, previous: Checkpoint | None, name: str) -> str:
 
 def variable_rows(ck: Checkpoint, previous: Checkpoint | None) -> list[tuple[str, str]]:
     """(line, name) for each variable and import of ``ck``, sorted by name."""
+    m = _manifest(ck)
     rows = []
-    for name, info in sorted(ck.variables.items()):
+    for name, info in sorted(m.variables.items()):
         rows.append(
             (
                 line(
-                    [
-                        name,
-                        str(info.get("type", "?")),
-                        human_bytes(int(info.get("size", 0))),
-                        change_since(ck, previous, name),
-                    ],
+                    [name, info.type, human_bytes(info.size), change_since(ck, previous, name)],
                     VARIABLE_COLUMNS,
                 ),
                 name,
             )
         )
-    modules: Mapping[str, str] = ck.body.get("modules") or {}
-    for name, module in sorted(modules.items()):
+    for name, module in sorted(m.modules.items()):
         rows.append((line([name, f"module {module}", "", "import"], VARIABLE_COLUMNS), name))
     return rows
 
 
 def left_out(ck: Checkpoint) -> list[tuple[str, str, str, str]]:
     """(kind, name, type, reason) of each skipped or withheld variable."""
-    found = []
-    for kind in ("skipped", "withheld"):
-        entries: Mapping[str, Any] = ck.body.get(kind) or {}
-        for name, info in sorted(entries.items()):
-            found.append((kind, name, str(info.get("type", "?")), str(info.get("reason", ""))))
-    return found
+    return [(kind, name, e.type, e.reason) for kind, name, e in _manifest(ck).left_out()]
 
 
 def where(ck: Checkpoint, now: float) -> str:
     """``cell [5], 3 min ago, for epoch at 57/100``: a checkpoint in a few words."""
     bits = []
-    count = (ck.body.get("cell") or {}).get("execution_count")
+    cell = _manifest(ck).cell
+    count = cell.execution_count if cell is not None else None
     if count is not None:
         bits.append(f"cell [{count}]")
     if ck.created:
