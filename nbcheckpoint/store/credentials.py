@@ -38,6 +38,9 @@ _WORDS = frozenset(
 _LAST_WORDS = frozenset({"pass", "pw", "token"})
 # Environment variables that only look like credentials: the working directory.
 _NOT_NAMES = frozenset({"PWD", "OLDPWD"})
+# A name ending in one of these says where a secret is, not what it is:
+# "NBCHECKPOINT_KEY_FILE", "password_path", "SSH_AUTH_SOCK".
+_WHERE_WORDS = frozenset({"file", "path", "dir", "sock", "socket"})
 _PAIRS = frozenset(
     {
         ("api", "key"),
@@ -103,7 +106,7 @@ def name_reason(name: str) -> str | None:
     (True, None, None)
     """
     words = _words(name)
-    if not words or name in _NOT_NAMES:
+    if not words or name in _NOT_NAMES or words[-1] in _WHERE_WORDS:
         return None
     if any(w in _WORDS for w in words) or words[-1] in _LAST_WORDS:
         return f"its name looks like a credential ({name})"

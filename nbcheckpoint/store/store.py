@@ -616,7 +616,12 @@ class CheckpointStore:
                 hashes.append(h)
             if whole is not None:
                 learned_whole[whole] = tuple(hashes)
+            if len(hashes) > 1:
+                seams.append((_flat(buf), hashes))
             return hashes
+
+        # Chunked buffers, whose chunks are separate blobs: the key could straddle a seam.
+        seams: builtins.list[tuple[memoryview, builtins.list[str]]] = []
 
         group_blobs: builtins.list[tuple[builtins.list[str], set[str]]] = []
         for group in snap.groups:
@@ -651,7 +656,7 @@ class CheckpointStore:
                 }
         rng_hash = address(rng_index)[0] if rng_index is not None else None
         data = {h: data[h] for h in sorted(data, key=rank.__getitem__)}  # a stable sort
-        found = self._key_carriers(namespace, data, group_blobs)
+        found = self._key_carriers(namespace, data, group_blobs, seams)
         withheld = {**snap.withheld, **exclude}
         secrets = [*snap.secrets, *self.key.text_patterns]
         body: dict[str, Any] = {
@@ -682,6 +687,7 @@ class CheckpointStore:
         namespace: Mapping[str, Any],
         data: Mapping[str, memoryview],
         group_blobs: builtins.list[tuple[builtins.list[str], set[str]]],
+        seams: builtins.list[tuple[memoryview, builtins.list[str]]],
     ) -> dict[str, dict[str, str]]:
         """The variables whose new blobs hold the signing key, with why they are withheld.
 
@@ -694,6 +700,14 @@ class CheckpointStore:
         # memmem releases the GIL: large saves are searched on a few threads.
         search = _parallel if total > (64 << 20) else lambda fn, xs: [fn(x) for x in xs]
         hits = {h for (h, _), hit in zip(items, search(lambda i: key.found_in(i[1]), items)) if hit}
+        reach = max(len(p) for p in key.patterns) - 1
+        for flat, hashes in seams:
+            if not any(h in data for h in hashes):
+                continue  # all stored already, and searched then
+            for edge in range(CHUNK_SIZE, flat.nbytes, CHUNK_SIZE):
+                if key.found_in(bytes(flat[max(0, edge - reach) : edge + reach])):
+                    hits.update(hashes)
+                    break
         if not hits:
             return {}
         found: dict[str, dict[str, str]] = {}
