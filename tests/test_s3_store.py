@@ -29,7 +29,7 @@ from nbcheckpoint.store.backends import s3 as s3_module
 from nbcheckpoint.store.backends.generic import _FsFailure, _transient
 from nbcheckpoint.store.backends.s3 import S3Backend
 from nbcheckpoint.store.identity import ENV_NOTEBOOK_ID, project_path
-from nbcheckpoint.store.store import digest
+from nbcheckpoint.store.store import UNLIMITED, digest
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("CI") != "true"
@@ -243,7 +243,9 @@ def test_threads_saving_at_once_lose_nothing(url: str, nb: NotebookRef, instance
         try:
             for seq in range(6):
                 ck = store.save(
-                    {"tag": tag, "seq": seq, "data": np.full(5000, tag * 100 + seq)}, nb
+                    {"tag": tag, "seq": seq, "data": np.full(5000, tag * 100 + seq)},
+                    nb,
+                    keep=UNLIMITED,  # all 24 stay (by default only the newest 20 would)
                 )
                 with lock:
                     assert ck.id not in acked, f"#{ck.id} acknowledged twice"
@@ -271,13 +273,15 @@ PROCESS_WRITER = textwrap.dedent(
     import os, sys, time
     import numpy as np
     from nbcheckpoint.store import CheckpointStore, NotebookRef
+    from nbcheckpoint.store.store import UNLIMITED
 
     url, key, path, tag, go = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
     store, nb = CheckpointStore(url), NotebookRef.from_key(key, path)
     while not os.path.exists(go):
         time.sleep(0.005)
     for seq in range(8):
-        ck = store.save({"tag": tag, "seq": seq, "data": np.full(5000, tag * 100 + seq)}, nb)
+        state = {"tag": tag, "seq": seq, "data": np.full(5000, tag * 100 + seq)}
+        ck = store.save(state, nb, keep=UNLIMITED)
         print(ck.id, seq, flush=True)
     """
 )
@@ -447,10 +451,13 @@ def test_a_writer_killed_mid_upload_leaves_nothing_partial(
 
     after = s3.objects(url)
     new = {k: v for k, v in after.items() if k not in before}
-    # Only whole blobs may have appeared (the small pickle went up before the array);
-    # no manifest, no half of the array.
-    assert all(k.startswith("blobs/") for k in new), sorted(new)
-    assert all(_blob_is_whole(k.removeprefix("blobs/"), v) for k, v in new.items())
+    # Only whole blobs may have appeared (the small pickle went up before the array),
+    # and the dead writer's lease; no manifest, no half of the array.
+    leases = [k for k in new if k.startswith("leases/")]
+    assert len(leases) == 1 and leases[0].endswith(".save"), sorted(new)
+    blobs = {k: v for k, v in new.items() if k not in leases}
+    assert all(k.startswith("blobs/") for k in blobs), sorted(new)
+    assert all(_blob_is_whole(k.removeprefix("blobs/"), v) for k, v in blobs.items())
     reader = CheckpointStore(url)
     assert [c.id for c in reader.list(nb)] == [1]
     assert reader.load(nb).values["marker"] == "first"

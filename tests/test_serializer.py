@@ -380,14 +380,15 @@ def test_credentials_included_on_request(store: CheckpointStore, nb: NotebookRef
         assert restored.values[name] == want
 
 
-def test_credential_only_inside_a_container_is_not_withheld_but_top_level_is(
+def test_a_credential_inside_a_container_withholds_the_variable_and_says_where(
     store: CheckpointStore, nb: NotebookRef
 ) -> None:
-    # Documenting the scope of the rule: names and values of top-level variables are judged.
-    namespace = {"settings": {"password": "inner-pw"}, "password": "outer-pw"}
+    namespace = {"settings": {"password": "inner-pw"}, "password": "outer-pw", "n": 1}
     ck = store.save(namespace, nb)
-    assert set(ck.body["withheld"]) == {"password"}
-    assert store.load(nb).values == {"settings": {"password": "inner-pw"}}
+    assert set(ck.body["withheld"]) == {"password", "settings"}
+    assert ck.body["withheld"]["settings"]["where"] == "settings['password']"
+    assert "settings['password']" in ck.body["withheld"]["settings"]["reason"]
+    assert store.load(nb).values == {"n": 1}
 
 
 def test_key_environment_is_isolated(_isolated_signing_key: Path) -> None:

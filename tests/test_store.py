@@ -26,7 +26,7 @@ from nbcheckpoint.errors import (
     VerificationError,
 )
 from nbcheckpoint.store import CheckpointStore, NotebookRef, SigningKey, load_key
-from nbcheckpoint.store.store import digest
+from nbcheckpoint.store.store import UNLIMITED, digest
 
 MAGIC = b"NBCKPT1\n"
 
@@ -507,7 +507,9 @@ def test_two_threads_save_into_one_memory_store(
         start.wait()
         try:
             for seq in range(100):
-                ck = store.save({"tag": tag, "seq": seq, "data": rng.standard_normal(200)}, nb)
+                state = {"tag": tag, "seq": seq, "data": rng.standard_normal(200)}
+                # All 200 stay (by default only the newest DEFAULT_KEEP would).
+                ck = store.save(state, nb, keep=UNLIMITED)
                 with lock:
                     assert ck.id not in acked
                     acked[ck.id] = (tag, seq)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .credentials import credential_reason
+from .credentials import describe, find_credentials
 
 PROTOCOL = 5
 # Objects that cannot hold references to other objects, or whose identity never matters.
@@ -52,6 +52,8 @@ class Snapshot:
     skipped: dict[str, dict[str, str]]
     withheld: dict[str, dict[str, str]]
     rng: bytes | None
+    # The text of what was withheld: in memory only, so recorded cell text can be redacted.
+    secrets: list[str] = field(default_factory=list, repr=False)
 
 
 def type_name(obj: object) -> str:
@@ -352,6 +354,7 @@ def serialize(
     modules: dict[str, str] = {}
     skipped: dict[str, dict[str, str]] = {}
     withheld: dict[str, dict[str, str]] = {}
+    secrets: list[str] = []
     keep: list[str] = []
     for name in chosen:
         value = namespace[name]
@@ -359,9 +362,14 @@ def serialize(
             modules[name] = value.__name__
             continue
         if not include_credentials:
-            why = credential_reason(name, value)
-            if why:
-                withheld[name] = {"type": type_name(value), "reason": why}
+            found = find_credentials(name, value)
+            if found:
+                withheld[name] = {
+                    "type": type_name(value),
+                    "reason": describe(name, found),
+                    "where": ", ".join(f.where for f in found),
+                }
+                secrets.extend(f.value for f in found if f.value)
                 continue
         keep.append(name)
 
@@ -378,7 +386,7 @@ def serialize(
     groups = [group for root in by_root for group in pickled[root]]
     types_ = {n: type_name(namespace[n]) for n in keep if n not in skipped}
     rng = capture_rng() if with_rng else None
-    return Snapshot(groups, types_, modules, skipped, withheld, rng)
+    return Snapshot(groups, types_, modules, skipped, withheld, rng, secrets)
 
 
 def _slow(namespace: Mapping[str, Any], names: list[str]) -> bool:

@@ -27,11 +27,22 @@ from ..errors import (
     VerificationError,
 )
 from .backends import Backend, FolderSync, UnsafeEntry, open_backend
+from .credentials import redact
 from .hashing import THREADS, _hash_threads, _HashQueue, _parallel, digest, fast_hash
 from .identity import NotebookRef, valid_key
+from .leases import (
+    LEASE_TTL,
+    Lease,
+    StoreClock,
+    delete_quietly,
+    gc_running,
+    hashes_in,
+    read_capped,
+    scan_leases,
+)
 from .manifest import FORMAT, STATUSES, Manifest, complete, decode
 from .records import Checkpoint, GcReport, PendingSave, Problem, ReadOnlyBody, Restored
-from .serializer import Snapshot, deserialize, serialize
+from .serializer import Snapshot, deserialize, serialize, type_name
 from .signing import SigningKey, load_key
 from .zstdframe import ZstdFrameCheck
 
@@ -53,6 +64,28 @@ MAX_MANIFEST = 64 << 20
 DEFAULT_GRACE = 3600.0
 # A status record is ``<status>\n<64 hex digits>``: anything longer was not written here.
 MAX_STATUS_RECORD = 256
+# Retention applied after every save when the caller sets no limit of its own: the
+# newest DEFAULT_KEEP checkpoints of each notebook, plus pinned ones. Twenty reach back
+# over an afternoon of auto-saved cells, and a notebook rarely has more than a few
+# distinct large states among them (unchanged arrays are stored once).
+DEFAULT_KEEP = 20
+# A store-wide cap, checked after every save (the oldest unpinned checkpoints of the
+# notebook just saved go first). 10 GB holds a handful of states of a notebook that
+# keeps a few GB in memory, which is what a checkpoint is for, while a forgotten store on
+# a laptop disk stops growing long before the disk fills. Raise it for larger states.
+DEFAULT_MAX_SIZE = 10 * 10**9
+# Pass as ``keep`` or ``max_size`` to turn that limit off.
+UNLIMITED = -1
+# How many of its own saves a store instance trusts its running estimate of the store's
+# size before it measures again (other writers add to the store too).
+USAGE_RECHECK = 100
+# Leftover temp files of writers on other machines are removed once older than this
+# (on this machine's clock), whatever the grace: a live writer's temp file is younger.
+TMP_MIN_AGE = 600.0
+KEY_REASON = (
+    "it holds this store's signing key ({where}); saved, it would let anyone who can "
+    "read the store forge checkpoints that run code on restore"
+)
 _HEX = frozenset("0123456789abcdef")
 _HEADER_KEYS = frozenset({"alg", "key_id", "len", "sig"})
 FAST_HASH_MIN = 64 << 10
@@ -112,8 +145,20 @@ class CheckpointStore:
     [1, 2, 3]
     """
 
-    def __init__(self, url: str, *, key: SigningKey | None = None, compress: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        key: SigningKey | None = None,
+        compress: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.url = url
+        # This machine's clock: only recorded (a checkpoint's "created"), never compared
+        # with times read from the store (gc uses the store's own clock, see leases.py).
+        self.clock = clock
+        self._usage: int | None = None
+        self._usage_saves = 0
         self.backend: Backend = open_backend(url)
         self._key = key
         self.compress = compress
@@ -478,11 +523,58 @@ class CheckpointStore:
         BLAKE3 and no write. Hashing runs on worker threads beside the pickling and is
         over when this returns. The result refers to live memory until
         :meth:`PendingSave.detach`.
+
+        The signing key never reaches the store: every new blob is searched for it (raw,
+        and hex in both cases; libc ``memmem``, about 12 GB/s a pattern here), and a
+        variable that carries it is withheld and reported, whatever object holds it.
         """
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
+        carriers: dict[str, dict[str, str]] = {}
+        for _attempt in range(4):
+            pending, found = self._prepare_once(
+                namespace,
+                notebook,
+                names,
+                status=status,
+                cell=cell,
+                position=position,
+                kernel=kernel,
+                include_credentials=include_credentials,
+                snapshot=snapshot,
+                base=base,
+                changed=changed,
+                exclude=carriers,
+            )
+            if not found:
+                return pending
+            carriers.update(found)
+            if snapshot is not None:
+                snapshot = _without(snapshot, set(found))
+        raise StoreError(
+            "Could not keep the signing key out of this checkpoint; nothing was saved."
+        )
+
+    def _prepare_once(
+        self,
+        namespace: Mapping[str, Any],
+        notebook: NotebookRef,
+        names: Iterable[str] | None,
+        *,
+        status: str,
+        cell: Mapping[str, Any] | None,
+        position: Mapping[str, Any] | None,
+        kernel: Mapping[str, Any] | None,
+        include_credentials: bool,
+        snapshot: Snapshot | None,
+        base: Checkpoint | None,
+        changed: Iterable[str] | None,
+        exclude: Mapping[str, dict[str, str]],
+    ) -> tuple[PendingSave, dict[str, dict[str, str]]]:
+        """One attempt at :meth:`prepare`; also returns the variables found carrying the key."""
         started = time.perf_counter()
         chosen = list(namespace) if names is None else [n for n in names if n in namespace]
+        chosen = [n for n in chosen if n not in exclude]
         blobs: dict[str, dict[str, int]] = {}
         groups: list[dict[str, Any]] = []
         variables: dict[str, dict[str, Any]] = {}
@@ -547,8 +639,14 @@ class CheckpointStore:
                 hashes.append(h)
             if whole is not None:
                 learned_whole[whole] = tuple(hashes)
+            if len(hashes) > 1:
+                seams.append((_flat(buf), hashes))
             return hashes
 
+        # Chunked buffers, whose chunks are separate blobs: the key could straddle a seam.
+        seams: builtins.list[tuple[memoryview, builtins.list[str]]] = []
+
+        group_blobs: builtins.list[tuple[builtins.list[str], set[str]]] = []
         for group in snap.groups:
             index = len(groups)
             payload_index, indexes = planned[id(group)]
@@ -571,6 +669,7 @@ class CheckpointStore:
             if any(n != 1 for n in chunks):
                 entry["chunks"] = chunks
             groups.append(entry)
+            group_blobs.append((group.names, {h_pickle, *hashes}))
             for name in group.names:
                 variables[name] = {
                     "type": snap.types.get(name, "?"),
@@ -580,26 +679,80 @@ class CheckpointStore:
                 }
         rng_hash = address(rng_index)[0] if rng_index is not None else None
         data = {h: data[h] for h in sorted(data, key=rank.__getitem__)}  # a stable sort
+        found = self._key_carriers(namespace, data, group_blobs, seams)
+        withheld = {**snap.withheld, **exclude}
+        secrets = [*snap.secrets, *self.key.text_patterns]
         body: dict[str, Any] = {
             "format": FORMAT,
             "id": 0,
             "notebook": {"key": notebook.key, "path": notebook.path},
-            "created": time.time(),
+            "created": self.clock(),
             "status": status,
-            "cell": dict(cell) if cell else None,
-            "position": dict(position) if position else None,
+            # The cell's text may spell out a value withheld from the checkpoint.
+            "cell": _redacted(cell, secrets) if cell else None,
+            "position": _redacted(position, secrets) if position else None,
             "kernel": dict(kernel) if kernel else {"pid": os.getpid(), "host": platform.node()},
             "groups": groups,
             "variables": variables,
             "modules": snap.modules,
             "skipped": snap.skipped,
-            "withheld": snap.withheld,
+            "withheld": withheld,
             "rng": rng_hash,
             "blobs": blobs,
             "versions": _versions(),
             "stats": {},
         }
-        return PendingSave(notebook, body, data, learned, started, learned_whole)
+        pending = PendingSave(notebook, body, data, learned, started, learned_whole)
+        return pending, found
+
+    def _key_carriers(
+        self,
+        namespace: Mapping[str, Any],
+        data: Mapping[str, memoryview],
+        group_blobs: builtins.list[tuple[builtins.list[str], set[str]]],
+        seams: builtins.list[tuple[memoryview, builtins.list[str]]],
+    ) -> dict[str, dict[str, str]]:
+        """The variables whose new blobs hold the signing key, with why they are withheld.
+
+        Only blobs about to be written are searched: the others are in the store already,
+        and were searched when they were written.
+        """
+        key = self.key
+        items = builtins.list(data.items())
+        total = sum(v.nbytes for _, v in items)
+        # memmem releases the GIL: large saves are searched on a few threads.
+        search = _parallel if total > (64 << 20) else lambda fn, xs: [fn(x) for x in xs]
+        hits = {h for (h, _), hit in zip(items, search(lambda i: key.found_in(i[1]), items)) if hit}
+        reach = max(len(p) for p in key.patterns) - 1
+        for flat, chunk_hashes in seams:
+            if not any(h in data for h in chunk_hashes):
+                continue  # all stored already, and searched then
+            for edge in range(CHUNK_SIZE, flat.nbytes, CHUNK_SIZE):
+                if key.found_in(bytes(flat[max(0, edge - reach) : edge + reach])):
+                    hits.update(chunk_hashes)
+                    break
+        if not hits:
+            return {}
+        found: dict[str, dict[str, str]] = {}
+        for group_names, hashes in group_blobs:
+            if not hashes & hits:
+                continue
+            guilty = group_names
+            if len(group_names) > 1:
+                # Pickled together: find which of them holds it, by pickling each alone.
+                alone = [n for n in group_names if n in namespace and _holds_key(key, namespace, n)]
+                guilty = alone or group_names
+            for name in guilty:
+                value = namespace.get(name)
+                found[name] = {
+                    "type": type_name(value),
+                    "reason": KEY_REASON.format(where=name),
+                    "where": name,
+                }
+        if not found:
+            # The key in a blob no variable accounts for (the random state?): refuse.
+            raise StoreError("The signing key turned up in a checkpoint; nothing was saved.")
+        return found
 
     def commit(
         self, pending: PendingSave, *, keep: int | None = None, max_size: int | None = None
@@ -607,9 +760,24 @@ class CheckpointStore:
         """Write the missing blobs, then publish the signed manifest: the commit point.
 
         Safe to call from a writer thread once ``pending`` is detached from live memory.
+
+        A lease naming every blob of the checkpoint is in the store before the first blob
+        and until the manifest is published, so a concurrent gc spares them whatever the
+        clocks say. Retention follows: ``keep`` and ``max_size`` default to
+        DEFAULT_KEEP and DEFAULT_MAX_SIZE; UNLIMITED turns either off.
         """
         self._init_root()
         self.backend.cleanup_tmp(DEFAULT_GRACE)
+        lease = Lease.take(self.backend, pending.notebook.key, pending.body["blobs"])
+        try:
+            ident = self._commit_leased(pending, lease)
+        finally:
+            delete_quietly(self.backend, lease.path)
+        self._retain_after_save(pending, keep, max_size)
+        return self.read_checkpoint(pending.notebook, ident)
+
+    def _commit_leased(self, pending: PendingSave, lease: Lease) -> int:
+        """The blobs and the manifest of :meth:`commit`, under ``lease``; returns the new id."""
         # Each blob file is fsynced before it is linked; each folder that gained blobs gets
         # one fsync, after all the links and before the manifest names them (one fsync per
         # blob cost ~10% of a save). ``_known_blobs`` holds only blobs known to be durable.
@@ -629,9 +797,15 @@ class CheckpointStore:
         bytes_new = 0
         bytes_written = 0
         items = list(pending.data.items())
+
+        def write(item: tuple[str, memoryview]) -> int:
+            written = self._write_blob(item[0], item[1], folders)
+            lease.renew_if_due()
+            return written
+
         try:
             # Compression and fsync of one blob overlap with the writing of others.
-            results = _parallel(lambda item: self._write_blob(item[0], item[1], folders), items)
+            results = _parallel(write, items)
             folders.sync()
         except BaseException:
             folders.abandon()
@@ -641,6 +815,7 @@ class CheckpointStore:
             if written:
                 bytes_new += view.nbytes
                 bytes_written += written
+        lease.renew_if_due()
         ident = self._publish(
             pending.notebook.key, pending.body, pending.started, bytes_new, bytes_written
         )
@@ -650,10 +825,52 @@ class CheckpointStore:
             if not self.backend.exists(_blob_path(h)):
                 self._known_blobs.discard(h)
                 self._write_blob(h, view)
+        if gc_running(self.backend):
+            # A gc that listed the leases just before ours was written may have judged a
+            # blob we reuse unused, between our check of it and now. Without its bytes we
+            # cannot put it back: the checkpoint is withdrawn, never acknowledged broken.
+            reused = [h for h in pending.body["blobs"] if h not in pending.data]
+            missing = [h for h in reused if not self.backend.exists(_blob_path(h))]
+            if missing:
+                self.backend.delete(
+                    f"{_nb_dir(pending.notebook.key)}/manifests/{_manifest_name(ident)}"
+                )
+                self._known_blobs.difference_update(missing)
+                raise StoreWriteError(
+                    _blob_path(missing[0]),
+                    "a gc removed a blob this checkpoint reuses while it was saved; "
+                    "the checkpoint was withdrawn, save again",
+                )
         self.learn(pending.learned, pending.learned_whole)
-        if keep is not None or max_size is not None:
-            self.retain(pending.notebook, keep=keep, max_size=max_size)
-        return self.read_checkpoint(pending.notebook, ident)
+        self._usage = None if self._usage is None else self._usage + bytes_new
+        return ident
+
+    def _retain_after_save(
+        self, pending: PendingSave, keep: int | None, max_size: int | None
+    ) -> None:
+        """Apply retention after a save: the caller's limits, else the defaults.
+
+        The store-wide size is measured at the first save of this instance and every
+        USAGE_RECHECK saves, and estimated in between (adding what each save wrote), so
+        a save does not read every manifest of the store.
+        """
+        keep = DEFAULT_KEEP if keep is None else keep
+        max_size = DEFAULT_MAX_SIZE if max_size is None else max_size
+        keep_limit = None if keep == UNLIMITED else keep
+        size_limit = None if max_size == UNLIMITED else max_size
+        if size_limit is not None:
+            self._usage_saves += 1
+            estimate = self._usage
+            if estimate is None or self._usage_saves >= USAGE_RECHECK or estimate > size_limit:
+                self._usage_saves = 0
+                estimate = self._usage = self._measure_usage()
+            if estimate <= size_limit:
+                size_limit = None  # under the cap: nothing to do for it this time
+        if keep_limit is None and size_limit is None:
+            return
+        removed = self.retain(pending.notebook, keep=keep_limit, max_size=size_limit)
+        if removed:
+            self._usage = None  # measure again next time
 
     def _address_buffer(self, item: tuple[memoryview, bool]) -> tuple[Any, builtins.list[Any]]:
         """For a buffer and whether it may be chunked: the fast hash of the whole when it is
@@ -751,6 +968,12 @@ class CheckpointStore:
                 "duration": round(time.perf_counter() - started, 6),
             }
             data = self._encode_manifest(body)
+            if self.key.found_in(data):
+                # Cell text, a position's description, a kernel field... spelled it out.
+                body.update(_redacted(body, self.key.text_patterns, shapes=False))
+                data = self._encode_manifest(body)
+                if self.key.found_in(data):
+                    raise StoreError("The signing key turned up in a manifest; nothing was saved.")
             path = f"{_nb_dir(key)}/manifests/{_manifest_name(ident)}"
             if self.backend.create(path, _writer(data)):
                 return ident
@@ -938,17 +1161,62 @@ class CheckpointStore:
         else:
             self.backend.delete(f"{_nb_dir(key)}/pins/{ident}")
 
+    def _pinned(self, key: str) -> set[int]:
+        """Pinned ids of a notebook, from one listing (not one look per checkpoint)."""
+        return {int(n) for n in self.backend.listdir(f"{_nb_dir(key)}/pins") if n.isdigit()}
+
+    def _manifest_blobs(
+        self, key: str, ident: int, use_cache: bool = False
+    ) -> dict[str, int] | None:
+        """Blob address -> size for one manifest; None when it is gone.
+
+        A manifest this installation cannot read (damaged, unsigned, of a newer format)
+        still protects its blobs: every blob-address-shaped string in its bytes counts as
+        in use, with size -1 (unknown). Only a failure to reach the store raises.
+        """
+        try:
+            ck = self.read_checkpoint(key, ident, trust=True, use_cache=use_cache)
+            return {h: int(info["size"]) for h, info in ck.body["blobs"].items()}
+        except CheckpointNotFound:
+            return None
+        except Exception:  # whatever the reader made of it, read the bytes (errors go up)
+            path = f"{_nb_dir(key)}/manifests/{_manifest_name(ident)}"
+            try:
+                raw = read_capped(self.backend, path, MAX_MANIFEST + 1)
+            except (FileNotFoundError, StoreEntryRefused):
+                return None  # a link, special file or giant is no manifest this store wrote
+            return dict.fromkeys(hashes_in(raw), -1)
+
+    def _all_manifest_blobs(self, use_cache: bool = False) -> dict[tuple[str, int], dict[str, int]]:
+        """Every manifest's blobs, each manifest read once (several at a time)."""
+        where = [(key, ident) for key in self.notebooks() for ident in self._manifest_ids(key)]
+        found = _parallel(lambda kv: self._manifest_blobs(kv[0], kv[1], use_cache), where)
+        return {kv: blobs for kv, blobs in zip(where, found) if blobs is not None}
+
     def _referenced(self) -> dict[str, int]:
         refs: dict[str, int] = {}
-        for key in self.notebooks():
-            for ident in self._manifest_ids(key):
-                try:
-                    ck = self.read_checkpoint(key, ident, trust=True, use_cache=False)
-                except (VerificationError, CheckpointNotFound):
-                    continue
-                for h, info in ck.body["blobs"].items():
-                    refs[h] = int(info["size"])
+        for blobs in self._all_manifest_blobs().values():
+            for h, size in blobs.items():
+                refs[h] = max(size, refs.get(h, -1))
         return refs
+
+    def _measure_usage(self) -> int:
+        """Bytes of blobs the store's manifests use (uncompressed sizes), each counted once."""
+        sizes: dict[str, int] = {}
+        for blobs in self._all_manifest_blobs(use_cache=True).values():
+            for h, size in blobs.items():
+                sizes[h] = max(size, sizes.get(h, -1))
+        return sum(self._sizes_known(sizes).values())
+
+    def _sizes_known(self, sizes: dict[str, int]) -> dict[str, int]:
+        """``sizes`` with each unknown (-1) size looked up on disk (0 when the blob is absent)."""
+        for h, size in sizes.items():
+            if size < 0:
+                try:
+                    sizes[h] = self.backend.size(_blob_path(h)) if _valid_hash(h) else 0
+                except FileNotFoundError:
+                    sizes[h] = 0
+        return sizes
 
     def retain(
         self,
@@ -960,11 +1228,13 @@ class CheckpointStore:
     ) -> builtins.list[int]:
         """Remove the oldest unpinned checkpoints beyond ``keep``, or while the store exceeds ``max_size`` bytes.
 
-        The newest checkpoint is always kept. Returns the removed ids.
+        The newest checkpoint is always kept. Returns the removed ids. Sizes are those
+        of the blobs every manifest of the store uses, each counted once: all manifests
+        are read once, then each removal subtracts the blobs no other manifest uses.
         """
         key = notebook.key if isinstance(notebook, NotebookRef) else notebook
         ids = self._manifest_ids(key)
-        pinned = {i for i in ids if self.backend.exists(f"{_nb_dir(key)}/pins/{i}")}
+        pinned = self._pinned(key) & set(ids)
         removable = [i for i in ids[:-1] if i not in pinned]
         removed: builtins.list[int] = []
         if keep is not None:
@@ -976,12 +1246,25 @@ class CheckpointStore:
                     self.delete(key, victim)
                 removed.append(victim)
             removable = [i for i in removable if i in newest]
-        if max_size is not None:
-            while removable and sum(self._referenced().values()) > max_size:
+        if max_size is not None and removable:
+            manifests = self._all_manifest_blobs(use_cache=True)
+            users: dict[str, int] = {}
+            sizes: dict[str, int] = {}
+            for blobs in manifests.values():
+                for h, size in blobs.items():
+                    users[h] = users.get(h, 0) + 1
+                    sizes[h] = max(size, sizes.get(h, -1))
+            self._sizes_known(sizes)
+            total = sum(sizes.values())
+            while removable and total > max_size:
                 victim = removable.pop(0)
                 with contextlib.suppress(CheckpointNotFound):
                     self.delete(key, victim)
                 removed.append(victim)
+                for h in manifests.get((key, victim), {}):
+                    users[h] -= 1
+                    if users[h] == 0:
+                        total -= sizes[h]
         if removed:
             self.gc(grace=grace)
         return removed
@@ -989,29 +1272,39 @@ class CheckpointStore:
     def gc(self, *, grace: float = DEFAULT_GRACE) -> GcReport:
         """Delete blobs no manifest references, if older than ``grace`` seconds, and dead writers' temp files.
 
-        The grace period protects a concurrent writer, whose blobs exist before its manifest.
+        Nothing here reads this machine's clock. Blobs of saves in progress are named by
+        their leases, which gc reads before the manifests; ages are measured on the
+        store's clock (the modification time of a marker gc writes first), and a blob
+        written after the marker is always spared, even with ``grace=0``. Blobs of
+        manifests that cannot be read are treated as in use.
         """
-        report = GcReport(removed_tmp=self.backend.cleanup_tmp(grace))
-        refs = self._referenced()
-        now = time.time()
-        for prefix in self.backend.listdir("blobs"):
-            for rest in self.backend.listdir(f"blobs/{prefix}"):
-                h = prefix + rest
-                if h in refs:
-                    continue
-                path = f"blobs/{prefix}/{rest}"
-                try:
-                    # Read the age right before deleting, to keep the race window small.
-                    if now - self.backend.mtime(path) < grace:
-                        report.kept_recent += 1
+        clock = StoreClock.read(self.backend)
+        try:
+            leases = scan_leases(self.backend, clock, grace)
+            # A live writer's temp files are young: spare them, whatever the grace.
+            tmp_age = max(grace, LEASE_TTL if leases.live else TMP_MIN_AGE)
+            report = GcReport(removed_tmp=self.backend.cleanup_tmp(tmp_age))
+            refs = self._referenced()
+            for prefix in self.backend.listdir("blobs"):
+                for rest in self.backend.listdir(f"blobs/{prefix}"):
+                    h = prefix + rest
+                    if h in refs or h in leases.protected:
                         continue
-                    size = self.backend.size(path)
-                except FileNotFoundError:
-                    continue
-                self.backend.delete(path)
-                self._known_blobs.discard(h)
-                report.removed_blobs += 1
-                report.freed_bytes += size
+                    path = f"blobs/{prefix}/{rest}"
+                    try:
+                        # Read the age right before deleting, to keep the race window small.
+                        if self.backend.mtime(path) >= clock.now - grace:
+                            report.kept_recent += 1
+                            continue
+                        size = self.backend.size(path)
+                    except FileNotFoundError:
+                        continue
+                    self.backend.delete(path)
+                    self._known_blobs.discard(h)
+                    report.removed_blobs += 1
+                    report.freed_bytes += size
+        finally:
+            delete_quietly(self.backend, clock.path)
         return report
 
     def disk_usage(self) -> int:
@@ -1042,6 +1335,51 @@ def _unsafe(entries: Iterable[UnsafeEntry], keys: Iterable[str] | None) -> built
         ident = int(stem) if stem.isdigit() and len(stem) < 12 else None
         found.append(Problem(key or "(store)", ident, f"{entry.path}: {entry.why}"))
     return found
+
+
+def _redacted(obj: Any, secrets: Iterable[str], shapes: bool = True) -> Any:
+    """A copy of a JSON-like value with ``secrets`` (and, with ``shapes``, token-shaped
+    text) replaced in every string, keys included."""
+    secrets = builtins.list(secrets)
+    if isinstance(obj, str):
+        if shapes:
+            return redact(obj, secrets)
+        for secret in secrets:
+            obj = obj.replace(secret, "[withheld]")
+        return obj
+    if isinstance(obj, Mapping):
+        return {
+            _redacted(k, secrets, shapes): _redacted(v, secrets, shapes) for k, v in obj.items()
+        }
+    if isinstance(obj, (builtins.list, tuple)):
+        return [_redacted(v, secrets, shapes) for v in obj]
+    return obj
+
+
+def _without(snap: Snapshot, names: set[str]) -> Snapshot:
+    """``snap`` less the groups that hold any of ``names`` (a snapshot cannot be re-pickled)."""
+    groups = [g for g in snap.groups if not set(g.names) & names]
+    kept = {n for g in groups for n in g.names}
+    types_ = {n: t for n, t in snap.types.items() if n in kept}
+    skipped = dict(snap.skipped)
+    for g in snap.groups:
+        carriers = sorted(set(g.names) & names)
+        for n in g.names:
+            if carriers and n not in names:
+                skipped[n] = {
+                    "type": snap.types.get(n, "?"),
+                    "reason": f"pickled together with {', '.join(carriers)}, which holds "
+                    "the signing key",
+                }
+    return Snapshot(groups, types_, snap.modules, skipped, snap.withheld, snap.rng, snap.secrets)
+
+
+def _holds_key(key: SigningKey, namespace: Mapping[str, Any], name: str) -> bool:
+    """Whether the variable ``name``, pickled on its own, carries the signing key."""
+    alone = serialize(namespace, [name], include_credentials=True, with_rng=False)
+    return any(
+        key.found_in(g.payload) or any(key.found_in(b) for b in g.buffers) for g in alone.groups
+    )
 
 
 def _writer(data: bytes) -> Callable[[IO[bytes]], None]:
