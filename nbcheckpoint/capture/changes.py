@@ -1,0 +1,323 @@
+"""Which variables changed since the last look: a scan of the namespace by fingerprint.
+
+A cell can change a variable its text never names (a method appending to a global,
+``globals()['z'] = 5``, ``exec``, a helper mutating an object reached from another
+variable, a cell that raised half way). So auto mode does not trust the cell's text:
+after each cell it fingerprints every variable and compares with the last scan.
+
+A fingerprint is what a save would store, without the large bytes: the variable's
+pickle (the C pickler, protocol 5) with every buffer of 1 MiB or more taken out of band,
+hashed with xxh3. Large buffers (NumPy arrays, pandas blocks, bytearrays) are
+fingerprinted by their address, size and a fast hash of their bytes, computed on
+worker threads that release the GIL. A NumPy array is fingerprinted by its dtype, shape,
+strides and the memory it spans, so views and arrays that share memory see each
+other's edits. Immutable scalars and strings are fingerprinted by value.
+
+A variable that the C pickler cannot fingerprint (a lock inside, an open file...) is
+reported as changed at every scan: it is saved again each time, never missed.
+
+Linux's soft-dirty page bits (``/proc/self/clear_refs``) would spare the hash of
+unchanged pages, but need ``CONFIG_MEM_SOFT_DIRTY``; see :func:`soft_dirty_available`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import pickle
+import sys
+import types
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..store.hashing import _hash_pool, fast_hash
+
+# Buffers at least this large are hashed on worker threads, and in pieces of REGION_PIECE.
+LARGE = 1 << 20
+REGION_PIECE = 64 << 20
+_IMMUTABLE = (int, float, complex, bool, type(None), str, bytes)
+PAGE = 4096
+
+Fingerprint = tuple[Any, ...]
+
+
+class _Region:
+    """A span of memory ``[address, address + size)`` whose bytes a fingerprint covers."""
+
+    __slots__ = ("address", "keep", "size")
+
+    def __init__(self, address: int, size: int, keep: object) -> None:
+        self.address = address
+        self.size = size
+        self.keep = keep  # the object owning the memory, alive while the scan reads it
+
+
+def _scalar(value: Any) -> Fingerprint:
+    """An immutable value's fingerprint, by value: floats by their bits (``0.0 != -0.0``),
+    strings and bytes by their (cached) hash, so that no old value is kept alive."""
+    kind = type(value)
+    if kind is float:
+        return (kind, value.hex())
+    if kind is complex:
+        return (kind, value.real.hex(), value.imag.hex())
+    if kind in (str, bytes):
+        return (kind, len(value), hash(value))
+    return (kind, value)  # int (compared exactly, not by hash), bool, None
+
+
+def _region_hash(address: int, size: int) -> str:
+    if size == 0:
+        return fast_hash(memoryview(b""))
+    view = memoryview((ctypes.c_char * size).from_address(address)).cast("B")
+    return fast_hash(view)
+
+
+def _nd_marker(*_args: object) -> None:  # pragma: no cover - never unpickled
+    """Stands in for an array in a fingerprint pickle; fingerprints are never loaded."""
+
+
+def _obj_marker(*_args: object) -> None:  # pragma: no cover - never unpickled
+    """Stands in for a function, class or descriptor in a fingerprint pickle."""
+
+
+def _buffer_address(view: memoryview) -> int:
+    from ..store.hashing import _PyBuffer
+
+    buf = _PyBuffer()
+    get = ctypes.pythonapi.PyObject_GetBuffer
+    get.restype = ctypes.c_int
+    get.argtypes = [ctypes.py_object, ctypes.POINTER(_PyBuffer), ctypes.c_int]
+    release = ctypes.pythonapi.PyBuffer_Release
+    release.restype = None
+    release.argtypes = [ctypes.POINTER(_PyBuffer)]
+    get(view, ctypes.byref(buf), 0)
+    try:
+        return int(buf.buf or 0)
+    finally:
+        release(ctypes.byref(buf))
+
+
+class _Pickler(pickle.Pickler):
+    """The C pickler with out-of-band large buffers, and arrays, functions and classes
+    reduced to what identifies their content (never loaded back)."""
+
+    def __init__(self, file: io.BytesIO, regions: list[_Region]) -> None:
+        super().__init__(file, protocol=5, buffer_callback=self._buffer)
+        self.regions = regions
+        numpy = sys.modules.get("numpy")
+        self._ndarray = numpy.ndarray if numpy is not None else None
+
+    def _buffer(self, buf: pickle.PickleBuffer) -> bool:
+        raw = buf.raw()  # a non-contiguous buffer raises: the caller marks the variable volatile
+        if raw.nbytes < LARGE:
+            return True  # small: in band, hashed with the payload
+        self.regions.append(_Region(_buffer_address(raw), raw.nbytes, buf))
+        return False
+
+    def _region(self, address: int, size: int, keep: object) -> Any:
+        """A large span: recorded for hashing, stands in the pickle as its index."""
+        self.regions.append(_Region(address, size, keep))
+        return len(self.regions) - 1
+
+    def reducer_override(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind is self._ndarray:
+            return self._reduce_array(obj)
+        if kind is types.ModuleType:
+            return _obj_marker, ("module", obj.__name__)
+        if kind is bytearray and len(obj) >= LARGE:
+            return _obj_marker, (
+                "bytearray",
+                self._region(_buffer_address(memoryview(obj)), len(obj), obj),
+            )
+        if kind is types.FunctionType and _by_value(obj):
+            cells = tuple(_cell_content(c) for c in obj.__closure__ or ())
+            return _obj_marker, (
+                "function",
+                obj.__module__,
+                obj.__qualname__,
+                hash(obj.__code__),
+                obj.__defaults__,
+                obj.__kwdefaults__,
+                cells,
+                obj.__dict__,
+            )
+        if isinstance(obj, type) and _by_value(obj):
+            attrs = {
+                k: _describe_attr(v)
+                for k, v in vars(obj).items()
+                if k not in ("__dict__", "__weakref__")
+            }
+            bases = tuple(obj.__bases__)
+            return _obj_marker, ("class", obj.__module__, obj.__qualname__, id(obj), bases, attrs)
+        if kind in (classmethod, staticmethod):
+            return _obj_marker, (kind.__name__, obj.__func__)
+        if kind is property:
+            return _obj_marker, ("property", obj.fget, obj.fset, obj.fdel)
+        return NotImplemented
+
+    def _reduce_array(self, a: Any) -> Any:
+        if a.dtype.hasobject:
+            return NotImplemented  # its items are objects: pickled as usual
+        if a.nbytes < LARGE:
+            return _nd_marker, (a.dtype, a.shape, a.tobytes())
+        lo, hi = _byte_bounds(a)
+        return _nd_marker, (a.dtype, a.shape, a.strides, lo, self._region(lo, hi - lo, a))
+
+
+def _byte_bounds(a: Any) -> tuple[int, int]:
+    """The first and one-past-last byte addresses an array's elements occupy."""
+    lo = hi = int(a.__array_interface__["data"][0])
+    if a.size == 0:
+        return lo, lo
+    for n, stride in zip(a.shape, a.strides):
+        if stride < 0:
+            lo += (n - 1) * stride
+        else:
+            hi += (n - 1) * stride
+    return lo, hi + a.itemsize
+
+
+def _by_value(obj: object) -> bool:
+    from ..store.serializer import _by_value as by_value
+
+    return by_value(obj)
+
+
+def _cell_content(cell: Any) -> Any:
+    try:
+        value = cell.cell_contents
+    except ValueError:  # an empty cell
+        return ("empty",)
+    if isinstance(value, types.FunctionType):
+        # A closure over a function (often itself): its identity, to stop recursion.
+        return ("function-ref", id(value), hash(value.__code__))
+    return value
+
+
+def _describe_attr(value: Any) -> Any:
+    """A class attribute as it goes in a fingerprint: descriptors the pickler cannot
+    handle are named by type and identity (they cannot change in place)."""
+    if isinstance(value, (types.MemberDescriptorType, types.GetSetDescriptorType)):
+        return ("descriptor", type(value).__name__, id(value))
+    if isinstance(value, (types.BuiltinFunctionType, types.WrapperDescriptorType)):
+        return ("builtin", id(value))
+    return value
+
+
+@dataclass
+class Scan:
+    """One look at the namespace: a fingerprint per variable, and which ones could not be taken."""
+
+    fingerprints: dict[str, Fingerprint] = field(default_factory=dict)
+    volatile: set[str] = field(default_factory=set)
+
+    def changed_since(self, earlier: Scan | None, unsaveable: Iterable[str] = ()) -> set[str]:
+        """Names new, gone or different since ``earlier`` (all of them when there was none),
+        and every volatile name but those in ``unsaveable`` (which the store skipped: they
+        count as changed only when rebound)."""
+        if earlier is None:
+            return set(self.fingerprints)
+        old = earlier.fingerprints
+        changed = {n for n, fp in self.fingerprints.items() if old.get(n) != fp}
+        changed |= set(old) - set(self.fingerprints)
+        return changed | (self.volatile - set(unsaveable))
+
+
+class Scanner:
+    """Fingerprints variables; large buffers are hashed on worker threads.
+
+    Examples
+    --------
+    >>> ns = {"x": [1, 2]}
+    >>> first = Scanner().scan(ns, ["x"])
+    >>> ns["x"].append(3)
+    >>> Scanner().scan(ns, ["x"]).changed_since(first)
+    {'x'}
+    """
+
+    def __init__(self) -> None:
+        self._file = io.BytesIO()
+        self._regions: list[_Region] = []
+        self._pickler = _Pickler(self._file, self._regions)
+
+    def scan(self, ns: Mapping[str, Any], names: Iterable[str]) -> Scan:
+        out = Scan()
+        pending: list[tuple[str, tuple[Any, ...], list[_Region]]] = []
+        for name in names:
+            value = ns[name]
+            kind = type(value)
+            if kind in _IMMUTABLE:
+                out.fingerprints[name] = _scalar(value)
+                continue
+            try:
+                payload = self._pickle(value)
+            except Exception:
+                out.volatile.add(name)
+                out.fingerprints[name] = ("volatile", kind, id(value))
+                continue
+            head = (kind, id(value), payload)
+            if self._regions:
+                pending.append((name, head, list(self._regions)))
+            else:
+                out.fingerprints[name] = head
+        if pending:
+            hashes = self._hash_regions([r for _, _, regions in pending for r in regions])
+            for name, head, regions in pending:
+                spans = tuple((r.address, r.size, hashes[(r.address, r.size)]) for r in regions)
+                out.fingerprints[name] = (*head, spans)
+        return out
+
+    def _pickle(self, value: Any) -> str:
+        file, pickler = self._file, self._pickler
+        file.seek(0)
+        file.truncate()
+        del self._regions[:]
+        pickler.clear_memo()
+        try:
+            pickler.dump(value)
+        except BaseException:
+            del self._regions[:]
+            raise
+        with file.getbuffer() as view:
+            return fast_hash(view)
+
+    @staticmethod
+    def _hash_regions(regions: list[_Region]) -> dict[tuple[int, int], str]:
+        """Fast hashes of each distinct span: large ones in pieces on worker threads."""
+        spans = {(r.address, r.size) for r in regions}
+        pieces: list[tuple[tuple[int, int], int, int]] = []
+        for address, size in sorted(spans):
+            for start in range(0, max(size, 1), REGION_PIECE):
+                pieces.append(((address, size), address + start, min(REGION_PIECE, size - start)))
+        if len(pieces) > 1:
+            results = list(_hash_pool().map(lambda p: _region_hash(p[1], p[2]), pieces))
+        else:
+            results = [_region_hash(p[1], p[2]) for p in pieces]
+        out: dict[tuple[int, int], list[str]] = {}
+        for (span, _, _), h in zip(pieces, results):
+            out.setdefault(span, []).append(h)
+        return {span: fast_hash(memoryview("".join(hs).encode())) for span, hs in out.items()}
+
+
+def soft_dirty_available() -> str | None:
+    """None when Linux soft-dirty page tracking works in this process, else why not.
+
+    Checked by clearing the bits, writing one page and reading its pagemap entry.
+    """
+    try:
+        page = bytearray(PAGE * 2)
+        address = _buffer_address(memoryview(page))
+        first = (address + PAGE - 1) // PAGE * PAGE
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("4")
+        ctypes.memset(first, 1, 1)
+        with open("/proc/self/pagemap", "rb") as f:
+            f.seek(first // PAGE * 8)
+            entry = int.from_bytes(f.read(8), "little")
+    except OSError as e:
+        return f"soft-dirty bits are not readable here ({e})"
+    if not entry >> 55 & 1:
+        return "the kernel does not track soft-dirty pages (CONFIG_MEM_SOFT_DIRTY is not set)"
+    return None
