@@ -502,20 +502,25 @@ def safepoint_overhead(
 
 # ------------------------------------------------------------ part 2: auto mode
 def state_code(scale: float) -> str:
-    """A Kishu-like notebook state: 4 x 128 MB arrays, a 96 MB DataFrame, a few small things."""
+    """A Kishu-like notebook state: a 1 GiB array, 3 x 128 MB arrays, a 96 MB DataFrame and
+    200 small variables."""
     n = max(4096, int(16 * MiB * scale))  # float64: 128 MiB at scale 1
+    n_big = max(4096, int(128 * MiB * scale))  # float64: 1 GiB at scale 1
     rows = max(1000, int(1_000_000 * scale))  # 12 float64 columns: 96 MB at scale 1
     return f"""\
 import numpy as np
 import pandas as pd
 rng = np.random.default_rng(0)
-a0 = rng.standard_normal({n})
+a0 = rng.standard_normal({n_big})
 a1 = rng.standard_normal({n})
 a2 = rng.standard_normal({n})
 a3 = rng.standard_normal({n})
 df = pd.DataFrame(rng.standard_normal(({rows}, 12)), columns=[f"c{{j}}" for j in range(12)])
 notes = {{f"k{{i}}": (i, str(i)) for i in range(1000)}}
 counter = 0
+for _bench_i in range(200):
+    globals()[f"v{{_bench_i}}"] = [_bench_i, str(_bench_i)] if _bench_i % 2 else {{"n": _bench_i}}
+del _bench_i
 """
 
 
@@ -524,15 +529,23 @@ CELLS = {
     "read": "m = float(a0.mean())",
     "edit": "a1[0] += 1.0",
 }
-TARGETS = {"small": 0.002, "read": 0.020, "edit": 0.5}
+TARGETS = {"small": 0.002, "read": 0.020, "edit": 0.150}
 LABELS = {
-    "small": "small cell, auto on vs off",
-    "read": "read-only cell over a 128 MB array",
-    "edit": "in-place edit of 1 element, 128 MB",
+    "small": "small cell, 200 variables, auto on vs off",
+    "read": "read-only cell over a 1 GiB array",
+    "edit": "in-place edit of 1 element, 1 GiB array",
 }
 KISHU_REFERENCE = {"small": "~25 ms", "read": "~700 ms", "edit": "3-5 s"}
-# Auto mode writes on a thread: this waits for it (a no-op when auto is off or idle).
-WAIT = "get_ipython().magics_manager.registry['Checkpoint']._auto_collect(wait=True)"
+# Auto mode writes on a thread: this waits for it, and for a save that waited for the
+# writer (the kernel's idle callback would send it), a no-op when auto is off or idle.
+WAIT = (
+    "_bench_s = get_ipython().magics_manager.registry['Checkpoint'].autosaver\n"
+    "_bench_s.collect(wait=True)\n"
+    "if _bench_s.pending:\n"
+    "    _bench_s.flush()\n"
+    "    _bench_s.collect(wait=True)\n"
+    "del _bench_s"
+)
 CHECK = "[float(a0[:1000].sum()), float(a1[:1000].sum()), float(df.iloc[:100].to_numpy().sum()), counter]"
 
 PROFILE_HOOK = """\
@@ -548,6 +561,15 @@ def _bench_profiled(result, _m=_bench_m):
     _bench_profiles.append(_s.getvalue())
 _bench_m._auto_save = _bench_profiled
 """
+
+
+def added_ms(times: dict[str, list[float]]) -> str:
+    """Median with auto on minus median with auto off, in ms."""
+    return f"{(statistics.median(times['on']) - statistics.median(times['off'])) * 1e3:+.1f} ms"
+
+
+def span_ms(values: list[float]) -> str:
+    return f"{min(values) * 1e3:.1f}-{max(values) * 1e3:.1f} ms"
 
 
 def count_checkpoints(store: Path, nb: Path, status: str) -> int:
@@ -652,6 +674,10 @@ def auto_mode(
             f"  {kind}: round trip ms off {[round(t * 1e3, 1) for t in times[kind]['off']]}, "
             f"on {[round(t * 1e3, 1) for t in times[kind]['on']]}; until written, on "
             f"{[round(t * 1e3, 1) for t in written[kind]['on']]}"
+        )
+        say(
+            f"  {kind}: median added {added_ms(times[kind])}, range of on {span_ms(times[kind]['on'])}, "
+            f"of off {span_ms(times[kind]['off'])}; load average now {load_average()}"
         )
     rows.append(
         Row(

@@ -233,3 +233,42 @@ def test_scanner_sees_class_attributes_and_instances_of_notebook_classes():
     assert second.changed_since(first) == {"Counter", "c"}
     ns["c"].x = 1
     assert scanner.scan(ns, list(ns)).changed_since(second) == {"c"}
+
+
+@pytest.mark.parametrize("track_writes", [True, False], ids=["write-tracking", "hashing"])
+def test_scanner_sees_writes_to_large_arrays_with_and_without_write_tracking(track_writes):
+    from nbcheckpoint.capture.changes import TRACK_MIN, Scanner, tracker
+
+    if track_writes and not tracker().active:
+        pytest.skip(f"write tracking is not available here: {tracker().reason}")
+    big = np.zeros(TRACK_MIN // 8 * 3)  # 24 MiB
+    ns = {"big": big, "half": big[::2], "other": np.ones(TRACK_MIN // 8 * 2)}
+    scanner = Scanner(track_writes=track_writes)
+    names = list(ns)
+    first = scanner.scan(ns, names)
+    second = scanner.scan(ns, names)
+    assert second.changed_since(first) == set()
+    big[-1] = 1.0  # the last element: `half` does not include it, but its span does
+    third = scanner.scan(ns, names)
+    assert third.changed_since(second) >= {"big"}
+    assert "other" not in third.changed_since(second)
+    ns["half"][1] = 2.0  # through the strided view: big[2]
+    fourth = scanner.scan(ns, names)
+    assert fourth.changed_since(third) == {"big", "half"}
+    assert scanner.scan(ns, names).changed_since(fourth) == set()
+
+
+def test_scanner_hashes_memory_the_kernel_cannot_watch(tmp_path):
+    """A file mapping changes when the file is written: it is hashed, not watched."""
+    from nbcheckpoint.capture.changes import TRACK_MIN, Scanner
+
+    path = tmp_path / "data.bin"
+    path.write_bytes(bytes(TRACK_MIN * 2))
+    ns = {"mapped": np.memmap(path, dtype=np.uint8, mode="r+")}
+    ns["view"] = np.asarray(ns["mapped"])  # a plain ndarray over the file's pages
+    scanner = Scanner()
+    first = scanner.scan(ns, ["view"])
+    with open(path, "r+b") as f:  # written through the file, not through this mapping
+        f.seek(12345)
+        f.write(b"\x01")
+    assert scanner.scan(ns, ["view"]).changed_since(first) == {"view"}
