@@ -530,11 +530,19 @@ CELLS = {
     "edit": "a1[0] += 1.0",
 }
 TARGETS = {"small": 0.002, "read": 0.020, "edit": 0.150}
-LABELS = {
-    "small": "small cell, 200 variables, auto on vs off",
-    "read": "read-only cell over a 1 GiB array",
-    "edit": "in-place edit of 1 element, 1 GiB array",
-}
+
+
+def labels(scale: float) -> dict[str, str]:
+    """Row names, with the size of the large array at this scale (1 GiB at scale 1)."""
+    size = max(4096, int(128 * MiB * scale)) * 8
+    shown = f"{size / (1 << 30):g} GiB" if size >= 1 << 30 else f"{size / MiB:,.0f} MiB"
+    return {
+        "small": "small cell, 200 variables, auto on vs off",
+        "read": f"read-only cell over a {shown} array",
+        "edit": f"in-place edit of 1 element, {shown} array",
+    }
+
+
 KISHU_REFERENCE = {"small": "~25 ms", "read": "~700 ms", "edit": "3-5 s"}
 # Auto mode writes on a thread: this waits for it, and for a save that waited for the
 # writer (the kernel's idle callback would send it), a no-op when auto is off or idle.
@@ -655,7 +663,7 @@ def auto_mode(
     for kind in CELLS:
         rows.append(
             Row(
-                LABELS[kind],
+                labels(scale)[kind],
                 statistics.median(times[kind]["on"]),
                 statistics.median(times[kind]["off"]),
                 "added",
@@ -756,7 +764,7 @@ def kishu_mode(
             say(f"  Kishu checkout after a kill failed: {(reply.error or {}).get('evalue')}")
     rows = [
         Row(
-            f"Kishu: {LABELS[kind]}",
+            f"Kishu: {labels(scale)[kind]}",
             statistics.median(t["on"]),
             statistics.median(t["off"]),
             "added",

@@ -85,7 +85,7 @@ class AutoSaver:
         """Before a cell: a save that had to wait for the writer goes now, since nothing
         has run since the last cell ended and the namespace is still as it left it."""
         self.in_cell = True
-        if self.pending and self.cell is not None:
+        if self.enabled and self.pending and self.cell is not None:
             self.flush()
 
     def cell_finished(self, cell: dict[str, Any] | None, save: bool) -> None:
