@@ -74,6 +74,8 @@ class AutoSaver:
         # Names changed since ``base`` was taken and not yet in a save under way.
         self.pending: set[str] = set()
         self.cell: dict[str, Any] | None = None
+        # The cell whose scan waits for the kernel to reply (see ``cell_finished``).
+        self.due: dict[str, Any] | None = None
         self.writer: ThreadWriter | None = None
         self.scanner = Scanner()
         self.last_scan: Scan | None = None
@@ -82,19 +84,40 @@ class AutoSaver:
 
     # ------------------------------------------------------------ cells
     def cell_started(self) -> None:
-        """Before a cell: a save that had to wait for the writer goes now, since nothing
-        has run since the last cell ended and the namespace is still as it left it."""
+        """Before a cell: a scan or save still waiting goes now, since nothing has run
+        since the last cell ended and the namespace is still as it left it."""
         self.in_cell = True
-        if self.enabled and self.pending and self.cell is not None:
+        if self.due is not None:
+            self._settle()
+        elif self.enabled and self.pending and self.cell is not None:
             self.flush()
 
     def cell_finished(self, cell: dict[str, Any] | None, save: bool) -> None:
         """After a cell (``save``: auto mode is on and the cell ran long enough): scan the
         namespace and save what changed. A cell that raised is saved too: what it changed
-        before raising is what the namespace holds now."""
+        before raising is what the namespace holds now.
+
+        In a kernel the scan and the pickling wait until the kernel has replied (the
+        event loop runs them next, on this thread, before any other cell): the cell's
+        reply is not held up. Without an event loop they run at once.
+        """
         self.in_cell = False
         if not save:
             return
+        self.due = cell or {}
+        loop = self.event_loop()
+        if loop is None:
+            self._settle()
+        else:
+            loop.add_callback(self._settle_idle)
+
+    def _settle_idle(self) -> None:
+        if not self.in_cell and self.due is not None:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Scan and save, for the cell that ended last."""
+        cell, self.due = self.due, None
         self.scan()
         self.cell = cell
         self.flush()
@@ -205,17 +228,22 @@ class AutoSaver:
         then save the changes still waiting for it on this thread. Jupyter kills a kernel
         that takes more than 5 s to stop; a write cut short leaves earlier checkpoints
         intact."""
-        writer = self.writer
-        if writer is None:
-            return
         try:
-            for outcome in writer.drain(wait):
-                self._landed(outcome)
+            if self.writer is not None:
+                for outcome in self.writer.drain(wait):
+                    self._landed(outcome)
+            # Thread pools refuse work once the interpreter is shutting down: from here
+            # on, everything runs on this thread, the last thing the kernel does.
+            single_threaded()
+            if self.due is not None:  # the last cell's scan had not run yet
+                cell, self.due = self.due, None
+                self.scan()
+                self.cell = cell
+            if self.writer is None and not self.pending:
+                return
+            writer = self.writer or ThreadWriter(self.open_store())
             waiting = self.enabled and self.pending and self.cell is not None
             if waiting and not writer.busy():
-                # Thread pools refuse work once the interpreter is shutting down: save on
-                # this thread, the last thing the kernel does.
-                single_threaded()
                 inline = InlineWriter(writer.store)
                 self.flush(inline)
                 for outcome in inline.poll():

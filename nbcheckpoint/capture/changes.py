@@ -33,7 +33,7 @@ from typing import Any
 
 import xxhash
 
-from ..store.hashing import _hash_pool, fast_hash
+from ..store.hashing import THREADS, _hash_pool, fast_hash
 
 # Buffers at least this large are hashed on worker threads, and in pieces of REGION_PIECE.
 LARGE = 1 << 20
@@ -279,7 +279,7 @@ class Scanner:
                 out.fingerprints[name] = (*head, spans)
         return out
 
-    def _pickle(self, value: Any) -> str:
+    def _pickle(self, value: Any) -> str | bytes:
         file = self._file
         file.seek(0)
         file.truncate()
@@ -319,7 +319,7 @@ class Scanner:
         for address, size in sorted(spans):
             for start in range(0, max(size, 1), REGION_PIECE):
                 pieces.append(((address, size), address + start, min(REGION_PIECE, size - start)))
-        if len(pieces) > 1:
+        if len(pieces) > 1 and THREADS["enabled"]:
             results = list(_hash_pool().map(lambda p: _region_hash(p[1], p[2]), pieces))
         else:
             results = [_region_hash(p[1], p[2]) for p in pieces]
@@ -443,6 +443,7 @@ class WriteTracker:
         self._pagemap = -1
         self._libc: Any = None
         self._tokens: dict[tuple[int, int], int] = {}
+        self._unwatchable: set[tuple[int, int]] = set()
         self._next = 0
         self._vec = (_PageRegion * 256)()
         self._setup()
@@ -562,16 +563,21 @@ class WriteTracker:
             else:
                 intervals.append([lo, hi, [span]])
         tokens: dict[tuple[int, int], int] = {}
+        unwatchable: set[tuple[int, int]] = set()
         for lo, hi, members in intervals:
-            written = self._written(lo, hi)
+            # Memory found not to be private anonymous is hashed; asked again only
+            # after a scan that did not need it (reading /proc/self/maps takes ~1 ms).
+            written = None if (lo, hi) in self._unwatchable else self._written(lo, hi)
             if written is None:
                 # Not watched yet (or remapped since): watch it from now on; changed.
-                trackable = self._protect(lo, hi)
+                trackable = (lo, hi) not in self._unwatchable and self._protect(lo, hi)
                 for span in members:
                     if trackable:
                         tokens[span] = self._fresh()
                     else:
                         out[span] = None
+                if not trackable:
+                    unwatchable.add((lo, hi))
                 continue
             for span in members:
                 old = self._tokens.get(span)
@@ -579,6 +585,7 @@ class WriteTracker:
                 hit = any(w_lo < end and span[0] < w_hi for w_lo, w_hi in written)
                 tokens[span] = self._fresh() if old is None or hit else old
         self._tokens = tokens  # spans not asked about now start afresh when asked again
+        self._unwatchable = unwatchable
         out.update(tokens)
         return out
 
