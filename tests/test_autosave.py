@@ -61,11 +61,8 @@ def auto_on(ip):
 def settle(ip):
     """Wait for the writer, then send what waited for it, as the kernel's idle callback does."""
     auto = saver(ip)
-    auto.collect(wait=True)
-    if auto.pending:
-        auto.flush()
-        auto.collect(wait=True)
-    assert not auto.pending
+    auto.settle()
+    assert not auto.pending and auto.due is None
 
 
 def saved_values(ip, tmp_path, *names):
@@ -272,3 +269,56 @@ def test_scanner_hashes_memory_the_kernel_cannot_watch(tmp_path):
         f.seek(12345)
         f.write(b"\x01")
     assert scanner.scan(ns, ["view"]).changed_since(first) == {"view"}
+
+
+class FakeLoop:
+    """Stands in for the kernel's event loop: callbacks wait until ``run`` is called."""
+
+    def __init__(self):
+        self.callbacks = []
+
+    def add_callback(self, fn):
+        self.callbacks.append(fn)
+
+    def run(self):
+        while self.callbacks:
+            self.callbacks.pop(0)()
+
+
+def make_saver(tmp_path, ns, loop):
+    from nbcheckpoint.capture.autosave import AutoSaver, AutoSettings
+
+    store = CheckpointStore(str(tmp_path / "store"))
+    nb = NotebookRef.from_path(str(tmp_path / "nb.ipynb"))
+    saver = AutoSaver(ns, lambda: store, lambda: nb, set, AutoSettings, event_loop=lambda: loop)
+    saver.enabled = True
+    return saver, store, nb
+
+
+def test_scan_waits_for_the_reply_and_runs_before_the_next_cell(tmp_path):
+    loop = FakeLoop()
+    ns = {"x": [1]}
+    saver, store, nb = make_saver(tmp_path, ns, loop)
+    saver.cell_finished({"first_line": "x = [1]"}, save=True)
+    assert saver.due is not None and saver.last_scan is None  # nothing done before the reply
+    loop.run()  # the kernel replied: scan, pickle, then the write starts
+    saver.collect(wait=True)
+    assert store.load(nb).values["x"] == [1]
+    saver.cell_finished({"first_line": "x.append(2)"}, save=True)
+    ns["x"].append(2)  # as if the next cell ran before the loop got to the scan...
+    saver.cell_started()  # ...but the next cell's start scans first
+    assert saver.due is None
+    saver.collect(wait=True)
+    assert store.load(nb).values["x"] == [1, 2]
+
+
+def test_exit_scans_and_saves_what_the_last_cell_changed(tmp_path, monkeypatch):
+    from nbcheckpoint.store.hashing import THREADS
+
+    monkeypatch.setitem(THREADS, "enabled", True)  # at_exit turns threads off for good
+    loop = FakeLoop()
+    ns = {"x": 1}
+    saver, store, nb = make_saver(tmp_path, ns, loop)
+    saver.cell_finished({"first_line": "x = 1"}, save=True)
+    saver.at_exit()  # the loop never ran: the kernel is going away
+    assert store.load(nb).values["x"] == 1

@@ -22,6 +22,9 @@ from .events import emit
 from .names import user_names
 from .writer import InlineWriter, Job, Outcome, ThreadWriter, Writer
 
+# Seconds after a cell's end before its scan runs on the kernel's event loop.
+SETTLE_DELAY = 0.01
+
 
 @dataclass
 class AutoSettings:
@@ -108,6 +111,13 @@ class AutoSaver:
         loop = self.event_loop()
         if loop is None:
             self._settle()
+            return
+        # The reply is queued on the loop too, and leaves at one of its next turns: a
+        # callback added now could run before it. A short delay lets it go first; a
+        # cell that comes sooner scans at its start (``cell_started``).
+        later = getattr(loop, "call_later", None)
+        if callable(later):
+            later(SETTLE_DELAY, self._settle_idle)
         else:
             loop.add_callback(self._settle_idle)
 
@@ -121,6 +131,16 @@ class AutoSaver:
         self.scan()
         self.cell = cell
         self.flush()
+
+    def settle(self, wait: bool = True) -> None:
+        """Run what waits now: the last cell's scan, the save of what changed, and (with
+        ``wait``) the writes, until nothing is left. For tests and benchmarks."""
+        if self.due is not None:
+            self._settle()
+        self.collect(wait=wait)
+        if self.enabled and self.pending and self.cell is not None:
+            self.flush()
+            self.collect(wait=wait)
 
     def scan(self) -> set[str]:
         """Compare every variable with the last scan; the changed names join ``pending``."""
