@@ -161,12 +161,13 @@ class ThreadWriter:
         self._done: list[Outcome] = []
         self._thread: threading.Thread | None = None
         self._waiting: threading.Thread | None = None  # made, not started yet
+        # A write under way. Cleared before ``on_done`` runs, so that a change made while
+        # ``on_done`` looks for waiting work is seen by one side or the other.
+        self._writing = False
 
     def busy(self) -> bool:
         with self._lock:
-            if self._waiting is not None:
-                return True
-        return self._thread is not None and self._thread.is_alive()
+            return self._waiting is not None or self._writing
 
     def submit(self, job: Job) -> None:
         try:
@@ -180,6 +181,8 @@ class ThreadWriter:
         thread = threading.Thread(
             target=self._commit, args=(job, pending), name="nbcheckpoint-writer", daemon=True
         )
+        with self._lock:
+            self._writing = True
         if self.start_later is None:
             self._thread = thread
             thread.start()
@@ -207,7 +210,11 @@ class ThreadWriter:
             self._finish(Outcome(job, error=_error_text(e)))
         else:
             self._finish(Outcome(job, ck))
-        if self.on_done is not None and threading.current_thread() is self._thread:
+        if threading.current_thread() is not self._thread:
+            return  # written inline, from live memory
+        with self._lock:
+            self._writing = False
+        if self.on_done is not None:
             try:
                 self.on_done()
             except Exception:

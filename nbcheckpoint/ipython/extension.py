@@ -11,6 +11,29 @@ from .magics import Checkpoint
 from .transform import BEGIN, FAIL, CellTransformer, input_transform
 
 _STATE: dict[int, dict[str, Any]] = {}
+# The magics whose cells run now. The runtime names put in the user namespace are these
+# module-level functions, not bound methods of the magics object: whole-session tools
+# such as ``dill.dump_module()`` pickle them by reference (a bound method drags in the
+# shell, its history database connection included, which does not pickle).
+_MAGICS: list[Checkpoint] = []
+
+
+def begin_cell(token: int) -> None:
+    """``__nbc_begin__``: the first statement of an instrumented cell."""
+    _current_magics().begin(token, depth=2)  # the cell's frame: the caller of this one
+
+
+def fail_cell(message: str) -> None:
+    """``__nbc_fail__``: a cell the transformer could not prepare raises ``message``."""
+    _current_magics().fail(message)
+
+
+def _current_magics() -> Checkpoint:
+    if not _MAGICS:
+        from IPython.core.error import UsageError
+
+        raise UsageError("nbcheckpoint is not loaded: run %load_ext nbcheckpoint, then this cell.")
+    return _MAGICS[-1]
 
 
 def load_ipython_extension(ip: Any) -> None:
@@ -30,8 +53,9 @@ def load_ipython_extension(ip: Any) -> None:
     # A restart (even a mis-click) lets the last auto save finish and go out.
     atexit.register(magics.at_exit)
     install_runtime(ip.user_ns)
-    ip.user_ns[BEGIN] = magics.begin
-    ip.user_ns[FAIL] = magics.fail
+    _MAGICS.append(magics)
+    ip.user_ns[BEGIN] = begin_cell
+    ip.user_ns[FAIL] = fail_cell
     for name in (*RUNTIME_NAMES, BEGIN, FAIL):
         ip.user_ns_hidden[name] = ip.user_ns[name]
     channel = StatusChannel()  # feeds the JupyterLab status bar
@@ -54,6 +78,8 @@ def unload_ipython_extension(ip: Any) -> None:
         magics.current.stop()
         magics.current = None
     magics._auto_collect(wait=True)
+    if magics in _MAGICS:
+        _MAGICS.remove(magics)
     atexit.unregister(magics.at_exit)
     ip.events.unregister("pre_run_cell", magics.pre_run_cell)
     ip.events.unregister("post_run_cell", magics.post_run_cell)

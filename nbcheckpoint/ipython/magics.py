@@ -18,22 +18,19 @@ from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_ar
 from traitlets import Bool, Float, Integer, Unicode, observe
 
 from ..capture.arm import available
+from ..capture.autosave import AutoSaver, AutoSettings
 from ..capture.engine import (
     CellInfo,
     CellRun,
     Options,
     from_earlier_kernel,
-    kernel_identity,
 )
-from ..capture.events import emit
-from ..capture.names import cell_names, reachable_names, user_names
+from ..capture.names import cell_names
 from ..capture.rewrite import Position, instrument
-from ..capture.writer import MODES, InlineWriter, Job, ThreadWriter, Writer
+from ..capture.writer import MODES
 from ..errors import CheckpointError, ConfigError
 from ..format import parse_duration, parse_size, relative_time
-from ..store import Checkpoint as StoredCheckpoint
 from ..store import CheckpointStore, NotebookRef, Restored, default_store_url
-from ..store.hashing import single_threaded
 from ..store.identity import ENV_NOTEBOOK_ID
 from .commands import LineCommands
 from .identity import notebook_ref
@@ -144,14 +141,8 @@ class Checkpoint(LineCommands, Magics):
         self.current: CellRun | None = None
         self._cell_started = time.monotonic()
         self._cell_info: Any = None
-        self._auto_base: StoredCheckpoint | None = None
-        self._auto_pending: set[str] = set()
-        self._auto_cell: dict[str, Any] | None = None
         self._ref_cache: tuple[tuple[Any, ...], NotebookRef] | None = None
         self.transformer: CellTransformer | None = None  # set by the extension
-        self._auto_writer: ThreadWriter | None = None
-        self._auto_warned = False
-        self._in_cell = False
 
     @observe("max_size")
     def _check_max_size(self, change: dict[str, Any]) -> None:
@@ -370,7 +361,7 @@ class Checkpoint(LineCommands, Magics):
         )
         return restored, pos, message
 
-    def begin(self, token: int) -> None:
+    def begin(self, token: int, depth: int = 1) -> None:
         """First statement of an instrumented cell: restore for a resume, then start the timer."""
         prepared = self._pending.pop(token, None)
         if prepared is None:
@@ -384,7 +375,7 @@ class Checkpoint(LineCommands, Magics):
             self.current.stop()
         self.current = prepared.run
         # Called from the cell's own first statement: its frame tells the file it runs as.
-        prepared.run.start(sys._getframe(1).f_code.co_filename)
+        prepared.run.start(sys._getframe(depth).f_code.co_filename)
 
     def fail(self, message: str) -> None:
         raise UsageError(message)
@@ -427,153 +418,76 @@ class Checkpoint(LineCommands, Magics):
     # ------------------------------------------------------------- events
     def pre_run_cell(self, info: Any) -> None:
         self._cell_info = info
-        if self.transformer is not None:
-            self.transformer.last_plain = None
         self._cell_started = time.monotonic()
-        self._in_cell = True
-        if self._auto_pending and self._auto_cell is not None:
-            # Nothing has run since the last cell ended, so the namespace is still exactly
-            # as it left it: a save that had to wait for the writer can start now.
-            self._auto_flush()
+        self.autosaver.cell_started()
 
     def post_run_cell(self, result: Any) -> None:
-        self._in_cell = False
         run, self.current = self.current, None
         if run is not None:
             error = result.error_in_exec or result.error_before_exec
             run.finish(error)
+            self.autosaver.in_cell = False
             return
-        if (
-            self.auto
-            and result.success
-            and time.monotonic() - self._cell_started >= self.auto_min_duration
-        ):
-            self._auto_save(result)
+        self._auto_save(result)
+
+    # ---------------------------------------------------------- auto mode
+    @property
+    def autosaver(self) -> AutoSaver:
+        """Auto mode's state machine (made on first use)."""
+        saver: AutoSaver | None = self.__dict__.get("_autosaver")
+        if saver is None:
+            saver = AutoSaver(
+                self.user_ns,
+                self.open_store,
+                self.notebook_ref,
+                self.hidden_names,
+                self._auto_settings,
+                event_loop=self._event_loop,
+            )
+            self.__dict__["_autosaver"] = saver
+        return saver
+
+    def _auto_settings(self) -> AutoSettings:
+        return AutoSettings(self.include_credentials, self.keep, self._max_size_bytes())
+
+    @property
+    def _auto_pending(self) -> set[str]:
+        return self.autosaver.pending
+
+    @_auto_pending.setter
+    def _auto_pending(self, names: set[str]) -> None:
+        # ``apply`` (a restore) marks what it brought back; the scan would see it too.
+        self.autosaver.pending = set(names)
 
     def _auto_save(self, result: Any) -> None:
-        """Save what the cell changed: pickled here, written on a thread, so the next cell starts now."""
-        raw = getattr(result.info, "raw_cell", "") or ""
-        module = self.transformer.last_plain if self.transformer is not None else None
-        if module is None:
-            try:
-                module = ast.parse(self.shell.transform_cell(raw))
-            except SyntaxError:
-                return
-        self._auto_pending |= reachable_names(cell_names(module), self.user_ns)
-        self._auto_cell = {
-            "source_hash": blake3.blake3(raw.encode()).hexdigest(),
-            "execution_count": result.execution_count,
-            "first_line": _first_line(raw),
-        }
-        self._auto_flush()
+        """After a plain cell: scan and save what changed, when auto mode is on and the cell
+        ran long enough. Failed cells too: what they changed before failing is there now."""
+        saver = self.autosaver
+        saver.enabled = bool(self.auto)
+        ran = result.error_before_exec is None
+        due = self.auto and ran and time.monotonic() - self._cell_started >= self.auto_min_duration
+        cell = None
+        if due:
+            raw = getattr(result.info, "raw_cell", "") or ""
+            cell = {
+                "source_hash": blake3.blake3(raw.encode()).hexdigest(),
+                "execution_count": result.execution_count,
+                "first_line": _first_line(raw),
+            }
+        saver.cell_finished(cell, save=due)
 
-    def _auto_flush(self, writer: Writer | None = None) -> None:
-        """Start the pending auto save, unless the writer is still busy with the previous one.
-
-        Then the changes wait, and go at the start of the next cell or the end of this
-        one, whichever finds the writer free: a cell never waits for a disk.
-        """
-        self._auto_collect()
-        if writer is None:
-            store = self.open_store()
-            if self._auto_writer is None or self._auto_writer.store is not store:
-                self._auto_collect(wait=True)
-                self._auto_writer = ThreadWriter(
-                    store, start_later=self._when_idle, on_done=self._after_write
-                )
-            writer = self._auto_writer
-        if writer.busy():
-            return
-        names = user_names(self.user_ns, self.user_ns.keys(), self.hidden_names())
-        base = self._auto_base
-        saved = set(base.variables) | set(base.body["modules"]) if base is not None else set()
-        if base is not None and not self._auto_pending & set(names) and set(names) == saved:
-            self._auto_pending = set()
-            return  # the cell changed none of the variables: the last checkpoint still holds
-        changed, self._auto_pending = self._auto_pending, set()
-        writer.submit(
-            Job(
-                self.user_ns,
-                self.notebook_ref(),
-                names,
-                "auto",
-                cell=self._auto_cell,
-                kernel=kernel_identity(),
-                include_credentials=self.include_credentials,
-                keep=self.keep,
-                max_size=self._max_size_bytes(),
-                base=self._auto_base,
-                changed=changed,
-            )
-        )
-        self._auto_collect()
+    def _auto_collect(self, wait: bool = False) -> None:
+        self.autosaver.collect(wait=wait)
 
     def _event_loop(self) -> Any:
         """The kernel's event loop on the main thread (ipykernel), or None (terminal, tests)."""
         loop = getattr(getattr(self.shell, "kernel", None), "io_loop", None)
         return loop if callable(getattr(loop, "add_callback", None)) else None
 
-    def _when_idle(self, fn: Any) -> None:
-        """Run ``fn`` on the main thread once the kernel has replied to the current request."""
-        loop = self._event_loop()
-        if loop is None:
-            fn()
-        else:
-            loop.add_callback(fn)
-
-    def _after_write(self) -> None:
-        """Writer thread: changes that waited for this write go as soon as the kernel is idle,
-        not only when the next cell starts (which may be never: a user who walks away)."""
-        if self._auto_pending:
-            loop = self._event_loop()
-            if loop is not None:
-                loop.add_callback(self._idle_flush)
-
-    def _idle_flush(self) -> None:
-        if self.auto and not self._in_cell and self._auto_pending and self._auto_cell is not None:
-            self._auto_flush()
-
     def at_exit(self, wait: float = 4.0) -> None:
-        """Kernel shutdown or restart (atexit): wait up to ``wait`` seconds for the auto write
-        under way, then save the changes still waiting for it on this thread. Jupyter kills a
-        kernel that takes more than 5 s to stop; a write cut short leaves earlier checkpoints
-        intact."""
-        writer = self._auto_writer
-        if writer is None:
-            return
-        try:
-            for outcome in writer.drain(wait):
-                self._auto_landed(outcome)
-            waiting = self.auto and self._auto_pending and self._auto_cell is not None
-            if waiting and not writer.busy():
-                # Thread pools refuse work once the interpreter is shutting down: save on
-                # this thread, the last thing the kernel does.
-                single_threaded()
-                inline = InlineWriter(writer.store)
-                self._auto_flush(inline)
-                for outcome in inline.poll():
-                    self._auto_landed(outcome)
-        except Exception:  # the interpreter is going away: never make that fail
-            pass
-
-    def _auto_collect(self, wait: bool = False) -> None:
-        if self._auto_writer is None:
-            return
-        outcomes = self._auto_writer.drain() if wait else self._auto_writer.poll()
-        for outcome in outcomes:
-            self._auto_landed(outcome)
-
-    def _auto_landed(self, outcome: Any) -> None:
-        if outcome.checkpoint is not None:
-            self._auto_base = outcome.checkpoint
-            emit(outcome.checkpoint)
-            return
-        self._auto_pending |= set(outcome.job.changed or ())
-        if self._auto_base is not None or not self._auto_warned:
-            print(
-                f"nbcheckpoint: auto checkpoint failed ({outcome.error}); your work is unaffected."
-            )
-        self._auto_warned = True
+        """Kernel shutdown or restart (atexit): let the auto save under way finish, then
+        save what still waits (see ``AutoSaver.at_exit``)."""
+        self.autosaver.at_exit(wait)
 
     # ------------------------------------------------------------ restart
     def announce_earlier(self) -> str | None:

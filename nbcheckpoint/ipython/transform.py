@@ -70,16 +70,12 @@ class CellTransformer(ast.NodeTransformer):
     def __init__(self, prepare: Callable[[str, ast.Module], ast.Module]) -> None:
         super().__init__()
         self.prepare = prepare
-        # The last plain cell IPython parsed: auto mode reads its names from it rather than
-        # parsing the cell a second time.
-        self.last_plain: ast.Module | None = None
 
     def visit(self, node: ast.AST) -> ast.AST:
         if not isinstance(node, ast.Module):
             return node
         args = marker_args(node)
         if args is None:
-            self.last_plain = node
             return node
         try:
             return self.prepare(args, node)

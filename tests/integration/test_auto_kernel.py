@@ -1,0 +1,104 @@
+"""Auto mode in real kernels: a changed variable is saved whatever the cell's text says.
+
+Each shape: set up, turn auto mode on, run a cell that changes a variable in a way its
+text does not show, wait for the auto save, SIGKILL the kernel, restore in a new one and
+compare the variable with its value before the kill.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from .conftest import StoreProbe
+from .kernel import Kernel, wait_for
+
+StartKernel = Callable[..., Kernel]
+
+SETTLED = (
+    "(lambda s: s.writer is not None and not s.writer.busy() and not s.pending)"
+    "(get_ipython().magics_manager.registry['Checkpoint'].autosaver)"
+)
+
+SHAPES = {
+    # IPython runs the AST transformers again for the timed statement.
+    "time": ("z = 1", "z = 42\n%time y = 1", "z"),
+    "timeit": ("z = 1", "z = 43\n%timeit -n1 -r1 y = 2", "z"),
+    # A cell that raised after assigning.
+    "raised": ("w = 1", "w = 7\nraise ValueError('after assigning')", "w"),
+    # A method of a notebook class appending to a global the cell never names.
+    "method-global": (
+        "log = []\nclass Recorder:\n    def note(self):\n        log.append('x')\nrec = Recorder()",
+        "rec.note()",
+        "log",
+    ),
+    "globals": ("z = 1", "globals()['z'] = 5", "z"),
+    "exec": ("q = 1", "exec('q = 3')", "q"),
+    # A helper reached through a dict mutates an object another variable holds.
+    "helper": ("acc = []\nops = {'add': lambda: acc.append(9)}", "ops['add']()", "acc"),
+    # A class attribute changed through an instance's method.
+    "class-attr": (
+        "class Counter:\n    n = 0\n    def bump(self):\n        type(self).n += 1\nc = Counter()",
+        "c.bump()",
+        "Counter.n",
+    ),
+    # One element of a large array, written through a small view kept in a list.
+    "array-view": (
+        "import numpy as np\nbig = np.zeros(2_000_000)\nviews = [big[10:20]]",
+        "views[0][3] = 5.0",
+        "(float(big[13]), float(big.sum()))",
+    ),
+    # A bytearray written in place changes the array that shares its memory.
+    "shared-memory": (
+        "import numpy as np\nraw = bytearray(4 << 20)\nover = np.frombuffer(raw, dtype=np.uint8)",
+        "raw[7] = 1",
+        "(int(over[7]), int(over.sum()))",
+    ),
+}
+
+
+def settle(kernel: Kernel) -> None:
+    """Until the auto save of the last cell has landed and nothing waits."""
+    wait_for(lambda: kernel.value(SETTLED), 30, "the auto save to land")
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_auto_mode_change_survives_sigkill(
+    start_kernel: StartKernel, store_probe: StoreProbe, shape: str
+) -> None:
+    setup, cell, expr = SHAPES[shape]
+    k1 = start_kernel()
+    k1.run(setup).check()
+    k1.run("%checkpoint auto on --min-duration 0").check()
+    before_cell = k1.value(expr)
+    reply = k1.run(cell)
+    if shape == "raised":
+        assert reply.status == "error"
+    else:
+        reply.check()
+    before = k1.value(expr)
+    assert before != before_cell, "the cell did not change the variable"
+    settle(k1)
+    count = len(store_probe.list())
+    k1.kill()
+
+    assert len(store_probe.list()) == count
+    k2 = start_kernel()
+    out = k2.run("%checkpoint restore").check()
+    assert "Restored checkpoint" in out.text
+    assert k2.value(expr) == before
+
+
+def test_dill_dump_module_with_the_extension_loaded(
+    start_kernel: StartKernel, tmp_path: pytest.TempPathFactory
+) -> None:
+    k = start_kernel()
+    k.run("%checkpoint auto on --min-duration 0").check()
+    k.run("x = [1, 2, 3]").check()
+    settle(k)
+    path = f"{tmp_path}/session.pkl"
+    k.run(f"import dill\ndill.dump_module({path!r})").check()
+    k2 = start_kernel(load_ext=False)
+    k2.run(f"import dill\ndill.load_module({path!r})").check()
+    assert k2.value("x") == [1, 2, 3]

@@ -1,0 +1,324 @@
+"""Auto mode saves every changed variable, whatever the cell's text says (in-process shell).
+
+Each test changes a variable in a way the cell's text does not show, waits for the auto
+save, and loads the newest checkpoint from the store: the value must be the new one.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from IPython.testing import globalipapp
+
+from nbcheckpoint.store import CheckpointStore, NotebookRef
+
+
+@pytest.fixture
+def ip(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NBCHECKPOINT_STORE", str(tmp_path / "store"))
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "nb.ipynb"))
+    globalipapp.start_ipython()
+    shell = globalipapp.get_ipython()
+    shell.run_line_magic("load_ext", "nbcheckpoint")
+    yield shell
+    shell.run_line_magic("checkpoint", "auto off")
+    shell.run_line_magic("unload_ext", "nbcheckpoint")
+    for name in [
+        n for n in shell.user_ns if not n.startswith("_") and n not in shell.user_ns_hidden
+    ]:
+        shell.user_ns.pop(name, None)
+
+
+def run(ip, code, fails=False):
+    """Run a cell; its error is raised unless the test expects the cell to fail."""
+    result = ip.run_cell(code)
+    error = result.error_in_exec or result.error_before_exec
+    if fails:
+        assert error is not None, "the cell was expected to fail"
+    elif error is not None:
+        raise error
+    return result
+
+
+def saver(ip):
+    return ip.magics_manager.registry["Checkpoint"].autosaver
+
+
+def latest(tmp_path):
+    store = CheckpointStore(str(tmp_path / "store"))
+    nb = NotebookRef.from_path(str(tmp_path / "nb.ipynb"))
+    return store, nb
+
+
+def auto_on(ip):
+    run(ip, "%checkpoint auto on --min-duration 0")
+    saver(ip).collect(wait=True)
+
+
+def settle(ip):
+    """Wait for the writer, then send what waited for it, as the kernel's idle callback does."""
+    auto = saver(ip)
+    auto.settle()
+    assert not auto.pending and auto.due is None
+
+
+def saved_values(ip, tmp_path, *names):
+    settle(ip)
+    store, nb = latest(tmp_path)
+    return store.load(nb, names=list(names)).values
+
+
+@pytest.mark.parametrize(
+    ("setup", "cell", "name", "expected", "fails"),
+    [
+        # IPython calls the AST transformers again for the timed statement.
+        ("z = 1", "z = 42\n%time y = 1", "z", 42, False),
+        ("z = 1", "z = 43\n%timeit -n1 -r1 y = 1", "z", 43, False),
+        # A cell that raised after assigning: auto mode saves after failed cells too.
+        ("w = 1", "w = 7\nraise ValueError('after assigning')", "w", 7, True),
+        # A method of a notebook class appending to a global the cell never names.
+        (
+            "log = []\nclass Recorder:\n    def note(self):\n        log.append('x')\nrec = Recorder()",
+            "rec.note()",
+            "log",
+            ["x"],
+            False,
+        ),
+        ("z = 1", "globals()['z'] = 5", "z", 5, False),
+        ("q = 1", "exec('q = 3')", "q", 3, False),
+        # A helper reached through a dict mutates an object held by another variable.
+        (
+            "acc = []\nops = {'add': lambda: acc.append(9)}",
+            "ops['add']()",
+            "acc",
+            [9],
+            False,
+        ),
+    ],
+    ids=["time", "timeit", "raised", "method-global", "globals", "exec", "helper"],
+)
+def test_auto_saves_changes_the_cell_text_does_not_show(
+    ip, tmp_path, setup, cell, name, expected, fails
+):
+    run(ip, setup)
+    auto_on(ip)
+    run(ip, cell, fails=fails)
+    assert saved_values(ip, tmp_path, name)[name] == expected
+
+
+def test_auto_saves_large_arrays_edited_through_views_and_shared_memory(ip, tmp_path):
+    run(
+        ip,
+        "import numpy as np\n"
+        "big = np.zeros(1_000_000)\n"  # 8 MB: fingerprinted by its memory, not in the pickle
+        "box = {'inner': [np.zeros(300_000)]}\n"  # a large buffer inside small containers
+        "raw = bytearray(4 << 20)\n"
+        "over = np.frombuffer(raw, dtype=np.uint8)\n"  # shares memory, no base relation
+        "views = [big[10:20]]",
+    )
+    auto_on(ip)
+    run(ip, "views[0][0] = 5.0")  # writes big[10] through a small view in a list
+    run(ip, "box['inner'][0][123] = 2.0")
+    run(ip, "raw[7] = 1")  # changes `over`, which the cell never names
+    values = saved_values(ip, tmp_path, "big", "box", "over")
+    assert values["big"][10] == 5.0
+    assert values["box"]["inner"][0][123] == 2.0
+    assert values["over"][7] == 1
+
+
+def test_auto_saves_nothing_when_nothing_changed(ip, tmp_path):
+    run(ip, "import numpy as np\nbig = np.ones(500_000)\nsmall = [1]\ngen = (i for i in range(3))")
+    auto_on(ip)
+    store, nb = latest(tmp_path)
+    before = len(store.list(nb))
+    run(ip, "print(float(big.sum()), small)")  # reads only
+    run(ip, "m = float(big.mean())")
+    settle(ip)
+    after = store.list(nb)
+    # One save, for `m`; the generator (skipped by the store) is not saved again each cell.
+    assert len(after) == before + 1
+    assert after[-1].new_bytes < 50_000
+    assert "gen" in after[-1].body["skipped"]
+
+
+def test_auto_saves_a_variable_deleted_or_rebound_to_an_equal_value(ip, tmp_path):
+    run(ip, "a = [1, 2]\nb = a\ngone = 1")
+    auto_on(ip)
+    run(ip, "del gone")
+    settle(ip)
+    store, nb = latest(tmp_path)
+    assert "gone" not in store.list(nb)[-1].variables
+    run(ip, "a.append(3)")
+    values = saved_values(ip, tmp_path, "a", "b")
+    assert values["a"] == values["b"] == [1, 2, 3]
+
+
+def test_small_cell_with_many_variables_is_scanned_not_pickled_whole(ip, tmp_path):
+    setup = "\n".join(f"v{i} = [{i}, 'x{i}']" for i in range(200))
+    run(ip, setup)
+    auto_on(ip)
+    run(ip, "v7.append(1)")
+    values = saved_values(ip, tmp_path, "v7", "v8")
+    assert values == {"v7": [7, "x7", 1], "v8": [8, "x8"]}
+    store, nb = latest(tmp_path)
+    last = store.list(nb)[-1]
+    assert last.new_bytes < 2_000  # only the group holding v7 was pickled again
+
+
+def test_dill_dump_module_works_with_the_extension_loaded(ip, tmp_path):
+    dill = pytest.importorskip("dill")
+    run(ip, "x = [1, 2, 3]")
+    auto_on(ip)
+    path = tmp_path / "session.pkl"
+    run(ip, f"import dill\ndill.dump_module({str(path)!r})")
+    # What the extension put in the namespace pickles by reference, to importable functions.
+    ns = ip.user_ns
+    for name in ("__nbc_begin__", "__nbc_fail__", "__nbc_sp__", "__nbc_loop__"):
+        restored = pickle.loads(dill.dumps(ns[name]))
+        assert restored is ns[name], name
+    assert path.stat().st_size > 0
+
+
+def test_scanner_sees_what_hashing_by_value_would_miss():
+    from nbcheckpoint.capture.changes import Scanner
+
+    ns = {
+        "f": 0.0,
+        "i": 5,
+        "arr": np.arange(2_000_000, dtype=np.float64),
+        "fn": None,
+    }
+
+    def make():
+        total = [0]
+
+        def add(k=[]):  # noqa: B006 - a mutable default, changed below
+            total[0] += 1
+            return k
+
+        return add, total
+
+    ns["fn"], _total = make()
+    scanner = Scanner()
+    names = list(ns)
+    first = scanner.scan(ns, names)
+    ns["f"] = -0.0  # equal to 0.0, and hash(-0.0) == hash(0.0)
+    ns["i"] = 5 + (2**61 - 1)  # the same hash() as 5
+    ns["arr"][::-1][0] = 7  # through a reversed view (negative strides)
+    ns["fn"]()  # changes the closure's list
+    second = scanner.scan(ns, names)
+    assert second.changed_since(first) == {"f", "i", "arr", "fn"}
+    ns["fn"].__defaults__[0].append(1)
+    third = scanner.scan(ns, names)
+    assert third.changed_since(second) == {"fn"}
+
+
+def test_scanner_sees_class_attributes_and_instances_of_notebook_classes():
+    from nbcheckpoint.capture.changes import Scanner
+
+    # As if defined in a notebook: the store pickles such classes by value.
+    Counter = type("Counter", (), {"n": 0, "__module__": "__main__"})
+    ns = {"Counter": Counter, "c": Counter(), "other": [1]}
+    scanner = Scanner()
+    first = scanner.scan(ns, list(ns))
+    assert not first.volatile
+    Counter.n += 1  # the class changed; so did what `c` pickles with
+    second = scanner.scan(ns, list(ns))
+    assert second.changed_since(first) == {"Counter", "c"}
+    ns["c"].x = 1
+    assert scanner.scan(ns, list(ns)).changed_since(second) == {"c"}
+
+
+@pytest.mark.parametrize("track_writes", [True, False], ids=["write-tracking", "hashing"])
+def test_scanner_sees_writes_to_large_arrays_with_and_without_write_tracking(track_writes):
+    from nbcheckpoint.capture.changes import TRACK_MIN, Scanner, tracker
+
+    if track_writes and not tracker().active:
+        pytest.skip(f"write tracking is not available here: {tracker().reason}")
+    big = np.zeros(TRACK_MIN // 8 * 3)  # 24 MiB
+    ns = {"big": big, "half": big[::2], "other": np.ones(TRACK_MIN // 8 * 2)}
+    scanner = Scanner(track_writes=track_writes)
+    names = list(ns)
+    first = scanner.scan(ns, names)
+    second = scanner.scan(ns, names)
+    assert second.changed_since(first) == set()
+    big[-1] = 1.0  # the last element: `half` does not include it, but its span does
+    third = scanner.scan(ns, names)
+    assert third.changed_since(second) >= {"big"}
+    assert "other" not in third.changed_since(second)
+    ns["half"][1] = 2.0  # through the strided view: big[2]
+    fourth = scanner.scan(ns, names)
+    assert fourth.changed_since(third) == {"big", "half"}
+    assert scanner.scan(ns, names).changed_since(fourth) == set()
+
+
+def test_scanner_hashes_memory_the_kernel_cannot_watch(tmp_path):
+    """A file mapping changes when the file is written: it is hashed, not watched."""
+    from nbcheckpoint.capture.changes import TRACK_MIN, Scanner
+
+    path = tmp_path / "data.bin"
+    path.write_bytes(bytes(TRACK_MIN * 2))
+    ns = {"mapped": np.memmap(path, dtype=np.uint8, mode="r+")}
+    ns["view"] = np.asarray(ns["mapped"])  # a plain ndarray over the file's pages
+    scanner = Scanner()
+    first = scanner.scan(ns, ["view"])
+    with open(path, "r+b") as f:  # written through the file, not through this mapping
+        f.seek(12345)
+        f.write(b"\x01")
+    assert scanner.scan(ns, ["view"]).changed_since(first) == {"view"}
+
+
+class FakeLoop:
+    """Stands in for the kernel's event loop: callbacks wait until ``run`` is called."""
+
+    def __init__(self):
+        self.callbacks = []
+
+    def add_callback(self, fn):
+        self.callbacks.append(fn)
+
+    def run(self):
+        while self.callbacks:
+            self.callbacks.pop(0)()
+
+
+def make_saver(tmp_path, ns, loop):
+    from nbcheckpoint.capture.autosave import AutoSaver, AutoSettings
+
+    store = CheckpointStore(str(tmp_path / "store"))
+    nb = NotebookRef.from_path(str(tmp_path / "nb.ipynb"))
+    saver = AutoSaver(ns, lambda: store, lambda: nb, set, AutoSettings, event_loop=lambda: loop)
+    saver.enabled = True
+    return saver, store, nb
+
+
+def test_scan_waits_for_the_reply_and_runs_before_the_next_cell(tmp_path):
+    loop = FakeLoop()
+    ns = {"x": [1]}
+    saver, store, nb = make_saver(tmp_path, ns, loop)
+    saver.cell_finished({"first_line": "x = [1]"}, save=True)
+    assert saver.due is not None and saver.last_scan is None  # nothing done before the reply
+    loop.run()  # the kernel replied: scan, pickle, then the write starts
+    saver.collect(wait=True)
+    assert store.load(nb).values["x"] == [1]
+    saver.cell_finished({"first_line": "x.append(2)"}, save=True)
+    ns["x"].append(2)  # as if the next cell ran before the loop got to the scan...
+    saver.cell_started()  # ...but the next cell's start scans first
+    assert saver.due is None
+    saver.collect(wait=True)
+    assert store.load(nb).values["x"] == [1, 2]
+
+
+def test_exit_scans_and_saves_what_the_last_cell_changed(tmp_path, monkeypatch):
+    from nbcheckpoint.store.hashing import THREADS
+
+    monkeypatch.setitem(THREADS, "enabled", True)  # at_exit turns threads off for good
+    loop = FakeLoop()
+    ns = {"x": 1}
+    saver, store, nb = make_saver(tmp_path, ns, loop)
+    saver.cell_finished({"first_line": "x = 1"}, save=True)
+    saver.at_exit()  # the loop never ran: the kernel is going away
+    assert store.load(nb).values["x"] == 1
