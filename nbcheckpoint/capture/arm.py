@@ -224,6 +224,11 @@ class Arming:
         self._previous: Any = None
         self._armed: FrameType | None = None
         self._heads: frozenset[int] = frozenset()
+        #: Counts for tests and the benchmark: pokes handled while a snapshot was due that
+        #: armed a trace, that found nothing to arm (the flag tests' turn), marker lines reached.
+        self.arms = 0
+        self.misses = 0
+        self.markers_reached = 0
 
     # ------------------------------------------------------------ lifetime
     def install(self) -> str | None:
@@ -277,11 +282,14 @@ class Arming:
                 ends, advances = loop_stops(frame.f_code)
                 # Innermost: at a loop's jump back. One level up: advancing a Python iterator.
                 if frame.f_lasti in advances or (depth == 0 and frame.f_lasti in ends):
+                    self.arms += 1
                     self._arm(frame, heads)
+                    return
                 # A frame further out is inside a call: nothing tight to arm up there.
-                return
+                break
             frame = frame.f_back
             depth += 1
+        self.misses += 1
 
     def _arm(self, frame: FrameType, heads: frozenset[int]) -> None:
         self._armed, self._heads = frame, heads
@@ -321,6 +329,7 @@ class Arming:
         line = frame.f_lineno
         if line >= MARKER_LINE:
             self.disarm()
+            self.markers_reached += 1
             try:
                 self.on_marker(frame, line - MARKER_LINE)
             except KeyboardInterrupt as interrupt:
