@@ -271,3 +271,89 @@ def test_tight_loops_get_marker_lines_that_survive_compilation():
         line and line >= MARKER_LINE
         for *_, line in compile(plain.module, "<cell>", "exec").co_lines()
     )
+
+
+# Each tight loop shape, run until three marker checkpoints were taken (or 300 pokes went by
+# without them). `stop` is a plain name test: the loops stay tight, so they get markers.
+SHAPES = {
+    "for over range": "for i in range(N):\n    t = i\n    if stop:\n        break\n",
+    "while": "j = 0\nwhile j < N:\n    j += 1\n    if stop:\n        break\n",
+    "while True": "j = 0\nwhile True:\n    j += 1\n    if stop:\n        break\n",
+    # 3.11 folds `j < 3000` and its jump back into one specialised instruction.
+    "for containing while": (
+        "for i in range(N):\n    j = 0\n    while j < 3000:\n        j += 1\n    if stop:\n"
+        "        break\n"
+    ),
+    "while containing for": (
+        "k = 0\nwhile k < N:\n    k += 1\n    for j in range(3000):\n        t = j\n"
+        "    if stop:\n        break\n"
+    ),
+    "for over a generator": (
+        "for x in (i for i in range(N)):\n    t = x\n    if stop:\n        break\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_every_tight_loop_shape_takes_its_marker_checkpoints(arming_for, shape):
+    cell = Cell(SHAPES[shape])
+    innermost = max(cell.plan.loops)
+    # (An outer loop whose body builds `range(3000)` has a call: a flag test, not a marker.)
+    assert cell.plan.loops[innermost].tight
+    hits: list[int] = []
+
+    def on_marker(frame: types.FrameType, sp: int) -> None:
+        hits.append(sp)
+        cell.ns["_nbc_due_"] = False
+        cell.ns["stop"] = len(hits) >= 3
+
+    arming = arming_for(cell, on_marker)
+    cell.ns.update(N=10**12, stop=False)
+    pokes = 0
+
+    class Limited(Poker):
+        def _run(self) -> None:
+            nonlocal pokes
+            while not self.stop.wait(0.01) and pokes < 300:
+                pokes += 1
+                self.ns["_nbc_due_"] = True
+                self.arming.poke()
+            self.ns["stop"] = True
+
+    with Limited(arming, cell.ns, 0.0):
+        exec(cell.code, cell.ns)
+    assert len(hits) == 3, f"{shape}: {len(hits)} marker checkpoints in {pokes} pokes"
+    # Taken inside the loops: at the marker of a loop's own safe point.
+    loop_sps = {sp.id for sp in cell.plan.safepoints.values() if sp.loops}
+    assert set(hits) <= loop_sps
+    if shape.startswith(("for containing", "while containing")):
+        assert cell.plan.safepoints[hits[0]].loops[-1] in (innermost, innermost - 1)
+    assert not arming.armed and sys.gettrace() is None
+
+
+def test_loop_stops_names_each_jump_back_and_the_compare_folded_into_it():
+    import dis
+
+    code = compile("j = 0\nwhile j < 3:\n    j += 1\nfor i in range(2):\n    pass\n", "<c>", "exec")
+    ends, advances = arm.loop_stops(code)
+    jumps_back = {
+        ins.offset
+        for ins in dis.get_instructions(code)
+        if ins.opcode in arm._JUMPS and isinstance(ins.argval, int) and ins.argval <= ins.offset
+    }
+    assert jumps_back and jumps_back <= ends
+    names = {ins.offset: ins.opname for ins in dis.get_instructions(code)}
+    assert {names[o] for o in advances} == {"FOR_ITER"}
+    if sys.version_info[:2] == (3, 11):
+        # COMPARE_OP_INT_JUMP checks the eval breaker with f_lasti at the COMPARE_OP.
+        assert "COMPARE_OP" in {names[o] for o in ends}
+
+
+def test_an_unverified_python_gets_flag_tests_and_says_why(monkeypatch):
+    monkeypatch.setattr(arm, "VERIFIED", ())
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    assert arm.available() == f"marker lines are not verified on Python {version}"
+    assert arm.describe().startswith("flag test in every loop (marker lines are not verified")
+    assert arm.Arming(lambda: True, lambda f, s: None).install() == arm.available()
+    monkeypatch.undo()
+    assert arm.available() is None and arm.describe().startswith("marker lines")

@@ -10,6 +10,7 @@ import doctest
 import inspect
 import json
 import random
+import re
 import sys
 import textwrap
 import types
@@ -577,6 +578,23 @@ def test_last_expression_stays_last_when_resumed(position: Position) -> None:
     assert ast.unparse(body[-1]) == "total * 2"
 
 
+def unparse_text(text: str) -> str:
+    """Generated code as 3.11+ writes it: 3.10's ``ast.unparse`` puts tuple targets in parentheses."""
+    if sys.version_info < (3, 11):
+        text = re.sub(r"^(\s*)\(([^()\n]*)\) = ", r"\1\2 = ", text, flags=re.M)
+        text = re.sub(r"^(\s*for )\(([^()\n]*)\) in ", r"\1\2 in ", text, flags=re.M)
+    return text
+
+
+def unparse(node: ast.AST) -> str:
+    return unparse_text(ast.unparse(node))
+
+
+class _Checker(doctest.OutputChecker):
+    def check_output(self, want: str, got: str, optionflags: int) -> bool:
+        return super().check_output(want, unparse_text(got), optionflags)
+
+
 def test_for_and_while_expansion() -> None:
     tree = parse(
         """
@@ -585,7 +603,7 @@ def test_for_and_while_expansion() -> None:
                 a -= 1
         """
     )
-    assert ast.unparse(instrument(tree).module) == textwrap.dedent(
+    assert unparse(instrument(tree).module) == textwrap.dedent(
         """\
         _nbc_it1_, _nbc_p1_ = __nbc_loop__(pairs)
         for a, b in _nbc_it1_:
@@ -610,7 +628,7 @@ def test_resumed_form_skips_statements_before_the_inner_loop_once() -> None:
                 prep -= 1
         """
     )
-    text = ast.unparse(instrument(tree, resume=Position(2, (4, 1))).module)
+    text = unparse(instrument(tree, resume=Position(2, (4, 1))).module)
     assert text == textwrap.dedent(
         """\
         _nbc_it1_, _nbc_p1_ = __nbc_resume_loop__(1, 4, range(10))
@@ -1013,10 +1031,114 @@ def test_resume_loop_on_a_short_iterable_yields_nothing() -> None:
         resume_loop(1, -1, [])
 
 
+class FakeGenerator:
+    """A torch.Generator stand-in: get_state() / set_state() around a seeded random.Random."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+
+    def get_state(self) -> Any:
+        return self.rng.getstate()
+
+    def set_state(self, state: Any) -> None:
+        self.rng.setstate(state)
+
+
+class FakeLoader:
+    """A DataLoader(shuffle=True, generator=g) stand-in: each iter() draws a new order."""
+
+    def __init__(self, n: int, generator: FakeGenerator) -> None:
+        self.n = n
+        self.generator = generator
+
+    def __iter__(self) -> Iterator[int]:
+        order = list(range(self.n))
+        self.generator.rng.shuffle(order)
+        return iter(order)
+
+
+class FakeSampled:
+    """The generator one level down, as torch keeps it on ``loader.sampler``."""
+
+    def __init__(self, loader: FakeLoader) -> None:
+        self.sampler = loader
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.sampler)
+
+
+@pytest.mark.parametrize("wrap", [lambda loader: loader, FakeSampled])
+def test_resume_loop_replays_the_order_of_a_shuffling_iterable(wrap: Any) -> None:
+    loader = wrap(FakeLoader(20, FakeGenerator(5)))
+    assert iterate.rng_holder(loader) is not None
+    iterator, probe = loop(loader)
+    first = [next(iterator) for _ in range(6)]
+    rest = list(iterator)
+    state = probe.rng_state
+    assert state is not None
+    for _ in loop(loader)[0]:  # a later epoch advances the generator further
+        pass
+    # Without the recorded state the order is another one (so the next check can fail).
+    assert list(resume_loop(1, 6, loader)[0]) != rest
+    iterator, probe = resume_loop(1, 6, loader, rng_state=state)
+    assert list(iterator) == rest and probe.skipped == 6
+    assert probe.rng_state == state  # a later checkpoint records the same start
+    assert sorted(first + rest) == list(range(20))
+
+
+def test_rng_holder_is_duck_typed_and_never_raises() -> None:
+    class Raising:
+        @property
+        def generator(self) -> Any:
+            raise RuntimeError("closed")
+
+    class HalfAGenerator:
+        generator = types.SimpleNamespace(get_state=lambda: 1)
+
+    for thing in (range(3), [1], Raising(), HalfAGenerator(), None):
+        assert iterate.rng_holder(thing) is None
+
+
+def test_random_sources_name_the_generators_an_iterable_is_built_from() -> None:
+    import numpy as np
+
+    from nbcheckpoint.capture.engine import random_sources
+
+    ns = {"np": np, "rng": np.random.default_rng(0), "n": 5, "rs": np.random.RandomState(0)}
+    assert random_sources("rng.permutation(n)", ns) == ["rng"]
+    assert random_sources("np.random.permutation(n)", ns) == ["np.random.permutation"]
+    assert random_sources("rs.choice(n, 3)", ns) == ["rs"]
+    assert random_sources("range(n)", ns) == []
+    assert random_sources("np.arange(n)", ns) == []
+    assert random_sources("not python (", ns) == []
+
+
+def test_loop_helpers_never_pickle_itertools_objects() -> None:
+    """Python 3.13 deprecates pickling itertools objects and 3.14 removes it: none is used."""
+    import pickle
+    import warnings
+
+    from nbcheckpoint.capture import engine
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        for make in (lambda: range(10), lambda: [1, 2, 3] * 3, lambda: (x for x in range(9))):
+            iterator, probe = resume_loop(1, 2, make())
+            next(iterator)
+            probe.pos()
+        ns: dict[str, Any] = {}
+        engine.install_runtime(ns)
+        # The runtime names are module functions: pickled by reference, nothing dragged along.
+        for name in engine.RUNTIME_NAMES:
+            assert pickle.loads(pickle.dumps(ns[name])) == ns[name]
+
+
 def test_docstring_examples() -> None:
     for module in (rewrite, iterate):
-        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-        assert result.failed == 0, module.__name__
+        runner = doctest.DocTestRunner(checker=_Checker(), optionflags=doctest.ELLIPSIS)
+        for test in doctest.DocTestFinder().find(module):
+            runner.run(test)
+        assert runner.failures == 0, module.__name__
 
 
 @pytest.mark.skipif(not hasattr(ast, "TryStar"), reason="except* needs Python 3.11")

@@ -5,7 +5,9 @@ on line ``MARKER_LINE + id``: one NOP per iteration instead of a flag test, whic
 pure-Python loop costs 2-20% (see the breakdown in ``benchmarks/bench_capture.py``). When a snapshot is due, the timer thread calls
 ``_thread.interrupt_main(signum)``: no OS signal is sent, so no system call is interrupted;
 Python runs our handler on the main thread at its next eval-breaker check, which in a tight
-loop is the loop's own backward jump. If the innermost frame with marker lines is there, the
+loop is the loop's own backward jump (``loop_stops`` finds them for each Python version:
+3.10's ``JUMP_ABSOLUTE``/``POP_JUMP_IF_TRUE``, 3.11's specialised compare-and-jump, 3.12+'s
+``JUMP_BACKWARD``). If the innermost frame with marker lines is there, the
 handler sets a line trace on that one frame; the next marker line takes the snapshot and
 removes the trace. Between the jump and the marker the loop only passes its header line: any
 other line means the loop is over, and the trace goes, so tracing lasts at most one
@@ -43,12 +45,19 @@ from typing import Any
 
 from .rewrite import MARKER_LINE, CellPlan
 
-__all__ = ["Arming", "available", "marker_headers", "marker_pairs"]
+__all__ = [
+    "VERIFIED",
+    "Arming",
+    "available",
+    "describe",
+    "loop_stops",
+    "marker_headers",
+    "marker_pairs",
+]
 
-# Where a frame can be interrupted inside a tight loop: its backward jump (3.11 checks the
-# eval breaker there), or a FOR_ITER advancing a Python iterator (a generator) one item.
-_BACKWARD = frozenset(op for name, op in dis.opmap.items() if "BACKWARD" in name)
-_FOR_ITER = dis.opmap["FOR_ITER"]
+# Instructions that can jump: a backward one ends an iteration, wherever Python checks its
+# eval breaker (every version does so at a jump back, 3.10 after jumping, later ones before).
+_JUMPS = frozenset(dis.hasjrel) | frozenset(dis.hasjabs)
 _MAX_DEPTH = 4
 
 
@@ -77,8 +86,19 @@ def _free_signal() -> int | None:
     return None
 
 
+#: The Pythons whose bytecode the arming was checked on, loop shape by loop shape (see
+#: ``tests/test_arm.py`` and ``tests/integration/test_loop_matrix.py``): where a poke lands
+#: in a tight loop (``loop_stops``) is an interpreter detail that changes between versions.
+#: On any other version every loop gets a flag test instead, and ``%checkpoint config`` says so.
+VERIFIED = ((3, 10), (3, 11), (3, 12), (3, 13))
+
+
 def _blocker() -> str | None:
     """Why no trace can be armed here, signals aside; None when nothing stands in the way."""
+    if sys.version_info[:2] not in VERIFIED:
+        return (
+            f"marker lines are not verified on Python {sys.version_info[0]}.{sys.version_info[1]}"
+        )
     if sys.platform == "win32":
         return "no real-time signals on Windows"
     if threading.current_thread() is not threading.main_thread():
@@ -94,6 +114,24 @@ def available() -> str | None:
     if blocker is None and _free_signal() is None:
         return "no free real-time signal"
     return blocker
+
+
+def describe() -> str:
+    """What safe points loops get in this kernel, in words (for ``%checkpoint config``).
+
+    Examples
+    --------
+    >>> describe().startswith(("marker lines", "flag test"))
+    True
+    """
+    why = available()
+    if why is not None:
+        return f"flag test in every loop ({why})"
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    return (
+        f"marker lines in loops without calls (checked on Python {version}), flag test elsewhere; "
+        "a checkpoint overdue 3x --every is reported"
+    )
 
 
 @functools.lru_cache(maxsize=1024)
@@ -115,6 +153,49 @@ def marker_headers(code: CodeType) -> frozenset[int]:
         else:
             previous = line
     return frozenset(heads)
+
+
+@functools.lru_cache(maxsize=1024)
+def loop_stops(code: CodeType) -> tuple[frozenset[int], frozenset[int]]:
+    """Where a poke can find a frame of ``code`` between two iterations of a loop.
+
+    Returns ``(ends, advances)``, offsets as ``frame.f_lasti`` gives them. ``ends``: each
+    jump backward, which ends an iteration (``JUMP_BACKWARD`` and
+    ``POP_JUMP_BACKWARD_IF_*`` from 3.11, ``JUMP_ABSOLUTE`` and ``POP_JUMP_IF_*`` to an
+    earlier offset on 3.10), with the ``EXTENDED_ARG`` before it, and the ``COMPARE_OP``
+    just before a conditional one: 3.11 specialises the pair into one instruction
+    (``COMPARE_OP_INT_JUMP``...) that checks its eval breaker while the frame still points
+    at the ``COMPARE_OP``. ``advances``: each ``FOR_ITER``, where a Python iterator (a
+    generator) runs one step.
+
+    Examples
+    --------
+    >>> code = compile("while j < 3:\\n    j += 1", "<cell>", "exec")
+    >>> ends, advances = loop_stops(code)
+    >>> sorted({dis.opname[code.co_code[i]] for i in ends}) >= ["COMPARE_OP"]
+    True
+    """
+    ends: set[int] = set()
+    advances: set[int] = set()
+    prefixes: list[int] = []
+    previous: tuple[str, list[int]] = ("", [])
+    for ins in dis.get_instructions(code):
+        if ins.opname == "CACHE":
+            continue
+        if ins.opname == "EXTENDED_ARG":
+            # 3.10 points f_lasti at the prefix while it runs the instruction it extends.
+            prefixes.append(ins.offset)
+            continue
+        here, prefixes = [*prefixes, ins.offset], []
+        target = ins.argval
+        if ins.opcode in _JUMPS and isinstance(target, int) and target <= ins.offset:
+            ends.update(here)
+            if previous[0] == "COMPARE_OP":
+                ends.update(previous[1])
+        elif ins.opname == "FOR_ITER":
+            advances.update(here)
+        previous = (ins.opname, here)
+    return frozenset(ends), frozenset(advances)
 
 
 def _calls_untraced(frame: FrameType, event: str, arg: Any) -> None:
@@ -143,6 +224,11 @@ class Arming:
         self._previous: Any = None
         self._armed: FrameType | None = None
         self._heads: frozenset[int] = frozenset()
+        #: Counts for tests and the benchmark: pokes handled while a snapshot was due that
+        #: armed a trace, that found nothing to arm (the flag tests' turn), marker lines reached.
+        self.arms = 0
+        self.misses = 0
+        self.markers_reached = 0
 
     # ------------------------------------------------------------ lifetime
     def install(self) -> str | None:
@@ -193,14 +279,17 @@ class Arming:
         while frame is not None and depth < _MAX_DEPTH:
             heads = marker_headers(frame.f_code)
             if heads:
-                op = frame.f_code.co_code[frame.f_lasti] if frame.f_lasti >= 0 else -1
+                ends, advances = loop_stops(frame.f_code)
                 # Innermost: at a loop's jump back. One level up: advancing a Python iterator.
-                if (op in _BACKWARD or op == _FOR_ITER) if depth == 0 else op == _FOR_ITER:
+                if frame.f_lasti in advances or (depth == 0 and frame.f_lasti in ends):
+                    self.arms += 1
                     self._arm(frame, heads)
+                    return
                 # A frame further out is inside a call: nothing tight to arm up there.
-                return
+                break
             frame = frame.f_back
             depth += 1
+        self.misses += 1
 
     def _arm(self, frame: FrameType, heads: frozenset[int]) -> None:
         self._armed, self._heads = frame, heads
@@ -240,6 +329,7 @@ class Arming:
         line = frame.f_lineno
         if line >= MARKER_LINE:
             self.disarm()
+            self.markers_reached += 1
             try:
                 self.on_marker(frame, line - MARKER_LINE)
             except KeyboardInterrupt as interrupt:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ast
+import base64
 import os
+import pickle
+import random
 import threading
 import time
 import types
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -14,7 +18,7 @@ from ..errors import CheckpointError
 from ..store import Checkpoint, CheckpointStore, NotebookRef
 from .arm import Arming, marker_pairs
 from .events import emit
-from .iterate import loop, resume_loop
+from .iterate import loop, resume_loop, rng_holder
 from .names import reachable_names, user_names
 from .rewrite import CellPlan
 from .writer import InlineWriter, Job, Outcome, Writer, choose, estimate_bytes
@@ -24,6 +28,8 @@ SP = "__nbc_sp__"
 LOOP = "__nbc_loop__"
 RESUME_LOOP = "__nbc_resume_loop__"
 RUNTIME_NAMES = (DUE, SP, LOOP, RESUME_LOOP)
+#: A checkpoint due for OVERDUE x every with no safe point reached is reported.
+OVERDUE = 3
 
 KERNEL_STARTED = time.time()
 
@@ -48,31 +54,43 @@ def from_earlier_kernel(ck: Checkpoint) -> bool:
     return bool(kernel.get("pid") != os.getpid() or kernel.get("started") != KERNEL_STARTED)
 
 
-def _noop_safepoint(*_args: object) -> None:
-    return None
+def _run_safepoint(sp: int | None, *pairs: int | None) -> None:
+    """``__nbc_sp__``: the running cell's safe point, when a cell is running.
+
+    A module-level function rather than a bound method of the run, so that the namespace
+    holds nothing but module functions (pickled by reference by whole-session tools and by
+    dill when it saves a function with its globals).
+    """
+    run = _ACTIVE
+    if run is not None:
+        run.safepoint(sp, *pairs)
 
 
 def _resume_loop_with_note(loop_id: int, start: int, iterable: Any) -> Any:
-    """``resume_loop``, saying so when skipping meant producing the items again."""
+    """``resume_loop``, saying so when skipping meant producing the items again, or when the
+    order of the remaining items may not be the interrupted run's."""
+    run = _ACTIVE
+    rng_state = run.resumed_rng_state(loop_id) if run is not None else None
     began = time.perf_counter()
-    iterator, probe = resume_loop(loop_id, start, iterable)
+    iterator, probe = resume_loop(loop_id, start, iterable, rng_state)
+    info = run.plan.loops.get(loop_id) if run is not None else None
+    label = f"`for {info.target}`" if info is not None else "the loop"
     if probe.consumed_by_iteration:
-        run = _ACTIVE
-        info = run.plan.loops.get(loop_id) if run is not None else None
-        label = f"`for {info.target}`" if info is not None else "the loop"
         took = time.perf_counter() - began
         print(
             f"nbcheckpoint: to resume {label}, its iterable was read through {probe.skipped} items "
             f"({took:.1f} s), since it cannot be indexed; any side effects of producing them happened again.",
             flush=True,
         )
+    if run is not None:
+        run.check_resumed_order(loop_id, start, iterable, rng_state is not None)
     return iterator, probe
 
 
 def install_runtime(ns: MutableMapping[str, Any]) -> None:
     """Put the names instrumented code refers to into the namespace, idle."""
     ns[DUE] = False
-    ns.setdefault(SP, _noop_safepoint)
+    ns[SP] = _run_safepoint
     ns[LOOP] = loop
     ns[RESUME_LOOP] = _resume_loop_with_note
 
@@ -152,6 +170,12 @@ class CellRun:
         self.filename: str | None = None
         self.arming = Arming(lambda: bool(self.ns.get(DUE)), self._marker)
         self._marker_failed = False
+        # When the flag was set and no safe point has come yet (None: none due), how many
+        # times a checkpoint was overdue by OVERDUE x every, and the longest wait so far.
+        self._due_since: float | None = None
+        self.overdue = 0
+        self.longest_wait = 0.0
+        self._resumed: dict[str, Any] | None = None
 
     # --------------------------------------------------------------- timing
     def start(self, filename: str | None = None) -> None:
@@ -163,7 +187,6 @@ class CellRun:
             )
         except ValueError as e:
             raise CheckpointError(str(e)) from e
-        self.ns[SP] = self.safepoint
         self.filename = filename
         if self.plan.markers:
             # Even a cell without tight loops may call a function with marker lines.
@@ -185,21 +208,46 @@ class CellRun:
             if wait > 0:
                 self._stop.wait(wait)
                 continue
+            due_since = self._due_since = time.monotonic()
             self.ns[DUE] = True
             self._done.clear()
             self.arming.poke()
+            reported = False
             # Until the main thread reaches a safe point; each poke costs it a few microseconds.
             while not self._done.wait(0.1):
                 if self._stop.is_set():
                     return
                 self.arming.poke()
+                late = time.monotonic() - due_since
+                if (
+                    not reported
+                    and self._due_since is not None
+                    and late >= OVERDUE * self.options.every
+                ):
+                    reported = True
+                    self._report_overdue(late)
+
+    def _report_overdue(self, late: float) -> None:
+        """From the timer thread: a checkpoint was due long ago and no safe point came."""
+        self.overdue += 1
+        every = f"{self.options.every:g} s"
+        self.reporter.status(
+            f"nbcheckpoint: checkpoint overdue: due {late:.0f} s ago (every {every}), "
+            f"no safe point reached yet · {len(self.taken)} taken so far"
+        )
+        if self.overdue == 1:
+            self.reporter.warn(
+                f"nbcheckpoint: a checkpoint has been due for {late:.0f} s (every {every}) and the "
+                "cell has not reached a safe point: it is inside a long call (C code, or a "
+                "function defined outside a %%checkpoint cell). Call nbcheckpoint.safepoint() "
+                "once per iteration of that function's loop to get checkpoints there."
+            )
 
     def stop(self) -> None:
         global _ACTIVE
         self._stop.set()
         self.ns[DUE] = False
         self.arming.uninstall()
-        self.ns[SP] = _noop_safepoint
         if _ACTIVE is self:
             _ACTIVE = None
 
@@ -218,6 +266,9 @@ class CellRun:
         """Called by instrumented code when the flag is set; starts one snapshot."""
         self.ns[DUE] = False
         self.arming.disarm()
+        if self._due_since is not None:
+            self.longest_wait = max(self.longest_wait, time.monotonic() - self._due_since)
+            self._due_since = None
         try:
             self._collect()
             if self.writer.busy():
@@ -265,13 +316,98 @@ class CellRun:
         info = self.plan.safepoints.get(sp) if sp is not None else None
         resumable = bool(info and info.resumable and len(counters) == len(info.loops))
         description = describe(self.plan, sp, counters, lengths)
-        return {
+        position: dict[str, Any] = {
             "sp": sp,
             "counters": counters,
             "lengths": lengths,
             "resumable": resumable,
             "description": description,
         }
+        if resumable and info is not None:
+            states = self._rng_states(info.loops)
+            if states:
+                position["rng_states"] = states
+        return position
+
+    def _rng_states(self, loops: tuple[int, ...]) -> dict[str, str]:
+        """The generator state each loop around a position began with (see ``rng_holder``).
+
+        Pickled (a torch state is a tensor) into the signed manifest as base64 text.
+        """
+        states: dict[str, str] = {}
+        for loop_id in loops:
+            probe = self.ns.get(f"_nbc_p{loop_id}_")
+            state = getattr(probe, "rng_state", None)
+            if state is None:
+                continue
+            try:
+                states[str(loop_id)] = base64.b64encode(pickle.dumps(state)).decode("ascii")
+            except Exception:  # a state that does not pickle: the resume says so instead
+                continue
+        return states
+
+    # ------------------------------------------------------------- resuming
+    def resumed_position(self) -> dict[str, Any]:
+        """The position of the checkpoint this run resumed from ({} if none is found).
+
+        That is this cell's newest unfinished checkpoint written before this run started,
+        the one a re-run resumes from.
+        """
+        if self._resumed is None:
+            self._resumed = {}
+            try:
+                for ck in reversed(self.store.list(self.notebook)):
+                    if ck.created >= self.started:
+                        continue
+                    cell = ck.body.get("cell") or {}
+                    if ck.status in ("running", "interrupted") and (
+                        cell.get("source_hash") == self.cell.source_hash
+                    ):
+                        self._resumed = dict(ck.body.get("position") or {})
+                    break
+            except (CheckpointError, OSError):
+                pass
+        return self._resumed
+
+    def resumed_rng_state(self, loop_id: int) -> Any:
+        """The generator state loop ``loop_id`` began with in the interrupted run, or None."""
+        encoded = (self.resumed_position().get("rng_states") or {}).get(str(loop_id))
+        if not encoded:
+            return None
+        try:
+            return pickle.loads(base64.b64decode(encoded))
+        except Exception:
+            return None
+
+    def check_resumed_order(self, loop_id: int, start: int, iterable: Any, replayed: bool) -> None:
+        """Warn when a resumed loop's remaining items may come in another order.
+
+        The iterable is built again from the restored variables; when it draws its order from
+        a random generator that the interrupted run had advanced since the loop began, the
+        order differs. A generator the iterable exposes is replayed (``replayed``); any other
+        random source is only named.
+        """
+        info = self.plan.loops.get(loop_id)
+        if replayed or info is None:
+            return
+        label = f"`for {info.target}`"
+        holder = rng_holder(iterable)
+        if holder is not None:
+            source = f"its generator ({type(holder).__name__})"
+        else:
+            sources = random_sources(info.iter, self.ns)
+            sampler = getattr(iterable, "sampler", None)
+            if not sources and "Random" in type(sampler).__name__:
+                sources = [f"{type(sampler).__name__} (the global random generator)"]
+            if not sources:
+                return
+            source = ", ".join(sources)
+        self.reporter.warn(
+            f"nbcheckpoint: {label} resumes at item {start + 1} of `{info.iter}`, built again "
+            f"from {source}, which the interrupted run had advanced: the remaining items may "
+            f"come in another order than they would have. For the same order, build it once "
+            f"before the loop (order = ...) and loop over that variable."
+        )
 
     def _collect(self) -> None:
         for outcome in self.writer.poll():
@@ -330,6 +466,10 @@ class CellRun:
             parts.append(
                 f"{self.skipped_busy} skipped while the previous one was still being written"
             )
+        if self.overdue:
+            parts.append(
+                f"{self.overdue} overdue (longest wait for a safe point {self.longest_wait:.0f} s)"
+            )
         return "nbcheckpoint: " + " · ".join(parts)
 
     # ------------------------------------------------------------- the end
@@ -363,6 +503,64 @@ def describe(plan: CellPlan, sp: int | None, counters: list[int], lengths: list[
     if info is None or not info.resumable or sp is None:
         return "inside a function"
     return plan.describe(sp, tuple(counters), tuple(lengths))
+
+
+def _is_random_generator(value: object) -> bool:
+    """A random generator object: numpy's, ``random.Random``, or anything with get/set_state."""
+    if isinstance(value, random.Random):
+        return True
+    try:
+        if hasattr(value, "bit_generator"):  # numpy.random.Generator
+            return True
+        return callable(getattr(value, "get_state", None)) and callable(
+            getattr(value, "set_state", None)
+        )
+    except Exception:
+        return False
+
+
+_RANDOM_WORDS = ("shuffle", "sample", "choice", "choices", "permutation", "permuted")
+
+
+def random_sources(expression: str, ns: Mapping[str, Any]) -> list[str]:
+    """The random generators an expression draws from, as it names them.
+
+    Variables holding a generator (``rng`` in ``rng.permutation(n)``) and module-level
+    random functions (``np.random.permutation``, ``random.sample``, ``torch.randperm``).
+
+    Examples
+    --------
+    >>> import random
+    >>> random_sources("r.sample(xs, 3)", {"r": random.Random(0), "xs": [1, 2, 3]})
+    ['r']
+    >>> random_sources("random.sample(xs, 3)", {"random": random})
+    ['random.sample']
+    """
+    try:
+        tree = ast.parse(expression, mode="eval")
+    except SyntaxError:
+        return []
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id in ns:
+            if _is_random_generator(ns[node.id]) and node.id not in found:
+                found.append(node.id)
+        elif isinstance(node, ast.Attribute):
+            parts = [node.attr]
+            root: ast.expr = node.value
+            while isinstance(root, ast.Attribute):
+                parts.append(root.attr)
+                root = root.value
+            if not isinstance(root, ast.Name) or not isinstance(ns.get(root.id), types.ModuleType):
+                continue
+            dotted = ".".join([root.id, *reversed(parts)])
+            words = [root.id, *parts]
+            randomish = any(w == "random" or w.startswith("rand") for w in words) or (
+                node.attr in _RANDOM_WORDS
+            )
+            if randomish and not any(f.startswith(dotted) for f in found):
+                found = [f for f in found if not dotted.startswith(f)] + [dotted]
+    return found
 
 
 _ACTIVE: CellRun | None = None

@@ -1,4 +1,9 @@
-"""Runtime helpers of instrumented for loops: the iterator to run, its position on demand, and resuming."""
+"""Runtime helpers of instrumented for loops: the iterator to run, its position on demand, and resuming.
+
+Nothing here pickles an iterator or calls an ``itertools`` object's ``__reduce__`` or
+``__setstate__`` (deprecated in 3.12, gone in 3.14): positions are read from the
+``__length_hint__`` of C iterators, and a resumed loop skips items by iterating.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sized
 from typing import Any
 
-__all__ = ["Probe", "length_of", "loop", "resume_loop"]
+__all__ = ["Probe", "length_of", "loop", "resume_loop", "rng_holder"]
 
 
 def length_of(obj: object) -> int | None:
@@ -70,6 +75,36 @@ _BIG = 1 << 62
 _second = operator.itemgetter(1)
 
 
+def rng_holder(iterable: object) -> Any | None:
+    """The random generator an iterable draws its order from, when it exposes one.
+
+    That is a ``generator`` attribute with ``get_state()`` and ``set_state()``, on the
+    iterable, its ``sampler`` or its ``batch_sampler.sampler``: what a torch ``DataLoader``
+    built with ``shuffle=True, generator=g`` has. Recording ``get_state()`` before the
+    iterator is made, and restoring it before it is made again, replays the same order.
+    Duck-typed: torch is never imported.
+
+    Examples
+    --------
+    >>> rng_holder(range(3)) is None
+    True
+    """
+    owners = [iterable]
+    try:
+        owners.append(getattr(iterable, "sampler", None))
+        owners.append(getattr(getattr(iterable, "batch_sampler", None), "sampler", None))
+        for owner in owners:
+            gen = getattr(owner, "generator", None) if owner is not None else None
+            if callable(getattr(gen, "get_state", None)) and callable(
+                getattr(gen, "set_state", None)
+            ):
+                return gen
+    except Exception:
+        # An attribute that raises (a lazy proxy, a closed resource): no generator to replay.
+        return None
+    return None
+
+
 class Probe:
     """Where a running for loop is, computed only when asked (at a snapshot).
 
@@ -79,9 +114,13 @@ class Probe:
         Items skipped to resume (0 for a loop that was not resumed).
     consumed_by_iteration : bool
         True when skipping meant producing the items again (a generator, ``zip``...).
+    rng : object or None
+        The generator the iterable draws its order from (see :func:`rng_holder`).
+    rng_state : object or None
+        ``rng.get_state()`` taken just before the loop's iterator was made.
     """
 
-    __slots__ = ("consumed_by_iteration", "kind", "length", "probe", "skipped")
+    __slots__ = ("consumed_by_iteration", "kind", "length", "probe", "rng", "rng_state", "skipped")
 
     def __init__(self, kind: str, probe: Any, length: int | None) -> None:
         self.kind = kind
@@ -89,6 +128,8 @@ class Probe:
         self.length = length
         self.skipped = 0
         self.consumed_by_iteration = False
+        self.rng: Any = None
+        self.rng_state: Any = None
 
     def pos(self) -> tuple[int, int | None]:
         """``(index of the current item, length or None)``."""
@@ -129,17 +170,35 @@ def loop(iterable: Iterable[Any]) -> tuple[Iterator[Any], Probe]:
     """
     kind = _kind(iterable)
     if kind == "counted":
+        rng, state = _record_rng(iterable)
         counter = iter(range(_BIG))
-        return map(_second, zip(counter, iterable)), Probe(kind, counter, length_of(iterable))
+        probe = Probe(kind, counter, length_of(iterable))
+        probe.rng, probe.rng_state = rng, state
+        return map(_second, zip(counter, iterable)), probe
     it = iter(iterable)
     return it, Probe(kind, it, len(iterable) if kind == "fixed" else None)  # type: ignore[arg-type]
 
 
-def resume_loop(loop_id: int, start: int, iterable: Iterable[Any]) -> tuple[Iterator[Any], Probe]:
+def _record_rng(iterable: object) -> tuple[Any, Any]:
+    rng = rng_holder(iterable)
+    if rng is None:
+        return None, None
+    try:
+        return rng, rng.get_state()
+    except Exception:
+        return rng, None
+
+
+def resume_loop(
+    loop_id: int, start: int, iterable: Iterable[Any], rng_state: Any = None
+) -> tuple[Iterator[Any], Probe]:
     """Like :func:`loop`, with the first ``start`` items skipped and indices kept.
 
     Sequences and ranges jump straight to ``start``; other iterables produce and drop
-    the skipped items (noted on the probe, so the caller can say so).
+    the skipped items (noted on the probe, so the caller can say so). With ``rng_state``
+    (what ``probe.rng_state`` held when the interrupted loop began), the iterable's own
+    generator (see :func:`rng_holder`) is set back to it first, so that a shuffling
+    iterable replays the order the interrupted run had.
 
     Examples
     --------
@@ -151,13 +210,20 @@ def resume_loop(loop_id: int, start: int, iterable: Iterable[Any]) -> tuple[Iter
         raise ValueError(f"Cannot resume loop {loop_id} at negative index {start}")
     kind = _kind(iterable)
     if kind == "counted":
+        if rng_state is not None:
+            rng = rng_holder(iterable)
+            if rng is not None:
+                rng.set_state(rng_state)
+        rng, state = _record_rng(iterable)
         raw = iter(iterable)
         skipped = _advance(raw, start)
-        counter = iter(range(_BIG))
-        counter.__setstate__(skipped)  # type: ignore[attr-defined]
+        # A range iterator started at `skipped` (not an itertools object: nothing here
+        # relies on the itertools pickling support that Python 3.14 removes).
+        counter = iter(range(skipped, _BIG))
         probe = Probe(kind, counter, length_of(iterable))
         probe.skipped = skipped
         probe.consumed_by_iteration = skipped > 0
+        probe.rng, probe.rng_state = rng, state
         return map(_second, zip(counter, raw)), probe
     it = iter(iterable)
     n = len(iterable)  # type: ignore[arg-type]
