@@ -1,39 +1,31 @@
-"""The status comm, kernel side: one short comm per checkpoint, registered and removed with the extension."""
+"""The status channel, kernel side: one iopub message per checkpoint, no comm; subscribed and removed with the extension."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-import comm
 import pytest
 from IPython.testing import globalipapp
 
 from nbcheckpoint.capture import events
-from nbcheckpoint.frontend.comm import TARGET, StatusChannel, status_message
-from nbcheckpoint.store import Checkpoint
+from nbcheckpoint.frontend import comm as status_comm
+from nbcheckpoint.frontend.comm import StatusChannel, status_message
+from nbcheckpoint.store import Checkpoint, NotebookRef
 from nbcheckpoint.store.manifest import Manifest, NotebookInfo, parse
 
 
-class RecordingComm:
-    """Stands in for ipykernel's Comm: remembers what it opened with and whether it closed."""
-
-    opened: list[RecordingComm] = []
-
-    def __init__(self, target_name: str = "", data: Any = None, **_: Any) -> None:
-        self.target_name = target_name
-        self.data = data
-        self.closed = False
-        RecordingComm.opened.append(self)
-
-    def close(self) -> None:
-        self.closed = True
-
-
 @pytest.fixture
-def comms(monkeypatch: pytest.MonkeyPatch) -> list[RecordingComm]:
-    RecordingComm.opened = []
-    monkeypatch.setattr(comm, "create_comm", RecordingComm)
-    return RecordingComm.opened
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Stands in for the kernel's iopub channel: what was published, in order."""
+    published: list[dict[str, Any]] = []
+
+    def record(content: dict[str, Any]) -> bool:
+        published.append(content)
+        return True
+
+    monkeypatch.setattr(status_comm, "publish", record)
+    return published
 
 
 @pytest.fixture
@@ -50,10 +42,13 @@ def ip(tmp_path, monkeypatch):
 
 def _checkpoint(**body: Any) -> Checkpoint:
     base = Manifest(
-        id=12, notebook=NotebookInfo("nb", "nb.ipynb"), created=1000.0, status="running"
+        id=12,
+        notebook=NotebookInfo("train-0a1b", "/w/train.ipynb"),
+        created=1000.0,
+        status="running",
     )
     full = {**base.to_dict(), "cell": {"execution_count": 5}, **body}
-    return Checkpoint(parse(full, key="nb", ident=full["id"]), True)
+    return Checkpoint(parse(full, key="train-0a1b", ident=full["id"]), True)
 
 
 def test_status_message_fields() -> None:
@@ -65,11 +60,12 @@ def test_status_message_fields() -> None:
         "status": "running",
         "position": "for epoch at 57/100",
         "cell": 5,
+        "key": "train-0a1b",
     }
     assert status_message(_checkpoint(status="complete", cell=None), now=1.0)["position"] == ""
 
 
-def test_each_checkpoint_opens_and_closes_one_comm(comms: list[RecordingComm]) -> None:
+def test_each_checkpoint_publishes_one_message(sent: list[dict[str, Any]]) -> None:
     channel = StatusChannel()
     channel.start()
     try:
@@ -78,20 +74,28 @@ def test_each_checkpoint_opens_and_closes_one_comm(comms: list[RecordingComm]) -
     finally:
         channel.stop()
     events.emit(_checkpoint(id=14))  # after stop: nothing
-    assert [c.target_name for c in comms] == [TARGET, TARGET]
-    assert [c.data["id"] for c in comms] == [12, 13]
-    assert comms[1].data["position"] == "for epoch at 58/100"
-    assert all(c.closed for c in comms)
+    assert [c["id"] for c in sent] == [12, 13]
+    assert sent[1]["position"] == "for epoch at 58/100"
     assert channel.sent == 2
 
 
-def test_a_failing_comm_never_stops_the_cell(
+def test_without_a_kernel_nothing_is_sent_and_nothing_is_said(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Plain IPython (no ipykernel running): no frontend to tell, and no error either.
+    channel = StatusChannel()
+    channel.on_checkpoint(_checkpoint())
+    assert channel.sent == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_a_failing_send_never_stops_the_cell(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def broken(**_: Any) -> None:
+    def broken(_: dict[str, Any]) -> bool:
         raise OSError("iopub is gone")
 
-    monkeypatch.setattr(comm, "create_comm", broken)
+    monkeypatch.setattr(status_comm, "publish", broken)
     channel = StatusChannel()
     channel.on_checkpoint(_checkpoint())
     channel.on_checkpoint(_checkpoint())
@@ -101,7 +105,7 @@ def test_a_failing_comm_never_stops_the_cell(
 
 
 def test_loading_the_extension_subscribes_and_unloading_unsubscribes(
-    ip: Any, comms: list[RecordingComm]
+    ip: Any, sent: list[dict[str, Any]]
 ) -> None:
     subscribed = [
         fn for fn in events.listeners() if isinstance(getattr(fn, "__self__", None), StatusChannel)
@@ -110,9 +114,11 @@ def test_loading_the_extension_subscribes_and_unloading_unsubscribes(
     ip.run_cell(
         "%%checkpoint --every 0.01 --mode inline\nimport time\nfor i in range(20):\n    time.sleep(0.02)\n"
     )
-    assert comms, "a %%checkpoint cell sent no status"
-    assert comms[-1].data["status"] == "complete"
-    assert any("for i" in c.data["position"] for c in comms[:-1]), [c.data for c in comms]
+    assert sent, "a %%checkpoint cell sent no status"
+    assert sent[-1]["status"] == "complete"
+    assert any("for i" in c["position"] for c in sent[:-1]), sent
+    # Filed under the key of the notebook the kernel runs (JPY_SESSION_NAME here).
+    assert {c["key"] for c in sent} == {NotebookRef.from_path(os.environ["JPY_SESSION_NAME"]).key}
     ip.run_line_magic("unload_ext", "nbcheckpoint")
     try:
         assert not [

@@ -8,12 +8,32 @@ import { ICheckpointInfo } from './helpers';
 
 export const ROUTE = 'nbcheckpoint/api/checkpoints';
 
+/** Where else to look, besides the store key of the notebook's current path. */
+export interface IListOptions {
+  /** The notebook's stable id (its metadata); the server reads it from the file when absent. */
+  id?: string | null;
+  /** Store keys its kernels reported (older names of the notebook). */
+  keys?: Iterable<string>;
+  /** Paths it had before a rename or move in this session (their stores and path keys). */
+  also?: Iterable<string>;
+}
+
 export async function listCheckpoints(
   path: string,
+  options: IListOptions = {},
   settings: ServerConnection.ISettings = ServerConnection.makeSettings()
 ): Promise<ICheckpointInfo[]> {
-  const url =
-    URLExt.join(settings.baseUrl, ROUTE) + URLExt.objectToQueryString({ path });
+  const query = new URLSearchParams({ path });
+  if (options.id) {
+    query.append('id', options.id);
+  }
+  for (const key of options.keys ?? []) {
+    query.append('key', key);
+  }
+  for (const other of options.also ?? []) {
+    query.append('also', other);
+  }
+  const url = `${URLExt.join(settings.baseUrl, ROUTE)}?${query.toString()}`;
   const response = await ServerConnection.makeRequest(url, {}, settings);
   if (!response.ok) {
     let message = response.statusText;

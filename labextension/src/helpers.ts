@@ -5,7 +5,7 @@
  * `node --test` (see test/helpers.test.ts).
  */
 
-/** What the kernel pushes over the `nbcheckpoint.status` comm after each checkpoint. */
+/** What the kernel sends (iopub message `nbcheckpoint_status`) after each checkpoint. */
 export interface IStatusMessage {
   id: number;
   /** When the checkpoint was taken, in seconds since the epoch (kernel clock). */
@@ -17,6 +17,8 @@ export interface IStatusMessage {
   position: string;
   /** The execution count of the cell, when known. */
   cell: number | null;
+  /** The store key the kernel filed it under (absent from older kernels). */
+  key?: string;
 }
 
 /** One checkpoint as `GET /nbcheckpoint/api/checkpoints` lists it. */
@@ -33,6 +35,8 @@ export interface ICheckpointInfo {
   position: string;
   variables: number;
   size: number;
+  /** The store key it is filed under (the notebook's id, or a key from its path). */
+  key?: string;
 }
 
 /**
@@ -169,13 +173,21 @@ export function describeCheckpoint(info: ICheckpointInfo): string {
   return bits.join(', ');
 }
 
-/** The newest checkpoint of a list (the endpoint answers oldest first). */
+/**
+ * The newest checkpoint of a list. The list may merge several store keys (the
+ * notebook's id and its older path keys), whose ids are counted apart: the time
+ * taken decides, then the id.
+ */
 export function latest(
   checkpoints: readonly ICheckpointInfo[]
 ): ICheckpointInfo | null {
   let best: ICheckpointInfo | null = null;
   for (const ck of checkpoints) {
-    if (best === null || ck.id > best.id) {
+    if (
+      best === null ||
+      ck.created > best.created ||
+      (ck.created === best.created && ck.id > best.id)
+    ) {
       best = ck;
     }
   }
@@ -190,10 +202,79 @@ export function offerText(info: ICheckpointInfo): string {
   }?`;
 }
 
-/** Code that restores checkpoint `id` (default: the latest that verifies) in a fresh kernel. */
-export function restoreCode(id?: number): string {
+/**
+ * Who a notebook is, as the extension tells its kernel: the stable id kept in the
+ * notebook's metadata, its path relative to the server root, and that root.
+ * `key` (optional) makes the kernel use an older store key, to restore from it.
+ */
+export interface INotebookIdentity {
+  id: string;
+  path: string;
+  root: string;
+  key?: string;
+}
+
+/** The user-namespace name the kernel reads the identity from (nbcheckpoint/ipython/identity.py). */
+export const IDENTITY_NAME = '__nbc_notebook__';
+
+/**
+ * Python code that hands the identity to the kernel. JSON strings are valid Python
+ * string literals, so nothing the user named can break out of them.
+ *
+ * ```
+ * identityCode({id: 'a1', path: 'train.ipynb', root: '/srv'}) ===
+ *   '__nbc_notebook__ = {"id": "a1", "path": "train.ipynb", "root": "/srv"}'
+ * ```
+ */
+export function identityCode(identity: INotebookIdentity): string {
+  const fields: Array<[string, string]> = [
+    ['id', identity.id],
+    ['path', identity.path],
+    ['root', identity.root]
+  ];
+  if (identity.key) {
+    fields.push(['key', identity.key]);
+  }
+  const body = fields
+    .map(
+      ([name, value]) =>
+        `${JSON.stringify(name)}: ${JSON.stringify(String(value))}`
+    )
+    .join(', ');
+  return `${IDENTITY_NAME} = {${body}}`;
+}
+
+/**
+ * Code that restores checkpoint `id` (default: the latest that verifies) in a fresh
+ * kernel. With `identity`, the kernel first learns which notebook it runs, so it finds
+ * the checkpoints under the notebook's id even though it was started under another name.
+ */
+export function restoreCode(id?: number, identity?: INotebookIdentity): string {
   const which = id === undefined ? '' : ` ${Math.floor(id)}`;
-  return `%load_ext nbcheckpoint\n%checkpoint restore${which}`;
+  const first = identity ? `${identityCode(identity)}\n` : '';
+  return `${first}%load_ext nbcheckpoint\n%checkpoint restore${which}`;
+}
+
+/** What the extension keeps in `metadata.nbcheckpoint`. */
+export interface INotebookMetadata {
+  id: string;
+  /** The path the notebook had when the id was last written, to tell a copy from a rename. */
+  path: string;
+}
+
+/** The `nbcheckpoint` metadata of a notebook, or null when it is missing or malformed. */
+export function readNotebookMetadata(value: unknown): INotebookMetadata | null {
+  if (!value || typeof value !== 'object') {
+    return null;
+  }
+  const { id, path } = value as { id?: unknown; path?: unknown };
+  if (
+    typeof id !== 'string' ||
+    !/^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,80}$/.test(id)
+  ) {
+    return null;
+  }
+  return { id, path: typeof path === 'string' ? path : '' };
 }
 
 /** Code that shows the ipywidgets panel. */

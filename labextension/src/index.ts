@@ -35,7 +35,11 @@ const managerPlugin: JupyterFrontEndPlugin<ICheckpointManager> = {
   requires: [INotebookTracker],
   provides: ICheckpointManager,
   activate: (app: JupyterFrontEnd, tracker: INotebookTracker) =>
-    new CheckpointManager(tracker, app.serviceManager.serverSettings)
+    new CheckpointManager(
+      tracker,
+      app.serviceManager.serverSettings,
+      app.serviceManager.contents
+    )
 };
 
 /** The Checkpoints panel in the right sidebar. */

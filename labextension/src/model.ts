@@ -2,24 +2,30 @@
  * Kernel and comm events turned into Lumino signals: one model per open notebook, and the manager.
  */
 import { ISessionContext } from '@jupyterlab/apputils';
+import { PageConfig } from '@jupyterlab/coreutils';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import {
+  Contents,
   Kernel,
   KernelMessage,
   ServerConnection,
   Session
 } from '@jupyterlab/services';
+import { UUID } from '@lumino/coreutils';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { listCheckpoints } from './api';
 import {
   ICheckpointInfo,
   ICheckpointStatus,
+  identityCode,
   INITIAL_RESTART_STATE,
+  INotebookIdentity,
   IRestartState,
   IStatusMessage,
   latest,
   plainText,
+  readNotebookMetadata,
   restoreCode,
   restoreSummary,
   statusFromInfo,
@@ -31,24 +37,56 @@ import {
   INotebookCheckpoints,
   IRestoreResult,
   NotebookContext,
-  STATUS_COMM_TARGET
+  STATUS_MSG_TYPE
 } from './tokens';
+
+/** Where the notebook's id lives in its metadata: `metadata.nbcheckpoint.id`. */
+export const METADATA_KEY = 'nbcheckpoint';
 
 /** Checkpoints of one open notebook (see {@link INotebookCheckpoints}). */
 export class NotebookCheckpoints implements INotebookCheckpoints {
   constructor(
     readonly context: NotebookContext,
-    private readonly _serverSettings: ServerConnection.ISettings
+    private readonly _serverSettings: ServerConnection.ISettings,
+    private readonly _contents: Contents.IManager | null = null
   ) {
     const session = context.sessionContext;
     session.kernelChanged.connect(this._onKernelChanged, this);
     session.statusChanged.connect(this._onStatusChanged, this);
+    context.pathChanged.connect(this._onPathChanged, this);
+    this._path = context.path;
     this._connect(session.session?.kernel ?? null);
-    void context.ready.then(() => this.refresh());
+    void context.ready
+      .then(() => this._ensureId())
+      .then(() => {
+        void this._sendIdentity();
+        return this.refresh();
+      });
   }
 
   get path(): string {
     return this.context.path;
+  }
+
+  /** The notebook's stable id (`metadata.nbcheckpoint.id`), once the document is loaded. */
+  get notebookId(): string | null {
+    return this._id;
+  }
+
+  /** What the kernel is told: id, path, server root (and an older key to restore from). */
+  identity(key?: string): INotebookIdentity | null {
+    if (!this._id) {
+      return null;
+    }
+    const identity: INotebookIdentity = {
+      id: this._id,
+      path: this.context.path,
+      root: PageConfig.getOption('serverRoot')
+    };
+    if (key && key !== this._id) {
+      identity.key = key;
+    }
+    return identity;
   }
 
   get status(): ICheckpointStatus | null {
@@ -68,7 +106,11 @@ export class NotebookCheckpoints implements INotebookCheckpoints {
   }
 
   list(): Promise<ICheckpointInfo[]> {
-    return listCheckpoints(this.path, this._serverSettings);
+    return listCheckpoints(
+      this.path,
+      { id: this._id, keys: this._keys, also: this._previousPaths },
+      this._serverSettings
+    );
   }
 
   async refresh(): Promise<void> {
@@ -86,7 +128,7 @@ export class NotebookCheckpoints implements INotebookCheckpoints {
     }
   }
 
-  async restore(id?: number): Promise<IRestoreResult> {
+  async restore(id?: number, key?: string): Promise<IRestoreResult> {
     const kernel = this.context.sessionContext.session?.kernel;
     if (!kernel) {
       throw new Error(`${this.path} has no kernel to restore into.`);
@@ -95,7 +137,7 @@ export class NotebookCheckpoints implements INotebookCheckpoints {
     // Silent: no execution count and no history entry in the user's notebook, and
     // the magics' cell hooks (auto checkpoints) stay out of it; output still comes.
     const future = kernel.requestExecute({
-      code: restoreCode(id),
+      code: restoreCode(id, this.identity(key) ?? undefined),
       silent: true,
       store_history: false,
       stop_on_error: true
@@ -127,11 +169,11 @@ export class NotebookCheckpoints implements INotebookCheckpoints {
 
   private _connect(kernel: Kernel.IKernelConnection | null): void {
     if (this._kernel) {
-      this._kernel.removeCommTarget(STATUS_COMM_TARGET, this._onCommOpen);
+      this._kernel.iopubMessage.disconnect(this._onIOPub, this);
     }
     this._kernel = kernel;
     if (kernel) {
-      kernel.registerCommTarget(STATUS_COMM_TARGET, this._onCommOpen);
+      kernel.iopubMessage.connect(this._onIOPub, this);
     }
   }
 
@@ -139,29 +181,129 @@ export class NotebookCheckpoints implements INotebookCheckpoints {
     _: ISessionContext,
     change: Session.ISessionConnection.IKernelChangedArgs
   ): void {
-    // The comm target lives on the kernel connection: register it on the new one.
+    // The iopub signal belongs to the kernel connection: follow the new one.
     this._connect(change.newValue);
     this._restart = INITIAL_RESTART_STATE;
+    void this._sendIdentity();
   }
 
   private _onStatusChanged(_: ISessionContext, status: Kernel.Status): void {
     const [next, finished] = trackRestart(this._restart, status, Date.now());
     this._restart = next;
     if (finished) {
+      // The new process knows only the name the kernel was started with: tell it
+      // the notebook's id before anyone lists or restores.
+      void this._sendIdentity();
       this._restarted.emit();
     }
   }
 
-  /** Each update comes as its own short comm: the data of its open message is the update. */
-  private _onCommOpen = (
-    _comm: Kernel.IComm,
-    msg: KernelMessage.ICommOpenMsg
-  ): void => {
-    const data = msg.content.data as unknown as IStatusMessage;
+  /** A rename or move: the id stays; the old path is remembered for its stores and path key. */
+  private _onPathChanged(_: NotebookContext, path: string): void {
+    if (this._path && this._path !== path) {
+      this._previousPaths.add(this._path);
+    }
+    this._path = path;
+    if (this._id) {
+      this._writeMetadata(this._id, path);
+      void this._sendIdentity();
+    }
+  }
+
+  /**
+   * Read `metadata.nbcheckpoint.id`, or give the notebook one. A file whose recorded
+   * path is another file that still exists is a copy: it gets its own id, so the two
+   * notebooks do not share checkpoints; if that path is gone, the notebook was renamed.
+   */
+  private async _ensureId(): Promise<void> {
+    const model = this.context.model;
+    let meta = readNotebookMetadata(model.getMetadata(METADATA_KEY));
+    const path = this.context.path;
+    if (meta && meta.path && meta.path !== path) {
+      if (await this._exists(meta.path)) {
+        meta = null;
+      } else {
+        this._previousPaths.add(meta.path);
+      }
+    }
+    const id = meta?.id ?? UUID.uuid4();
+    if (!meta || meta.path !== path) {
+      this._writeMetadata(id, path);
+    }
+    this._id = id;
+  }
+
+  private _writeMetadata(id: string, path: string): void {
+    if (!this.context.model.isDisposed) {
+      this.context.model.setMetadata(METADATA_KEY, { id, path });
+    }
+  }
+
+  private async _exists(path: string): Promise<boolean> {
+    if (!this._contents) {
+      return false;
+    }
+    try {
+      await this._contents.get(path, { content: false });
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Tell a Python kernel who its notebook is: a silent one-line execution that sets
+   * `__nbc_notebook__` (read by nbcheckpoint/ipython/identity.py). Silent: no
+   * execution count, no history, no cell hooks. It works before `%load_ext`, and
+   * queued executions run in order, so a restore sent after it finds the id.
+   */
+  private async _sendIdentity(): Promise<void> {
+    const kernel = this.context.sessionContext.session?.kernel;
+    const identity = this.identity();
+    if (!kernel || !identity) {
+      return;
+    }
+    try {
+      const info = await kernel.info;
+      if (info.language_info.name !== 'python' || kernel.isDisposed) {
+        return;
+      }
+      kernel.requestExecute(
+        {
+          code: identityCode(identity),
+          silent: true,
+          store_history: false,
+          stop_on_error: false
+        },
+        true
+      );
+    } catch (reason) {
+      console.warn(
+        `nbcheckpoint: could not tell the kernel of ${this.path} its notebook id`,
+        reason
+      );
+    }
+  }
+
+  /**
+   * Each update is one iopub message of our own type (not a comm: see
+   * nbcheckpoint/frontend/comm.py for why a comm made the kernel look idle).
+   */
+  private _onIOPub(
+    _: Kernel.IKernelConnection,
+    msg: KernelMessage.IIOPubMessage
+  ): void {
+    if ((msg.header.msg_type as string) !== STATUS_MSG_TYPE) {
+      return;
+    }
+    const data = msg.content as unknown as IStatusMessage;
     if (data && typeof data.id === 'number') {
+      if (data.key) {
+        this._keys.add(data.key);
+      }
       this._setStatus(statusFromMessage(data, Date.now()));
     }
-  };
+  }
 
   private _setStatus(status: ICheckpointStatus | null): void {
     this._status = status;
@@ -169,6 +311,11 @@ export class NotebookCheckpoints implements INotebookCheckpoints {
   }
 
   private _isDisposed = false;
+  private _id: string | null = null;
+  private _path: string;
+  /** Store keys this notebook's kernels reported (older names included). */
+  private _keys = new Set<string>();
+  private _previousPaths = new Set<string>();
   private _kernel: Kernel.IKernelConnection | null = null;
   private _restart: IRestartState = INITIAL_RESTART_STATE;
   private _status: ICheckpointStatus | null = null;
@@ -180,7 +327,8 @@ export class NotebookCheckpoints implements INotebookCheckpoints {
 export class CheckpointManager implements ICheckpointManager {
   constructor(
     tracker: INotebookTracker,
-    private readonly _serverSettings: ServerConnection.ISettings
+    private readonly _serverSettings: ServerConnection.ISettings,
+    private readonly _contents: Contents.IManager | null = null
   ) {
     this._tracker = tracker;
     tracker.widgetAdded.connect((_, panel) => this.get(panel));
@@ -210,7 +358,8 @@ export class CheckpointManager implements ICheckpointManager {
     if (!model) {
       const created = new NotebookCheckpoints(
         panel.context,
-        this._serverSettings
+        this._serverSettings,
+        this._contents
       );
       created.restarted.connect(() => this._restarted.emit(created));
       this._models.set(panel.context, created);

@@ -17,7 +17,8 @@ import { ICheckpointManager, INotebookCheckpoints } from './tokens';
  */
 export async function restoreWithNotice(
   model: INotebookCheckpoints,
-  id?: number
+  id?: number,
+  key?: string
 ): Promise<void> {
   const notice = Notification.emit(
     `Restoring ${id === undefined ? 'the latest checkpoint' : `checkpoint #${id}`} of ${model.path}…`,
@@ -25,7 +26,7 @@ export async function restoreWithNotice(
     { autoClose: false }
   );
   try {
-    const result = await model.restore(id);
+    const result = await model.restore(id, key);
     Notification.update({
       id: notice,
       message: result.summary,
@@ -78,8 +79,14 @@ export class RestartOffer {
       return;
     }
     void model.refresh();
+    // Checkpoints filed under an older name (before the notebook had its id) are
+    // restored from that key, by number; the notebook's own are restored as "the latest".
+    const legacy =
+      newest.key && newest.key !== model.notebookId ? newest.key : undefined;
+    const restore = () =>
+      restoreWithNotice(model, legacy ? newest.id : undefined, legacy);
     if (this.mode === 'always') {
-      await restoreWithNotice(model);
+      await restore();
       return;
     }
     // A second restart replaces the offer of the first one.
@@ -96,7 +103,7 @@ export class RestartOffer {
           displayType: 'accent',
           callback: () => {
             this._offers.delete(model);
-            void restoreWithNotice(model);
+            void restore();
           }
         },
         {

@@ -11,8 +11,8 @@ import { ICheckpointInfo, ICheckpointStatus } from './helpers';
 
 export { ICheckpointInfo, ICheckpointStatus } from './helpers';
 
-/** The comm target the kernel opens a short comm to after each checkpoint. */
-export const STATUS_COMM_TARGET = 'nbcheckpoint.status';
+/** The iopub message type the kernel sends after each checkpoint (nbcheckpoint/frontend/comm.py). */
+export const STATUS_MSG_TYPE = 'nbcheckpoint_status';
 
 /** An open notebook document (shared by all its views). */
 export type NotebookContext = DocumentRegistry.IContext<INotebookModel>;
@@ -45,8 +45,13 @@ export interface INotebookCheckpoints extends IDisposable {
   list(): Promise<ICheckpointInfo[]>;
   /** Ask the server for the latest checkpoint and update `status`. */
   refresh(): Promise<void>;
-  /** Restore checkpoint `id` (default: the latest that verifies) in the notebook's kernel. */
-  restore(id?: number): Promise<IRestoreResult>;
+  /** The notebook's stable id (`metadata.nbcheckpoint.id`), once the document is loaded. */
+  readonly notebookId: string | null;
+  /**
+   * Restore checkpoint `id` (default: the latest that verifies) in the notebook's kernel;
+   * `key`: from that store key (an older name of the notebook) instead of the notebook's id.
+   */
+  restore(id?: number, key?: string): Promise<IRestoreResult>;
 }
 
 /** Follows open notebooks and which one is current. */

@@ -10,11 +10,13 @@ import {
   humanBytes,
   ICheckpointInfo,
   INITIAL_RESTART_STATE,
+  identityCode,
   IRestartState,
   latest,
   offerRestoreSetting,
   offerText,
   plainText,
+  readNotebookMetadata,
   relativeTime,
   restoreCode,
   restoreSummary,
@@ -152,12 +154,59 @@ describe('offer after a restart', () => {
     );
   });
 
+  it('picks the newest by time across store keys, whose ids are counted apart', () => {
+    const newest = latest([
+      info({ id: 30, created: 100, key: 'Untitled-1a2b3c4d5e' }),
+      info({ id: 2, created: 200, key: 'f00d' }),
+      info({ id: 1, created: 150, key: 'f00d' })
+    ]);
+    assert.equal(newest?.key, 'f00d');
+    assert.equal(newest?.id, 2);
+  });
+
   it('restores in a fresh kernel', () => {
     assert.equal(restoreCode(), '%load_ext nbcheckpoint\n%checkpoint restore');
     assert.equal(
       restoreCode(12),
       '%load_ext nbcheckpoint\n%checkpoint restore 12'
     );
+  });
+
+  it('tells the fresh kernel its notebook before restoring', () => {
+    const identity = { id: 'f00d', path: 'train.ipynb', root: '/srv/nb' };
+    assert.equal(
+      restoreCode(undefined, identity),
+      '__nbc_notebook__ = {"id": "f00d", "path": "train.ipynb", "root": "/srv/nb"}\n' +
+        '%load_ext nbcheckpoint\n%checkpoint restore'
+    );
+    assert.equal(
+      identityCode({ ...identity, key: 'Untitled-1a2b3c4d5e' }),
+      '__nbc_notebook__ = {"id": "f00d", "path": "train.ipynb", "root": "/srv/nb", "key": "Untitled-1a2b3c4d5e"}'
+    );
+  });
+
+  it('quotes any path as a Python string', () => {
+    const code = identityCode({
+      id: 'f00d',
+      path: 'a "b"\\c\n.ipynb',
+      root: '/srv'
+    });
+    assert.equal(code.split('\n').length, 1);
+    assert.ok(code.includes('"a \\"b\\"\\\\c\\n.ipynb"'), code);
+  });
+
+  it('reads the notebook id from its metadata', () => {
+    assert.deepEqual(readNotebookMetadata({ id: 'f00d', path: 'a.ipynb' }), {
+      id: 'f00d',
+      path: 'a.ipynb'
+    });
+    assert.deepEqual(readNotebookMetadata({ id: 'f00d' }), {
+      id: 'f00d',
+      path: ''
+    });
+    assert.equal(readNotebookMetadata(undefined), null);
+    assert.equal(readNotebookMetadata({ id: '../etc' }), null);
+    assert.equal(readNotebookMetadata({ id: 3 }), null);
   });
 
   it('reports the restore line, not the load_ext announcement', () => {

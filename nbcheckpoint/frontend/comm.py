@@ -1,22 +1,32 @@
-"""Kernel side of the status bar: push each new checkpoint to JupyterLab over a comm.
+"""Kernel side of the status bar: tell JupyterLab about each new checkpoint, on iopub, without a comm.
 
-Every update is its own short comm: opened with the message as its data, then closed.
-A long-lived comm would go deaf after a page reload (the kernel cannot tell that the
-old frontend is gone, and the new one does not know the comm's id); a fresh comm
-reaches whichever frontends have the target registered right now. Updates come at
-most once per checkpoint, so two small iopub messages each are nothing.
+Each update is one iopub message of type :data:`MSG_TYPE` whose content is the update.
+The extension reads it from the kernel connection's iopub stream; output areas and
+other frontends ignore a message type they do not know.
+
+Why not a comm: JupyterLab 4.4+ gives each comm target a kernel *subshell*. A comm
+opened by the kernel makes the frontend send ``create_subshell_request`` (and
+``delete_subshell_request`` when it closes), and the kernel answers each on the
+control channel with its own busy/idle status. Those "idle"s reached the status bar
+while the ``%%checkpoint`` cell was still running: the kernel was shown Idle at every
+checkpoint. A plain iopub message starts no request, so the kernel stays Busy.
+A long-lived comm would go deaf after a page reload (the new page does not know its
+id); an iopub message reaches whichever pages are connected now.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..capture import events
 from ..store import Checkpoint
 
-TARGET = "nbcheckpoint.status"
+MSG_TYPE = "nbcheckpoint_status"
+# The zmq topic of our iopub messages (ipykernel's comms use b"comm-<id>").
+TOPIC = b"nbcheckpoint"
 
 
 def status_message(ck: Checkpoint, now: float | None = None) -> dict[str, Any]:
@@ -24,7 +34,9 @@ def status_message(ck: Checkpoint, now: float | None = None) -> dict[str, Any]:
 
     ``now`` is the kernel's clock when sending, so the frontend measures the age
     as ``now - last`` plus the time since it received the message, whatever its
-    own clock says.
+    own clock says. ``key`` is the store key the kernel filed it under, so the
+    extension can find this kernel's checkpoints after a restart whatever the
+    notebook is called by then.
 
     Examples
     --------
@@ -45,7 +57,33 @@ def status_message(ck: Checkpoint, now: float | None = None) -> dict[str, Any]:
         "status": ck.status,
         "position": (position.description if position is not None else None) or "",
         "cell": cell.execution_count if cell is not None else None,
+        "key": m.notebook.key if m is not None else "",
     }
+
+
+def publish(content: dict[str, Any]) -> bool:
+    """Send ``content`` on the running ipykernel's iopub channel; False when there is no kernel.
+
+    The parent header is the running request's, as for a comm message, so the message
+    belongs to the cell that took the checkpoint.
+    """
+    try:
+        from ipykernel.kernelbase import Kernel
+    except ImportError:  # plain IPython: no frontend to tell
+        return False
+    if not Kernel.initialized():
+        return False
+    kernel = Kernel.instance()
+    if kernel.session is None or kernel.iopub_socket is None:
+        return False
+    kernel.session.send(
+        kernel.iopub_socket,
+        MSG_TYPE,
+        content,
+        parent=kernel.get_parent(),
+        ident=TOPIC,
+    )
+    return True
 
 
 class StatusChannel:
@@ -53,13 +91,15 @@ class StatusChannel:
 
     Examples
     --------
-    >>> channel = StatusChannel()
+    >>> sent = []
+    >>> channel = StatusChannel(send=lambda content: sent.append(content) or True)
     >>> channel.start()
     >>> channel.stop()
     """
 
-    def __init__(self) -> None:
+    def __init__(self, send: Callable[[dict[str, Any]], bool] | None = None) -> None:
         self.sent = 0
+        self._send = send
         self._broken = False
 
     def start(self) -> None:
@@ -73,12 +113,10 @@ class StatusChannel:
         self.send(status_message(ck))
 
     def send(self, data: dict[str, Any]) -> None:
-        # Looked up on each call: ipykernel installs its own create_comm when it starts.
-        import comm
-
+        # Looked up on each call (not bound at import), so tests can replace `publish`.
+        sender = self._send or publish
         try:
-            channel = comm.create_comm(target_name=TARGET, data=data)
-            channel.close()
+            delivered = sender(data)
         except Exception as e:  # the status bar is a nicety; the running cell must go on
             if not self._broken:
                 print(
@@ -87,4 +125,5 @@ class StatusChannel:
                 )
             self._broken = True
             return
-        self.sent += 1
+        if delivered:
+            self.sent += 1

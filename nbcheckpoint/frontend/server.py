@@ -3,6 +3,12 @@
 ``GET /nbcheckpoint/api/checkpoints?path=<notebook path relative to the server root>``
 answers a JSON list, oldest first. The JupyterLab extension uses it right after a kernel
 restart, when the new kernel knows nothing yet, and for the status bar after a page load.
+
+A notebook's checkpoints may sit under several store keys: its stable id (``id=``, else
+``metadata.nbcheckpoint.id`` read from the file), the key of its current path (kernels
+without the extension), keys its kernels reported (``key=``, e.g. the ``Untitled`` name a
+kernel was started with) and older paths (``also=``, in this server's root). All are listed,
+each checkpoint with its ``key``.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
@@ -20,6 +27,7 @@ from tornado import web
 
 from ..errors import CheckpointError
 from ..store import Checkpoint, CheckpointStore, NotebookRef, default_store_url
+from ..store.identity import valid_key
 
 ROUTE = "nbcheckpoint/api/checkpoints"
 
@@ -71,15 +79,62 @@ def describe(ck: Checkpoint, now: float) -> dict[str, Any]:
         "position": (position.description if position is not None else None) or "",
         "variables": len(m.variables) if m is not None else 0,
         "size": ck.total_bytes,
+        "key": ck.notebook,
     }
 
 
-def list_checkpoints(root_dir: str, path: str) -> list[dict[str, Any]]:
-    """The checkpoints of the notebook at API path ``path``, oldest first."""
+# A notebook larger than this is not parsed for its id (the frontend sends the id anyway).
+_MAX_NOTEBOOK_READ = 20_000_000
+
+
+def notebook_id_in_file(full: str) -> str | None:
+    """``metadata.nbcheckpoint.id`` of the notebook file ``full``, if it has one.
+
+    Examples
+    --------
+    >>> notebook_id_in_file("/nowhere/train.ipynb") is None
+    True
+    """
+    try:
+        if os.path.getsize(full) > _MAX_NOTEBOOK_READ:
+            return None
+        with open(full, encoding="utf-8") as f:
+            metadata = json.load(f).get("metadata") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    value = (metadata.get("nbcheckpoint") or {}).get("id") if isinstance(metadata, dict) else None
+    return value if isinstance(value, str) and valid_key(value) else None
+
+
+def list_checkpoints(
+    root_dir: str,
+    path: str,
+    notebook_id: str | None = None,
+    keys: Sequence[str] = (),
+    also: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """The checkpoints of the notebook at API path ``path``, under every key it may have had, oldest first."""
     full = notebook_file(root_dir, path)
-    store = CheckpointStore(default_store_url(full))
+    others = [notebook_file(root_dir, p) for p in also]
+    for key in keys:
+        if not valid_key(key):
+            raise ValueError(f"{key!r} is not a store key")
+    if notebook_id is not None and not valid_key(notebook_id):
+        raise ValueError(f"{notebook_id!r} is not a notebook id")
+    ident = notebook_id or notebook_id_in_file(full)
+    refs = [NotebookRef.from_path(p) for p in (full, *others)]
+    if ident:
+        refs.insert(0, NotebookRef.from_id(ident, full))
+    refs += [NotebookRef.from_key(k, full) for k in keys]
+    urls = dict.fromkeys(default_store_url(p) for p in (full, *others))
     now = time.time()
-    return [describe(ck, now) for ck in store.list(NotebookRef.from_path(full))]
+    found: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for url in urls:
+        store = CheckpointStore(url)
+        for key in dict.fromkeys(ref.key for ref in refs):
+            for ck in store.list(NotebookRef.from_key(key, full)):
+                found.setdefault((url, key, ck.id), describe(ck, now))
+    return sorted(found.values(), key=lambda d: (d["created"] or 0.0, d["id"]))
 
 
 class CheckpointsHandler(APIHandler):
@@ -93,12 +148,17 @@ class CheckpointsHandler(APIHandler):
     @authorized
     async def get(self) -> None:
         path = self.get_query_argument("path", "")
+        notebook_id = self.get_query_argument("id", None) or None
+        keys = self.get_query_arguments("key")
+        also = self.get_query_arguments("also")
         # The kernel manager's root is the one it resolves JPY_SESSION_NAME against.
         root_dir = (
             getattr(self.kernel_manager, "root_dir", None) or self.settings["server_root_dir"]
         )
         try:
-            found = await asyncio.to_thread(list_checkpoints, root_dir, path)
+            found = await asyncio.to_thread(
+                list_checkpoints, root_dir, path, notebook_id, keys, also
+            )
         except ValueError as e:
             raise web.HTTPError(400, str(e)) from e
         except (CheckpointError, OSError) as e:

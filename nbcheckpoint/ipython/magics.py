@@ -163,6 +163,8 @@ class Checkpoint(LineCommands, Magics):
 
         (It looks for the project root on disk: too slow to repeat after every auto-saved cell.)
         """
+        from .identity import FRONTEND_NAME  # here, not above: this method is ours to edit
+
         ns = self.user_ns
         inputs = (
             self.notebook,
@@ -172,6 +174,8 @@ class Checkpoint(LineCommands, Magics):
             os.environ.get("JPY_SESSION_NAME"),
             os.environ.get(ENV_NOTEBOOK_ID),
             os.getcwd(),
+            # What the JupyterLab extension says (id, current path); replaced, never mutated.
+            repr(ns.get(FRONTEND_NAME)),
         )
         if self._ref_cache is None or self._ref_cache[0] != inputs:
             self._ref_cache = (

@@ -71,6 +71,29 @@ class JupyterServer:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
 
 
+REPO = Path(__file__).resolve().parents[2]
+BUILD = REPO / "nbcheckpoint" / "labextension"
+
+
+def extension_path(base: Path) -> dict[str, str]:
+    """``JUPYTER_PATH`` that makes the server load this checkout's build of the extension.
+
+    JupyterLab takes a federated extension from the first folder of its search path that
+    has it, and ``JUPYTER_PATH`` comes first: a link to ``nbcheckpoint/labextension`` (what
+    ``cd labextension && jlpm build:prod`` writes) wins over the copy an earlier
+    ``pip install`` put in ``share/jupyter``. Without a build here, the installed copy is used.
+    """
+    if not (BUILD / "package.json").is_file():
+        return {}
+    folder = base / "jupyter-path" / "labextensions"
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / "nbcheckpoint-labextension"
+    if not link.exists():
+        link.symlink_to(BUILD, target_is_directory=True)
+    paths = [str(base / "jupyter-path"), os.environ.get("JUPYTER_PATH", "")]
+    return {"JUPYTER_PATH": os.pathsep.join(p for p in paths if p)}
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -99,6 +122,7 @@ def jupyter_server(base: Path, app: str) -> Iterator[JupyterServer]:
         "IPYTHONDIR": str(base / "ipython"),
         "NBCHECKPOINT_KEY_FILE": str(base / "key" / "signing.key"),
         "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+        **extension_path(base),
     }
     env.pop("NBCHECKPOINT_STORE", None)
     port = _free_port()
