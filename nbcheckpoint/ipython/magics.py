@@ -14,6 +14,7 @@ import blake3
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from traitlets import Bool, Enum, Float, Integer, TraitError, Unicode, validate
+from traitlets.config import Config
 
 from ..capture.arm import available
 from ..capture.engine import (
@@ -156,6 +157,24 @@ class Checkpoint(LineCommands, Magics):
         if value < 0:
             raise TraitError(f"Checkpoint.auto_min_duration = {value:g}: it cannot be negative.")
         return value
+
+    def _load_config(self, cfg: Any, section_names: Any = None, traits: Any = None) -> None:
+        """Load settings (at start and from %config); a refused value is reported and the
+        others still load, so a bad value in the shell's config never stops the extension."""
+        try:
+            super()._load_config(cfg, section_names, traits)
+            return
+        except TraitError:
+            pass
+        mine = self._find_my_config(cfg)
+        for name in list(mine):
+            if name not in (traits if traits is not None else self.trait_names(config=True)):
+                continue
+            one = Config({type(self).__name__: {name: mine[name]}})
+            try:
+                super()._load_config(one, section_names, traits)
+            except TraitError as e:
+                print(f"nbcheckpoint: {e} Checkpoint.{name} stays {getattr(self, name)!r}.")
 
     def __init__(self, shell: Any, **kwargs: Any) -> None:
         super().__init__(shell, **kwargs)
