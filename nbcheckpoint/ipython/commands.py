@@ -64,7 +64,7 @@ def build_parser() -> MagicArgumentParser:
 
     def store_option(p: MagicArgumentParser) -> None:
         p.add_argument(
-            "--store", metavar="URL", help="a folder or fsspec URL instead of the notebook's store"
+            "--store", metavar="URL", help="A folder or fsspec URL instead of the notebook's store"
         )
 
     cell = command(
@@ -77,33 +77,33 @@ def build_parser() -> MagicArgumentParser:
         "names",
         nargs="*",
         metavar="NAME",
-        help="variables to save (default: those the cell uses, what its functions reach, imports)",
+        help="Variables to save (default: those the cell uses, what its functions reach, imports)",
     )
     cell.add_argument(
         "--every",
         metavar="INTERVAL",
-        help="time between checkpoints: 0.5, 30s, 5m, 1h (default 60s)",
+        help="Time between checkpoints: 0.5, 30s, 5m, 1h (default 60s)",
     )
     cell.add_argument(
-        "--keep", type=int, metavar="N", help="keep only the newest N checkpoints of this notebook"
+        "--keep", type=int, metavar="N", help="Keep only the newest N checkpoints of this notebook"
     )
     store_option(cell)
     cell.add_argument(
         "--mode",
         choices=MODES,
-        help="how snapshots are written: fork (a child process saves while the cell runs on), "
+        help="How snapshots are written: fork (a child process saves while the cell runs on), "
         "inline (pickled at the safe point, written by a thread), auto (fork for large state)",
     )
     cell.add_argument(
         "--no-resume",
         action="store_true",
-        help="run the cell from the start even if it was interrupted",
+        help="Run the cell from the start even if it was interrupted",
     )
 
     p = command("list", "This notebook's checkpoints.")
     store_option(p)
     p = command("show", "One checkpoint's variables, and what was left out and why.")
-    p.add_argument("id", metavar="ID", help="a checkpoint id, such as 12 or #12")
+    p.add_argument("id", metavar="ID", help="A checkpoint id, such as 12 or #12")
     store_option(p)
     p = command(
         "restore",
@@ -111,41 +111,41 @@ def build_parser() -> MagicArgumentParser:
         usage="%(prog)s [ID] [NAME ...] [--trust] [--store URL]",
     )
     p.add_argument(
-        "args", nargs="*", metavar="[ID] [NAME ...]", help="a checkpoint id, then variables"
+        "args", nargs="*", metavar="[ID] [NAME ...]", help="A checkpoint id, then variables"
     )
     p.add_argument(
         "--trust",
         action="store_true",
-        help="restore even without a valid signature (runs its code)",
+        help="Restore even without a valid signature (runs its code)",
     )
     store_option(p)
     p = command("save", "Save now (default: every variable).")
-    p.add_argument("names", nargs="*", metavar="NAME", help="variables to save")
+    p.add_argument("names", nargs="*", metavar="NAME", help="Variables to save")
     store_option(p)
     for name, what in (
         ("pin", "Keep a checkpoint whatever --keep and --max-size say."),
         ("unpin", "Let --keep and --max-size remove a checkpoint again."),
     ):
         p = command(name, what)
-        p.add_argument("id", metavar="ID", help="a checkpoint id")
+        p.add_argument("id", metavar="ID", help="A checkpoint id")
         store_option(p)
     p = command("rm", "Remove checkpoints.")
-    p.add_argument("ids", nargs="+", metavar="ID", help="checkpoint ids")
+    p.add_argument("ids", nargs="+", metavar="ID", help="Checkpoint ids")
     store_option(p)
     p = command("gc", "Remove old checkpoints, then data no checkpoint uses.")
-    p.add_argument("--keep", type=int, metavar="N", help="keep the newest N checkpoints")
+    p.add_argument("--keep", type=int, metavar="N", help="Keep the newest N checkpoints")
     p.add_argument(
-        "--max-size", metavar="SIZE", help="remove the oldest while above SIZE, e.g. 10GB"
+        "--max-size", metavar="SIZE", help="Remove the oldest while above SIZE, e.g. 10GB"
     )
     store_option(p)
     p = command("auto", "Save what changed after each cell that ran long enough.")
     p.add_argument(
-        "state", choices=["on", "off"], metavar="on|off", help="turn auto saving on or off"
+        "state", choices=["on", "off"], metavar="on|off", help="Turn auto saving on or off"
     )
     p.add_argument(
         "--min-duration",
         metavar="INTERVAL",
-        help="only after cells that ran this long (default 5s)",
+        help="Only after cells that ran this long (default 5s)",
     )
     command(
         "config", "Where checkpoints go, the settings, the signing key, the snapshot mode and why."
@@ -163,6 +163,28 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
     return {}
 
 
+def _usage(p: argparse.ArgumentParser) -> str:
+    """``prog POSITIONAL ... [--option VALUE] ...``: what to type first comes first."""
+    if p.usage:
+        return p.usage % {"prog": p.prog}
+    words = [p.prog]
+    for action in p._actions:
+        if action.option_strings:
+            continue
+        word = str(action.metavar or action.dest)
+        if action.nargs == "*":
+            word = f"[{word} ...]"
+        elif action.nargs == "+":
+            word = f"{word} [{word} ...]"
+        words.append(word)
+    for action in p._actions:
+        if not action.option_strings:
+            continue
+        value = action.metavar or ("{" + ",".join(action.choices) + "}" if action.choices else "")
+        words.append(f"[{action.option_strings[0]}{' ' + value if value else ''}]")
+    return " ".join(words)
+
+
 def _wrap(text: str, first: str, rest: str) -> list[str]:
     return textwrap.wrap(
         text, 96, initial_indent=first, subsequent_indent=rest, break_on_hyphens=False
@@ -173,8 +195,7 @@ def help_text(parser: argparse.ArgumentParser | None = None) -> str:
     """Every form of the magic with its options, written from the parser."""
     lines = []
     for name, p in _subparsers(parser or PARSER).items():
-        usage = " ".join(p.format_usage().removeprefix("usage: ").split())
-        lines.extend(_wrap(usage, "", "        "))
+        lines.extend(_wrap(_usage(p), "", "        "))
         lines.extend(_wrap(str(p.description), "    ", "    "))
         for action in p._actions:
             if action.help is None or action.help == argparse.SUPPRESS:
