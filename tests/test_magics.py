@@ -570,3 +570,28 @@ def test_a_bad_setting_is_refused_and_the_old_value_stays(ip, capsys):
     finally:
         for name in ("mode", "every", "max_size", "keep", "auto_min_duration"):
             ip.config.Checkpoint.pop(name, None)
+
+
+def test_a_resume_says_what_the_checkpoint_lacks(ip, tmp_path, capsys):
+    os.environ["NBC_TEST_STOP"] = "1"
+    run(ip, "model = {'w': 1}\nx = 0")
+    cell = """%%checkpoint x --every 0.01 --mode inline
+import time, os
+for i in range(30):
+    x += model['w']
+    time.sleep(0.003)
+    if i == 20 and os.environ.pop("NBC_TEST_STOP", None):
+        raise KeyboardInterrupt
+"""
+    with pytest.raises(KeyboardInterrupt):
+        run(ip, cell)
+    store, nb = store_of(tmp_path)
+    last = store.list(nb)[-1]
+    run(ip, "del model, x, i")  # as in a new kernel
+    capsys.readouterr()
+    with pytest.raises(NameError):
+        run(ip, cell)
+    out = capsys.readouterr().out
+    assert f"Resuming from checkpoint #{last.id}" in out
+    assert f"Not in checkpoint #{last.id}: i, model (that cell saved only x)." in out
+    assert "i, model: in no checkpoint; run the cells that define them again." in out

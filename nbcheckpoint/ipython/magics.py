@@ -32,7 +32,7 @@ from ..capture.names import (
     reachable_names,
     user_names,
 )
-from ..capture.resume import Refusal, ResumePlan, plan_resume
+from ..capture.resume import Refusal, ResumePlan, left_out, plan_resume
 from ..capture.rewrite import instrument
 from ..capture.writer import MODES, InlineWriter, Job, ThreadWriter, Writer
 from ..errors import CheckpointError
@@ -365,8 +365,20 @@ class Checkpoint(LineCommands, Magics):
         if prepared.resume is not None:
             restored = prepared.resume.restored
             self.apply(restored)
-            # Then what was not saved or could not be restored (the first line repeats the count).
+            # Then what was not saved or could not be restored (the first line repeats the
+            # count), and what the notebook had that is still missing now.
             details = self.describe_restore(restored).splitlines()[1:]
+            ns, run = self.user_ns, prepared.run
+            try:
+                missing = left_out(
+                    restored,
+                    user_names(ns, ns.keys(), self.hidden_names()),
+                    run.store.list(run.notebook),
+                )
+                missing.here = []  # defined now: the resumed run uses them as they are
+                details += missing.lines(restored.checkpoint)
+            except (CheckpointError, OSError):
+                pass  # only a listing failed: the resume itself goes on
             print("\n".join([prepared.resume.message, *details]), flush=True)
         if self.current is not None:
             self.current.stop()
