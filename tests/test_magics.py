@@ -521,14 +521,14 @@ def test_a_file_handle_is_skipped_and_a_restore_leaves_the_file_alone(ip, tmp_pa
 
 # --------------------------------------------------- help and settings (issue 17)
 def test_help_lists_every_subcommand_and_option(ip, capsys):
-    from nbcheckpoint.ipython.commands import PARSER, _subparsers
+    from nbcheckpoint.ipython.commands import PARSER, subparsers
 
     run(ip, "%checkpoint help")
     shown = capsys.readouterr().out
     doc = ip.find_cell_magic("checkpoint").__doc__
     ip.run_cell("%%checkpoint?")
     inspected = capsys.readouterr().out
-    subcommands = _subparsers(PARSER)
+    subcommands = subparsers(PARSER)
     assert {"list", "show", "restore", "save", "pin", "unpin", "rm", "gc", "auto"} < set(
         subcommands
     )

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import shlex
 import textwrap
-from typing import Any
+from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import MagicArgumentParser
@@ -38,6 +38,13 @@ def _short_id(text: str) -> int:
     return int(stripped)
 
 
+class _Parser(MagicArgumentParser):
+    """Errors name the form they come from: ``%checkpoint show: ... required: ID``."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
 def build_parser() -> MagicArgumentParser:
     """The parser of ``%%checkpoint ARGS`` (the ``CELL`` entry) and of each ``%checkpoint``
     subcommand. ``help_text`` writes the help from it, so help and parsing never disagree.
@@ -48,11 +55,11 @@ def build_parser() -> MagicArgumentParser:
     ['4', 'model']
     """
     # Help strings avoid the percent sign: argparse formats them with %.
-    parser = MagicArgumentParser(prog="%checkpoint", add_help=False)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=MagicArgumentParser)
+    parser = _Parser(prog="%checkpoint", add_help=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def command(name: str, what: str, prog: str | None = None, **kw: Any) -> MagicArgumentParser:
-        p: MagicArgumentParser = sub.add_parser(
+        p: _Parser = sub.add_parser(
             name,
             prog=prog or f"%checkpoint {name}",
             description=what,
@@ -156,7 +163,7 @@ def build_parser() -> MagicArgumentParser:
     return parser
 
 
-def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             return dict(action.choices)
@@ -180,7 +187,9 @@ def _usage(p: argparse.ArgumentParser) -> str:
     for action in p._actions:
         if not action.option_strings:
             continue
-        value = action.metavar or ("{" + ",".join(action.choices) + "}" if action.choices else "")
+        value = str(action.metavar or "")
+        if not value and action.choices:
+            value = "{" + ",".join(map(str, action.choices)) + "}"
         words.append(f"[{action.option_strings[0]}{' ' + value if value else ''}]")
     return " ".join(words)
 
@@ -194,7 +203,7 @@ def _wrap(text: str, first: str, rest: str) -> list[str]:
 def help_text(parser: argparse.ArgumentParser | None = None) -> str:
     """Every form of the magic with its options, written from the parser."""
     lines = []
-    for name, p in _subparsers(parser or PARSER).items():
+    for name, p in subparsers(parser or PARSER).items():
         lines.extend(_wrap(_usage(p), "", "        "))
         lines.extend(_wrap(str(p.description), "    ", "    "))
         for action in p._actions:
@@ -215,12 +224,22 @@ def help_text(parser: argparse.ArgumentParser | None = None) -> str:
 
 def commands() -> list[str]:
     """The line subcommands, in the order the help lists them."""
-    return [name for name in _subparsers(PARSER) if name != CELL]
+    return [name for name in subparsers(PARSER) if name != CELL]
+
+
+def parse(words: list[str]) -> argparse.Namespace:
+    """Parse ``[COMMAND, *ARGS]`` (COMMAND ``CELL`` for the cell magic); a mistake raises
+    ``UsageError`` naming the form it is in."""
+    args, extra = PARSER.parse_known_args(words)
+    if extra:
+        prog = CELL if words[0] == CELL else f"%checkpoint {words[0]}"
+        raise UsageError(f"{prog}: unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def parse_cell_args(args_text: str) -> argparse.Namespace:
     """Parse the arguments of a ``%%checkpoint`` line; a mistake raises ``UsageError``."""
-    return PARSER.parse_args([CELL, *shlex.split(args_text)])
+    return parse([CELL, *shlex.split(args_text)])
 
 
 class LineCommands:
@@ -236,7 +255,7 @@ class LineCommands:
                 f"%checkpoint: unknown command {words[0]!r}. Use {', '.join(commands())} "
                 "(%checkpoint help explains each)."
             )
-        args = PARSER.parse_args(words)
+        args = parse(words)
         try:
             return getattr(self, f"_cmd_{args.command}")(args)
         except CheckpointError as e:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nbcheckpoint.ipython.commands import PARSER, _subparsers
+from nbcheckpoint.ipython.commands import PARSER, subparsers
 
 from .conftest import StoreProbe
 from .kernel import Kernel, wait_for
@@ -134,7 +134,7 @@ def test_help_shows_every_form_and_a_bad_setting_is_refused(start_kernel: StartK
     assert pages, reply
     shown = kernel.run("%checkpoint help").check().stdout
     for text in (pages[0], shown):
-        for name, parser in _subparsers(PARSER).items():
+        for name, parser in subparsers(PARSER).items():
             assert (name if name.startswith("%%") else f"%checkpoint {name}") in text, name
             for action in parser._actions:
                 for option in action.option_strings:
