@@ -64,6 +64,26 @@ def _file_name(obj: Any) -> str:
     return repr(name) if isinstance(name, (str, bytes)) else f"descriptor {name}"
 
 
+def _handle_bases() -> tuple[type, ...]:
+    """The handle classes of the modules loaded so far (an object of a module not yet
+    imported cannot exist, so a type judged before the import is judged right)."""
+    bases = [*_file_types(), threading.Thread]
+    for module, names in (
+        ("socket", ("socket",)),
+        ("mmap", ("mmap",)),
+        ("sqlite3", ("Connection", "Cursor")),
+        ("subprocess", ("Popen",)),
+    ):
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            bases.extend(getattr(loaded, name) for name in names)
+    return tuple(bases)
+
+
+# Type -> whether its instances are handles: the pickler asks about every object it meets.
+_IS_HANDLE: dict[type, bool] = {}
+
+
 def handle_reason(obj: object) -> str | None:
     """Why ``obj`` cannot be saved, when it is an operating-system handle; else None.
 
@@ -76,6 +96,12 @@ def handle_reason(obj: object) -> str | None:
     >>> handle_reason([1, 2]) is None
     True
     """
+    kind = type(obj)
+    known = _IS_HANDLE.get(kind)
+    if known is None:
+        known = _IS_HANDLE[kind] = issubclass(kind, _handle_bases())
+    if not known:
+        return None
     if isinstance(obj, _file_types()):
         state = "closed file" if obj.closed else "open file"  # type: ignore[attr-defined]
         return (
@@ -101,7 +127,7 @@ def handle_reason(obj: object) -> str | None:
         )
     if isinstance(obj, threading.Thread):
         return f"thread {obj.name!r}: threads are not saved; start it again after a restore"
-    return None
+    return f"{kind.__module__}.{kind.__qualname__}: operating-system handles are not saved"
 
 
 def fresh_lock(obj: object) -> tuple[Any, tuple[()]] | None:
