@@ -136,7 +136,8 @@ class LeftOut:
         if not missing:
             return []
         held = _shown(ck.variables) or "no variables"
-        whose = "that cell saved only" if ck.body.get("cell") else "it holds only"
+        by_cell = ck.body.get("cell") and getattr(ck, "status", None) not in ("auto", "manual")
+        whose = "that cell saved only" if by_cell else "it holds only"
         out = [f"Not in checkpoint #{ck.id}: {_shown(missing)} ({whose} {held})."]
         if self.here:
             verb = "kept as it is now" if len(self.here) == 1 else "kept as they are now"
@@ -189,8 +190,12 @@ def left_out(restored: Restored, now: Iterable[str], others: Iterable[Checkpoint
     gone = accounted | now_set
     others = sorted((c for c in others if c.id != ck.id), key=lambda c: c.id, reverse=True)
     recorded = (body.get("cell") or {}).get("notebook_names")
-    # The names the notebook had when the cell ran, when recorded; else what other checkpoints hold.
-    candidates = set(recorded) if recorded is not None else {n for c in others for n in c.variables}
+    if recorded is not None:  # the names the notebook had when the cell ran
+        candidates = set(recorded)
+    elif ck.status in ("auto", "manual"):
+        candidates = set()  # it saved every variable, or those the user named on purpose
+    else:  # a cell checkpoint of an older version: what other checkpoints hold
+        candidates = {n for c in others for n in c.variables}
     elsewhere: dict[str, int] = {}
     lost = []
     for name in sorted(candidates - gone):
