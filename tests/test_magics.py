@@ -416,3 +416,182 @@ def test_auto_mode_saves_what_a_restore_brought_back(ip, tmp_path):
     store, nb = store_of(tmp_path)
     assert store.load(nb).values["value"] == 1
     run(ip, "%checkpoint auto off")
+
+
+# --------------------------------------------------------- names (issue 17)
+def test_only_ipythons_own_names_are_left_out():
+    from nbcheckpoint.capture.names import user_names
+
+    ns = {n: 1 for n in ["_scale", "__private", "x", "_", "__", "___", "_i", "_ii", "_iii"]}
+    ns.update({n: 1 for n in ["_i7", "_7", "_oh", "_ih", "_dh", "In", "Out", "exit", "quit"]})
+    ns.update({n: 1 for n in ["get_ipython", "__builtins__", "__name__", "__session__"]})
+    ns.update({n: 1 for n in ["_nbc_due_", "_nbc_it1_", "__nbc_sp__", "_exit_code", "hidden"]})
+    assert user_names(ns, ns, hidden={"hidden"}) == ["__private", "_scale", "x"]
+
+
+def test_underscore_variables_are_saved_and_a_resume_uses_them(ip, tmp_path, capsys):
+    os.environ["NBC_TEST_STOP"] = "1"
+    run(ip, "_scale = 3")
+    cell = """%%checkpoint --every 0.01 --mode inline
+import time, os
+total = 0
+for i in range(30):
+    total += _scale * i
+    _scale += 1
+    time.sleep(0.003)
+    if i == 20 and os.environ.pop("NBC_TEST_STOP", None):
+        raise KeyboardInterrupt
+"""
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(ip, cell)
+        store, nb = store_of(tmp_path)
+        last = store.list(nb)[-1]
+        assert "_scale" in last.variables
+        assert not {"_", "_i", "In", "Out", "_nbc_due_"} & set(last.variables)
+        run(ip, "del _scale, total")  # as in a new kernel: only the checkpoint has them
+        capsys.readouterr()
+        run(ip, cell)
+        assert f"Resuming from checkpoint #{last.id}" in capsys.readouterr().out
+        assert ip.user_ns["total"] == sum((3 + i) * i for i in range(30))
+        assert ip.user_ns["_scale"] == 33
+    finally:
+        ip.user_ns.pop("_scale", None)
+
+
+def test_named_underscore_variable_is_kept(ip, tmp_path, capsys):
+    try:
+        run(ip, "_scale = 2.5")
+        run(ip, "%%checkpoint _scale total --every 100\ntotal = _scale * 4")
+        assert "not saved" not in capsys.readouterr().out
+        store, nb = store_of(tmp_path)
+        assert store.load(nb).values == {"_scale": 2.5, "total": 10.0}
+    finally:
+        ip.user_ns.pop("_scale", None)
+
+
+def test_unknown_names_are_warned_about_and_the_cell_still_runs(ip, tmp_path, capsys):
+    run(ip, "%%checkpoint undefined_name total _ --every 100\ntotal = 7")
+    out = capsys.readouterr().out
+    assert "no variable named undefined_name" in out and "Check the spelling" in out
+    assert "_ belongs to IPython" in out
+    assert "total" not in out.split("no variable named")[1].split(",")[0]
+    assert ip.user_ns["total"] == 7
+    store, nb = store_of(tmp_path)
+    assert set(store.load(nb).values) == {"total"}
+
+
+def test_a_restore_says_what_it_did_not_bring_back(ip, tmp_path, capsys):
+    run(ip, "history = [1, 2]")
+    run(ip, "%checkpoint save history")  # #1 holds history
+    run(ip, "model = {'w': 1}\nx = 1\ny = 2")
+    run(ip, "%%checkpoint x y --every 100\nx += 1\ny += 1")  # #2 holds x, y only
+    for name in ("history", "model", "x", "y"):  # a new kernel: nothing defined
+        del ip.user_ns[name]
+    run(ip, "extra = 5")
+    capsys.readouterr()
+    run(ip, "%checkpoint restore")
+    out = capsys.readouterr().out
+    assert "Restored checkpoint #2" in out and "2 variables (x, y)" in out
+    assert "Not in checkpoint #2: extra, history, model (that cell saved only x, y)." in out
+    assert "extra: kept as it is now." in out
+    assert "history: checkpoint #1 has it: %checkpoint restore 1 history" in out
+    assert "model: in no checkpoint; run the cells that define it again." in out
+    run(ip, "%checkpoint restore 1 history")
+    assert "Not in checkpoint" not in capsys.readouterr().out  # a partial restore on purpose
+
+
+# ----------------------------------------------------- file handles (issue 17)
+def test_a_file_handle_is_skipped_and_a_restore_leaves_the_file_alone(ip, tmp_path, capsys):
+    run(ip, "with open('results.csv', 'w') as f:\n    f.write('a,b\\n1,2\\n')\nkept = 1")
+    before = (tmp_path / "results.csv").read_bytes()
+    run(ip, "%checkpoint save")
+    out = capsys.readouterr().out
+    assert (
+        "skipped: f (_io.TextIOWrapper): closed file 'results.csv': file handles are not saved"
+        in out
+    )
+    run(ip, "del f, kept")
+    run(ip, "%checkpoint restore")
+    out = capsys.readouterr().out
+    assert "not saved: f (_io.TextIOWrapper)" in out and "kept" in out
+    assert "f" not in ip.user_ns
+    assert (tmp_path / "results.csv").read_bytes() == before
+
+
+# --------------------------------------------------- help and settings (issue 17)
+def test_help_lists_every_subcommand_and_option(ip, capsys):
+    from nbcheckpoint.ipython.commands import PARSER, subparsers
+
+    run(ip, "%checkpoint help")
+    shown = capsys.readouterr().out
+    doc = ip.find_cell_magic("checkpoint").__doc__
+    ip.run_cell("%%checkpoint?")
+    inspected = capsys.readouterr().out
+    subcommands = subparsers(PARSER)
+    assert {"list", "show", "restore", "save", "pin", "unpin", "rm", "gc", "auto"} < set(
+        subcommands
+    )
+    assert {"config", "panel", "help"} < set(subcommands)
+    for text in (shown, doc, inspected):
+        for name, parser in subcommands.items():
+            assert (name if name.startswith("%%") else f"%checkpoint {name}") in text, name
+            for action in parser._actions:
+                for option in action.option_strings:
+                    assert option in text, (name, option)
+        assert "--mode {auto,inline,fork}" in text and "%checkpoint pin" in text
+
+
+def test_a_bad_setting_is_refused_and_the_old_value_stays(ip, capsys):
+    magics = ip.magics_manager.registry["Checkpoint"]
+    try:
+        run(ip, "%config Checkpoint.mode = 'inline'")
+        run(ip, "%config Checkpoint.mode = 'bogus'")
+        out = capsys.readouterr().out
+        assert "'bogus'" in out and "Checkpoint.mode stays 'inline'" in out
+        assert magics.mode == "inline"
+        for setting, needle in [
+            ("every = 0", "more than 0 seconds"),
+            ("max_size = 'lots'", "Checkpoint.max_size = 'lots'"),
+            ("keep = 0", "keep at least 1"),
+            ("auto_min_duration = -1", "cannot be negative"),
+        ]:
+            name = setting.split()[0]
+            old = getattr(magics, name)
+            run(ip, f"%config Checkpoint.{setting}")
+            assert needle in capsys.readouterr().out
+            assert getattr(magics, name) == old
+        # Later cells still work, and so does loading the extension again with the bad
+        # values still in the shell's config.
+        assert run(ip, "%%checkpoint --every 100\nx = 1\nx") == 1
+        ip.run_line_magic("reload_ext", "nbcheckpoint")
+        assert "stays" in capsys.readouterr().out
+        assert run(ip, "%%checkpoint --every 100\nx = 2\nx") == 2
+    finally:
+        for name in ("mode", "every", "max_size", "keep", "auto_min_duration"):
+            ip.config.Checkpoint.pop(name, None)
+
+
+def test_a_resume_says_what_the_checkpoint_lacks(ip, tmp_path, capsys):
+    os.environ["NBC_TEST_STOP"] = "1"
+    run(ip, "model = {'w': 1}\nx = 0")
+    cell = """%%checkpoint x --every 0.01 --mode inline
+import time, os
+for i in range(30):
+    x += model['w']
+    time.sleep(0.003)
+    if i == 20 and os.environ.pop("NBC_TEST_STOP", None):
+        raise KeyboardInterrupt
+"""
+    with pytest.raises(KeyboardInterrupt):
+        run(ip, cell)
+    store, nb = store_of(tmp_path)
+    last = store.list(nb)[-1]
+    run(ip, "del model, x, i")  # as in a new kernel
+    capsys.readouterr()
+    with pytest.raises(NameError):
+        run(ip, cell)
+    out = capsys.readouterr().out
+    assert f"Resuming from checkpoint #{last.id}" in out
+    assert f"Not in checkpoint #{last.id}: i, model (that cell saved only x)." in out
+    assert "i, model: in no checkpoint; run the cells that define them again." in out

@@ -394,3 +394,113 @@ def test_a_credential_inside_a_container_withholds_the_variable_and_says_where(
 def test_key_environment_is_isolated(_isolated_signing_key: Path) -> None:
     assert "NBCHECKPOINT_KEY" not in os.environ
     assert os.environ["NBCHECKPOINT_KEY_FILE"] == str(_isolated_signing_key)
+
+
+# ------------------------------------------------ operating-system handles (issue 17)
+def test_file_handles_and_processes_are_skipped_with_their_reason(
+    store: CheckpointStore, nb: NotebookRef, tmp_path: Path
+) -> None:
+    import threading
+
+    path = tmp_path / "results.csv"
+    with open(path, "w") as closed:
+        closed.write("a,b\n1,2\n")
+    before = path.read_bytes()
+    reading = open(path)  # noqa: SIM115
+    raw = open(path, "rb", buffering=0)  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    thread = threading.Thread(target=print, name="worker")
+    try:
+        namespace = {
+            "closed": closed,
+            "reading": reading,
+            "raw": raw,
+            "proc": proc,
+            "thread": thread,
+            "holder": {"out": closed, "n": 1},
+            "buf": __import__("io").BytesIO(b"in memory"),
+            "ok": [1, 2],
+        }
+        ck = store.save(namespace, nb)
+    finally:
+        reading.close()
+        raw.close()
+    skipped = ck.body["skipped"]
+    assert set(skipped) == {"closed", "reading", "raw", "proc", "thread", "holder"}
+    name = repr(str(path))
+    assert skipped["closed"]["reason"].startswith(f"closed file {name}: file handles are not saved")
+    assert skipped["reading"]["reason"].startswith(f"open file {name}: file handles are not saved")
+    assert skipped["raw"]["type"] == "_io.FileIO"
+    assert skipped["holder"]["reason"].startswith(f"holds closed file {name}")
+    assert skipped["proc"]["reason"].startswith(f"subprocess (pid {proc.pid})")
+    assert skipped["thread"]["reason"].startswith("thread 'worker'")
+    restored = store.load(nb)
+    assert set(restored.values) == {"buf", "ok"}
+    assert restored.values["buf"].getvalue() == b"in memory"
+    assert path.read_bytes() == before
+
+
+def test_locks_come_back_unlocked(store: CheckpointStore, nb: NotebookRef) -> None:
+    import threading
+
+    lock, rlock = threading.Lock(), threading.RLock()
+    lock.acquire()
+    rlock.acquire()
+    try:
+        store.save({"lock": lock, "rlock": rlock, "pair": (lock, 1)}, nb)
+    finally:
+        lock.release()
+        rlock.release()
+    values = store.load(nb).values
+    # Their holder (a thread, or a `with lock:` that a resumed cell enters again) is gone.
+    assert values["lock"].acquire(blocking=False)
+    assert values["rlock"].acquire(blocking=False)
+    assert values["pair"][0] is values["lock"]
+
+
+def test_a_restore_never_reopens_a_file_an_older_checkpoint_holds(
+    store: CheckpointStore, nb: NotebookRef, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A checkpoint from a version that let dill save file handles: loading it must not
+    open (and with mode 'w', truncate) the user's file."""
+    import nbcheckpoint.store.serializer as serializer
+
+    path = tmp_path / "results.csv"
+    with open(path, "w") as f:
+        f.write("a,b\n1,2\n")
+    appending = open(path, "a")  # noqa: SIM115
+    try:
+        monkeypatch.setattr(serializer, "handle_reason", lambda obj: None)  # the old behaviour
+        ck = store.save({"f": f, "appending": appending, "x": 1}, nb)
+        monkeypatch.undo()
+    finally:
+        appending.close()
+    assert {"f", "appending"} <= set(ck.variables)  # the old version saved them
+    before = path.read_bytes()
+    restored = store.load(nb)
+    assert restored.values == {"x": 1}
+    # (Variables pickled in one group with a refused handle are not restored either.)
+    for name in ("f", "appending"):
+        assert restored.failed[name].startswith("HandleRefused: "), restored.failed[name]
+        assert "results.csv' (mode " in restored.failed[name]
+        assert "was not reopened" in restored.failed[name]
+    assert path.read_bytes() == before
+
+
+def test_the_c_unpickler_refuses_to_reopen_files_too(tmp_path: Path) -> None:
+    import dill
+    import pytest
+
+    from nbcheckpoint.store.handles import HandleRefused
+    from nbcheckpoint.store.serializer import deserialize
+
+    path = tmp_path / "results.csv"
+    path.write_text("keep me")
+    with open(path, "w+") as f:
+        f.write("keep me")
+        payload = dill.dumps({"f": f})
+    for pickler in ("pickle", "dill"):
+        with pytest.raises(HandleRefused, match=r"results\.csv"):
+            deserialize(payload, [], pickler)
+    assert path.read_text() == "keep me"

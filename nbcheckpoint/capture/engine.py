@@ -117,14 +117,19 @@ class CellInfo:
     cell_names: set[str] = field(default_factory=set)
     # The notebook's cell id when the frontend sends one: it tells an edited cell from another cell.
     cell_id: str | None = None
+    # The user's variables when the cell started: a restore says which of them it lacks.
+    notebook_names: list[str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "source_hash": self.source_hash,
             "execution_count": self.execution_count,
             "first_line": self.first_line,
             "cell_id": self.cell_id,
         }
+        if self.notebook_names is not None:
+            out["notebook_names"] = self.notebook_names
+        return out
 
 
 class CellRun:

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import ast
+import re
 import types
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 RUNTIME_PREFIXES = ("_nbc_", "__nbc_")
+
+#: Names IPython and ipykernel put in the namespace: never the user's variables.
+IPYTHON_NAMES = frozenset(
+    {
+        "_", "__", "___", "_i", "_ii", "_iii", "_oh", "_ih", "_dh", "_sh", "_exit_code",
+        "In", "Out", "exit", "quit", "get_ipython",
+    }
+)  # fmt: skip
+# Output and input history: ``_5`` is Out[5], ``_i5`` is In[5].
+_HISTORY = re.compile(r"_i?\d+")
 
 
 def cell_names(tree: ast.AST) -> set[str]:
@@ -29,6 +40,28 @@ def cell_names(tree: ast.AST) -> set[str]:
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             for alias in node.names:
                 found.add((alias.asname or alias.name).split(".")[0])
+    return found
+
+
+def assigned_names(tree: ast.AST) -> set[str]:
+    """The plain names the code binds: assignments, loop targets, ``def``, ``class``, imports.
+
+    Examples
+    --------
+    >>> sorted(assigned_names(ast.parse("for i in range(n):\\n    total += x[i]\\nimport numpy as np")))
+    ['i', 'np', 'total']
+    """
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            found.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                found.add((alias.asname or alias.name).split(".")[0])
+        elif isinstance(node, ast.Global):
+            found.update(node.names)
     return found
 
 
@@ -64,16 +97,30 @@ def reachable_names(
     return result
 
 
+def is_user_name(name: str) -> bool:
+    """Whether ``name`` can be a user's variable: not IPython's, not a dunder, not ours.
+
+    A leading underscore alone means nothing: ``_scale`` is the user's.
+
+    Examples
+    --------
+    >>> [n for n in ["_scale", "_", "_i3", "_12", "__name__", "_nbc_due_", "In", "x"] if is_user_name(n)]
+    ['_scale', 'x']
+    """
+    if name in IPYTHON_NAMES or name.startswith(RUNTIME_PREFIXES):
+        return False
+    if len(name) > 4 and name.startswith("__") and name.endswith("__"):
+        return False  # __builtins__, __name__, __session__, __vsc_ipynb_file__...
+    return _HISTORY.fullmatch(name) is None
+
+
 def user_names(
     namespace: Mapping[str, Any], candidates: Iterable[str], hidden: Iterable[str] = ()
 ) -> list[str]:
-    """Filter candidates to the user's own variables: present, not hidden, not private, not ours."""
+    """Filter candidates to the user's own variables: present, not hidden, not IPython's, not ours."""
     hidden_set = set(hidden)
-    out = []
-    for name in candidates:
-        if name not in namespace or name in hidden_set or name.startswith("_"):
-            continue
-        if name in ("In", "Out", "exit", "quit", "get_ipython"):
-            continue
-        out.append(name)
-    return sorted(out)
+    return sorted(
+        name
+        for name in candidates
+        if name in namespace and name not in hidden_set and is_user_name(name)
+    )

@@ -1,13 +1,16 @@
-"""The subcommands of the ``%checkpoint`` line magic: list, show, restore, save, rm, gc, auto, config, panel.
+"""The ``%checkpoint`` subcommands (list, show, restore, save, pin, unpin, rm, gc, auto, config,
+panel) and the one argument parser that both ``%%checkpoint`` and ``%checkpoint`` parse with.
 
 A mixin of the ``Checkpoint`` magics class, which provides the settings and the store.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import shlex
-from typing import Any
+import textwrap
+from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import MagicArgumentParser
@@ -15,11 +18,15 @@ from IPython.core.magic_arguments import MagicArgumentParser
 from ..capture.arm import available
 from ..capture.engine import install_runtime, kernel_identity
 from ..capture.names import user_names
-from ..capture.writer import choose, estimate_bytes
+from ..capture.resume import left_out
+from ..capture.writer import MODES, choose, estimate_bytes
 from ..errors import CheckpointError, ConfigError
 from ..format import human_bytes, parse_duration, parse_size, relative_time, table
 from ..store import Restored, load_key
 from ..store.serializer import restore_rng
+
+#: The subcommand name under which the parser keeps the cell magic's options.
+CELL = "%%checkpoint"
 
 
 def _short_id(text: str) -> int:
@@ -31,34 +38,230 @@ def _short_id(text: str) -> int:
     return int(stripped)
 
 
+class _Parser(MagicArgumentParser):
+    """Errors name the form they come from: ``%checkpoint show: ... required: ID``."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> MagicArgumentParser:
+    """The parser of ``%%checkpoint ARGS`` (the ``CELL`` entry) and of each ``%checkpoint``
+    subcommand. ``help_text`` writes the help from it, so help and parsing never disagree.
+
+    Examples
+    --------
+    >>> build_parser().parse_args(["restore", "4", "model"]).args
+    ['4', 'model']
+    """
+    # Help strings avoid the percent sign: argparse formats them with %.
+    parser = _Parser(prog="%checkpoint", add_help=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def command(name: str, what: str, prog: str | None = None, **kw: Any) -> MagicArgumentParser:
+        p: _Parser = sub.add_parser(
+            name,
+            prog=prog or f"%checkpoint {name}",
+            description=what,
+            add_help=False,
+            formatter_class=argparse.HelpFormatter,  # IPython's adds reST markup
+            **kw,
+        )
+        return p
+
+    def store_option(p: MagicArgumentParser) -> None:
+        p.add_argument(
+            "--store", metavar="URL", help="A folder or fsspec URL instead of the notebook's store"
+        )
+
+    cell = command(
+        CELL,
+        "Run the cell, saving its variables at safe points while it runs; "
+        "re-run it after a crash to resume where it stopped.",
+        prog=CELL,
+    )
+    cell.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="Variables to save (default: those the cell uses, what its functions reach, imports)",
+    )
+    cell.add_argument(
+        "--every",
+        metavar="INTERVAL",
+        help="Time between checkpoints: 0.5, 30s, 5m, 1h (default 60s)",
+    )
+    cell.add_argument(
+        "--keep", type=int, metavar="N", help="Keep only the newest N checkpoints of this notebook"
+    )
+    store_option(cell)
+    cell.add_argument(
+        "--mode",
+        choices=MODES,
+        help="How snapshots are written: fork (a child process saves while the cell runs on), "
+        "inline (pickled at the safe point, written by a thread), auto (fork for large state)",
+    )
+    cell.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="Run the cell from the start even if it was interrupted",
+    )
+
+    p = command("list", "This notebook's checkpoints.")
+    store_option(p)
+    p = command("show", "One checkpoint's variables, and what was left out and why.")
+    p.add_argument("id", metavar="ID", help="A checkpoint id, such as 12 or #12")
+    store_option(p)
+    p = command(
+        "restore",
+        "Put variables back (default: the newest checkpoint that verifies, every variable).",
+        usage="%(prog)s [ID] [NAME ...] [--trust] [--store URL]",
+    )
+    p.add_argument(
+        "args", nargs="*", metavar="[ID] [NAME ...]", help="A checkpoint id, then variables"
+    )
+    p.add_argument(
+        "--trust",
+        action="store_true",
+        help="Restore even without a valid signature (runs its code)",
+    )
+    store_option(p)
+    p = command("save", "Save now (default: every variable).")
+    p.add_argument("names", nargs="*", metavar="NAME", help="Variables to save")
+    store_option(p)
+    for name, what in (
+        ("pin", "Keep a checkpoint whatever --keep and --max-size say."),
+        ("unpin", "Let --keep and --max-size remove a checkpoint again."),
+    ):
+        p = command(name, what)
+        p.add_argument("id", metavar="ID", help="A checkpoint id")
+        store_option(p)
+    p = command("rm", "Remove checkpoints.")
+    p.add_argument("ids", nargs="+", metavar="ID", help="Checkpoint ids")
+    store_option(p)
+    p = command("gc", "Remove old checkpoints, then data no checkpoint uses.")
+    p.add_argument("--keep", type=int, metavar="N", help="Keep the newest N checkpoints")
+    p.add_argument(
+        "--max-size", metavar="SIZE", help="Remove the oldest while above SIZE, e.g. 10GB"
+    )
+    store_option(p)
+    p = command("auto", "Save what changed after each cell that ran long enough.")
+    p.add_argument(
+        "state", choices=["on", "off"], metavar="on|off", help="Turn auto saving on or off"
+    )
+    p.add_argument(
+        "--min-duration",
+        metavar="INTERVAL",
+        help="Only after cells that ran this long (default 5s)",
+    )
+    command(
+        "config", "Where checkpoints go, the settings, the signing key, the snapshot mode and why."
+    )
+    p = command("panel", "The checkpoint history as a panel.")
+    store_option(p)
+    command("help", "This help.")
+    return parser
+
+
+def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _usage(p: argparse.ArgumentParser) -> str:
+    """``prog POSITIONAL ... [--option VALUE] ...``: what to type first comes first."""
+    if p.usage:
+        return p.usage % {"prog": p.prog}
+    words = [p.prog]
+    for action in p._actions:
+        if action.option_strings:
+            continue
+        word = str(action.metavar or action.dest)
+        if action.nargs == "*":
+            word = f"[{word} ...]"
+        elif action.nargs == "+":
+            word = f"{word} [{word} ...]"
+        words.append(word)
+    for action in p._actions:
+        if not action.option_strings:
+            continue
+        value = str(action.metavar or "")
+        if not value and action.choices:
+            value = "{" + ",".join(map(str, action.choices)) + "}"
+        words.append(f"[{action.option_strings[0]}{' ' + value if value else ''}]")
+    return " ".join(words)
+
+
+def _wrap(text: str, first: str, rest: str) -> list[str]:
+    return textwrap.wrap(
+        text, 96, initial_indent=first, subsequent_indent=rest, break_on_hyphens=False
+    )
+
+
+def help_text(parser: argparse.ArgumentParser | None = None) -> str:
+    """Every form of the magic with its options, written from the parser."""
+    lines = []
+    for name, p in subparsers(parser or PARSER).items():
+        lines.extend(_wrap(_usage(p), "", "        "))
+        lines.extend(_wrap(str(p.description), "    ", "    "))
+        for action in p._actions:
+            if action.help is None or action.help == argparse.SUPPRESS:
+                continue
+            label = ", ".join(action.option_strings) or str(action.metavar or action.dest)
+            if action.option_strings and action.metavar:
+                label += f" {action.metavar}"
+            elif action.option_strings and action.choices:
+                label += " {" + ",".join(action.choices) + "}"
+            lines.extend(_wrap(f"{label:<24}  {action.help}", "      ", " " * 32))
+        if name == CELL:
+            lines.append("")
+    lines.append("")
+    lines.append("Settings: %config Checkpoint.every = 30 (all of them: %config Checkpoint)")
+    return "\n".join(lines)
+
+
+def commands() -> list[str]:
+    """The line subcommands, in the order the help lists them."""
+    return [name for name in subparsers(PARSER) if name != CELL]
+
+
+def parse(words: list[str]) -> argparse.Namespace:
+    """Parse ``[COMMAND, *ARGS]`` (COMMAND ``CELL`` for the cell magic); a mistake raises
+    ``UsageError`` naming the form it is in."""
+    args, extra = PARSER.parse_known_args(words)
+    if extra:
+        prog = CELL if words[0] == CELL else f"%checkpoint {words[0]}"
+        raise UsageError(f"{prog}: unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def parse_cell_args(args_text: str) -> argparse.Namespace:
+    """Parse the arguments of a ``%%checkpoint`` line; a mistake raises ``UsageError``."""
+    return parse([CELL, *shlex.split(args_text)])
+
+
 class LineCommands:
-    """``%checkpoint SUBCOMMAND ...``: one ``_cmd_<name>`` method per subcommand."""
+    """``%checkpoint SUBCOMMAND ...``: one ``_cmd_<name>`` method per subcommand of ``PARSER``."""
 
     def _line(self, line: str) -> Any:
         words = shlex.split(line)
         if not words or words[0] in ("help", "-h", "--help"):
-            print(LINE_HELP)
+            print(help_text())
             return None
-        command, rest = words[0], words[1:]
-        handler = getattr(self, f"_cmd_{command}", None)
-        if handler is None:
+        if words[0] not in commands():
             raise UsageError(
-                f"%checkpoint: unknown command {command!r}. "
-                "Use list, show, restore, save, rm, gc, auto, config or panel."
+                f"%checkpoint: unknown command {words[0]!r}. Use {', '.join(commands())} "
+                "(%checkpoint help explains each)."
             )
+        args = parse(words)
         try:
-            return handler(rest)
+            return getattr(self, f"_cmd_{args.command}")(args)
         except CheckpointError as e:
             raise UsageError(str(e)) from e
 
-    @staticmethod
-    def _parser(prog: str) -> MagicArgumentParser:
-        return MagicArgumentParser(prog=f"%checkpoint {prog}", add_help=False)
-
-    def _cmd_list(self, argv: list[str]) -> None:
-        p = self._parser("list")
-        p.add_argument("--store")
-        args = p.parse_args(argv)
+    def _cmd_list(self, args: argparse.Namespace) -> None:
         store = self.open_store(args.store)
         nb = self.notebook_ref()
         rows = []
@@ -83,11 +286,7 @@ class LineCommands:
             return
         print(table(rows, ["id", "time", "cell", "position", "status", "vars", "size"]))
 
-    def _cmd_show(self, argv: list[str]) -> None:
-        p = self._parser("show")
-        p.add_argument("id")
-        p.add_argument("--store")
-        args = p.parse_args(argv)
+    def _cmd_show(self, args: argparse.Namespace) -> None:
         ck = self.open_store(args.store).read_checkpoint(self.notebook_ref(), _short_id(args.id))
         rows = [
             [n, v["type"], human_bytes(v["size"]), ", ".join(v.get("shared_with", []))]
@@ -104,21 +303,22 @@ class LineCommands:
             for name, info in sorted(ck.body[kind].items()):
                 print(f"{kind}: {name} ({info['type']}): {info['reason']}")
 
-    def _cmd_restore(self, argv: list[str]) -> None:
-        p = self._parser("restore")
-        p.add_argument("args", nargs="*")
-        p.add_argument("--trust", action="store_true")
-        p.add_argument("--store")
-        args = p.parse_args(argv)
+    def _cmd_restore(self, args: argparse.Namespace) -> None:
         ident = None
         names = list(args.args)
         if names and names[0].lstrip("#").isdigit():
             ident = _short_id(names.pop(0))
-        restored = self.open_store(args.store).load(
-            self.notebook_ref(), ident, names or None, trust=args.trust
-        )
+        store = self.open_store(args.store)
+        nb = self.notebook_ref()
+        restored = store.load(nb, ident, names or None, trust=args.trust)
         self.apply(restored)
         print(self.describe_restore(restored))
+        if not names:
+            # A full restore also says what the notebook has, or had, that it did not bring back.
+            ns = self.user_ns
+            now = user_names(ns, ns.keys(), self.hidden_names())
+            for line in left_out(restored, now, store.list(nb)).lines(restored.checkpoint):
+                print(line)
 
     def apply(self, restored: Restored) -> list[str]:
         """Put restored variables, imports and random states into the user namespace."""
@@ -151,10 +351,12 @@ class LineCommands:
             where.append(position)
         names = sorted(restored.values)
         shown = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
+        imports = len(restored.modules)
         lines = [
-            f"Restored checkpoint #{ck.id} ({', '.join(where)}): {len(names)} variables"
+            f"Restored checkpoint #{ck.id} ({', '.join(where)}): {len(names)} "
+            + ("variable" if len(names) == 1 else "variables")
             + (f" ({shown})" if names else "")
-            + (f", {len(restored.modules)} imports" if restored.modules else "")
+            + (f", {imports} import{'s' * (imports != 1)}" if imports else "")
             + "."
         ]
         left_out = {**ck.body.get("skipped", {}), **ck.body.get("withheld", {})}
@@ -168,11 +370,7 @@ class LineCommands:
             lines.append(f"  warning: restored without a valid signature ({ck.problem}).")
         return "\n".join(lines)
 
-    def _cmd_save(self, argv: list[str]) -> None:
-        p = self._parser("save")
-        p.add_argument("names", nargs="*")
-        p.add_argument("--store")
-        args = p.parse_args(argv)
+    def _cmd_save(self, args: argparse.Namespace) -> None:
         ns = self.user_ns
         missing = [n for n in args.names if n not in ns]
         if missing:
@@ -196,22 +394,26 @@ class LineCommands:
             for name, info in sorted(ck.body[kind].items()):
                 print(f"  {kind}: {name} ({info['type']}): {info['reason']}")
 
-    def _cmd_rm(self, argv: list[str]) -> None:
-        p = self._parser("rm")
-        p.add_argument("ids", nargs="+")
-        p.add_argument("--store")
-        args = p.parse_args(argv)
+    def _cmd_pin(self, args: argparse.Namespace, pinned: bool = True) -> None:
+        ident = _short_id(args.id)
+        self.open_store(args.store).pin(self.notebook_ref(), ident, pinned)
+        if pinned:
+            print(
+                f"Pinned checkpoint #{ident}: --keep and --max-size leave it (unpin {ident} undoes)."
+            )
+        else:
+            print(f"Unpinned checkpoint #{ident}: --keep and --max-size may remove it again.")
+
+    def _cmd_unpin(self, args: argparse.Namespace) -> None:
+        self._cmd_pin(args, pinned=False)
+
+    def _cmd_rm(self, args: argparse.Namespace) -> None:
         store = self.open_store(args.store)
         for text in args.ids:
             store.delete(self.notebook_ref(), _short_id(text))
             print(f"Removed checkpoint #{_short_id(text)}.")
 
-    def _cmd_gc(self, argv: list[str]) -> None:
-        p = self._parser("gc")
-        p.add_argument("--keep", type=int)
-        p.add_argument("--max-size")
-        p.add_argument("--store")
-        args = p.parse_args(argv)
+    def _cmd_gc(self, args: argparse.Namespace) -> None:
         store = self.open_store(args.store)
         removed: list[int] = []
         if args.keep is not None or args.max_size:
@@ -226,11 +428,7 @@ class LineCommands:
             f"({human_bytes(report.freed_bytes)} freed)."
         )
 
-    def _cmd_auto(self, argv: list[str]) -> None:
-        p = self._parser("auto")
-        p.add_argument("state", choices=["on", "off"])
-        p.add_argument("--min-duration", default=None)
-        args = p.parse_args(argv)
+    def _cmd_auto(self, args: argparse.Namespace) -> None:
         if args.min_duration is not None:
             try:
                 self.auto_min_duration = parse_duration(args.min_duration)
@@ -244,8 +442,7 @@ class LineCommands:
         else:
             print("Auto checkpoints off.")
 
-    def _cmd_config(self, argv: list[str]) -> None:
-        self._parser("config").parse_args(argv)
+    def _cmd_config(self, args: argparse.Namespace) -> None:
         nb = self.notebook_ref()
         try:
             key_source = load_key(create=False).source
@@ -285,10 +482,7 @@ class LineCommands:
             return f"{self.mode} ({e})"
         return f"{self.mode} -> {reason}"
 
-    def _cmd_panel(self, argv: list[str]) -> None:
-        p = self._parser("panel")
-        p.add_argument("--store")
-        args = p.parse_args(argv)
+    def _cmd_panel(self, args: argparse.Namespace) -> None:
         # Imported here: ipywidgets is only needed once someone asks for the panel.
         from IPython.display import display
 
@@ -297,15 +491,4 @@ class LineCommands:
         display(CheckpointPanel.from_magics(self, args.store))
 
 
-LINE_HELP = """\
-%%checkpoint [NAME ...] [--every 30s] [--keep N] [--store URL] [--no-resume]
-    Run the cell, saving its variables at safe points while it runs.
-%checkpoint list                      this notebook's checkpoints
-%checkpoint show ID                   variables of a checkpoint, and what was left out
-%checkpoint restore [ID] [NAME ...]   put variables back (default: the latest checkpoint)
-%checkpoint save [NAME ...]           save now (default: every variable)
-%checkpoint rm ID                     remove a checkpoint
-%checkpoint gc [--keep N] [--max-size 10GB]   remove old checkpoints and unused data
-%checkpoint auto on|off [--min-duration 5s]   save after each long cell
-%checkpoint config                    where checkpoints go and the settings
-Settings: %config Checkpoint.every = 30 (see %config Checkpoint)"""
+PARSER = build_parser()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import itertools
 import os
-import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -14,8 +13,8 @@ from typing import Any
 import blake3
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
-from IPython.core.magic_arguments import MagicArgumentParser, argument, magic_arguments
-from traitlets import Bool, Float, Integer, Unicode, observe
+from traitlets import Bool, Enum, Float, Integer, TraitError, Unicode, validate
+from traitlets.config import Config
 
 from ..capture.arm import available
 from ..capture.autosave import AutoSaver, AutoSettings
@@ -25,28 +24,23 @@ from ..capture.engine import (
     Options,
     from_earlier_kernel,
 )
-from ..capture.names import cell_names
-from ..capture.rewrite import Position, instrument
+from ..capture.names import (
+    assigned_names,
+    cell_names,
+    is_user_name,
+    user_names,
+)
+from ..capture.resume import Refusal, ResumePlan, left_out, plan_resume
+from ..capture.rewrite import instrument
 from ..capture.writer import MODES
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError
 from ..format import parse_duration, parse_size, relative_time
-from ..store import CheckpointStore, NotebookRef, Restored, default_store_url
+from ..store import CheckpointStore, NotebookRef, default_store_url
 from ..store.identity import ENV_NOTEBOOK_ID
-from .commands import LineCommands
+from .commands import LineCommands, help_text, parse_cell_args
 from .identity import notebook_ref
 from .reporter import DisplayReporter
 from .transform import BEGIN, CellTransformer, call_statement
-
-
-def _cell_parser() -> MagicArgumentParser:
-    parser = MagicArgumentParser(prog="%%checkpoint", add_help=False)
-    parser.add_argument("names", nargs="*", metavar="NAME")
-    parser.add_argument("--every", default=None)
-    parser.add_argument("--keep", type=int, default=None)
-    parser.add_argument("--store", default=None)
-    parser.add_argument("--no-resume", action="store_true")
-    parser.add_argument("--mode", choices=MODES, default=None)
-    return parser
 
 
 @dataclass
@@ -54,8 +48,7 @@ class Prepared:
     """A cell instrumented at parse time, waiting for its first statement to start it."""
 
     run: CellRun
-    restored: Restored | None = None
-    message: str | None = None
+    resume: ResumePlan | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -119,19 +112,65 @@ class Checkpoint(LineCommands, Magics):
     auto_min_duration = Float(
         5.0, help="Seconds a cell must run before auto mode saves after it."
     ).tag(config=True)
-    mode = Unicode(
-        "auto",
+    mode = Enum(
+        MODES,
+        default_value="auto",
         help="How %%checkpoint writes snapshots: 'fork' (a forked child saves while the cell runs on; "
         "Linux, local store, no CUDA), 'inline' (pickled at the safe point, written by a thread), "
         "or 'auto' (fork when the state is large and forking is safe).",
     ).tag(config=True)
 
-    @observe("mode")
-    def _check_mode(self, change: dict[str, Any]) -> None:
-        if change["new"] not in MODES:
-            raise ConfigError(
-                f"Checkpoint.mode must be one of {', '.join(MODES)}, not {change['new']!r}."
+    # Validators run before a value is stored: a bad one is refused and the old one stays.
+    @validate("max_size")
+    def _valid_max_size(self, proposal: dict[str, Any]) -> str | None:
+        value: str | None = proposal["value"]
+        if value is not None:
+            try:
+                parse_size(value)
+            except ValueError as e:
+                raise TraitError(f"Checkpoint.max_size = {value!r}: {e}") from e
+        return value
+
+    @validate("every")
+    def _valid_every(self, proposal: dict[str, Any]) -> float:
+        value = float(proposal["value"])
+        if not value > 0:
+            raise TraitError(f"Checkpoint.every = {value:g}: it must be more than 0 seconds.")
+        return value
+
+    @validate("keep")
+    def _valid_keep(self, proposal: dict[str, Any]) -> int | None:
+        value: int | None = proposal["value"]
+        if value is not None and value < 1:
+            raise TraitError(
+                f"Checkpoint.keep = {value}: keep at least 1 checkpoint, or None for all."
             )
+        return value
+
+    @validate("auto_min_duration")
+    def _valid_auto_min_duration(self, proposal: dict[str, Any]) -> float:
+        value = float(proposal["value"])
+        if value < 0:
+            raise TraitError(f"Checkpoint.auto_min_duration = {value:g}: it cannot be negative.")
+        return value
+
+    def _load_config(self, cfg: Any, section_names: Any = None, traits: Any = None) -> None:
+        """Load settings (at start and from %config); a refused value is reported and the
+        others still load, so a bad value in the shell's config never stops the extension."""
+        try:
+            super()._load_config(cfg, section_names, traits)
+            return
+        except TraitError:
+            pass
+        mine = self._find_my_config(cfg)
+        for name in list(mine):
+            if name not in (traits if traits is not None else self.trait_names(config=True)):
+                continue
+            one = Config({type(self).__name__: {name: mine[name]}})
+            try:
+                super()._load_config(one, section_names, traits)
+            except TraitError as e:
+                print(f"nbcheckpoint: {e} Checkpoint.{name} stays {getattr(self, name)!r}.")
 
     def __init__(self, shell: Any, **kwargs: Any) -> None:
         super().__init__(shell, **kwargs)
@@ -143,14 +182,6 @@ class Checkpoint(LineCommands, Magics):
         self._cell_info: Any = None
         self._ref_cache: tuple[tuple[Any, ...], NotebookRef] | None = None
         self.transformer: CellTransformer | None = None  # set by the extension
-
-    @observe("max_size")
-    def _check_max_size(self, change: dict[str, Any]) -> None:
-        if change["new"] is not None:
-            try:
-                parse_size(change["new"])
-            except ValueError as e:
-                raise ConfigError(f"Checkpoint.max_size: {e}") from e
 
     # --------------------------------------------------------------- plumbing
     @property
@@ -204,57 +235,32 @@ class Checkpoint(LineCommands, Magics):
         return parse_size(self.max_size) if self.max_size else None
 
     # ------------------------------------------------------------ the magic
-    @magic_arguments()
-    @argument(
-        "names", nargs="*", metavar="NAME", help="Variables to save (default: those the cell uses)."
-    )
-    @argument(
-        "--every",
-        metavar="INTERVAL",
-        help="Time between checkpoints: 0.5, 30s, 5m, 1h (default 60s).",
-    )
-    @argument(
-        "--keep", type=int, metavar="N", help="Keep only the newest N checkpoints of this notebook."
-    )
-    @argument(
-        "--store", metavar="URL", help="A folder or fsspec URL to save to, for this cell only."
-    )
-    @argument(
-        "--mode",
-        choices=MODES,
-        help="How snapshots are written: fork (a child process saves while the cell runs on), "
-        "inline (pickled at the safe point, written by a thread), auto (fork for large state).",
-    )
-    @argument(
-        "--no-resume",
-        action="store_true",
-        help="Run the cell from the start even if it was interrupted.",
-    )
     @line_cell_magic
     def checkpoint(self, line: str, cell: str | None = None) -> Any:
-        """Checkpoint a long-running cell while it runs, or manage checkpoints.
+        return self._line(line) if cell is None else self._run_cell_directly(line, cell)
 
-        As a cell magic, ``%%checkpoint [NAME ...] [--every 30s]`` runs the cell and
-        saves its variables at safe points (each loop iteration, each statement) at
-        most every INTERVAL; re-running an interrupted cell resumes where it stopped.
-
-        As a line magic: ``%checkpoint list``, ``show ID``, ``restore [ID] [NAME ...]``,
-        ``save [NAME ...]``, ``rm ID``, ``gc``, ``auto on|off [--min-duration 5s]``,
-        ``config``, ``panel``. Run ``%checkpoint help`` for details.
-        """
-        if cell is None:
-            return self._line(line)
-        # Reached only when IPython ran the magic itself (for example through
-        # run_cell_magic); the usual path instruments the cell before it runs.
-        return self._run_cell_directly(line, cell)
+    # The help (%%checkpoint? and %checkpoint help) comes from the parser that parses.
+    checkpoint.__doc__ = (
+        "Checkpoint a long-running cell while it runs, or manage checkpoints.\n\n"
+        "As a cell magic, %%checkpoint runs the cell and saves its variables at safe points "
+        "(each loop\niteration, each statement); re-running an interrupted cell resumes where it "
+        "stopped.\nAs a line magic, %checkpoint COMMAND manages the checkpoints.\n\n" + help_text()
+    )
 
     # ----------------------------------------------------------- cell path
     def prepare_cell(self, args_text: str, module: ast.Module) -> ast.Module:
-        """Instrument a marked cell; called by the AST transformer before the cell runs."""
-        args = _cell_parser().parse_args(shlex.split(args_text))
+        """Instrument a marked cell; called by the AST transformer before the cell runs.
+
+        (When IPython runs the magic itself, through run_cell_magic, ``_run_cell_directly``
+        calls this and executes the result.)
+        """
+        args = parse_cell_args(args_text)
         body = module.body[1:]
         if not body:
             raise UsageError("%%checkpoint needs code below it to run.")
+        bad = [n for n in args.names if not n.isidentifier()]
+        if bad:
+            raise UsageError(f"%%checkpoint: {', '.join(bad)} is not a variable name.")
         cell_module = ast.Module(body=body, type_ignores=[])
         source_hash = blake3.blake3(ast.unparse(cell_module).encode()).hexdigest()
         every = self.every if args.every is None else self._parse_every(args.every)
@@ -264,7 +270,16 @@ class Checkpoint(LineCommands, Magics):
             self.shell.execution_count - 1 if getattr(info, "store_history", False) else None
         )
         cell_id = getattr(info, "cell_id", None)
-        cell = CellInfo(source_hash, exec_count, _first_line(raw), cell_names(cell_module), cell_id)
+        ns = self.user_ns
+        hidden = self.hidden_names()
+        assigned = assigned_names(cell_module)
+        # What the notebook has when the cell starts, and what the cell defines: a restore
+        # of this cell's checkpoints names those it does not hold.
+        had = user_names(ns, ns.keys(), hidden)
+        had = sorted({*had, *(n for n in assigned if is_user_name(n) and n not in hidden)})
+        cell = CellInfo(
+            source_hash, exec_count, _first_line(raw), cell_names(cell_module), cell_id, had
+        )
         options = Options(
             every=every,
             keep=args.keep if args.keep is not None else self.keep,
@@ -275,23 +290,21 @@ class Checkpoint(LineCommands, Magics):
         )
         store = self.open_store(args.store)
         nb = self.notebook_ref()
-        unknown = [n for n in args.names if not n.isidentifier()]
-        if unknown:
-            raise UsageError(f"%%checkpoint: {', '.join(unknown)} is not a variable name.")
-
-        prepared_resume = None
-        if self.resume and not args.no_resume:
-            prepared_resume = self._resume_plan(store, nb, cell, cell_id, cell_module)
+        notes = self._unknown_names(args.names, assigned)
         # Tight loops get marker lines instead of flag tests when a trace can be armed here.
         markers = self.markers and available() is None
-        if prepared_resume is not None:
-            restored, position, message = prepared_resume
-            instrumented = instrument(cell_module, resume=position, markers=markers)
+        plan = None
+        if self.resume and not args.no_resume:
+            plan = self._resume_plan(store, nb, cell, cell_id, cell_module, markers)
+        if isinstance(plan, Refusal):
+            notes.append(plan.message)
+        resume = plan if isinstance(plan, ResumePlan) else None
+        if resume is not None:
+            instrumented = resume.instrumented
         else:
-            restored, message = None, None
             instrumented = instrument(cell_module, markers=markers)
         run = CellRun(
-            self.user_ns,
+            ns,
             store,
             nb,
             instrumented.plan,
@@ -301,13 +314,28 @@ class Checkpoint(LineCommands, Magics):
             hidden=self.hidden_names,
         )
         token = next(self._tokens)
-        self._pending[token] = Prepared(run, restored, message)
-        if prepared_resume is None and self._resume_refusal:
-            self._pending[token].notes.append(self._resume_refusal)
+        self._pending[token] = Prepared(run, resume, notes)
         begin = call_statement(BEGIN, token, module.body[0])
         return ast.Module(body=[begin, *instrumented.module.body], type_ignores=[])
 
-    _resume_refusal: str | None = None
+    def _unknown_names(self, names: list[str], assigned: set[str]) -> list[str]:
+        """Warnings about NAMEs the checkpoints cannot hold: not defined, or IPython's own."""
+        ns, hidden = self.user_ns, self.hidden_names()
+        notes = []
+        theirs = [n for n in names if not is_user_name(n) or n in hidden]
+        if theirs:
+            notes.append(
+                f"nbcheckpoint: {', '.join(theirs)} belong{'s' * (len(theirs) == 1)} to IPython or "
+                "nbcheckpoint, not to your variables: not saved."
+            )
+        unknown = [n for n in names if n not in ns and n not in assigned and n not in theirs]
+        if unknown:
+            it = "it" if len(unknown) == 1 else "them"
+            notes.append(
+                f"nbcheckpoint: no variable named {', '.join(unknown)}, and this cell does not "
+                f"assign {it}: not saved. Check the spelling on the %%checkpoint line."
+            )
+        return notes
 
     def _resume_plan(
         self,
@@ -316,54 +344,10 @@ class Checkpoint(LineCommands, Magics):
         cell: CellInfo,
         cell_id: str | None,
         module: ast.Module,
-    ) -> tuple[Restored, Position, str] | None:
-        """Load the checkpoint to resume from, when the newest one is an unfinished run of this cell."""
-        self._resume_refusal = None
-        latest_id = store.latest_id(nb)
-        if latest_id is None:
-            return None
-        try:
-            latest = store.read_checkpoint(nb, latest_id)
-        except CheckpointError:
-            return None
-        last_cell = latest.body.get("cell") or {}
-        if latest.status not in ("running", "interrupted"):
-            return None
-        if last_cell.get("source_hash") != cell.source_hash:
-            if cell_id and last_cell.get("cell_id") == cell_id:
-                self._resume_refusal = (
-                    f"nbcheckpoint: this cell changed since checkpoint #{latest.id}, so it runs from the start. "
-                    "Run %checkpoint restore to get that checkpoint's variables back."
-                )
-            return None
-        position = latest.body.get("position") or {}
-        if not position.get("resumable"):
-            self._resume_refusal = (
-                f"nbcheckpoint: checkpoint #{latest.id} was taken inside a function, where a cell cannot resume; "
-                "the cell runs from the start. Run %checkpoint restore to get its variables back."
-            )
-            return None
-        try:
-            restored = store.load(nb, latest.id)
-        except CheckpointError as e:
-            self._resume_refusal = (
-                f"nbcheckpoint: cannot resume from checkpoint #{latest.id} ({e}); starting over."
-            )
-            return None
-        pos = Position(sp=int(position["sp"]), counters=tuple(int(c) for c in position["counters"]))
-        try:
-            instrument(module, resume=pos)
-        except ValueError as e:
-            self._resume_refusal = (
-                f"nbcheckpoint: cannot resume from checkpoint #{latest.id} ({e}); starting over."
-            )
-            return None
-        where = position.get("description") or "its last safe point"
-        message = (
-            f"Resuming from checkpoint #{latest.id}: {where}, {len(restored.values)} variables restored "
-            "(--no-resume starts over)."
-        )
-        return restored, pos, message
+        markers: bool = False,
+    ) -> ResumePlan | Refusal | None:
+        """Resume from the newest checkpoint when it is an unfinished run of this cell."""
+        return plan_resume(store, nb, cell.source_hash, cell_id, module, markers=markers)
 
     def begin(self, token: int, depth: int = 1) -> None:
         """First statement of an instrumented cell: restore for a resume, then start the timer."""
@@ -372,9 +356,24 @@ class Checkpoint(LineCommands, Magics):
             raise UsageError("This %%checkpoint cell was prepared for another run; run it again.")
         for note in prepared.notes:
             print(note, flush=True)
-        if prepared.restored is not None:
-            self.apply(prepared.restored)
-            print(prepared.message, flush=True)
+        if prepared.resume is not None:
+            restored = prepared.resume.restored
+            self.apply(restored)
+            # Then what was not saved or could not be restored (the first line repeats the
+            # count), and what the notebook had that is still missing now.
+            details = self.describe_restore(restored).splitlines()[1:]
+            ns, run = self.user_ns, prepared.run
+            try:
+                missing = left_out(
+                    restored,
+                    user_names(ns, ns.keys(), self.hidden_names()),
+                    run.store.list(run.notebook),
+                )
+                missing.here = []  # defined now: the resumed run uses them as they are
+                details += missing.lines(restored.checkpoint)
+            except (CheckpointError, OSError):
+                pass  # only a listing failed: the resume itself goes on
+            print("\n".join([prepared.resume.message, *details]), flush=True)
         if self.current is not None:
             self.current.stop()
         self.current = prepared.run

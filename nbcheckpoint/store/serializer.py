@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .credentials import describe, find_credentials
+from .handles import HandleError, fresh_lock, guarded_loads, handle_reason
 
 PROTOCOL = 5
 # Objects that cannot hold references to other objects, or whose identity never matters.
@@ -138,10 +139,13 @@ _PICKLER: type | None = None
 
 
 def _pickler_class() -> type:
-    """dill's Pickler, except that plain NumPy arrays take their protocol-5 path.
+    """dill's Pickler, except that plain NumPy arrays take their protocol-5 path, and
+    operating-system handles are refused (see ``handles``).
 
     dill reduces every ndarray with ``__reduce__`` (protocol 2), which copies the data
     in-band; ``__reduce_ex__(5)`` hands a ``PickleBuffer`` to the buffer callback instead.
+    dill would save an open file as "reopen this path in this mode", which truncates a
+    file opened with 'w' at restore; locks come back unlocked.
     """
     global _PICKLER
     if _PICKLER is not None:
@@ -160,6 +164,13 @@ def _pickler_class() -> type:
                     self.write(self.get(memo[0]))
                     return
                 self.save_reduce(*obj.__reduce_ex__(self.proto), obj=obj)
+                return
+            why = handle_reason(obj)
+            if why is not None:
+                raise HandleError(obj, why)
+            lock = fresh_lock(obj)
+            if lock is not None:
+                self.save_reduce(*lock, obj=obj)
                 return
             super().save(obj, save_persistent_id)
 
@@ -200,9 +211,7 @@ def _by_value(obj: object) -> bool:
 
 def _load_by_value(data: bytes) -> Any:
     """Counterpart of a by-value reduction: dill rebuilds the function or class."""
-    import dill
-
-    return dill.loads(data)
+    return guarded_loads(data)
 
 
 class _FastPickler(pickle.Pickler):
@@ -289,7 +298,10 @@ def _dumps(
     return _dill_dumps(obj, buffers, on_buffer), "dill"
 
 
-def _reason(error: BaseException) -> str:
+def _reason(error: BaseException, value: object = None) -> str:
+    if isinstance(error, HandleError):
+        # The variable itself is the handle, or holds one somewhere inside.
+        return error.reason if error.obj is value else f"holds {error.reason}"
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0][:300]
 
@@ -416,7 +428,8 @@ def _pickle_group(
         return [Group(names, payload, buffers, pickler)]
     except Exception as error:
         if len(names) == 1:
-            skipped[names[0]] = {"type": type_name(namespace[names[0]]), "reason": _reason(error)}
+            value = namespace[names[0]]
+            skipped[names[0]] = {"type": type_name(value), "reason": _reason(error, value)}
             return []
     # Find the culprits one by one, then keep the rest together so their sharing survives.
     good = []
@@ -425,7 +438,8 @@ def _pickle_group(
             _dumps(namespace[name], [])
             good.append(name)
         except Exception as error:
-            skipped[name] = {"type": type_name(namespace[name]), "reason": _reason(error)}
+            value = namespace[name]
+            skipped[name] = {"type": type_name(value), "reason": _reason(error, value)}
     if not good:
         return []
     buffers = []
@@ -441,18 +455,18 @@ def _pickle_group(
                 payload, pickler = _dumps({name: namespace[name]}, bufs, on_buffer, share_gil)
                 out.append(Group([name], payload, bufs, pickler))
             except Exception as error:
-                skipped[name] = {"type": type_name(namespace[name]), "reason": _reason(error)}
+                value = namespace[name]
+                skipped[name] = {"type": type_name(value), "reason": _reason(error, value)}
         return out
 
 
 def deserialize(payload: bytes, buffers: list[Any], pickler: str = "dill") -> dict[str, Any]:
-    """Unpickle one group. Call only on data whose signature and hashes were verified."""
-    if pickler == "pickle":
-        loaded = pickle.loads(payload, buffers=buffers)
-    else:
-        import dill
+    """Unpickle one group. Call only on data whose signature and hashes were verified.
 
-        loaded = dill.loads(payload, buffers=buffers)
+    A pickle that asks to reopen a file (dill does for file objects) raises
+    ``HandleRefused`` instead: a restore never touches the user's files.
+    """
+    loaded = guarded_loads(payload, buffers, use_dill=pickler != "pickle")
     if not isinstance(loaded, dict):
         raise TypeError("a checkpoint group did not hold a dict of variables")
     return loaded
