@@ -122,7 +122,9 @@ def _frame(raw: bytes, key: SigningKey | None) -> bytes:
 def hostile_manifests(draw: st.DrawFn, good: dict[str, Any], key: SigningKey) -> Hostile:
     """A manifest for checkpoint #3 made from a good one: one place changed, or junk."""
     signed = draw(st.booleans())
-    kind = draw(st.sampled_from(["replace", "delete", "raw", "whole", "bytes", "truncate"]))
+    kind = draw(
+        st.sampled_from(["replace", "delete", "raw", "whole", "bytes", "truncate", "header"])
+    )
     certainly_bad = kind in ("raw", "bytes", "truncate")
     if kind == "whole":
         raw = json.dumps(draw(json_values)).encode()
@@ -130,6 +132,15 @@ def hostile_manifests(draw: st.DrawFn, good: dict[str, Any], key: SigningKey) ->
         certainly_bad = True
     elif kind == "bytes":
         return Hostile(draw(st.binary(max_size=200)), signed, True, "random bytes")
+    elif kind == "header":
+        raw = json.dumps(good).encode()
+        header: dict[str, Any] = {"alg": "hmac-sha256", "len": len(raw)}
+        header.update(key_id=key.key_id, sig=key.sign(raw))
+        field = draw(st.sampled_from(sorted(header)))
+        header[field] = draw(st.one_of(texts, json_values))
+        data = MAGIC + json.dumps(header).encode() + b"\n" + raw
+        # Any change to the header leaves the body unsigned, damaged or of another key.
+        return Hostile(data, True, True, f"header {field}")
     else:
         path = draw(st.sampled_from(sorted(_paths(good), key=repr)))
         if kind == "replace":
@@ -344,6 +355,14 @@ def test_escape_sequences_are_shown_escaped(tmp_path: Path, signed: bool) -> Non
     assert "\\x1b[2J\\x1b]0;owned\\x07 x" in out and "\x1b" not in out
     code, out, _ = _cli("--store", scene.url, "show", "3")
     assert code == 0 and "\\u202enb.ipynb" in out and "\\x1b[31mgen" in out and "\\x9b1m" in out
+
+
+def test_a_signature_that_is_not_ascii(tmp_path: Path) -> None:
+    scene = Scene.make(tmp_path / "root")
+    raw = json.dumps(scene.good).encode()
+    header = {"alg": "hmac-sha256", "len": len(raw), "key_id": scene.key.key_id, "sig": "\xff" * 64}
+    scene.put(MAGIC + json.dumps(header).encode() + b"\n" + raw)
+    assert check_every_reader(scene, True)
 
 
 def test_deep_nesting_and_wrong_types_signed(tmp_path: Path) -> None:

@@ -291,3 +291,13 @@ def test_the_command_line_reports_a_newer_format(
     assert main(["--store", newer.url, "show", "3"]) == 1
     err = capsys.readouterr().err
     assert "written by a newer nbcheckpoint" in err and "upgrade nbcheckpoint" in err
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    from nbcheckpoint.store import records
+
+    for module in (mf, records):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__
