@@ -440,3 +440,20 @@ def test_the_server_endpoint_lists_a_bad_checkpoint_with_its_reason(
         status, body = server.get("sub/nb.ipynb")
         assert status == 200 and body[2]["status"] == "newer format"
         assert "upgrade nbcheckpoint" in body[2]["problem"]
+
+
+def test_odd_names_and_a_folder_in_the_manifests_folder(tmp_path: Path) -> None:
+    scene = Scene.make(tmp_path / "root")
+    folder = Path(scene.url) / "notebooks" / scene.nb.key / "manifests"
+    for name in ("\u00b2\u00b2.ckpt", "9" * 5000 + ".ckpt", "\u0661.ckpt", "x.ckpt", "7.tmp"):
+        with contextlib.suppress(OSError):  # a name too long for the file system is no test
+            (folder / name).write_bytes(b"junk")
+    assert check_every_reader(scene, None) is False  # ignored: not names the store writes
+    status = folder.parent / "status"
+    status.mkdir(exist_ok=True)
+    (status / "3").mkdir()
+    assert check_every_reader(scene, True)
+    (status / "3").rmdir()
+    (folder / "00000003.ckpt").unlink()
+    (folder / "00000003.ckpt").mkdir()
+    assert check_every_reader(scene, True)

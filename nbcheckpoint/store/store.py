@@ -358,7 +358,9 @@ class CheckpointStore:
                 data = self.backend.read(path)
             except FileNotFoundError:
                 raise CheckpointNotFound(ident, key, self._manifest_ids(key)) from None
-            except (IsADirectoryError, NotADirectoryError):
+            except (StoreError, OSError) as e:
+                if not _not_a_file(e):
+                    raise  # the store cannot be read: not this checkpoint's fault
                 raise VerificationError(ident, "its manifest is not a file") from None
             ck = self._decode_manifest(data, key, ident, trust)
             self._manifest_cache[(key, ident)] = (size, ck)
@@ -380,7 +382,9 @@ class CheckpointStore:
             data = self.backend.read(path)
         except FileNotFoundError:
             return None
-        except (IsADirectoryError, NotADirectoryError):
+        except (StoreError, OSError) as e:
+            if not _not_a_file(e):
+                raise
             raise VerificationError(ident, "its status record is not a file") from None
         line, sep, sig = data.partition(b"\n")
         sig = sig.strip()
@@ -1019,6 +1023,12 @@ class CheckpointStore:
                 with contextlib.suppress(FileNotFoundError):
                     total += self.backend.size(f"blobs/{prefix}/{rest}")
         return total
+
+
+def _not_a_file(error: BaseException) -> bool:
+    """Whether reading failed because a folder stands where a record should be."""
+    kinds = (IsADirectoryError, NotADirectoryError)
+    return isinstance(error, kinds) or isinstance(error.__cause__, kinds)
 
 
 def _writer(data: bytes) -> Callable[[IO[bytes]], None]:
