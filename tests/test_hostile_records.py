@@ -457,3 +457,35 @@ def test_odd_names_and_a_folder_in_the_manifests_folder(tmp_path: Path) -> None:
     (folder / "00000003.ckpt").unlink()
     (folder / "00000003.ckpt").mkdir()
     assert check_every_reader(scene, True)
+
+
+def test_the_magics_pass_over_bad_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from IPython.testing import globalipapp
+
+    scene = Scene.make(tmp_path / "root")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NBCHECKPOINT_STORE", scene.url)
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "root" / "nb.ipynb"))
+    body = {**scene.good, "cell": {"first_line": "\x1b[2J", "execution_count": "7"}}
+    scene.put(_frame(json.dumps(body).encode(), scene.key))
+    scene.put_status(2, b"running\n\xff")
+    globalipapp.start_ipython()
+    ip = globalipapp.get_ipython()
+    ip.run_line_magic("load_ext", "nbcheckpoint")
+    try:
+        ip.run_line_magic("checkpoint", "list")
+        out = capsys.readouterr().out
+        assert "#3" in out and "cell.execution_count" in out and "status record" in out
+        assert "\x1b" not in out
+        ip.user_ns.pop("x", None)
+        ip.run_line_magic("checkpoint", "restore")
+        out = capsys.readouterr().out
+        assert "Restored checkpoint #1" in out and "passed over #3" in out
+        assert ip.user_ns["x"] == 1
+        ip.run_cell("%%checkpoint\nfor i in range(2):\n    y = i\n").raise_error()
+        assert ip.user_ns["y"] == 1
+        assert [c.id for c in CheckpointStore(scene.url).list(scene.nb)] == [1, 2, 3, 4]
+    finally:
+        ip.run_line_magic("unload_ext", "nbcheckpoint")
