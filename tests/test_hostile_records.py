@@ -27,9 +27,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nbcheckpoint.cli import main
+from nbcheckpoint.errors import MalformedManifest, NewerFormat
 from nbcheckpoint.frontend.server import list_checkpoints
 from nbcheckpoint.store import CheckpointStore, NotebookRef, SigningKey
-from nbcheckpoint.store.manifest import STATUSES
+from nbcheckpoint.store.manifest import (
+    FORMAT,
+    STATUSES,
+    CellInfo,
+    Group,
+    LeftOut,
+    Manifest,
+    NotebookInfo,
+    Position,
+    Variable,
+    decode,
+)
 from nbcheckpoint.widgets import CheckpointPanel
 
 MAGIC = b"NBCKPT1\n"
@@ -489,3 +501,64 @@ def test_the_magics_pass_over_bad_checkpoints(
         assert [c.id for c in CheckpointStore(scene.url).list(scene.nb)] == [1, 2, 3, 4]
     finally:
         ip.run_line_magic("unload_ext", "nbcheckpoint")
+
+
+# ------------------------------------------------------------------ the checker alone
+def _synthetic_body() -> dict[str, Any]:
+    a, b, c = ("a" * 64, "b" * 64, "c" * 64)
+    return Manifest(
+        id=3,
+        notebook=NotebookInfo("nb-0", "nb.ipynb"),
+        created=1.0,
+        status="running",
+        cell=CellInfo(1, "for i in x:", "0" * 64, "id"),
+        position=Position("for i at 1/2", 1, (1,), (2,), True),
+        groups=(Group(("x", "y"), a, (b, c), 10, "pickle", (2,)),),
+        variables={
+            "x": Variable("int", 10, 0, ("y",)),
+            "y": Variable("int", 10, 0, ("x",)),
+        },
+        modules={"np": "numpy"},
+        skipped={"g": LeftOut("generator", "cannot pickle")},
+        rng=a,
+        blobs={a: 10, b: 4, c: 4},
+        versions={"python": "3"},
+        parent=2,
+    ).to_dict()
+
+
+SYNTHETIC = _synthetic_body()
+
+
+@st.composite
+def _mutated(draw: st.DrawFn, good: dict[str, Any]) -> bytes:
+    path = draw(st.sampled_from(sorted(_paths(good), key=repr)))
+    kind = draw(st.sampled_from(["replace", "delete", "raw"]))
+    if kind == "replace":
+        return json.dumps(_with(good, path, draw(json_values))).encode()
+    if kind == "delete":
+        return json.dumps(_with(good, path, None, delete=True)).encode()
+    text = json.dumps(_with(good, path, HOLE))
+    return text.replace(json.dumps(HOLE), draw(st.sampled_from(RAW_JUNK))).encode()
+
+
+@settings(SETTINGS, max_examples=int(os.environ.get("NBCHECKPOINT_FUZZ_EXAMPLES", "60")) * 5)
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        json_values.map(lambda v: json.dumps(v).encode()),
+        _mutated(SYNTHETIC),
+    )
+)
+def test_decode_raises_only_its_own_error(raw: bytes) -> None:
+    try:
+        m, body = decode(raw, key="nb-0", ident=3)
+    except (MalformedManifest, NewerFormat) as e:
+        assert str(e).startswith("Checkpoint #3 ")
+    else:
+        assert m.id == 3 and body["format"] == FORMAT
+
+
+def test_the_synthetic_body_is_valid() -> None:
+    m, _ = decode(json.dumps(SYNTHETIC).encode(), key="nb-0", ident=3)
+    assert m.groups[0].buffer_pieces() == [("b" * 64, "c" * 64)]
