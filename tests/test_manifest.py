@@ -306,3 +306,16 @@ def test_docstring_examples() -> None:
     for module in (mf, records):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
+
+
+def test_referenced_addresses_of_a_manifest_that_cannot_be_read(
+    newer: CheckpointStore, nb: NotebookRef
+) -> None:
+    """What gc may use to keep the blobs of a checkpoint it cannot read."""
+    from nbcheckpoint.store.manifest import referenced_addresses
+
+    data = newer.backend.read(_path(nb, 3))
+    found = referenced_addresses(data)
+    body = _raw_body(newer, nb, 3)
+    assert set(body["blobs"]) <= found
+    assert referenced_addresses(data[: len(data) // 2]) <= found  # damaged: what is left

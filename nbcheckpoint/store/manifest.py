@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
@@ -340,6 +341,25 @@ def complete(body: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("groups"), list):
         out["groups"] = [_group_v1_to_v2(g) for g in out["groups"]]
     return out
+
+
+# ---------------------------------------------------------------- for gc
+_ADDRESS = re.compile(rb"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
+
+
+def referenced_addresses(data: bytes) -> set[str]:
+    """Every blob address a manifest file may refer to, whether it can be read or not.
+
+    For gc and retention, which must keep the blobs of a manifest they cannot read (a newer
+    format, damage): any 64-hex-digit run in the file counts, wherever the format puts it.
+    Keeping too much is safe; freeing a blob a checkpoint needs is not.
+
+    Examples
+    --------
+    >>> sorted(referenced_addresses(b'{"format": 9, "new": ["' + b"ab" * 32 + b'"]}'))
+    ['abababababababababababababababababababababababababababababababab']
+    """
+    return {m.decode("ascii") for m in _ADDRESS.findall(data)}
 
 
 # ---------------------------------------------------------------- reading
