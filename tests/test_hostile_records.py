@@ -27,9 +27,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nbcheckpoint.cli import main
+from nbcheckpoint.errors import MalformedManifest, NewerFormat
 from nbcheckpoint.frontend.server import list_checkpoints
 from nbcheckpoint.store import CheckpointStore, NotebookRef, SigningKey
-from nbcheckpoint.store.manifest import STATUSES
+from nbcheckpoint.store.manifest import (
+    FORMAT,
+    STATUSES,
+    CellInfo,
+    Group,
+    LeftOut,
+    Manifest,
+    NotebookInfo,
+    Position,
+    Variable,
+    decode,
+)
 from nbcheckpoint.widgets import CheckpointPanel
 
 MAGIC = b"NBCKPT1\n"
@@ -122,7 +134,9 @@ def _frame(raw: bytes, key: SigningKey | None) -> bytes:
 def hostile_manifests(draw: st.DrawFn, good: dict[str, Any], key: SigningKey) -> Hostile:
     """A manifest for checkpoint #3 made from a good one: one place changed, or junk."""
     signed = draw(st.booleans())
-    kind = draw(st.sampled_from(["replace", "delete", "raw", "whole", "bytes", "truncate"]))
+    kind = draw(
+        st.sampled_from(["replace", "delete", "raw", "whole", "bytes", "truncate", "header"])
+    )
     certainly_bad = kind in ("raw", "bytes", "truncate")
     if kind == "whole":
         raw = json.dumps(draw(json_values)).encode()
@@ -130,6 +144,15 @@ def hostile_manifests(draw: st.DrawFn, good: dict[str, Any], key: SigningKey) ->
         certainly_bad = True
     elif kind == "bytes":
         return Hostile(draw(st.binary(max_size=200)), signed, True, "random bytes")
+    elif kind == "header":
+        raw = json.dumps(good).encode()
+        header: dict[str, Any] = {"alg": "hmac-sha256", "len": len(raw)}
+        header.update(key_id=key.key_id, sig=key.sign(raw))
+        field = draw(st.sampled_from(sorted(header)))
+        header[field] = draw(st.one_of(texts, json_values))
+        data = MAGIC + json.dumps(header).encode() + b"\n" + raw
+        # Any change to the header leaves the body unsigned, damaged or of another key.
+        return Hostile(data, True, True, f"header {field}")
     else:
         path = draw(st.sampled_from(sorted(_paths(good), key=repr)))
         if kind == "replace":
@@ -346,6 +369,14 @@ def test_escape_sequences_are_shown_escaped(tmp_path: Path, signed: bool) -> Non
     assert code == 0 and "\\u202enb.ipynb" in out and "\\x1b[31mgen" in out and "\\x9b1m" in out
 
 
+def test_a_signature_that_is_not_ascii(tmp_path: Path) -> None:
+    scene = Scene.make(tmp_path / "root")
+    raw = json.dumps(scene.good).encode()
+    header = {"alg": "hmac-sha256", "len": len(raw), "key_id": scene.key.key_id, "sig": "\xff" * 64}
+    scene.put(MAGIC + json.dumps(header).encode() + b"\n" + raw)
+    assert check_every_reader(scene, True)
+
+
 def test_deep_nesting_and_wrong_types_signed(tmp_path: Path) -> None:
     scene = Scene.make(tmp_path / "root")
     raw = json.dumps(scene.good).replace('"running"', "[" * 100_000 + "]" * 100_000, 1)
@@ -421,3 +452,113 @@ def test_the_server_endpoint_lists_a_bad_checkpoint_with_its_reason(
         status, body = server.get("sub/nb.ipynb")
         assert status == 200 and body[2]["status"] == "newer format"
         assert "upgrade nbcheckpoint" in body[2]["problem"]
+
+
+def test_odd_names_and_a_folder_in_the_manifests_folder(tmp_path: Path) -> None:
+    scene = Scene.make(tmp_path / "root")
+    folder = Path(scene.url) / "notebooks" / scene.nb.key / "manifests"
+    for name in ("\u00b2\u00b2.ckpt", "9" * 5000 + ".ckpt", "\u0661.ckpt", "x.ckpt", "7.tmp"):
+        with contextlib.suppress(OSError):  # a name too long for the file system is no test
+            (folder / name).write_bytes(b"junk")
+    assert check_every_reader(scene, None) is False  # ignored: not names the store writes
+    status = folder.parent / "status"
+    status.mkdir(exist_ok=True)
+    (status / "3").mkdir()
+    assert check_every_reader(scene, True)
+    (status / "3").rmdir()
+    (folder / "00000003.ckpt").unlink()
+    (folder / "00000003.ckpt").mkdir()
+    assert check_every_reader(scene, True)
+
+
+def test_the_magics_pass_over_bad_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from IPython.testing import globalipapp
+
+    scene = Scene.make(tmp_path / "root")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NBCHECKPOINT_STORE", scene.url)
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "root" / "nb.ipynb"))
+    body = {**scene.good, "cell": {"first_line": "\x1b[2J", "execution_count": "7"}}
+    scene.put(_frame(json.dumps(body).encode(), scene.key))
+    scene.put_status(2, b"running\n\xff")
+    globalipapp.start_ipython()
+    ip = globalipapp.get_ipython()
+    ip.run_line_magic("load_ext", "nbcheckpoint")
+    try:
+        ip.run_line_magic("checkpoint", "list")
+        out = capsys.readouterr().out
+        assert "#3" in out and "cell.execution_count" in out and "status record" in out
+        assert "\x1b" not in out
+        ip.user_ns.pop("x", None)
+        ip.run_line_magic("checkpoint", "restore")
+        out = capsys.readouterr().out
+        assert "Restored checkpoint #1" in out and "passed over #3" in out
+        assert ip.user_ns["x"] == 1
+        ip.run_cell("%%checkpoint\nfor i in range(2):\n    y = i\n").raise_error()
+        assert ip.user_ns["y"] == 1
+        assert [c.id for c in CheckpointStore(scene.url).list(scene.nb)] == [1, 2, 3, 4]
+    finally:
+        ip.run_line_magic("unload_ext", "nbcheckpoint")
+
+
+# ------------------------------------------------------------------ the checker alone
+def _synthetic_body() -> dict[str, Any]:
+    a, b, c = ("a" * 64, "b" * 64, "c" * 64)
+    return Manifest(
+        id=3,
+        notebook=NotebookInfo("nb-0", "nb.ipynb"),
+        created=1.0,
+        status="running",
+        cell=CellInfo(1, "for i in x:", "0" * 64, "id"),
+        position=Position("for i at 1/2", 1, (1,), (2,), True),
+        groups=(Group(("x", "y"), a, (b, c), 10, "pickle", (2,)),),
+        variables={
+            "x": Variable("int", 10, 0, ("y",)),
+            "y": Variable("int", 10, 0, ("x",)),
+        },
+        modules={"np": "numpy"},
+        skipped={"g": LeftOut("generator", "cannot pickle")},
+        rng=a,
+        blobs={a: 10, b: 4, c: 4},
+        versions={"python": "3"},
+        parent=2,
+    ).to_dict()
+
+
+SYNTHETIC = _synthetic_body()
+
+
+@st.composite
+def _mutated(draw: st.DrawFn, good: dict[str, Any]) -> bytes:
+    path = draw(st.sampled_from(sorted(_paths(good), key=repr)))
+    kind = draw(st.sampled_from(["replace", "delete", "raw"]))
+    if kind == "replace":
+        return json.dumps(_with(good, path, draw(json_values))).encode()
+    if kind == "delete":
+        return json.dumps(_with(good, path, None, delete=True)).encode()
+    text = json.dumps(_with(good, path, HOLE))
+    return text.replace(json.dumps(HOLE), draw(st.sampled_from(RAW_JUNK))).encode()
+
+
+@settings(SETTINGS, max_examples=int(os.environ.get("NBCHECKPOINT_FUZZ_EXAMPLES", "60")) * 5)
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        json_values.map(lambda v: json.dumps(v).encode()),
+        _mutated(SYNTHETIC),
+    )
+)
+def test_decode_raises_only_its_own_error(raw: bytes) -> None:
+    try:
+        m, body = decode(raw, key="nb-0", ident=3)
+    except (MalformedManifest, NewerFormat) as e:
+        assert str(e).startswith("Checkpoint #3 ")
+    else:
+        assert m.id == 3 and body["format"] == FORMAT
+
+
+def test_the_synthetic_body_is_valid() -> None:
+    m, _ = decode(json.dumps(SYNTHETIC).encode(), key="nb-0", ident=3)
+    assert m.groups[0].buffer_pieces() == [("b" * 64, "c" * 64)]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -93,9 +95,12 @@ def test_a_saved_checkpoint_reads_back_as_typed_fields(
     raw = _raw_body(store, nb, 1)
     assert (raw["format"], raw["format_minor"]) == (FORMAT, mf.FORMAT_MINOR)
     assert all("chunks" in g and "pickler" in g for g in raw["groups"])
-    # The records are frozen, and the compatibility body is read-only.
+    # The records are frozen (and copy and pickle), and the compatibility body is read-only.
     with pytest.raises(AttributeError):
         m.status = "complete"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        m.variables["x"] = m.variables["big"]  # type: ignore[index]
+    assert copy.deepcopy(m) == m == pickle.loads(pickle.dumps(m))
     with pytest.raises(TypeError):
         ck.body["status"] = "complete"  # type: ignore[index]
     assert ck.body["status"] == "running"
@@ -216,9 +221,9 @@ def test_a_format_1_checkpoint_is_upgraded_and_restored(
     assert fresh.load(nb).checkpoint.id == 2
     # The upgrade is a step function of its own, and it leaves what it is given alone.
     old = olds[2]
-    copy = json.loads(json.dumps(old))
+    before = json.loads(json.dumps(old))
     new = upgrade(old)
-    assert old == copy and new["format"] == FORMAT and new["format_minor"] == 0
+    assert old == before and new["format"] == FORMAT and new["format_minor"] == 0
 
 
 def test_a_newer_minor_version_is_read_and_its_additions_kept(
@@ -291,3 +296,26 @@ def test_the_command_line_reports_a_newer_format(
     assert main(["--store", newer.url, "show", "3"]) == 1
     err = capsys.readouterr().err
     assert "written by a newer nbcheckpoint" in err and "upgrade nbcheckpoint" in err
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    from nbcheckpoint.store import records
+
+    for module in (mf, records):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__
+
+
+def test_referenced_addresses_of_a_manifest_that_cannot_be_read(
+    newer: CheckpointStore, nb: NotebookRef
+) -> None:
+    """What gc may use to keep the blobs of a checkpoint it cannot read."""
+    from nbcheckpoint.store.manifest import referenced_addresses
+
+    data = newer.backend.read(_path(nb, 3))
+    found = referenced_addresses(data)
+    body = _raw_body(newer, nb, 3)
+    assert set(body["blobs"]) <= found
+    assert referenced_addresses(data[: len(data) // 2]) <= found  # damaged: what is left

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from ..errors import MalformedManifest, NewerFormat
 
@@ -40,7 +40,29 @@ MAX_COUNT = (1 << 53) - 1
 MAX_TIME = 253402300799.0
 MAX_FORMAT = 1_000_000
 _HEX = frozenset("0123456789abcdef")
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class FrozenDict(dict[str, Any]):
+    """A dict that refuses changes: the mappings of a frozen record (copyable and picklable,
+    unlike ``MappingProxyType``)."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("a manifest record is read-only")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenDict, (dict(self),))
+
+    def __copy__(self) -> FrozenDict:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FrozenDict:
+        return self  # its values are frozen records, tuples and text
+
+
+_EMPTY: Mapping[str, Any] = FrozenDict()
 
 T = TypeVar("T")
 
@@ -321,6 +343,25 @@ def complete(body: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+# ---------------------------------------------------------------- for gc
+_ADDRESS = re.compile(rb"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
+
+
+def referenced_addresses(data: bytes) -> set[str]:
+    """Every blob address a manifest file may refer to, whether it can be read or not.
+
+    For gc and retention, which must keep the blobs of a manifest they cannot read (a newer
+    format, damage): any 64-hex-digit run in the file counts, wherever the format puts it.
+    Keeping too much is safe; freeing a blob a checkpoint needs is not.
+
+    Examples
+    --------
+    >>> sorted(referenced_addresses(b'{"format": 9, "new": ["' + b"ab" * 32 + b'"]}'))
+    ['abababababababababababababababababababababababababababababababab']
+    """
+    return {m.decode("ascii") for m in _ADDRESS.findall(data)}
+
+
 # ---------------------------------------------------------------- reading
 def decode(raw: bytes, *, key: str, ident: int) -> tuple[Manifest, dict[str, Any]]:
     """The manifest in the signed JSON bytes ``raw``, and its body upgraded to the current format.
@@ -430,7 +471,7 @@ class _Reader:
         return tuple(self.text(v, f"{where}[{i}]") for i, v in enumerate(self.items(value, where)))
 
     def table(self, value: Any, where: str, entry: Callable[[Any, str], T]) -> Mapping[str, T]:
-        return MappingProxyType(
+        return FrozenDict(
             {
                 name: entry(v, f"{where}[{_short(repr(name))}]")
                 for name, v in self.obj(value, where).items()

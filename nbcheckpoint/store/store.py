@@ -356,7 +356,8 @@ class CheckpointStore:
             problem = "it is not signed"
         elif header.get("key_id") != self.key.key_id:
             problem = "it was signed with a different key (another user or machine)"
-        elif not self.key.verify(raw, sig):
+        elif not (len(sig) == 64 and set(sig) <= _HEX) or not self.key.verify(raw, sig):
+            # (compare_digest refuses text that is not ASCII: check the form first)
             problem = "its signature does not match: the manifest was changed after it was written"
         else:
             verified = True
@@ -405,7 +406,9 @@ class CheckpointStore:
                 raise VerificationError(
                     ident, f"the manifest {e.path} was refused: {e.reason}"
                 ) from e
-            except (IsADirectoryError, NotADirectoryError):
+            except (StoreError, OSError) as e:
+                if not _not_a_file(e):
+                    raise  # the store cannot be read: not this checkpoint's fault
                 raise VerificationError(ident, "its manifest is not a file") from None
             ck = self._decode_manifest(data, key, ident, trust)
             self._manifest_cache[(key, ident)] = (size, ck)
@@ -427,7 +430,9 @@ class CheckpointStore:
             return None
         except StoreEntryRefused as e:
             raise VerificationError(ident, f"its status record was refused: {e.reason}") from e
-        except (IsADirectoryError, NotADirectoryError):
+        except (StoreError, OSError) as e:
+            if not _not_a_file(e):
+                raise
             raise VerificationError(ident, "its status record is not a file") from None
         line, sep, sig = data.partition(b"\n")
         sig = sig.strip()
@@ -1380,6 +1385,12 @@ def _holds_key(key: SigningKey, namespace: Mapping[str, Any], name: str) -> bool
     return any(
         key.found_in(g.payload) or any(key.found_in(b) for b in g.buffers) for g in alone.groups
     )
+
+
+def _not_a_file(error: BaseException) -> bool:
+    """Whether reading failed because a folder stands where a record should be."""
+    kinds = (IsADirectoryError, NotADirectoryError)
+    return isinstance(error, kinds) or isinstance(error.__cause__, kinds)
 
 
 def _writer(data: bytes) -> Callable[[IO[bytes]], None]:
