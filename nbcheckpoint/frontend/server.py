@@ -128,13 +128,17 @@ def list_checkpoints(
     refs += [NotebookRef.from_key(k, full) for k in keys]
     urls = dict.fromkeys(default_store_url(p) for p in (full, *others))
     now = time.time()
-    found: dict[tuple[str, str, int], dict[str, Any]] = {}
+    runs: list[list[dict[str, Any]]] = []
     for url in urls:
         store = CheckpointStore(url)
         for key in dict.fromkeys(ref.key for ref in refs):
-            for ck in store.list(NotebookRef.from_key(key, full)):
-                found.setdefault((url, key, ck.id), describe(ck, now))
-    return sorted(found.values(), key=lambda d: (d["created"] or 0.0, d["id"]))
+            listed = [describe(ck, now) for ck in store.list(NotebookRef.from_key(key, full))]
+            if listed:
+                runs.append(listed)
+    # Within one key the ids give the order (a damaged checkpoint has no time of its own);
+    # the keys a notebook had (renames) go by the time of their first readable checkpoint.
+    runs.sort(key=lambda run: min((d["created"] for d in run if d["created"]), default=0.0))
+    return [d for run in runs for d in run]
 
 
 class CheckpointsHandler(APIHandler):
