@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from ..errors import CheckpointError
 from ..store import Checkpoint, CheckpointStore, NotebookRef, Restored
+from ..store.manifest import CellInfo
 from .rewrite import Instrumented, Position, instrument
 
 
@@ -64,18 +65,21 @@ def plan_resume(
         return None
     if latest.status not in ("running", "interrupted"):
         return None
-    last_cell = latest.body.get("cell") or {}
+    m = latest.manifest
+    if m is None:
+        return None
+    last_cell = m.cell or CellInfo()
     again = "Run %checkpoint restore to get its variables back."
-    if last_cell.get("source_hash") != source_hash:
-        if cell_id and last_cell.get("cell_id") == cell_id:
+    if last_cell.source_hash != source_hash:
+        if cell_id and last_cell.cell_id == cell_id:
             return Refusal(
                 latest.id,
                 f"nbcheckpoint: this cell changed since checkpoint #{latest.id}, so it runs from "
                 f"the start. {again}",
             )
         return None
-    position = latest.body.get("position") or {}
-    if not position.get("resumable"):
+    position = m.position
+    if position is None or not position.resumable or position.sp is None:
         return Refusal(
             latest.id,
             f"nbcheckpoint: checkpoint #{latest.id} was taken inside a function, where a cell "
@@ -88,7 +92,7 @@ def plan_resume(
             latest.id,
             f"nbcheckpoint: cannot resume from checkpoint #{latest.id} ({e}); starting over.",
         )
-    pos = Position(sp=int(position["sp"]), counters=tuple(int(c) for c in position["counters"]))
+    pos = Position(sp=position.sp, counters=position.counters)
     try:
         instrumented = instrument(module, resume=pos, markers=markers)
     except ValueError as e:
@@ -96,7 +100,7 @@ def plan_resume(
             latest.id,
             f"nbcheckpoint: cannot resume from checkpoint #{latest.id} ({e}); starting over.",
         )
-    where = position.get("description") or "its last safe point"
+    where = position.description or "its last safe point"
     count = len(restored.values)
     message = (
         f"Resuming from checkpoint #{latest.id}: {where}, {count} variable{'s' * (count != 1)} "
@@ -125,7 +129,10 @@ class LeftOut:
         Examples
         --------
         >>> from types import SimpleNamespace as NS
-        >>> ck = NS(id=4, variables={"x": {}, "y": {}}, body={"cell": {"first_line": "x = 1"}})
+        >>> from nbcheckpoint.store.manifest import CellInfo, Manifest, NotebookInfo
+        >>> m = Manifest(id=4, notebook=NotebookInfo("k", "k.ipynb"), created=1.0,
+        ...              status="running", cell=CellInfo(first_line="x = 1"))
+        >>> ck = NS(id=4, variables={"x": {}, "y": {}}, manifest=m, status="running")
         >>> print("\\n".join(LeftOut(["model"], {"history": 3}, ["data"]).lines(ck)))
         Not in checkpoint #4: data, history, model (that cell saved only x, y).
           model: kept as it is now.
@@ -136,7 +143,8 @@ class LeftOut:
         if not missing:
             return []
         held = _shown(ck.variables) or "no variables"
-        by_cell = ck.body.get("cell") and getattr(ck, "status", None) not in ("auto", "manual")
+        m = ck.manifest
+        by_cell = m is not None and m.cell is not None and ck.status not in ("auto", "manual")
         whose = "that cell saved only" if by_cell else "it holds only"
         out = [f"Not in checkpoint #{ck.id}: {_shown(missing)} ({whose} {held})."]
         if self.here:
@@ -169,27 +177,26 @@ def left_out(restored: Restored, now: Iterable[str], others: Iterable[Checkpoint
     Examples
     --------
     >>> from types import SimpleNamespace as NS
-    >>> cell = {"notebook_names": ["x", "data", "history"]}
-    >>> ck = NS(id=4, variables={"x": {}}, body={"cell": cell, "modules": {}})
+    >>> from nbcheckpoint.store.manifest import CellInfo, Manifest, NotebookInfo
+    >>> cell = CellInfo(notebook_names=("x", "data", "history"))
+    >>> m = Manifest(id=4, notebook=NotebookInfo("k", "k.ipynb"), created=1.0, status="complete",
+    ...              cell=cell)
+    >>> ck = NS(id=4, variables={"x": {}}, manifest=m, status="complete")
     >>> r = NS(checkpoint=ck, values={"x": 1}, failed={})
-    >>> old = NS(id=3, variables={"x": {}, "history": {}}, body={})
+    >>> old = NS(id=3, variables={"x": {}, "history": {}})
     >>> left_out(r, ["x", "model"], [old])
     LeftOut(here=['model'], elsewhere={'history': 3}, lost=['data'])
     """
     ck = restored.checkpoint
-    body = ck.body
-    accounted = (
-        set(ck.variables)
-        | set(body.get("modules") or {})
-        | set(body.get("skipped") or {})
-        | set(body.get("withheld") or {})
-        | set(restored.failed)
-    )
+    m = ck.manifest
+    accounted = set(ck.variables) | set(restored.failed)
+    if m is not None:
+        accounted |= set(m.modules) | set(m.skipped) | set(m.withheld)
     now_set = set(now)
     here = sorted(now_set - accounted)
     gone = accounted | now_set
     others = sorted((c for c in others if c.id != ck.id), key=lambda c: c.id, reverse=True)
-    recorded = (body.get("cell") or {}).get("notebook_names")
+    recorded = m.cell.notebook_names if m is not None and m.cell is not None else None
     if recorded is not None:  # the names the notebook had when the cell ran
         candidates = set(recorded)
     elif ck.status in ("auto", "manual"):

@@ -21,12 +21,20 @@ from ..capture.names import user_names
 from ..capture.resume import left_out
 from ..capture.writer import MODES, choose, estimate_bytes
 from ..errors import CheckpointError, ConfigError
-from ..format import human_bytes, parse_duration, parse_size, relative_time, table
+from ..format import human_bytes, parse_duration, parse_size, printable, relative_time, table
 from ..store import Restored, load_key
+from ..store.manifest import LeftOut
 from ..store.serializer import restore_rng
 
 #: The subcommand name under which the parser keeps the cell magic's options.
 CELL = "%%checkpoint"
+
+
+def _reason(info: LeftOut) -> str:
+    """Why a variable was left out, and where inside it a withheld value sat."""
+    if info.where and info.where != info.reason:
+        return f"{info.reason} (at {info.where})"
+    return info.reason
 
 
 def _short_id(text: str) -> int:
@@ -266,16 +274,17 @@ class LineCommands:
         nb = self.notebook_ref()
         rows = []
         for ck in store.list(nb):
-            cell = ck.body.get("cell") or {}
-            count = cell.get("execution_count")
-            position = (ck.body.get("position") or {}).get("description") or ""
+            m = ck.manifest
+            cell = m.cell if m is not None else None
+            count = cell.execution_count if cell is not None else None
+            first = cell.first_line if cell is not None else ""
+            position = m.position if m is not None else None
             rows.append(
                 [
                     f"#{ck.id}" + (" (pinned)" if ck.pinned else ""),
                     relative_time(ck.created) if ck.created else "?",
-                    (f"[{count}] " if count is not None else "")
-                    + str(cell.get("first_line", ""))[:30],
-                    position,
+                    (f"[{count}] " if count is not None else "") + first[:30],
+                    (position.description if position is not None else None) or "",
                     ck.status if ck.verified else f"UNVERIFIED: {ck.problem}",
                     str(len(ck.variables)),
                     human_bytes(ck.total_bytes),
@@ -288,20 +297,19 @@ class LineCommands:
 
     def _cmd_show(self, args: argparse.Namespace) -> None:
         ck = self.open_store(args.store).read_checkpoint(self.notebook_ref(), _short_id(args.id))
+        m = ck.manifest
+        variables = m.variables if m is not None else {}
         rows = [
-            [n, v["type"], human_bytes(v["size"]), ", ".join(v.get("shared_with", []))]
-            for n, v in sorted(ck.variables.items())
+            [n, v.type, human_bytes(v.size), ", ".join(v.shared_with)]
+            for n, v in sorted(variables.items())
         ]
         print(f"Checkpoint #{ck.id} · {ck.status} · {relative_time(ck.created)}")
         if rows:
             print(table(rows, ["variable", "type", "size", "shared with"]))
-        if ck.body["modules"]:
-            print(
-                "modules: " + ", ".join(f"{k} ({v})" for k, v in sorted(ck.body["modules"].items()))
-            )
-        for kind in ("skipped", "withheld"):
-            for name, info in sorted(ck.body[kind].items()):
-                print(f"{kind}: {name} ({info['type']}): {info['reason']}")
+        if m is not None and m.modules:
+            print("modules: " + ", ".join(f"{k} ({v})" for k, v in sorted(m.modules.items())))
+        for kind, name, info in m.left_out() if m is not None else ():
+            print(printable(f"{kind}: {name} ({info.type}): {_reason(info)}"))
 
     def _cmd_restore(self, args: argparse.Namespace) -> None:
         ident = None
@@ -341,12 +349,13 @@ class LineCommands:
     @staticmethod
     def describe_restore(restored: Restored) -> str:
         ck = restored.checkpoint
-        cell = ck.body.get("cell") or {}
+        m = ck.manifest
+        cell = m.cell if m is not None else None
         where = []
-        if cell.get("execution_count") is not None:
-            where.append(f"cell [{cell['execution_count']}]")
+        if cell is not None and cell.execution_count is not None:
+            where.append(f"cell [{cell.execution_count}]")
         where.append(relative_time(ck.created))
-        position = (ck.body.get("position") or {}).get("description")
+        position = m.position.description if m is not None and m.position is not None else None
         if position:
             where.append(position)
         names = sorted(restored.values)
@@ -359,16 +368,15 @@ class LineCommands:
             + (f", {imports} import{'s' * (imports != 1)}" if imports else "")
             + "."
         ]
-        left_out = {**ck.body.get("skipped", {}), **ck.body.get("withheld", {})}
-        for name, info in sorted(left_out.items()):
-            lines.append(f"  not saved: {name} ({info['type']}): {info['reason']}")
+        for _kind, name, info in m.left_out() if m is not None else ():
+            lines.append(f"  not saved: {name} ({info.type}): {_reason(info)}")
         for name, why in sorted(restored.failed.items()):
             lines.append(f"  not restored: {name}: {why}")
         for ident, why in sorted(restored.passed_over.items(), reverse=True):
             lines.append(f"  passed over #{ident}: {why}")
         if not ck.verified:
             lines.append(f"  warning: restored without a valid signature ({ck.problem}).")
-        return "\n".join(lines)
+        return "\n".join(printable(line) for line in lines)
 
     def _cmd_save(self, args: argparse.Namespace) -> None:
         ns = self.user_ns
@@ -390,9 +398,8 @@ class LineCommands:
             f"Saved checkpoint #{ck.id}: {len(ck.variables)} variables, {human_bytes(ck.total_bytes)} "
             f"({human_bytes(ck.new_bytes)} new)."
         )
-        for kind in ("skipped", "withheld"):
-            for name, info in sorted(ck.body[kind].items()):
-                print(f"  {kind}: {name} ({info['type']}): {info['reason']}")
+        for kind, name, info in ck.manifest.left_out() if ck.manifest is not None else ():
+            print(printable(f"  {kind}: {name} ({info.type}): {_reason(info)}"))
 
     def _cmd_pin(self, args: argparse.Namespace, pinned: bool = True) -> None:
         ident = _short_id(args.id)

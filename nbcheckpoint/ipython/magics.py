@@ -34,7 +34,7 @@ from ..capture.resume import Refusal, ResumePlan, left_out, plan_resume
 from ..capture.rewrite import instrument
 from ..capture.writer import MODES
 from ..errors import CheckpointError
-from ..format import parse_duration, parse_size, relative_time
+from ..format import parse_duration, parse_size, printable, relative_time
 from ..store import CheckpointStore, NotebookRef, default_store_url
 from ..store.identity import ENV_NOTEBOOK_ID
 from .commands import LineCommands, help_text, parse_cell_args
@@ -507,14 +507,13 @@ class Checkpoint(LineCommands, Magics):
         if not from_earlier_kernel(latest):
             return None
         count = len(store.list(nb))
-        cell = latest.body.get("cell") or {}
+        m = latest.manifest
         bits = []
-        if cell.get("execution_count") is not None:
-            bits.append(f"cell [{cell['execution_count']}]")
+        if m is not None and m.cell is not None and m.cell.execution_count is not None:
+            bits.append(f"cell [{m.cell.execution_count}]")
         bits.append(relative_time(latest.created))
-        position = (latest.body.get("position") or {}).get("description")
-        if position:
-            bits.append(position)
+        if m is not None and m.position is not None and m.position.description:
+            bits.append(printable(m.position.description))
         return (
             f"{count} checkpoint{'s' if count != 1 else ''} from an earlier kernel; latest #{latest.id} "
             f"({', '.join(bits)}). Run %checkpoint restore to bring the state back."

@@ -84,6 +84,8 @@ class CellInfo:
     first_line: str = ""
     source_hash: str | None = None
     cell_id: str | None = None
+    # The user variables the notebook had when the cell ran (a restore names those it lacks).
+    notebook_names: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,8 @@ class LeftOut:
 
     type: str
     reason: str
+    # Where inside the variable a withheld value was found, e.g. ``config['db']['password']``.
+    where: str | None = None
 
 
 @dataclass(frozen=True)
@@ -580,6 +584,7 @@ class _Reader:
         return LeftOut(
             self.text(self.need(d, "type", where), f"{where}.type"),
             self.text(self.need(d, "reason", where), f"{where}.reason"),
+            self.opt_text(d.get("where"), f"{where}.where"),
         )
 
     def cell(self, value: Any) -> CellInfo:
@@ -589,6 +594,11 @@ class _Reader:
             first_line=self.opt_text(d.get("first_line"), "cell.first_line") or "",
             source_hash=self.opt_text(d.get("source_hash"), "cell.source_hash"),
             cell_id=self.opt_text(d.get("cell_id"), "cell.cell_id"),
+            notebook_names=(
+                None
+                if d.get("notebook_names") is None
+                else self.strings(d["notebook_names"], "cell.notebook_names")
+            ),
         )
 
     def position(self, value: Any) -> Position:
