@@ -5,8 +5,10 @@ use) before its first blob, and removes it once its manifest is published. gc wr
 marker (``leases/<...>.gc``) first and reads the marker's modification time: that is
 "now" on the store's clock, against which it judges the age of leases and blobs. It
 never reads its own machine's clock for that, so a gc whose clock is hours ahead, or a
-writer whose clock is behind, changes nothing. A writer also looks for gc markers after
-publishing: while a gc runs, it checks that the blobs it reused are still there.
+writer whose clock is behind, changes nothing. A gc looks at the leases again right before
+each deletion, and a writer checks after publishing that the blobs it reused (without
+their bytes in hand) are still there, withdrawing the checkpoint if not: a checkpoint
+acknowledged is whole.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from ..errors import StoreError
 from .backends import Backend, FolderSync
 
 LEASES = "leases"
+SAVE = ".save"
+GC = ".gc"
 # A lease older than this on the store's clock belongs to a writer that died (a live
 # writer renews its lease every LEASE_RENEW seconds while it writes). Its blobs are then
 # spared only by gc's grace period. Six hours covers a single blob upload of a few
@@ -75,7 +79,7 @@ class Lease:
     @classmethod
     def take(cls, backend: Backend, notebook: str, blobs: Iterable[str]) -> Lease:
         data = json.dumps({"notebook": notebook, "blobs": sorted(blobs)}).encode()
-        path = f"{LEASES}/{_name()}.save"
+        path = f"{LEASES}/{_name()}{SAVE}"
         # Durability does not matter (a lease of a crashed machine protects nothing), only
         # visibility: the folder's fsync is left to a batch that is never synced.
         backend.create(path, _written(data), folders=FolderSync())
@@ -94,7 +98,20 @@ class Lease:
         self.backend.replace(self.path, self._data)
 
     def release(self) -> None:
-        self.backend.delete(self.path)
+        """The manifest is published: remove the lease, unless a gc is running.
+
+        A gc reads the manifests once, and the leases before each deletion; a save that
+        took its lease and published after the first but released it before the second
+        would be seen by neither. While a gc marker is present, the lease is rewritten as
+        published instead, and stays until every gc older than it has finished.
+        """
+        if not gc_markers(self.backend):
+            delete_quietly(self.backend, self.path)
+            return
+        body = json.loads(self._data)
+        body["published"] = True
+        with contextlib.suppress(StoreError, OSError):
+            self.backend.replace(self.path, json.dumps(body).encode())
 
 
 @dataclass
@@ -107,7 +124,7 @@ class StoreClock:
 
     @classmethod
     def read(cls, backend: Backend) -> StoreClock:
-        path = f"{LEASES}/{_name()}.gc"
+        path = f"{LEASES}/{_name()}{GC}"
         backend.create(path, _written(b""), folders=FolderSync())
         return cls(backend, path, backend.mtime(path))
 
@@ -122,6 +139,23 @@ class LeaseScan:
     protected: set[str] = field(default_factory=set)
     live: int = 0
     expired: int = 0
+    seen: set[str] = field(default_factory=set)
+
+    def refresh(self, backend: Backend) -> None:
+        """Add the blobs of leases taken since the last look (one listing; reads new ones).
+
+        gc calls this right before each deletion: a save that takes its lease after gc
+        first looked, then finds a blob gc is about to delete, is then seen in time, or
+        finds the blob gone (before publishing: it fails) or re-checks it after publishing.
+        """
+        for entry in backend.listdir(LEASES):
+            if entry in self.seen or not entry.endswith(SAVE):
+                continue
+            self.seen.add(entry)
+            try:
+                self.protected |= hashes_in(backend.read(f"{LEASES}/{entry}"))
+            except FileNotFoundError:
+                continue  # finished meanwhile: its manifest names its blobs
 
 
 def _same_host_dead(name: str) -> bool:
@@ -137,45 +171,61 @@ def _same_host_dead(name: str) -> bool:
     return False
 
 
-def scan_leases(backend: Backend, clock: StoreClock, grace: float) -> LeaseScan:
-    """Read every live lease; remove those of writers that died (and stale gc markers).
+def gc_markers(backend: Backend) -> list[str]:
+    """Names of the gc markers in the store (gcs running, or dead ones not yet expired)."""
+    try:
+        return [n for n in backend.listdir(LEASES) if n.endswith(GC)]
+    except StoreError:
+        return ["?"]  # cannot tell: assume one is
 
-    A lease is live while younger than ``max(grace, LEASE_TTL)`` on the store's clock,
-    unless it names a process of this host that no longer exists.
+
+def scan_leases(backend: Backend, clock: StoreClock, grace: float) -> LeaseScan:
+    """Read every lease that still counts; remove the others (and stale gc markers).
+
+    A save's lease counts while younger than ``max(grace, LEASE_TTL)`` on the store's
+    clock, unless it names a process of this host that no longer exists. A published
+    lease counts while a gc older than it (not this one) may still be running.
     """
     scan = LeaseScan()
     limit = max(grace, LEASE_TTL)
-    for entry in backend.listdir(LEASES):
+    entries = backend.listdir(LEASES)
+    scan.seen.update(entries)
+    ages: dict[str, float] = {}
+    for entry in entries:
         path = f"{LEASES}/{entry}"
         if path == clock.path:
             continue
-        stem, _, kind = entry.rpartition(".")
         try:
-            age = clock.now - backend.mtime(path)
+            ages[entry] = clock.now - backend.mtime(path)
         except FileNotFoundError:
-            continue  # the save finished meanwhile: its manifest is read after this
-        if age > limit or _same_host_dead(stem):
-            backend.delete(path)
+            continue  # a save finished meanwhile: its manifest is read after this
+    others = [ages[e] for e in ages if e.endswith(GC) and ages[e] <= limit]
+    for entry, age in ages.items():
+        path = f"{LEASES}/{entry}"
+        if age > limit:
+            delete_quietly(backend, path)
             scan.expired += 1
             continue
-        if kind != "save":
-            continue
+        if not entry.endswith(SAVE):
+            continue  # another gc's marker
         try:
             raw = backend.read(path)
         except FileNotFoundError:
             continue
-        scan.live += 1
+        if b'"published": true' in raw:
+            if not any(other >= age for other in others):
+                # Its manifest is published, and every gc running then has finished.
+                delete_quietly(backend, path)
+                continue
+        elif _same_host_dead(entry.rsplit(".", 1)[0]):
+            delete_quietly(backend, path)  # a save that died: nothing was published
+            scan.expired += 1
+            continue
+        else:
+            scan.live += 1
         # Read conservatively: whatever is hash-shaped in it is protected.
         scan.protected |= hashes_in(raw)
     return scan
-
-
-def gc_running(backend: Backend) -> bool:
-    """Whether a gc marker is in the store (a gc running, or one that died recently)."""
-    try:
-        return any(name.endswith(".gc") for name in backend.listdir(LEASES))
-    except StoreError:
-        return True  # cannot tell: assume one is
 
 
 def hashes_in(raw: bytes) -> set[str]:

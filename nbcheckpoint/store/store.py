@@ -35,7 +35,6 @@ from .leases import (
     Lease,
     StoreClock,
     delete_quietly,
-    gc_running,
     hashes_in,
     read_capped,
     scan_leases,
@@ -772,14 +771,30 @@ class CheckpointStore:
         DEFAULT_KEEP and DEFAULT_MAX_SIZE; UNLIMITED turns either off.
         """
         self._init_root()
-        self.backend.cleanup_tmp(DEFAULT_GRACE)
         lease = Lease.take(self.backend, pending.notebook.key, pending.body["blobs"])
         try:
+            self._cleanup_tmp(DEFAULT_GRACE, lease.path)
             ident = self._commit_leased(pending, lease)
-        finally:
-            delete_quietly(self.backend, lease.path)
+        except BaseException:
+            delete_quietly(self.backend, lease.path)  # nothing published: its blobs are garbage
+            raise
+        lease.release()
         self._retain_after_save(pending, keep, max_size)
         return self.read_checkpoint(pending.notebook, ident)
+
+    def _cleanup_tmp(self, max_age: float, fresh: str) -> int:
+        """Remove dead writers' temp files older than ``max_age`` on the store's clock.
+
+        The backend judges ages on this machine's clock; ``fresh``, an object just
+        written, tells how far ahead of the store's clock this machine is, and the limit
+        grows by that much (a machine hours ahead would otherwise take a live writer's
+        temp files for a dead one's).
+        """
+        try:
+            ahead = time.time() - self.backend.mtime(fresh)
+        except FileNotFoundError:
+            ahead = 0.0
+        return self.backend.cleanup_tmp(max_age + max(0.0, ahead))
 
     def _commit_leased(self, pending: PendingSave, lease: Lease) -> int:
         """The blobs and the manifest of :meth:`commit`, under ``lease``; returns the new id."""
@@ -830,12 +845,13 @@ class CheckpointStore:
             if not self.backend.exists(_blob_path(h)):
                 self._known_blobs.discard(h)
                 self._write_blob(h, view)
-        if gc_running(self.backend):
-            # A gc that listed the leases just before ours was written may have judged a
-            # blob we reuse unused, between our check of it and now. Without its bytes we
-            # cannot put it back: the checkpoint is withdrawn, never acknowledged broken.
-            reused = [h for h in pending.body["blobs"] if h not in pending.data]
-            missing = [h for h in reused if not self.backend.exists(_blob_path(h))]
+        # A gc that looked at the leases just before ours was written may have judged a blob
+        # we reuse unused, between our check of it and now. Without its bytes we cannot
+        # put it back: the checkpoint is withdrawn, never acknowledged broken.
+        reused = [h for h in pending.body["blobs"] if h not in pending.data]
+        if reused:
+            here = _parallel(lambda h: self.backend.exists(_blob_path(h)), reused)
+            missing = [h for h, present in zip(reused, here) if not present]
             if missing:
                 self.backend.delete(
                     f"{_nb_dir(pending.notebook.key)}/manifests/{_manifest_name(ident)}"
@@ -865,17 +881,15 @@ class CheckpointStore:
         size_limit = None if max_size == UNLIMITED else max_size
         if size_limit is not None:
             self._usage_saves += 1
-            estimate = self._usage
-            if estimate is None or self._usage_saves >= USAGE_RECHECK or estimate > size_limit:
+            if self._usage is None or self._usage_saves >= USAGE_RECHECK:
                 self._usage_saves = 0
-                estimate = self._usage = self._measure_usage()
-            if estimate <= size_limit:
+                self._usage = self._measure_usage()
+            if self._usage <= size_limit:
                 size_limit = None  # under the cap: nothing to do for it this time
         if keep_limit is None and size_limit is None:
             return
-        removed = self.retain(pending.notebook, keep=keep_limit, max_size=size_limit)
-        if removed:
-            self._usage = None  # measure again next time
+        # Over the cap, retain measures exactly (and leaves the result in ``_usage``).
+        self.retain(pending.notebook, keep=keep_limit, max_size=size_limit)
 
     def _address_buffer(self, item: tuple[memoryview, bool]) -> tuple[Any, builtins.list[Any]]:
         """For a buffer and whether it may be chunked: the fast hash of the whole when it is
@@ -1270,6 +1284,9 @@ class CheckpointStore:
                     users[h] -= 1
                     if users[h] == 0:
                         total -= sizes[h]
+            self._usage = total
+        elif removed:
+            self._usage = None  # measured again at the next save
         if removed:
             self.gc(grace=grace)
         return removed
@@ -1288,7 +1305,7 @@ class CheckpointStore:
             leases = scan_leases(self.backend, clock, grace)
             # A live writer's temp files are young: spare them, whatever the grace.
             tmp_age = max(grace, LEASE_TTL if leases.live else TMP_MIN_AGE)
-            report = GcReport(removed_tmp=self.backend.cleanup_tmp(tmp_age))
+            report = GcReport(removed_tmp=self._cleanup_tmp(tmp_age, clock.path))
             refs = self._referenced()
             for prefix in self.backend.listdir("blobs"):
                 for rest in self.backend.listdir(f"blobs/{prefix}"):
@@ -1296,6 +1313,9 @@ class CheckpointStore:
                     if h in refs or h in leases.protected:
                         continue
                     path = f"blobs/{prefix}/{rest}"
+                    leases.refresh(self.backend)
+                    if h in leases.protected:
+                        continue
                     try:
                         # Read the age right before deleting, to keep the race window small.
                         if self.backend.mtime(path) >= clock.now - grace:
