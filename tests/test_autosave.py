@@ -322,3 +322,45 @@ def test_exit_scans_and_saves_what_the_last_cell_changed(tmp_path, monkeypatch):
     saver.cell_finished({"first_line": "x = 1"}, save=True)
     saver.at_exit()  # the loop never ran: the kernel is going away
     assert store.load(nb).values["x"] == 1
+
+
+def test_a_save_starts_from_the_checkpoint_that_just_landed(tmp_path):
+    """The previous write ends between two looks at the writer: the next save must build on
+    its checkpoint, or the groups it reuses come from an older one (stale values)."""
+    from nbcheckpoint.capture.writer import Outcome
+
+    ns = {"x": 1, "y": 1}
+    saver, store, nb = make_saver(tmp_path, ns, None)
+    saver.cell_finished({"first_line": "x = 1"}, save=True)
+    saver.collect(wait=True)
+    first = saver.base
+    landed = store.save(ns, nb, ["x", "y"], status="auto")  # what the write under way made
+
+    class EndsWhenAsked:
+        """Busy until asked; its outcome is there once it said it was not busy."""
+
+        def __init__(self):
+            self.store = store
+            self.asked = False
+            self.jobs = []
+
+        def busy(self):
+            self.asked = True
+            return False
+
+        def poll(self):
+            return [Outcome(self.jobs[0] if self.jobs else None, landed)] if self.asked else []
+
+        def drain(self, timeout=None):
+            return self.poll()
+
+        def submit(self, job):
+            self.jobs.append(job)
+
+    writer = EndsWhenAsked()
+    saver.writer = writer
+    ns["y"] = 2
+    saver.cell_finished({"first_line": "y = 2"}, save=True)
+    assert writer.jobs, "no save was started"
+    assert writer.jobs[-1].base is not first
+    assert writer.jobs[-1].base.id == landed.id

@@ -168,7 +168,6 @@ class AutoSaver:
         Then the changes wait, and go at the start of the next cell or when the writer is
         done, whichever comes first: a cell never waits for a disk.
         """
-        self.collect()
         if writer is None:
             store = self.open_store()
             if self.writer is None or self.writer.store is not store:
@@ -178,7 +177,12 @@ class AutoSaver:
                 )
             writer = self.writer
         if writer.busy():
+            self.collect()
             return
+        # Only now: a write that ends between a look at its outcome and the look at
+        # ``busy`` would leave ``base`` one checkpoint behind, and the groups reused
+        # from it stale. A writer that is not busy has handed over every outcome.
+        self.collect()
         names = self._names()
         base = self.base
         if base is not None and not self.pending & set(names) and set(names) == _held(base):
