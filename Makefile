@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: demo test venv browser lint bench clean
+.PHONY: demo test test-pythons venv browser lint bench bench-pythons clean
 
 # pip's output goes to a log, shown only when it fails (the machines' pip config is chatty).
 $(STAMP): pyproject.toml
@@ -30,6 +30,11 @@ demo: $(STAMP)
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
+# The non-browser suite on the other supported Pythons (3.10, 3.12, 3.13 through pyenv; a
+# missing one is skipped with the reason), each in its own .venv-3.X. NBC_PYTHONS picks others.
+test-pythons: $(STAMP)
+	bash .ci/pythons
+
 lint: $(STAMP)
 	$(BIN)/ruff check nbcheckpoint tests benchmarks scripts
 	$(BIN)/ruff format --check nbcheckpoint tests benchmarks scripts
@@ -41,5 +46,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_capture.py
 	$(BIN)/python benchmarks/bench_snapshot.py
 
+# Safe-point overhead (nothing due) under each Python: .venv (3.11) and the .venv-3.X that
+# `make test-pythons` made, side by side.
+bench-pythons: $(STAMP)
+	$(BIN)/python benchmarks/bench_capture.py --skip-kernel --pythons "$$(ls -d $(abspath $(BIN))/python $(abspath .)/.venv-3.*/bin/python 2> /dev/null | paste -sd,)"
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info nbcheckpoint/labextension labextension/lib labextension/lib-test labextension/node_modules
+	rm -rf $(VENV) .venv-3.* build dist *.egg-info nbcheckpoint/labextension labextension/lib labextension/lib-test labextension/node_modules

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -356,6 +357,16 @@ for i in range({n}):
 _bench_loop = _bench_time.perf_counter() - _bench_t0
 """
 
+WHILE_LOOP = """\
+_bench_t0 = _bench_time.perf_counter()
+total = 0
+i = 0
+while i < {n}:
+    total += i
+    i += 1
+_bench_loop = _bench_time.perf_counter() - _bench_t0
+"""
+
 NUMPY_LOOP = """\
 _bench_t0 = _bench_time.perf_counter()
 for step in range({n}):
@@ -452,22 +463,34 @@ def run_ok(shell: Any, code: str) -> float:
     return took
 
 
+def spread(values: list[float]) -> str:
+    """``[min-max]`` of a list of ratios or times, for the lines beside the medians."""
+    return f"[{min(values):.3f}-{max(values):.3f}]"
+
+
 def safepoint_overhead(
     root: Path, scale: float, rounds: int, say: Callable[[str], None]
 ) -> list[Row]:
+    """Loops run plain and as ``%%checkpoint --every 3600`` cells, alternating, in one shell.
+
+    Each round runs both forms back to back (their order alternates), so the ratio of one
+    round compares runs under the same load; the table shows the median loop times and the
+    note the range of those per-round ratios.
+    """
     shell = in_process_shell(root)
     run_ok(shell, "import time as _bench_time\nimport numpy as np\nx = np.ones(1_000_000)")
     n_pure = max(10_000, int(10_000_000 * scale))
     n_numpy = max(10, int(400 * scale))
     rows = []
     for label, template, n, target in (
-        (f"pure-Python loop, {n_pure:,} iterations", PURE_LOOP, n_pure, 1.10),
+        (f"pure-Python for loop, {n_pure:,} iterations", PURE_LOOP, n_pure, 1.10),
+        (f"pure-Python while loop, {n_pure:,} iterations", WHILE_LOOP, n_pure, 1.10),
         (f"numpy loop, {n_numpy} x 3 ops on 8 MB", NUMPY_LOOP, n_numpy, 1.02),
     ):
         plain = template.format(n=n)
         marked = "%%checkpoint --every 3600\n" + plain
-        loop = {"plain": [], "checkpoint": []}
-        cell = {"plain": [], "checkpoint": []}
+        loop: dict[str, list[float]] = {"plain": [], "checkpoint": []}
+        cell: dict[str, list[float]] = {"plain": [], "checkpoint": []}
         run_ok(shell, plain)  # warm up caches and the allocator
         run_ok(shell, marked)
         for r in range(rounds):
@@ -475,9 +498,11 @@ def safepoint_overhead(
             for which in order:
                 cell[which].append(run_ok(shell, plain if which == "plain" else marked))
                 loop[which].append(shell.user_ns["_bench_loop"])
+        ratios = [c / p for c, p in zip(loop["checkpoint"], loop["plain"])]
         say(
             f"  {label}: loop s plain {[round(t, 3) for t in loop['plain']]}, "
-            f"checkpoint {[round(t, 3) for t in loop['checkpoint']]}"
+            f"checkpoint {[round(t, 3) for t in loop['checkpoint']]}; "
+            f"ratio per round {spread(ratios)}; load average now {load_average()}"
         )
         rows.append(
             Row(
@@ -486,6 +511,8 @@ def safepoint_overhead(
                 statistics.median(loop["plain"]),
                 "ratio",
                 target,
+                note=f"per-round ratio {spread(ratios)}, {rounds} alternating rounds; "
+                f"plain {spread(loop['plain'])} s, checkpoint {spread(loop['checkpoint'])} s",
             )
         )
         rows.append(
@@ -498,6 +525,39 @@ def safepoint_overhead(
             )
         )
     shell.run_line_magic("unload_ext", "nbcheckpoint")
+    return rows
+
+
+def safepoints_per_python(
+    pythons: list[str], args: argparse.Namespace, say: Callable[[str], None]
+) -> list[Row]:
+    """Part 1 under each interpreter (its own venv with nbcheckpoint installed), side by side.
+
+    Each runs this script with ``--skip-kernel`` (its output is shown as it comes) and hands
+    its rows back as JSON; the rows come back here prefixed with its Python version.
+    """
+    rows: list[Row] = []
+    script = str(Path(__file__).resolve())
+    for python in pythons:
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            cmd = [python, script, "--skip-kernel", "--scale", str(args.scale)]
+            cmd += ["--rounds", str(args.rounds), "--rows-json", out.name]
+            if args.dir is not None:
+                cmd += ["--dir", str(args.dir)]
+            say(f"== {python} (load average {load_average()})")
+            done = subprocess.run(cmd, text=True, capture_output=True, timeout=3600)
+            for line in done.stdout.splitlines():
+                say("   " + line)
+            if done.returncode != 0:
+                say(f"   FAILED ({done.returncode}): {done.stderr[-2000:]}")
+                continue
+            found = json.loads(Path(out.name).read_text() or "{}")
+        version = found.get("python", "?")
+        for row in found.get("rows", []):
+            if row["operation"].startswith(" "):
+                continue  # whole-cell lines: each child's own output has them
+            row["operation"] = f"Python {version}: {row['operation']}"
+            rows.append(Row(**row))
     return rows
 
 
@@ -788,6 +848,12 @@ def main(argv: list[str] | None = None) -> int:
         help="an interpreter where kishu is installed (default: this one, if it has kishu)",
     )
     parser.add_argument("--skip-kernel", action="store_true", help="only the in-process loops")
+    parser.add_argument(
+        "--pythons",
+        default=None,
+        help="comma-separated interpreters (venvs with nbcheckpoint): the safe-point part under each",
+    )
+    parser.add_argument("--rows-json", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--profile", action="store_true", help="cProfile the last auto saves")
     args = parser.parse_args(argv)
 
@@ -810,12 +876,28 @@ def run(args: argparse.Namespace, root: Path) -> int:
     for line in machine_header("nbcheckpoint capture benchmark (issue #3)", args.scale, root):
         say(line)
     rows: list[Row] = []
+    if args.pythons:
+        say("")
+        say(f"safe points with nothing due, per Python, {args.rounds} alternating rounds each:")
+        rows = safepoints_per_python(args.pythons.split(","), args, say)
+        say("")
+        finish(print_table(rows, say), say)
+        return 0
     say("")
     say(
         f"1. safe points with nothing due: in-process IPython shell, {args.rounds} alternating runs"
     )
     rows += safepoint_overhead(root, args.scale, args.rounds, say)
     loop_breakdown(args.scale, args.rounds, say)
+    if args.rows_json:
+        Path(args.rows_json).write_text(
+            json.dumps(
+                {
+                    "python": platform.python_version(),
+                    "rows": [dataclasses.asdict(row) for row in rows],
+                }
+            )
+        )
     info: dict[str, float] = {}
     if not args.skip_kernel:
         say("")
