@@ -71,9 +71,13 @@ class Kernel:
         assert self.km is not None
         return int(self.km.provisioner.process.pid)  # type: ignore[union-attr]
 
-    def submit(self, code: str) -> str:
-        """Send code without waiting; returns the message id."""
-        return str(self.kc.execute(code, store_history=True))
+    def submit(self, code: str, silent: bool = False) -> str:
+        """Send code without waiting; returns the message id.
+
+        ``silent`` requests run without IPython's ``pre_run_cell``/``post_run_cell`` events
+        and history, so auto mode does not see them: for a test that only looks.
+        """
+        return str(self.kc.execute(code, silent=silent, store_history=not silent))
 
     def collect(self, msg_id: str, timeout: float = 120) -> Reply:
         """Gather the outputs of ``msg_id`` until the kernel is idle again."""
@@ -116,8 +120,8 @@ class Kernel:
             reply.error = shell["content"]
         return reply
 
-    def run(self, code: str, timeout: float = 120) -> Reply:
-        return self.collect(self.submit(code), timeout)
+    def run(self, code: str, timeout: float = 120, silent: bool = False) -> Reply:
+        return self.collect(self.submit(code, silent), timeout)
 
     def value(self, expr: str) -> Any:
         """Evaluate ``expr`` in the kernel and return it, through its repr and ``ast.literal_eval``."""
