@@ -525,25 +525,44 @@ def test_store_failing_mid_cell_warns_once_and_cell_completes(
     url = str(notebook.parent / "ext-store")
     moved = url + ".moved"
     probe = StoreProbe(url, notebook)
+    # The loop writes how far it got to `progress` and stops when `stop` exists: the test
+    # steps by the loop's own iterations, not by wall time.
+    progress, stop = notebook.parent / "progress", notebook.parent / "stop"
     kernel = start_kernel()
     cell = (
         f"%%checkpoint --every 0.3 --store {url}\n"
-        "import time\ntotal = 0\nfor i in range(30):\n    total += i\n    time.sleep(0.1)\n"
+        "import os, time\ntotal = 0\nfor i in range(100_000):\n    total += i\n"
+        f"    with open({str(progress)!r}, 'w') as out:\n        out.write(str(i))\n"
+        f"    if os.path.exists({str(stop)!r}):\n        break\n    time.sleep(0.1)\n"
     )
+
+    def iterations() -> int:
+        text = progress.read_text() if progress.exists() else ""
+        return int(text) if text.isdigit() else -1  # -1: not written yet, or mid-write
+
     msg_id = kernel.submit(cell)
     probe.wait_for_count(1)
     # Break the store under the running cell: a file where its folder was. (Tests run as
     # root, so a read-only folder would not stop the writes.)
     os.rename(url, moved)
     Path(url).write_text("not a folder")
-    time.sleep(1.0)  # several checkpoints come due and fail meanwhile
+    warned = "could not save a checkpoint"
+    kernel.watch(msg_id, lambda r: warned in r.stderr, 60, "the warning")
+    # Ten more iterations (at least 1 s of the loop's sleeps): about three more checkpoints
+    # come due and fail, and are not warned about again.
+    broken_at = iterations()
+    wait_for(lambda: iterations() >= broken_at + 10, 60, "ten iterations with the store broken")
     os.unlink(url)
     os.rename(moved, url)
-    reply = kernel.collect(msg_id, timeout=30).check()
+    kernel.watch(msg_id, lambda r: "the store works again" in r.stdout, 60, "the recovery")
+    stop.write_text("")
+    reply = kernel.collect(msg_id, timeout=60).check()
 
-    assert reply.stderr.count("could not save a checkpoint") == 1, reply.stderr
+    assert reply.stderr.count(warned) == 1, reply.stderr
     assert reply.stdout.count("the store works again") == 1, reply.stdout
-    assert kernel.value("(total, i)") == (sum(range(30)), 29)
+    total, i = kernel.value("(total, i)")
+    assert broken_at + 10 <= i < 99_999
+    assert total == sum(range(i + 1))
     assert probe.list()[-1].status == "complete"
 
 
