@@ -347,18 +347,21 @@ def test_auto_mode_across_cells_then_restart_restores_namespace(
     assert k2.value("np.__name__") == "numpy"
 
 
-def two_cells_behind_a_slow_writer(kernel: Kernel, seconds: float, first_only: bool) -> None:
+def two_cells_behind_a_slow_writer(kernel: Kernel, seconds: float | None, first_only: bool) -> None:
     """Auto mode on, then cells ``first = 1`` and ``second = 2`` while the kernel's writer
     thread takes ``seconds`` before each write (or only the first one): the second cell's
-    changes wait for the writer."""
+    changes wait for the writer. ``seconds=None`` holds the write until ``RELEASE_WRITER``
+    runs, so that the cells surely end while it waits, however busy the machine."""
+    wait = "_w.release.wait(60)" if seconds is None else f"_time.sleep({seconds})"
     kernel.run(
-        "import time as _time\n"
+        "import threading as _threading, time as _time\n"
         "from nbcheckpoint.capture import writer as _w\n"
         "_real, _calls = _w.ThreadWriter._commit, []\n"
+        "_w.release = _threading.Event()\n"
         "def _commit(self, job, pending):\n"
         "    _calls.append(1)\n"
         f"    if len(_calls) == 1 or not {first_only}:\n"
-        f"        _time.sleep({seconds})\n"
+        f"        {wait}\n"
         "    _real(self, job, pending)\n"
         "_w.ThreadWriter._commit = _commit\n"
     ).check()
@@ -367,19 +370,25 @@ def two_cells_behind_a_slow_writer(kernel: Kernel, seconds: float, first_only: b
     kernel.run("second = 2").check()
 
 
+# Sent silently (no cell events, so auto mode does not see it): lets the held write go.
+RELEASE_WRITER = "__import__('nbcheckpoint.capture.writer').capture.writer.release.set()"
+
+
 def test_auto_save_that_waited_for_the_writer_lands_without_another_cell(
     start_kernel: StartKernel, store_probe: StoreProbe
 ) -> None:
-    # The first save is held up on the writer thread; the next cell ends meanwhile, so its
+    # The first save is held up on the writer thread; the next cells end meanwhile, so their
     # changes wait. They must be written once the writer is free, with no further cell:
     # the user may have walked away, and the kernel may die next.
     k = start_kernel()
-    two_cells_behind_a_slow_writer(k, seconds=1.5, first_only=True)
+    two_cells_behind_a_slow_writer(k, seconds=None, first_only=True)
+    assert store_probe.list() == []  # the first write is still held
+    k.run(RELEASE_WRITER, silent=True).check()
     wait_for(
         lambda: any(
             (ck.body["cell"] or {}).get("first_line") == "second = 2" for ck in store_probe.list()
         ),
-        20,
+        60,
         "the waiting auto save to land on its own",
     )
     last = store_probe.list()[-1]
