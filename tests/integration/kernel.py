@@ -6,6 +6,7 @@ import os
 import queue
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,7 @@ class Kernel:
         }
         self.km: KernelManager | None = None
         self.kc: Any = None
+        self._partial: dict[str, Reply] = {}  # outputs read by watch(), not yet collected
 
     def start(self, load_ext: bool = True) -> Kernel:
         # ipykernel's built-in "python3" spec runs sys.executable: the project's venv.
@@ -71,42 +73,70 @@ class Kernel:
         assert self.km is not None
         return int(self.km.provisioner.process.pid)  # type: ignore[union-attr]
 
-    def submit(self, code: str) -> str:
-        """Send code without waiting; returns the message id."""
-        return str(self.kc.execute(code, store_history=True))
+    def submit(self, code: str, silent: bool = False) -> str:
+        """Send code without waiting; returns the message id.
 
-    def collect(self, msg_id: str, timeout: float = 120) -> Reply:
-        """Gather the outputs of ``msg_id`` until the kernel is idle again."""
-        reply = Reply()
+        ``silent`` requests run without IPython's ``pre_run_cell``/``post_run_cell`` events
+        and history, so auto mode does not see them: for a test that only looks.
+        """
+        return str(self.kc.execute(code, silent=silent, store_history=not silent))
+
+    def watch(
+        self, msg_id: str, until: Callable[[Reply], bool], timeout: float = 60, what: str = ""
+    ) -> Reply:
+        """Read the outputs of ``msg_id`` while it runs, until ``until(outputs so far)`` holds.
+
+        The outputs are kept: a later :meth:`collect` of the same request goes on from them.
+        """
+        reply = self._partial.setdefault(msg_id, Reply())
         deadline = time.monotonic() + timeout
+        while not until(reply):
+            if self._read_one(msg_id, reply, deadline):
+                raise AssertionError(
+                    f"the cell ended before {what or 'the awaited output'}: {reply.text[-2000:]}"
+                )
+        return reply
+
+    def _read_one(self, msg_id: str, reply: Reply, deadline: float) -> bool:
+        """Read iopub messages until one of ``msg_id``'s arrives; fold it into ``reply``.
+        Returns True when it was the kernel going idle (the request is done)."""
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"no reply within {timeout} s; so far: {reply.text[-2000:]}")
+                raise TimeoutError(f"no reply in time; so far: {reply.text[-2000:]}")
             try:
                 msg = self.kc.get_iopub_msg(timeout=min(remaining, 1.0))
             except queue.Empty:
                 if not self.km.is_alive():
                     raise RuntimeError(f"the kernel died; so far: {reply.text[-2000:]}") from None
                 continue
-            if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "stream":
-                if content["name"] == "stdout":
-                    reply.stdout += content["text"]
-                else:
-                    reply.stderr += content["text"]
-            elif kind == "execute_result":
-                reply.result = content["data"].get("text/plain")
-            elif kind in ("display_data", "update_display_data"):
-                reply.displays.append(content["data"])
-            elif kind == "error":
-                reply.error = content
-            elif kind == "status" and content["execution_state"] == "idle":
+            if msg.get("parent_header", {}).get("msg_id") == msg_id:
                 break
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "stream":
+            if content["name"] == "stdout":
+                reply.stdout += content["text"]
+            else:
+                reply.stderr += content["text"]
+        elif kind == "execute_result":
+            reply.result = content["data"].get("text/plain")
+        elif kind in ("display_data", "update_display_data"):
+            reply.displays.append(content["data"])
+        elif kind == "error":
+            reply.error = content
+        elif kind == "status" and content["execution_state"] == "idle":
+            return True
+        return False
+
+    def collect(self, msg_id: str, timeout: float = 120) -> Reply:
+        """Gather the outputs of ``msg_id`` until the kernel is idle again, and its reply."""
+        reply = self._partial.pop(msg_id, None) or Reply()
+        deadline = time.monotonic() + timeout
+        while not self._read_one(msg_id, reply, deadline):
+            pass
         while True:
-            # Skip stale replies (wait_for_ready may have sent a second kernel_info request).
+            # Only the reply to this request: wait_for_ready may have sent a second
+            # kernel_info request, whose reply may still be waiting.
             shell = self.kc.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))
             if shell.get("parent_header", {}).get("msg_id") == msg_id:
                 break
@@ -116,8 +146,8 @@ class Kernel:
             reply.error = shell["content"]
         return reply
 
-    def run(self, code: str, timeout: float = 120) -> Reply:
-        return self.collect(self.submit(code), timeout)
+    def run(self, code: str, timeout: float = 120, silent: bool = False) -> Reply:
+        return self.collect(self.submit(code, silent), timeout)
 
     def value(self, expr: str) -> Any:
         """Evaluate ``expr`` in the kernel and return it, through its repr and ``ast.literal_eval``."""

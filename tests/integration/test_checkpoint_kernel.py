@@ -347,18 +347,21 @@ def test_auto_mode_across_cells_then_restart_restores_namespace(
     assert k2.value("np.__name__") == "numpy"
 
 
-def two_cells_behind_a_slow_writer(kernel: Kernel, seconds: float, first_only: bool) -> None:
+def two_cells_behind_a_slow_writer(kernel: Kernel, seconds: float | None, first_only: bool) -> None:
     """Auto mode on, then cells ``first = 1`` and ``second = 2`` while the kernel's writer
     thread takes ``seconds`` before each write (or only the first one): the second cell's
-    changes wait for the writer."""
+    changes wait for the writer. ``seconds=None`` holds the write until ``RELEASE_WRITER``
+    runs, so that the cells surely end while it waits, however busy the machine."""
+    wait = "_w.release.wait(60)" if seconds is None else f"_time.sleep({seconds})"
     kernel.run(
-        "import time as _time\n"
+        "import threading as _threading, time as _time\n"
         "from nbcheckpoint.capture import writer as _w\n"
         "_real, _calls = _w.ThreadWriter._commit, []\n"
+        "_w.release = _threading.Event()\n"
         "def _commit(self, job, pending):\n"
         "    _calls.append(1)\n"
         f"    if len(_calls) == 1 or not {first_only}:\n"
-        f"        _time.sleep({seconds})\n"
+        f"        {wait}\n"
         "    _real(self, job, pending)\n"
         "_w.ThreadWriter._commit = _commit\n"
     ).check()
@@ -367,19 +370,25 @@ def two_cells_behind_a_slow_writer(kernel: Kernel, seconds: float, first_only: b
     kernel.run("second = 2").check()
 
 
+# Sent silently (no cell events, so auto mode does not see it): lets the held write go.
+RELEASE_WRITER = "__import__('nbcheckpoint.capture.writer').capture.writer.release.set()"
+
+
 def test_auto_save_that_waited_for_the_writer_lands_without_another_cell(
     start_kernel: StartKernel, store_probe: StoreProbe
 ) -> None:
-    # The first save is held up on the writer thread; the next cell ends meanwhile, so its
+    # The first save is held up on the writer thread; the next cells end meanwhile, so their
     # changes wait. They must be written once the writer is free, with no further cell:
     # the user may have walked away, and the kernel may die next.
     k = start_kernel()
-    two_cells_behind_a_slow_writer(k, seconds=1.5, first_only=True)
+    two_cells_behind_a_slow_writer(k, seconds=None, first_only=True)
+    assert store_probe.list() == []  # the first write is still held
+    k.run(RELEASE_WRITER, silent=True).check()
     wait_for(
         lambda: any(
             (ck.body["cell"] or {}).get("first_line") == "second = 2" for ck in store_probe.list()
         ),
-        20,
+        60,
         "the waiting auto save to land on its own",
     )
     last = store_probe.list()[-1]
@@ -525,25 +534,44 @@ def test_store_failing_mid_cell_warns_once_and_cell_completes(
     url = str(notebook.parent / "ext-store")
     moved = url + ".moved"
     probe = StoreProbe(url, notebook)
+    # The loop writes how far it got to `progress` and stops when `stop` exists: the test
+    # steps by the loop's own iterations, not by wall time.
+    progress, stop = notebook.parent / "progress", notebook.parent / "stop"
     kernel = start_kernel()
     cell = (
         f"%%checkpoint --every 0.3 --store {url}\n"
-        "import time\ntotal = 0\nfor i in range(30):\n    total += i\n    time.sleep(0.1)\n"
+        "import os, time\ntotal = 0\nfor i in range(100_000):\n    total += i\n"
+        f"    with open({str(progress)!r}, 'w') as out:\n        out.write(str(i))\n"
+        f"    if os.path.exists({str(stop)!r}):\n        break\n    time.sleep(0.1)\n"
     )
+
+    def iterations() -> int:
+        text = progress.read_text() if progress.exists() else ""
+        return int(text) if text.isdigit() else -1  # -1: not written yet, or mid-write
+
     msg_id = kernel.submit(cell)
     probe.wait_for_count(1)
     # Break the store under the running cell: a file where its folder was. (Tests run as
     # root, so a read-only folder would not stop the writes.)
     os.rename(url, moved)
     Path(url).write_text("not a folder")
-    time.sleep(1.0)  # several checkpoints come due and fail meanwhile
+    warned = "could not save a checkpoint"
+    kernel.watch(msg_id, lambda r: warned in r.stderr, 60, "the warning")
+    # Ten more iterations (at least 1 s of the loop's sleeps): about three more checkpoints
+    # come due and fail, and are not warned about again.
+    broken_at = iterations()
+    wait_for(lambda: iterations() >= broken_at + 10, 60, "ten iterations with the store broken")
     os.unlink(url)
     os.rename(moved, url)
-    reply = kernel.collect(msg_id, timeout=30).check()
+    kernel.watch(msg_id, lambda r: "the store works again" in r.stdout, 60, "the recovery")
+    stop.write_text("")
+    reply = kernel.collect(msg_id, timeout=60).check()
 
-    assert reply.stderr.count("could not save a checkpoint") == 1, reply.stderr
+    assert reply.stderr.count(warned) == 1, reply.stderr
     assert reply.stdout.count("the store works again") == 1, reply.stdout
-    assert kernel.value("(total, i)") == (sum(range(30)), 29)
+    total, i = kernel.value("(total, i)")
+    assert broken_at + 10 <= i < 99_999
+    assert total == sum(range(i + 1))
     assert probe.list()[-1].status == "complete"
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,11 +13,11 @@ from nbclient import NotebookClient
 
 from nbcheckpoint.store import CheckpointStore, NotebookRef
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
-# Each notebook should run in well under this; the quickstart takes a few seconds.
-BUDGET_SECONDS = 60
+# A hang guard per cell, not a speed target: the machines running this are shared.
+CELL_TIMEOUT = 300
 
 
 def output_text(cell: nbformat.NotebookNode) -> str:
@@ -70,16 +69,16 @@ def test_notebook_runs(source: Path, tmp_path: Path, key_file: Path) -> None:
     env.pop("NBCHECKPOINT_STORE", None)
     client = NotebookClient(
         nb,
-        timeout=BUDGET_SECONDS,
+        timeout=CELL_TIMEOUT,
         kernel_name="python3",
         resources={"metadata": {"path": str(folder)}},
     )
     repo_store = NOTEBOOKS / ".nbcheckpoint"
     repo_store_before = repo_store.exists()
-    started = time.monotonic()
     client.execute(env=env)  # raises CellExecutionError, naming the cell, on any error
-    elapsed = time.monotonic() - started
-    assert elapsed < BUDGET_SECONDS, f"{source.name} took {elapsed:.0f} s"
+    # Every code cell ran once, in order, in one kernel.
+    counts = [c.execution_count for c in nb.cells if c.cell_type == "code" and c.source.strip()]
+    assert counts == list(range(1, len(counts) + 1)), counts
 
     if any(c.cell_type == "code" and "%%checkpoint" in c.source for c in nb.cells):
         store = CheckpointStore(str(folder / ".nbcheckpoint"))
