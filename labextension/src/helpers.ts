@@ -173,6 +173,46 @@ export function describeCheckpoint(info: ICheckpointInfo): string {
   return bits.join(', ');
 }
 
+/** `1 variable`, `3 variables`. */
+export function plural(count: number, word: string): string {
+  return `${count} ${word}${count === 1 ? '' : 's'}`;
+}
+
+/** What a row of the server's list shows, stacked so it fits a narrow sidebar. */
+export interface ICheckpointRow {
+  /** `#12`, `#12 (pinned)` */
+  label: string;
+  /** `running`, `complete`, `unverified` */
+  status: string;
+  tone: 'ok' | 'running' | 'warn';
+  /** `cell [5], 3 min ago, `for epoch` at 57/100` */
+  where: string;
+  /** `3 variables · 1.2 KB` */
+  what: string;
+  /** The tooltip: the cell's first line and, for an unverified one, why. */
+  title: string;
+}
+
+export function checkpointRow(info: ICheckpointInfo): ICheckpointRow {
+  const unverified = !info.verified;
+  const firstLine = info.cell?.first_line ?? '';
+  const title = [
+    `State checkpoint #${info.id}`,
+    firstLine ? `cell: ${firstLine}` : '',
+    unverified ? `not verified: ${info.problem ?? 'unknown problem'}` : ''
+  ]
+    .filter(Boolean)
+    .join('\n');
+  return {
+    label: `#${info.id}${info.pinned ? ' (pinned)' : ''}`,
+    status: unverified ? 'unverified' : info.status,
+    tone: unverified ? 'warn' : info.status === 'running' ? 'running' : 'ok',
+    where: describeCheckpoint(info),
+    what: `${plural(info.variables, 'variable')} · ${humanBytes(info.size)}`,
+    title: withoutIdleWord(title)
+  };
+}
+
 /**
  * The newest checkpoint of a list. The list may merge several store keys (the
  * notebook's id and its older path keys), whose ids are counted apart: the time
@@ -276,6 +316,12 @@ export function readNotebookMetadata(value: unknown): INotebookMetadata | null {
   }
   return { id, path: typeof path === 'string' ? path : '' };
 }
+
+/**
+ * What the user-visible labels call our checkpoints, so they are never confused
+ * with JupyterLab's own file checkpoints ("Revert Notebook to Checkpoint").
+ */
+export const SIDEBAR_TITLE = 'State checkpoints';
 
 /** Code that shows the ipywidgets panel. */
 export const PANEL_CODE = '%load_ext nbcheckpoint\n%checkpoint panel';

@@ -48,6 +48,12 @@ export interface INotebookCheckpoints extends IDisposable {
   /** The notebook's stable id (`metadata.nbcheckpoint.id`), once the document is loaded. */
   readonly notebookId: string | null;
   /**
+   * Settles when the kernel has been told the notebook's identity (as far as asked so
+   * far). Code that reads the store in the kernel waits for it, or it would look under
+   * the name the kernel was started with.
+   */
+  readonly identified: Promise<void>;
+  /**
    * Restore checkpoint `id` (default: the latest that verifies) in the notebook's kernel;
    * `key`: from that store key (an older name of the notebook) instead of the notebook's id.
    */

@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 
 import {
   ageSeconds,
+  checkpointRow,
   describeCheckpoint,
   humanBytes,
   ICheckpointInfo,
@@ -16,6 +17,7 @@ import {
   offerRestoreSetting,
   offerText,
   plainText,
+  plural,
   readNotebookMetadata,
   relativeTime,
   restoreCode,
@@ -289,5 +291,33 @@ describe('trackRestart: one notification per restart', () => {
   it('a failed restart announces nothing, and no status means no restart', () => {
     assert.equal(restarts(['restarting', 'dead']), 0);
     assert.equal(restarts(['idle', 'busy', 'idle', 'starting', 'idle']), 0);
+  });
+});
+
+describe('rows of the server list', () => {
+  it('stacks id, status, where and what', () => {
+    const row = checkpointRow(info({ variables: 1, size: 1234 }));
+    assert.equal(row.label, '#12');
+    assert.equal(row.status, 'running');
+    assert.equal(row.tone, 'running');
+    assert.equal(row.where, 'cell [5], 3 min ago, `for epoch` at 57/100');
+    assert.equal(row.what, '1 variable · 1.2 KB');
+    assert.ok(row.title.includes('cell: for epoch in range(100):'), row.title);
+  });
+
+  it('says when a checkpoint does not verify, and why', () => {
+    const row = checkpointRow(
+      info({ verified: false, problem: 'bad signature', pinned: true })
+    );
+    assert.equal(row.label, '#12 (pinned)');
+    assert.equal(row.status, 'unverified');
+    assert.equal(row.tone, 'warn');
+    assert.ok(row.title.includes('not verified: bad signature'), row.title);
+  });
+
+  it('counts in words', () => {
+    assert.equal(plural(1, 'variable'), '1 variable');
+    assert.equal(plural(0, 'variable'), '0 variables');
+    assert.equal(plural(3, 'variable'), '3 variables');
   });
 });
