@@ -7,6 +7,8 @@
 
 /** What the kernel sends (iopub message `nbcheckpoint_status`) after each checkpoint. */
 export interface IStatusMessage {
+  /** `checkpoint` (absent from older kernels). */
+  event?: string;
   id: number;
   /** When the checkpoint was taken, in seconds since the epoch (kernel clock). */
   last: number;
@@ -37,6 +39,49 @@ export interface ICheckpointInfo {
   size: number;
   /** The store key it is filed under (the notebook's id, or a key from its path). */
   key?: string;
+}
+
+/** What the kernel sends when something went wrong that the user must see. */
+export interface IProblemMessage {
+  event: 'problem';
+  /** The warning as printed under the cell: "nbcheckpoint: could not save a checkpoint (...)". */
+  text: string;
+  /** The store path that could not be written, when the warning names one. */
+  path?: string | null;
+  /** Why, in the system's words: "Disk quota exceeded". */
+  reason?: string | null;
+}
+
+/** JupyterLab cuts a notification's message at this many characters. */
+export const NOTIFICATION_MAX = 140;
+
+/**
+ * The notification for a problem, within {@link NOTIFICATION_MAX} characters: the
+ * notebook, the store path (its end, if it has to be cut) and the reason. A warning
+ * without a path is shown without its "nbcheckpoint:" prefix (the message says whose).
+ *
+ * ```
+ * problemText('train.ipynb', {event: 'problem', text: '...', path: '/srv/.nbcheckpoint/blobs', reason: 'Disk quota exceeded'}) ===
+ *   'State checkpoints of train.ipynb not saved: Disk quota exceeded (/srv/.nbcheckpoint/blobs)'
+ * ```
+ */
+export function problemText(
+  notebook: string,
+  problem: IProblemMessage
+): string {
+  if (problem.path && problem.reason) {
+    const head = `State checkpoints of ${notebook} not saved: ${problem.reason} (`;
+    const room = NOTIFICATION_MAX - head.length - 1;
+    const path =
+      problem.path.length <= room
+        ? problem.path
+        : `…${problem.path.slice(problem.path.length - Math.max(room - 1, 8))}`;
+    return `${head}${path})`;
+  }
+  const body = plainText(problem.text)
+    .trim()
+    .replace(/^nbcheckpoint:\s*/, '');
+  return `State checkpoints of ${notebook}: ${body}`;
 }
 
 /**

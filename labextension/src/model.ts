@@ -19,6 +19,7 @@ import {
   ICheckpointInfo,
   ICheckpointStatus,
   identityCode,
+  IProblemMessage,
   IDENTITY_NAME,
   INITIAL_RESTART_STATE,
   INotebookIdentity,
@@ -36,6 +37,7 @@ import {
 import {
   ICheckpointManager,
   INotebookCheckpoints,
+  IProblem,
   IRestoreResult,
   NotebookContext,
   STATUS_MSG_TYPE
@@ -103,6 +105,10 @@ export class NotebookCheckpoints implements INotebookCheckpoints {
 
   get restarted(): ISignal<this, void> {
     return this._restarted;
+  }
+
+  get problem(): ISignal<this, IProblemMessage> {
+    return this._problem;
   }
 
   get isDisposed(): boolean {
@@ -321,6 +327,11 @@ export class NotebookCheckpoints implements INotebookCheckpoints {
     if ((msg.header.msg_type as string) !== STATUS_MSG_TYPE) {
       return;
     }
+    const problem = msg.content as unknown as IProblemMessage;
+    if (problem?.event === 'problem' && typeof problem.text === 'string') {
+      this._problem.emit(problem);
+      return;
+    }
     const data = msg.content as unknown as IStatusMessage;
     if (data && typeof data.id === 'number') {
       if (data.key) {
@@ -349,6 +360,7 @@ export class NotebookCheckpoints implements INotebookCheckpoints {
   private _status: ICheckpointStatus | null = null;
   private _statusChanged = new Signal<this, ICheckpointStatus | null>(this);
   private _restarted = new Signal<this, void>(this);
+  private _problem = new Signal<this, IProblemMessage>(this);
 }
 
 /** The id a kernel was told earlier (by this page before a reload, say), or null. */
@@ -402,6 +414,10 @@ export class CheckpointManager implements ICheckpointManager {
     return this._restarted;
   }
 
+  get problem(): ISignal<this, IProblem> {
+    return this._problem;
+  }
+
   get(panel: NotebookPanel): INotebookCheckpoints {
     // Keyed by the document: two views of one notebook share its kernel connection,
     // and a kernel connection holds one callback per comm target.
@@ -413,6 +429,9 @@ export class CheckpointManager implements ICheckpointManager {
         this._contents
       );
       created.restarted.connect(() => this._restarted.emit(created));
+      created.problem.connect((_, problem) =>
+        this._problem.emit({ model: created, problem })
+      );
       this._models.set(panel.context, created);
       panel.context.disposed.connect(() => {
         this._models.delete(panel.context);
@@ -427,4 +446,5 @@ export class CheckpointManager implements ICheckpointManager {
   private _models = new Map<NotebookContext, NotebookCheckpoints>();
   private _currentChanged = new Signal<this, INotebookCheckpoints | null>(this);
   private _restarted = new Signal<this, INotebookCheckpoints>(this);
+  private _problem = new Signal<this, IProblem>(this);
 }

@@ -16,8 +16,10 @@ import {
   latest,
   offerRestoreSetting,
   offerText,
+  NOTIFICATION_MAX,
   plainText,
   plural,
+  problemText,
   readNotebookMetadata,
   relativeTime,
   restoreCode,
@@ -319,5 +321,45 @@ describe('rows of the server list', () => {
     assert.equal(plural(1, 'variable'), '1 variable');
     assert.equal(plural(0, 'variable'), '0 variables');
     assert.equal(plural(3, 'variable'), '3 variables');
+  });
+});
+
+describe('problem notifications', () => {
+  const text =
+    'nbcheckpoint: could not save a checkpoint (Could not write checkpoint data to /srv/.nbcheckpoint/blobs: Disk quota exceeded. ...)';
+
+  it('name the notebook, the reason and the store path', () => {
+    assert.equal(
+      problemText('train.ipynb', {
+        event: 'problem',
+        text,
+        path: '/srv/.nbcheckpoint/blobs',
+        reason: 'Disk quota exceeded'
+      }),
+      'State checkpoints of train.ipynb not saved: Disk quota exceeded (/srv/.nbcheckpoint/blobs)'
+    );
+  });
+
+  it('keep the end of a long path within what JupyterLab shows', () => {
+    const path = '/home/ann/' + 'deep/'.repeat(40) + '.nbcheckpoint/blobs';
+    const message = problemText('train.ipynb', {
+      event: 'problem',
+      text,
+      path,
+      reason: 'Read-only file system'
+    });
+    assert.ok(message.length <= NOTIFICATION_MAX, message);
+    assert.ok(message.endsWith('deep/.nbcheckpoint/blobs)'), message);
+    assert.ok(message.includes('Read-only file system (…'), message);
+  });
+
+  it('show other warnings without the prefix', () => {
+    assert.equal(
+      problemText('a.ipynb', {
+        event: 'problem',
+        text: 'nbcheckpoint: could not mark checkpoint #3 interrupted (gone).\n'
+      }),
+      'State checkpoints of a.ipynb: could not mark checkpoint #3 interrupted (gone).'
+    );
   });
 });

@@ -248,3 +248,40 @@ def test_while_a_cell_runs_the_kernel_reads_busy_and_the_sidebar_lists_from_the_
     wait_until(page, lambda: sidebar_rows(page)["panel"] >= 3, 60, "the kernel panel")
     assert not note.is_visible() or "running" not in note.inner_text()
     assert kernel_states(page)[0].endswith("Idle")
+
+
+def test_a_store_that_cannot_be_written_is_one_notification_and_one_line(
+    lab_server: Any, page: Any, artifacts: Path
+) -> None:
+    """A checkpoint that fails is seen as a JupyterLab notification (once, naming the store
+    path and the reason); ``%checkpoint save`` on that store prints one line naming the path."""
+    blocker = lab_server.root / "blocked"
+    blocker.write_text("a file where the store's folder should be")
+    store = blocker / "store"
+    write_notebook(
+        lab_server.root / "problem.ipynb",
+        [
+            f"%load_ext nbcheckpoint\nimport time\n%config Checkpoint.store = {str(store)!r}",
+            "%%checkpoint --every 0.2\nfor step in range(30):\n    time.sleep(0.05)",
+            "%%checkpoint --every 0.2\nfor step in range(30):\n    time.sleep(0.05)",
+            "x = 1\n%checkpoint save",
+        ],
+    )
+    page.goto(workspace_url(lab_server, "problem", "problem.ipynb"))
+    page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for()
+    wait_kernel_idle(page)
+    for index in (0, 1, 2):
+        run_cell(page, index)
+        wait_executed(page, index)
+    toasts = page.locator(".Toastify__toast").filter(has_text="State checkpoints of problem.ipynb")
+    toasts.first.wait_for(timeout=30_000)
+    text = toasts.first.inner_text()
+    assert "not saved: Not a directory" in text and str(blocker) in text, text
+    # Two failing cells with the same reason: one notification.
+    assert toasts.count() == 1, [t.inner_text() for t in toasts.all()]
+    page.screenshot(path=str(artifacts / "lab-store-problem.png"))
+
+    run_cell(page, 3)
+    wait_executed(page, 3)
+    error = output_text(page, 3).strip()
+    assert len(error.splitlines()) == 1 and str(blocker) in error, error
