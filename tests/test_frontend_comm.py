@@ -54,6 +54,7 @@ def _checkpoint(**body: Any) -> Checkpoint:
 def test_status_message_fields() -> None:
     ck = _checkpoint(position={"description": "for epoch at 57/100"})
     assert status_message(ck, now=1180.0) == {
+        "event": "checkpoint",
         "id": 12,
         "last": 1000.0,
         "now": 1180.0,
@@ -128,3 +129,25 @@ def test_loading_the_extension_subscribes_and_unloading_unsubscribes(
         ]
     finally:
         ip.run_line_magic("load_ext", "nbcheckpoint")  # the fixture unloads it again
+
+
+def test_a_failing_store_is_told_to_the_frontend_once(
+    ip: Any, sent: list[dict[str, Any]], tmp_path: Any
+) -> None:
+    """A store that cannot be written: the warning printed under the cell also goes out as one
+    ``problem`` message (a JupyterLab notification), naming the path and the reason."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the store should be")
+    ip.run_line_magic("config", f"Checkpoint.store = {str(blocker / 'store')!r}")
+    try:
+        ip.run_cell(
+            "%%checkpoint --every 0.01 --mode inline\nimport time\n"
+            "for i in range(20):\n    time.sleep(0.02)\n"
+        )
+    finally:
+        ip.run_line_magic("config", "Checkpoint.store = None")
+    problems = [m for m in sent if m["event"] == "problem"]
+    assert len(problems) == 1, sent
+    assert str(blocker) in problems[0]["text"], problems
+    assert "could not save a checkpoint" in problems[0]["text"]
+    assert not [m for m in sent if m["event"] == "checkpoint"]

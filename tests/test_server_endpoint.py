@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Iterator
@@ -240,3 +241,61 @@ def test_every_handler_requires_authentication(
             yield from targets(rule.target)
 
     assert CheckpointsHandler in set(targets(app.web_app.default_router))
+
+
+def _query(server: Server, params: list[tuple[str, str]]) -> tuple[int, object]:
+    request = urllib.request.Request(
+        f"{server.url}/nbcheckpoint/api/checkpoints?{urllib.parse.urlencode(params)}",
+        headers={"Authorization": f"token {TOKEN}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+def test_finds_a_renamed_notebooks_checkpoints_under_its_id_and_its_old_name(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #13: the kernel of a notebook renamed from Untitled filed some checkpoints under
+    the Untitled path (before it had an id) and the rest under the notebook's id."""
+    monkeypatch.setenv("NBCHECKPOINT_KEY_FILE", str(server.key_file))
+    folder = server.root / "renamed"
+    folder.mkdir()
+    store = CheckpointStore(str(folder / ".nbcheckpoint"))
+    old = NotebookRef.from_path(str(folder / "Untitled.ipynb"))
+    by_id = NotebookRef.from_id("0f1e2d3c-aaaa-bbbb-cccc-000000000001", str(folder / "train.ipynb"))
+    store.save({"x": 1}, old, ["x"], status="manual")
+    store.save({"x": 2}, old, ["x"], status="manual")
+    store.save({"x": 3}, by_id, ["x"], status="manual")
+
+    # The frontend sends the id: the id's checkpoints (the path key of train.ipynb has none).
+    status, body = _query(server, [("path", "renamed/train.ipynb"), ("id", by_id.key)])
+    assert status == 200, body
+    assert [(c["key"], c["id"]) for c in body] == [(by_id.key, 1)]
+    # ... and the name it had: all three, oldest first, each with the key it is under.
+    status, body = _query(
+        server,
+        [("path", "renamed/train.ipynb"), ("id", by_id.key), ("also", "renamed/Untitled.ipynb")],
+    )
+    assert [(c["key"], c["id"]) for c in body] == [(old.key, 1), (old.key, 2), (by_id.key, 1)]
+    # A key a kernel reported works as well as the old path.
+    status, body = _query(
+        server, [("path", "renamed/train.ipynb"), ("id", by_id.key), ("key", old.key)]
+    )
+    assert len(body) == 3, body
+    # Without a frontend (no id given), the id is read from the notebook file.
+    write_notebook = {
+        "cells": [],
+        "metadata": {"nbcheckpoint": {"id": by_id.key, "path": "renamed/train.ipynb"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    (folder / "train.ipynb").write_text(json.dumps(write_notebook))
+    status, body = _query(server, [("path", "renamed/train.ipynb")])
+    assert [(c["key"], c["id"]) for c in body] == [(by_id.key, 1)]
+    # Keys are folder names in the store: anything else is refused.
+    for bad in (("key", "../x"), ("id", "a/b"), ("also", "../outside.ipynb")):
+        status, _ = _query(server, [("path", "renamed/train.ipynb"), bad])
+        assert status == 400, bad

@@ -7,6 +7,8 @@
 
 /** What the kernel sends (iopub message `nbcheckpoint_status`) after each checkpoint. */
 export interface IStatusMessage {
+  /** `checkpoint` (absent from older kernels). */
+  event?: string;
   id: number;
   /** When the checkpoint was taken, in seconds since the epoch (kernel clock). */
   last: number;
@@ -37,6 +39,49 @@ export interface ICheckpointInfo {
   size: number;
   /** The store key it is filed under (the notebook's id, or a key from its path). */
   key?: string;
+}
+
+/** What the kernel sends when something went wrong that the user must see. */
+export interface IProblemMessage {
+  event: 'problem';
+  /** The warning as printed under the cell: "nbcheckpoint: could not save a checkpoint (...)". */
+  text: string;
+  /** The store path that could not be written, when the warning names one. */
+  path?: string | null;
+  /** Why, in the system's words: "Disk quota exceeded". */
+  reason?: string | null;
+}
+
+/** JupyterLab cuts a notification's message at this many characters. */
+export const NOTIFICATION_MAX = 140;
+
+/**
+ * The notification for a problem, within {@link NOTIFICATION_MAX} characters: the
+ * notebook, the store path (its end, if it has to be cut) and the reason. A warning
+ * without a path is shown without its "nbcheckpoint:" prefix (the message says whose).
+ *
+ * ```
+ * problemText('train.ipynb', {event: 'problem', text: '...', path: '/srv/.nbcheckpoint/blobs', reason: 'Disk quota exceeded'}) ===
+ *   'State checkpoints of train.ipynb not saved: Disk quota exceeded (/srv/.nbcheckpoint/blobs)'
+ * ```
+ */
+export function problemText(
+  notebook: string,
+  problem: IProblemMessage
+): string {
+  if (problem.path && problem.reason) {
+    const head = `State checkpoints of ${notebook} not saved: ${problem.reason} (`;
+    const room = NOTIFICATION_MAX - head.length - 1;
+    const path =
+      problem.path.length <= room
+        ? problem.path
+        : `…${problem.path.slice(problem.path.length - Math.max(room - 1, 8))}`;
+    return `${head}${path})`;
+  }
+  const body = plainText(problem.text)
+    .trim()
+    .replace(/^nbcheckpoint:\s*/, '');
+  return `State checkpoints of ${notebook}: ${body}`;
 }
 
 /**
@@ -173,6 +218,46 @@ export function describeCheckpoint(info: ICheckpointInfo): string {
   return bits.join(', ');
 }
 
+/** `1 variable`, `3 variables`. */
+export function plural(count: number, word: string): string {
+  return `${count} ${word}${count === 1 ? '' : 's'}`;
+}
+
+/** What a row of the server's list shows, stacked so it fits a narrow sidebar. */
+export interface ICheckpointRow {
+  /** `#12`, `#12 (pinned)` */
+  label: string;
+  /** `running`, `complete`, `unverified` */
+  status: string;
+  tone: 'ok' | 'running' | 'warn';
+  /** `cell [5], 3 min ago, `for epoch` at 57/100` */
+  where: string;
+  /** `3 variables · 1.2 KB` */
+  what: string;
+  /** The tooltip: the cell's first line and, for an unverified one, why. */
+  title: string;
+}
+
+export function checkpointRow(info: ICheckpointInfo): ICheckpointRow {
+  const unverified = !info.verified;
+  const firstLine = info.cell?.first_line ?? '';
+  const title = [
+    `State checkpoint #${info.id}`,
+    firstLine ? `cell: ${firstLine}` : '',
+    unverified ? `not verified: ${info.problem ?? 'unknown problem'}` : ''
+  ]
+    .filter(Boolean)
+    .join('\n');
+  return {
+    label: `#${info.id}${info.pinned ? ' (pinned)' : ''}`,
+    status: unverified ? 'unverified' : info.status,
+    tone: unverified ? 'warn' : info.status === 'running' ? 'running' : 'ok',
+    where: describeCheckpoint(info),
+    what: `${plural(info.variables, 'variable')} · ${humanBytes(info.size)}`,
+    title: withoutIdleWord(title)
+  };
+}
+
 /**
  * The newest checkpoint of a list. The list may merge several store keys (the
  * notebook's id and its older path keys), whose ids are counted apart: the time
@@ -276,6 +361,12 @@ export function readNotebookMetadata(value: unknown): INotebookMetadata | null {
   }
   return { id, path: typeof path === 'string' ? path : '' };
 }
+
+/**
+ * What the user-visible labels call our checkpoints, so they are never confused
+ * with JupyterLab's own file checkpoints ("Revert Notebook to Checkpoint").
+ */
+export const SIDEBAR_TITLE = 'State checkpoints';
 
 /** Code that shows the ipywidgets panel. */
 export const PANEL_CODE = '%load_ext nbcheckpoint\n%checkpoint panel';

@@ -14,7 +14,7 @@ import { IStatusBar } from '@jupyterlab/statusbar';
 
 import { addCommands, ToolbarButtonExtension } from './commands';
 import { CheckpointManager } from './model';
-import { RestartOffer } from './notification';
+import { ProblemNotices, RestartOffer } from './notification';
 import { CheckpointSidebar } from './sidebar';
 import { CheckpointStatusItem } from './statusbar';
 import { ICheckpointManager, ICheckpointSidebar } from './tokens';
@@ -85,9 +85,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
       'Notebook',
       new ToolbarButtonExtension(app.commands, CommandIDs.openPanel)
     );
-    const offer = new RestartOffer(manager, () =>
-      app.commands.execute(CommandIDs.openPanel)
-    );
+    const openPanel = () => app.commands.execute(CommandIDs.openPanel);
+    const offer = new RestartOffer(manager, openPanel);
+    new ProblemNotices(manager, openPanel);
     if (settings) {
       void settings
         .load(plugin.id)

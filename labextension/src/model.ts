@@ -19,6 +19,8 @@ import {
   ICheckpointInfo,
   ICheckpointStatus,
   identityCode,
+  IProblemMessage,
+  IDENTITY_NAME,
   INITIAL_RESTART_STATE,
   INotebookIdentity,
   IRestartState,
@@ -35,6 +37,7 @@ import {
 import {
   ICheckpointManager,
   INotebookCheckpoints,
+  IProblem,
   IRestoreResult,
   NotebookContext,
   STATUS_MSG_TYPE
@@ -58,10 +61,8 @@ export class NotebookCheckpoints implements INotebookCheckpoints {
     this._connect(session.session?.kernel ?? null);
     void context.ready
       .then(() => this._ensureId())
-      .then(() => {
-        void this._sendIdentity();
-        return this.refresh();
-      });
+      .then(() => this._sendIdentity())
+      .then(() => this.refresh());
   }
 
   get path(): string {
@@ -71,6 +72,11 @@ export class NotebookCheckpoints implements INotebookCheckpoints {
   /** The notebook's stable id (`metadata.nbcheckpoint.id`), once the document is loaded. */
   get notebookId(): string | null {
     return this._id;
+  }
+
+  /** Settles when the kernel has been told the notebook's identity, as far as asked so far. */
+  get identified(): Promise<void> {
+    return this._identityChain;
   }
 
   /** What the kernel is told: id, path, server root (and an older key to restore from). */
@@ -99,6 +105,10 @@ export class NotebookCheckpoints implements INotebookCheckpoints {
 
   get restarted(): ISignal<this, void> {
     return this._restarted;
+  }
+
+  get problem(): ISignal<this, IProblemMessage> {
+    return this._problem;
   }
 
   get isDisposed(): boolean {
@@ -193,6 +203,7 @@ export class NotebookCheckpoints implements INotebookCheckpoints {
     if (finished) {
       // The new process knows only the name the kernel was started with: tell it
       // the notebook's id before anyone lists or restores.
+      this._told = new WeakMap();
       void this._sendIdentity();
       this._restarted.emit();
     }
@@ -211,9 +222,9 @@ export class NotebookCheckpoints implements INotebookCheckpoints {
   }
 
   /**
-   * Read `metadata.nbcheckpoint.id`, or give the notebook one. A file whose recorded
-   * path is another file that still exists is a copy: it gets its own id, so the two
-   * notebooks do not share checkpoints; if that path is gone, the notebook was renamed.
+   * Read `metadata.nbcheckpoint.id`. A file whose recorded path is another file that
+   * still exists is a copy: it gets its own id (later), so the two notebooks do not
+   * share checkpoints; if that path is gone, the notebook was renamed or moved.
    */
   private async _ensureId(): Promise<void> {
     const model = this.context.model;
@@ -226,11 +237,12 @@ export class NotebookCheckpoints implements INotebookCheckpoints {
         this._previousPaths.add(meta.path);
       }
     }
-    const id = meta?.id ?? UUID.uuid4();
-    if (!meta || meta.path !== path) {
-      this._writeMetadata(id, path);
+    if (meta && !this._id) {
+      this._id = meta.id;
+      if (meta.path !== path) {
+        this._writeMetadata(meta.id, path);
+      }
     }
-    this._id = id;
   }
 
   private _writeMetadata(id: string, path: string): void {
@@ -256,33 +268,52 @@ export class NotebookCheckpoints implements INotebookCheckpoints {
    * `__nbc_notebook__` (read by nbcheckpoint/ipython/identity.py). Silent: no
    * execution count, no history, no cell hooks. It works before `%load_ext`, and
    * queued executions run in order, so a restore sent after it finds the id.
+   * Calls are chained: two at once would give the notebook two ids.
    */
-  private async _sendIdentity(): Promise<void> {
+  private _sendIdentity(): Promise<void> {
+    this._identityChain = this._identityChain
+      .then(() => this._tellKernel())
+      .catch(reason =>
+        console.warn(
+          `nbcheckpoint: could not tell the kernel of ${this.path} its notebook id`,
+          reason
+        )
+      );
+    return this._identityChain;
+  }
+
+  private async _tellKernel(): Promise<void> {
     const kernel = this.context.sessionContext.session?.kernel;
-    const identity = this.identity();
-    if (!kernel || !identity) {
+    if (!kernel || !this.context.isReady) {
       return;
     }
-    try {
-      const info = await kernel.info;
-      if (info.language_info.name !== 'python' || kernel.isDisposed) {
-        return;
-      }
-      kernel.requestExecute(
-        {
-          code: identityCode(identity),
-          silent: true,
-          store_history: false,
-          stop_on_error: false
-        },
-        true
-      );
-    } catch (reason) {
-      console.warn(
-        `nbcheckpoint: could not tell the kernel of ${this.path} its notebook id`,
-        reason
-      );
+    const info = await kernel.info;
+    if (info.language_info.name !== 'python' || kernel.isDisposed) {
+      return;
     }
+    // A kernel that outlived a page reload already has an id, perhaps one that never
+    // reached the file (the notebook was not saved): keep using it.
+    const known = await askKernelId(kernel);
+    if (!this._id) {
+      this._id = known ?? UUID.uuid4();
+      this._writeMetadata(this._id, this.context.path);
+    } else if (known && known !== this._id) {
+      // Its checkpoints so far are under that id: keep listing them.
+      this._keys.add(known);
+    }
+    const identity = this.identity();
+    if (!identity || kernel.isDisposed) {
+      return;
+    }
+    const code = identityCode(identity);
+    if (code === this._told.get(kernel)) {
+      return;
+    }
+    this._told.set(kernel, code);
+    await kernel.requestExecute(
+      { code, silent: true, store_history: false, stop_on_error: false },
+      true
+    ).done;
   }
 
   /**
@@ -294,6 +325,11 @@ export class NotebookCheckpoints implements INotebookCheckpoints {
     msg: KernelMessage.IIOPubMessage
   ): void {
     if ((msg.header.msg_type as string) !== STATUS_MSG_TYPE) {
+      return;
+    }
+    const problem = msg.content as unknown as IProblemMessage;
+    if (problem?.event === 'problem' && typeof problem.text === 'string') {
+      this._problem.emit(problem);
       return;
     }
     const data = msg.content as unknown as IStatusMessage;
@@ -312,6 +348,9 @@ export class NotebookCheckpoints implements INotebookCheckpoints {
 
   private _isDisposed = false;
   private _id: string | null = null;
+  private _identityChain: Promise<void> = Promise.resolve();
+  /** The identity code each kernel connection was last sent (not sent twice). */
+  private _told = new WeakMap<Kernel.IKernelConnection, string>();
   private _path: string;
   /** Store keys this notebook's kernels reported (older names included). */
   private _keys = new Set<string>();
@@ -321,6 +360,30 @@ export class NotebookCheckpoints implements INotebookCheckpoints {
   private _status: ICheckpointStatus | null = null;
   private _statusChanged = new Signal<this, ICheckpointStatus | null>(this);
   private _restarted = new Signal<this, void>(this);
+  private _problem = new Signal<this, IProblemMessage>(this);
+}
+
+/** The id a kernel was told earlier (by this page before a reload, say), or null. */
+async function askKernelId(
+  kernel: Kernel.IKernelConnection
+): Promise<string | null> {
+  const reply = await kernel.requestExecute(
+    {
+      code: '',
+      silent: true,
+      store_history: false,
+      user_expressions: {
+        id: `str((globals().get(${JSON.stringify(IDENTITY_NAME)}) or {}).get("id", ""))`
+      }
+    },
+    true
+  ).done;
+  const content = reply.content as KernelMessage.IExecuteReply;
+  const result = content.user_expressions?.id as
+    { status?: string; data?: { 'text/plain'?: string } } | undefined;
+  const text = result?.status === 'ok' ? result.data?.['text/plain'] : '';
+  const id = (text ?? '').replace(/^'|'$/g, '');
+  return readNotebookMetadata({ id })?.id ?? null;
 }
 
 /** One {@link NotebookCheckpoints} per open notebook document, following the tracker. */
@@ -351,6 +414,10 @@ export class CheckpointManager implements ICheckpointManager {
     return this._restarted;
   }
 
+  get problem(): ISignal<this, IProblem> {
+    return this._problem;
+  }
+
   get(panel: NotebookPanel): INotebookCheckpoints {
     // Keyed by the document: two views of one notebook share its kernel connection,
     // and a kernel connection holds one callback per comm target.
@@ -362,6 +429,9 @@ export class CheckpointManager implements ICheckpointManager {
         this._contents
       );
       created.restarted.connect(() => this._restarted.emit(created));
+      created.problem.connect((_, problem) =>
+        this._problem.emit({ model: created, problem })
+      );
       this._models.set(panel.context, created);
       panel.context.disposed.connect(() => {
         this._models.delete(panel.context);
@@ -376,4 +446,5 @@ export class CheckpointManager implements ICheckpointManager {
   private _models = new Map<NotebookContext, NotebookCheckpoints>();
   private _currentChanged = new Signal<this, INotebookCheckpoints | null>(this);
   private _restarted = new Signal<this, INotebookCheckpoints>(this);
+  private _problem = new Signal<this, IProblem>(this);
 }

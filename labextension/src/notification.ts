@@ -1,10 +1,13 @@
 /**
  * After a kernel restart: offer to restore the latest checkpoint, and report restores.
  */
-import { Notification } from '@jupyterlab/apputils';
+import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 
 import {
+  IProblemMessage,
   latest,
+  plainText,
+  problemText,
   offerRestoreSetting,
   offerText,
   OfferRestore
@@ -120,4 +123,55 @@ export class RestartOffer {
   }
 
   private _offers = new Map<INotebookCheckpoints, string>();
+}
+
+/**
+ * A kernel's warning (a store that cannot be written, a checkpoint that failed) as a
+ * JupyterLab notification, once per notebook and message: the cell's output may be
+ * scrolled away, and the loop runs on without the checkpoints the user counts on.
+ */
+export class ProblemNotices {
+  constructor(
+    manager: ICheckpointManager,
+    private readonly _openPanel: (model: INotebookCheckpoints) => void
+  ) {
+    manager.problem.connect((_, { model, problem }) =>
+      this._show(model, problem)
+    );
+  }
+
+  private _show(model: INotebookCheckpoints, problem: IProblemMessage): void {
+    const message = problemText(model.path, problem);
+    let seen = this._seen.get(model);
+    if (!seen) {
+      seen = new Set();
+      this._seen.set(model, seen);
+    }
+    if (seen.has(message)) {
+      return;
+    }
+    seen.add(message);
+    Notification.warning(message, {
+      autoClose: false,
+      actions: [
+        {
+          label: 'Details',
+          caption: 'The whole message, as printed under the cell',
+          callback: () =>
+            void showDialog({
+              title: `State checkpoints of ${model.path}`,
+              body: plainText(problem.text),
+              buttons: [Dialog.okButton({ label: 'Close' })]
+            })
+        },
+        {
+          label: 'Open panel',
+          caption: 'Show the State checkpoints panel of this notebook',
+          callback: () => this._openPanel(model)
+        }
+      ]
+    });
+  }
+
+  private _seen = new WeakMap<INotebookCheckpoints, Set<string>>();
 }

@@ -1,11 +1,17 @@
 /**
- * The "Checkpoints" panel in the right sidebar: the kernel's own ipywidgets panel, for the active notebook.
+ * The "State checkpoints" panel in the right sidebar, for the active notebook.
  *
- * The panel is rendered by the notebook's kernel (`%checkpoint panel`, executed silently)
- * into an OutputArea that uses the notebook's rendermime, which knows the widget
- * renderer. One OutputArea per notebook document is kept while it is open, so
- * switching notebooks does not create a new widget (and a new event subscriber) in
- * the kernel each time; a kernel change or restart renders it again.
+ * Two views of the same checkpoints, one per open notebook document:
+ * - the server's list (`serverlist.ts`), which needs no kernel: shown first, while
+ *   a cell runs, with no kernel, and whenever the kernel's panel is not up;
+ * - the kernel's own ipywidgets panel (`%checkpoint panel`, executed silently),
+ *   rendered into an OutputArea with the notebook's rendermime, which knows the
+ *   widget renderer. It replaces the list once it has rendered.
+ *
+ * Each notebook's view stays in the sidebar while the notebook is open, hidden when
+ * another notebook is current: switching notebooks neither creates a new widget (and
+ * a new event subscriber) in the kernel nor detaches the widget views. A kernel change
+ * or restart renders the kernel panel again; the list fills in meanwhile.
  */
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { OutputArea, OutputAreaModel } from '@jupyterlab/outputarea';
@@ -13,8 +19,9 @@ import { KernelMessage } from '@jupyterlab/services';
 import { refreshIcon, ToolbarButton } from '@jupyterlab/ui-components';
 import { Panel, Widget } from '@lumino/widgets';
 
-import { PANEL_CODE } from './helpers';
+import { PANEL_CODE, SIDEBAR_TITLE } from './helpers';
 import { checkpointIcon } from './icon';
+import { ServerList } from './serverlist';
 import {
   ICheckpointManager,
   ICheckpointSidebar,
@@ -23,22 +30,33 @@ import {
 } from './tokens';
 
 /** What the sidebar holds for one open notebook. */
-class View {
+class View extends Panel {
   constructor(
     readonly model: INotebookCheckpoints,
     panel: NotebookPanel
   ) {
+    super();
+    this.addClass('nbc-sidebar-view');
+    this.note = new Widget();
+    this.note.addClass('nbc-sidebar-note');
+    this.list = new ServerList(model);
     this.area = new OutputArea({
       // Our own code produced this output: trusted, so widgets and HTML render.
       model: new OutputAreaModel({ trusted: true }),
       rendermime: panel.content.rendermime
     });
     this.area.addClass('nbc-sidebar-output');
+    this.addWidget(this.note);
+    this.addWidget(this.list);
+    this.addWidget(this.area);
+    this.showPanel(false);
     model.restarted.connect(() => {
       this.generation += 1;
     });
   }
 
+  readonly note: Widget;
+  readonly list: ServerList;
   readonly area: OutputArea;
   /** Which kernel (id and restart count) the shown output came from. */
   renderedFor: string | null = null;
@@ -50,8 +68,18 @@ class View {
     return kernel ? `${kernel.id}:${this.generation}` : null;
   }
 
-  dispose(): void {
-    this.area.dispose();
+  /** The kernel's panel when it has rendered, else the server's list. */
+  showPanel(shown: boolean): void {
+    this.area.setHidden(!shown);
+    this.list.setHidden(shown);
+    if (!shown) {
+      void this.list.refresh();
+    }
+  }
+
+  say(text: string): void {
+    this.note.node.textContent = text;
+    this.note.setHidden(text === '');
   }
 }
 
@@ -64,18 +92,19 @@ export class CheckpointSidebar extends Panel implements ICheckpointSidebar {
     this.id = 'nbcheckpoint-sidebar';
     this.addClass('nbc-sidebar');
     this.title.icon = checkpointIcon;
-    this.title.caption = 'Checkpoints';
+    this.title.caption = `${SIDEBAR_TITLE}: the kernel's variables, saved while cells run`;
 
     const header = new Widget();
     header.addClass('nbc-sidebar-header');
     const title = document.createElement('h2');
-    title.textContent = 'Checkpoints';
+    title.textContent = SIDEBAR_TITLE;
     this._name = document.createElement('span');
     this._name.className = 'nbc-sidebar-notebook';
     header.node.append(title, this._name);
     const reload = new ToolbarButton({
       icon: refreshIcon,
-      tooltip: 'Show the panel again, from the kernel',
+      tooltip:
+        'Read the state checkpoints again (server list and kernel panel)',
       onClick: () => this.reload()
     });
     reload.addClass('nbc-sidebar-reload');
@@ -100,39 +129,25 @@ export class CheckpointSidebar extends Panel implements ICheckpointSidebar {
     const view = this._current;
     if (view) {
       view.renderedFor = null;
+      void view.list.refresh();
       void this._update();
     }
-  }
-
-  dispose(): void {
-    if (this.isDisposed) {
-      return;
-    }
-    this._views.forEach(view => view.dispose());
-    this._views.clear();
-    super.dispose();
   }
 
   protected onAfterShow(): void {
     void this._update();
   }
 
-  /** Show the current notebook's view, making it on first sight. */
+  /** Show the current notebook's view (making it on first sight), hide the others. */
   private _follow(): void {
     const panel = this._tracker.currentWidget;
-    const previous = this._current;
     this._current = panel ? this._view(panel) : null;
-    if (previous && previous !== this._current) {
-      this._body.layout?.removeWidget(previous.area);
-    }
-    if (this._current && this._current.area.parent !== this._body) {
-      this._body.addWidget(this._current.area);
+    for (const view of this._views.values()) {
+      view.setHidden(view !== this._current);
     }
     this._name.textContent = panel ? panel.context.path : '';
     this._name.title = this._name.textContent;
-    if (!panel) {
-      this._say('Open a notebook to see its checkpoints.');
-    }
+    this._say(panel ? '' : 'Open a notebook to see its state checkpoints.');
     void this._update();
   }
 
@@ -148,21 +163,28 @@ export class CheckpointSidebar extends Panel implements ICheckpointSidebar {
       };
       context.sessionContext.kernelChanged.connect(rerender);
       created.model.restarted.connect(rerender);
+      context.pathChanged.connect(() => {
+        if (this._current === created) {
+          this._name.textContent = context.path;
+          this._name.title = context.path;
+        }
+      });
       context.disposed.connect(() => {
         this._views.delete(context);
         if (this._current === created) {
           this._current = null;
-          this._say('Open a notebook to see its checkpoints.');
+          this._say('Open a notebook to see its state checkpoints.');
         }
         created.dispose();
       });
       this._views.set(context, created);
+      this._body.addWidget(created);
       view = created;
     }
     return view;
   }
 
-  /** Render the current view if it is shown and stale. */
+  /** Render the current view's kernel panel if the sidebar is shown and it is stale. */
   private async _update(): Promise<void> {
     const view = this._current;
     if (!view || !this.isVisible || view.busy) {
@@ -176,27 +198,33 @@ export class CheckpointSidebar extends Panel implements ICheckpointSidebar {
       const kernel = session.session?.kernel;
       const key = view.key();
       if (!kernel || key === null) {
-        this._say('This notebook has no kernel: start one to see its panel.');
+        view.showPanel(false);
+        view.say(
+          'No kernel: the list comes from the server. Start a kernel for the full panel.'
+        );
         return;
       }
       if (view.renderedFor === key) {
-        this._say('');
         return;
       }
       attempted = key;
       view.renderedFor = key;
+      view.showPanel(false);
       const info = await kernel.info;
       if (info.language_info.name !== 'python') {
-        this._say(
-          `The panel needs an IPython kernel; this notebook runs ${info.language_info.name}.`
+        view.say(
+          `The full panel needs an IPython kernel; this notebook runs ${info.language_info.name}.`
         );
         return;
       }
+      // After a restart or at page load the kernel is being told which notebook it
+      // runs: the panel must read the store under that notebook's id.
+      await view.model.identified;
       view.area.model.clear();
-      this._say(
+      view.say(
         kernel.status === 'busy'
-          ? 'The panel appears when the running cell finishes…'
-          : 'Loading the panel from the kernel…'
+          ? 'A cell is running: the list comes from the server, and the full panel opens when the cell ends.'
+          : 'Loading the full panel from the kernel…'
       );
       const future = kernel.requestExecute({
         code: PANEL_CODE,
@@ -214,15 +242,21 @@ export class CheckpointSidebar extends Panel implements ICheckpointSidebar {
         }
         return show(msg);
       };
-      await future.done;
-      if (this._current === view) {
-        this._say('');
+      const reply = await future.done;
+      if (view.renderedFor === key) {
+        view.showPanel(
+          reply.content.status === 'ok' && view.area.model.length > 0
+        );
+        view.say(
+          reply.content.status === 'ok'
+            ? ''
+            : 'The kernel could not show its panel: the list comes from the server.'
+        );
       }
     } catch (reason) {
       view.renderedFor = null;
-      if (this._current === view) {
-        this._say(`Could not show the panel: ${reason}`);
-      }
+      view.showPanel(false);
+      view.say(`Could not show the kernel's panel: ${reason}`);
     } finally {
       view.busy = false;
     }

@@ -7,7 +7,7 @@ import { Token } from '@lumino/coreutils';
 import { IDisposable } from '@lumino/disposable';
 import { ISignal } from '@lumino/signaling';
 
-import { ICheckpointInfo, ICheckpointStatus } from './helpers';
+import { ICheckpointInfo, ICheckpointStatus, IProblemMessage } from './helpers';
 
 export { ICheckpointInfo, ICheckpointStatus } from './helpers';
 
@@ -41,6 +41,8 @@ export interface INotebookCheckpoints extends IDisposable {
   >;
   /** Emitted once per kernel restart (crash or menu), when the new kernel is ready. */
   readonly restarted: ISignal<INotebookCheckpoints, void>;
+  /** A warning from the kernel the user must see (a store that cannot be written...). */
+  readonly problem: ISignal<INotebookCheckpoints, IProblemMessage>;
   /** The notebook's checkpoints from the server, oldest first; no kernel needed. */
   list(): Promise<ICheckpointInfo[]>;
   /** Ask the server for the latest checkpoint and update `status`. */
@@ -48,10 +50,22 @@ export interface INotebookCheckpoints extends IDisposable {
   /** The notebook's stable id (`metadata.nbcheckpoint.id`), once the document is loaded. */
   readonly notebookId: string | null;
   /**
+   * Settles when the kernel has been told the notebook's identity (as far as asked so
+   * far). Code that reads the store in the kernel waits for it, or it would look under
+   * the name the kernel was started with.
+   */
+  readonly identified: Promise<void>;
+  /**
    * Restore checkpoint `id` (default: the latest that verifies) in the notebook's kernel;
    * `key`: from that store key (an older name of the notebook) instead of the notebook's id.
    */
   restore(id?: number, key?: string): Promise<IRestoreResult>;
+}
+
+/** A kernel's warning, with the notebook it came from. */
+export interface IProblem {
+  model: INotebookCheckpoints;
+  problem: IProblemMessage;
 }
 
 /** Follows open notebooks and which one is current. */
@@ -64,6 +78,8 @@ export interface ICheckpointManager {
   >;
   /** Emitted for any open notebook whose kernel has restarted. */
   readonly restarted: ISignal<ICheckpointManager, INotebookCheckpoints>;
+  /** A warning from any open notebook's kernel. */
+  readonly problem: ISignal<ICheckpointManager, IProblem>;
   /** The model of an open notebook. */
   get(panel: NotebookPanel): INotebookCheckpoints;
 }

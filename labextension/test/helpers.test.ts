@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 
 import {
   ageSeconds,
+  checkpointRow,
   describeCheckpoint,
   humanBytes,
   ICheckpointInfo,
@@ -15,7 +16,10 @@ import {
   latest,
   offerRestoreSetting,
   offerText,
+  NOTIFICATION_MAX,
   plainText,
+  plural,
+  problemText,
   readNotebookMetadata,
   relativeTime,
   restoreCode,
@@ -289,5 +293,73 @@ describe('trackRestart: one notification per restart', () => {
   it('a failed restart announces nothing, and no status means no restart', () => {
     assert.equal(restarts(['restarting', 'dead']), 0);
     assert.equal(restarts(['idle', 'busy', 'idle', 'starting', 'idle']), 0);
+  });
+});
+
+describe('rows of the server list', () => {
+  it('stacks id, status, where and what', () => {
+    const row = checkpointRow(info({ variables: 1, size: 1234 }));
+    assert.equal(row.label, '#12');
+    assert.equal(row.status, 'running');
+    assert.equal(row.tone, 'running');
+    assert.equal(row.where, 'cell [5], 3 min ago, `for epoch` at 57/100');
+    assert.equal(row.what, '1 variable · 1.2 KB');
+    assert.ok(row.title.includes('cell: for epoch in range(100):'), row.title);
+  });
+
+  it('says when a checkpoint does not verify, and why', () => {
+    const row = checkpointRow(
+      info({ verified: false, problem: 'bad signature', pinned: true })
+    );
+    assert.equal(row.label, '#12 (pinned)');
+    assert.equal(row.status, 'unverified');
+    assert.equal(row.tone, 'warn');
+    assert.ok(row.title.includes('not verified: bad signature'), row.title);
+  });
+
+  it('counts in words', () => {
+    assert.equal(plural(1, 'variable'), '1 variable');
+    assert.equal(plural(0, 'variable'), '0 variables');
+    assert.equal(plural(3, 'variable'), '3 variables');
+  });
+});
+
+describe('problem notifications', () => {
+  const text =
+    'nbcheckpoint: could not save a checkpoint (Could not write checkpoint data to /srv/.nbcheckpoint/blobs: Disk quota exceeded. ...)';
+
+  it('name the notebook, the reason and the store path', () => {
+    assert.equal(
+      problemText('train.ipynb', {
+        event: 'problem',
+        text,
+        path: '/srv/.nbcheckpoint/blobs',
+        reason: 'Disk quota exceeded'
+      }),
+      'State checkpoints of train.ipynb not saved: Disk quota exceeded (/srv/.nbcheckpoint/blobs)'
+    );
+  });
+
+  it('keep the end of a long path within what JupyterLab shows', () => {
+    const path = '/home/ann/' + 'deep/'.repeat(40) + '.nbcheckpoint/blobs';
+    const message = problemText('train.ipynb', {
+      event: 'problem',
+      text,
+      path,
+      reason: 'Read-only file system'
+    });
+    assert.ok(message.length <= NOTIFICATION_MAX, message);
+    assert.ok(message.endsWith('deep/.nbcheckpoint/blobs)'), message);
+    assert.ok(message.includes('Read-only file system (…'), message);
+  });
+
+  it('show other warnings without the prefix', () => {
+    assert.equal(
+      problemText('a.ipynb', {
+        event: 'problem',
+        text: 'nbcheckpoint: could not mark checkpoint #3 interrupted (gone).\n'
+      }),
+      'State checkpoints of a.ipynb: could not mark checkpoint #3 interrupted (gone).'
+    );
   });
 });

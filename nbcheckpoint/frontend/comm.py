@@ -16,6 +16,7 @@ id); an iopub message reaches whichever pages are connected now.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -25,6 +26,11 @@ from ..capture import events
 from ..store import Checkpoint
 
 MSG_TYPE = "nbcheckpoint_status"
+# The ``event`` of each message: a checkpoint landed, or something went wrong that the
+# user must see (a store that cannot be written, say) even when the cell's output is
+# scrolled away: JupyterLab shows it as a notification.
+CHECKPOINT = "checkpoint"
+PROBLEM = "problem"
 # The zmq topic of our iopub messages (ipykernel's comms use b"comm-<id>").
 TOPIC = b"nbcheckpoint"
 
@@ -51,6 +57,7 @@ def status_message(ck: Checkpoint, now: float | None = None) -> dict[str, Any]:
     cell = m.cell if m is not None else None
     position = m.position if m is not None else None
     return {
+        "event": CHECKPOINT,
         "id": ck.id,
         "last": ck.created,
         "now": time.time() if now is None else now,
@@ -84,6 +91,43 @@ def publish(content: dict[str, Any]) -> bool:
         ident=TOPIC,
     )
     return True
+
+
+# How errors.StoreWriteError names what failed, inside the engine's warning.
+_STORE_WRITE = re.compile(r"Could not write checkpoint data to (?P<path>.+?): (?P<reason>[^.]+)\.")
+
+
+def problem_message(text: str, now: float | None = None) -> dict[str, Any]:
+    """A warning the extension shows as a JupyterLab notification.
+
+    JupyterLab cuts a notification at 140 characters, so the store path and the reason are
+    sent apart (when the warning names them) for a short message; ``text`` is the whole
+    warning, for the notification's details.
+
+    Examples
+    --------
+    >>> m = problem_message("nbcheckpoint: could not save a checkpoint (Could not write "
+    ...     "checkpoint data to /srv/.nbcheckpoint/blobs: Disk quota exceeded. The checkpoint "
+    ...     "was abandoned; earlier checkpoints are intact.).", now=1.0)
+    >>> (m["event"], m["path"], m["reason"])
+    ('problem', '/srv/.nbcheckpoint/blobs', 'Disk quota exceeded')
+    """
+    found = _STORE_WRITE.search(text)
+    return {
+        "event": PROBLEM,
+        "text": text,
+        "path": found.group("path") if found else None,
+        "reason": found.group("reason") if found else None,
+        "now": time.time() if now is None else now,
+    }
+
+
+def publish_problem(text: str) -> bool:
+    """Tell the frontend about a problem; never raises (the caller has printed it already)."""
+    try:
+        return publish(problem_message(text))
+    except Exception:  # the printed warning stands on its own
+        return False
 
 
 class StatusChannel:

@@ -7,6 +7,8 @@ import uuid
 
 from IPython.display import display, update_display
 
+from ..frontend.comm import publish_problem
+
 
 class DisplayReporter:
     """Shows one status line per cell, replaced at each checkpoint rather than appended."""
@@ -27,3 +29,5 @@ class DisplayReporter:
 
     def warn(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
+        # Also a JupyterLab notification: a failing store must be seen mid-cell.
+        publish_problem(text)

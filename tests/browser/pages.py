@@ -47,3 +47,44 @@ def wait_executed(page: Any, index: int, timeout: float = 60) -> None:
 
 def output_text(page: Any, index: int) -> str:
     return cell(page, index).locator(".jp-OutputArea").inner_text()
+
+
+def wait_until(page: Any, predicate: Any, timeout: float, what: str) -> Any:
+    """Poll ``predicate`` every 100 ms until it returns something true; its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        page.wait_for_timeout(100)
+
+
+def type_into_cell(page: Any, index: int, code: str) -> None:
+    """Put ``code`` into an empty cell as a paste would: no auto-indent, no closing brackets."""
+    target = cell(page, index)
+    target.scroll_into_view_if_needed()
+    target.locator(".jp-InputArea-editor").click()
+    page.keyboard.insert_text(code)
+
+
+def workspace_url(server: Any, workspace: str, notebook: str | None = None) -> str:
+    """A JupyterLab URL in its own workspace, so tests do not reopen each other's notebooks."""
+    tail = f"/tree/{notebook}" if notebook else ""
+    return f"{server.url}/lab/workspaces/{workspace}{tail}?token={server.token}"
+
+
+def kernel_states(page: Any) -> tuple[str, str]:
+    """What the page says about the kernel: the status bar's kernel text and the
+    notebook's execution indicator (``data-status``)."""
+    return page.evaluate(
+        """() => {
+          const bar = document.querySelector('#jp-main-statusbar');
+          const items = bar ? [...bar.querySelectorAll('.jp-StatusBar-TextItem')] : [];
+          const kernel = items.map(e => e.textContent.trim())
+            .find(t => t === 'Idle' || t === 'Busy' || t.endsWith('| Idle') || t.endsWith('| Busy')) || '';
+          const ind = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator');
+          return [kernel, ind ? ind.getAttribute('data-status') || '' : ''];
+        }"""
+    )

@@ -1,0 +1,157 @@
+/**
+ * The server's list of a notebook's state checkpoints, drawn in the sidebar.
+ *
+ * It needs no kernel: it is what the sidebar shows while a cell runs (the kernel
+ * cannot render its panel until the cell ends), before the kernel panel is up,
+ * with no kernel or a non-Python one, and after a crash. The kernel's status
+ * messages keep it live: a progress line at once, the rows re-read from the
+ * server at most once a second.
+ */
+import { Widget } from '@lumino/widgets';
+
+import {
+  checkpointRow,
+  ICheckpointInfo,
+  ICheckpointStatus,
+  statusText
+} from './helpers';
+import { INotebookCheckpoints } from './tokens';
+
+/** Re-read the server's list at most this often while checkpoints stream in. */
+const REFRESH_MS = 1000;
+
+export class ServerList extends Widget {
+  constructor(private readonly _model: INotebookCheckpoints) {
+    super();
+    this.addClass('nbc-server-list');
+    this._live = document.createElement('div');
+    this._live.className = 'nbc-live';
+    this._rows = document.createElement('ol');
+    this._rows.className = 'nbc-server-rows';
+    this._message = document.createElement('div');
+    this._message.className = 'nbc-server-message';
+    this.node.append(this._live, this._message, this._rows);
+    _model.statusChanged.connect(this._onStatus, this);
+    this._onStatus(_model, _model.status);
+  }
+
+  /** How many rows are drawn (for tests and the sidebar's note). */
+  get count(): number {
+    return this._rows.childElementCount;
+  }
+
+  /** Read the list from the server and draw it; a failure is said in place of the rows. */
+  async refresh(): Promise<void> {
+    if (this._loading) {
+      this._again = true;
+      return this._loading;
+    }
+    this._loading = this._load();
+    try {
+      await this._loading;
+    } finally {
+      this._loading = null;
+    }
+    if (this._again) {
+      this._again = false;
+      await this.refresh();
+    }
+  }
+
+  dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    this._model.statusChanged.disconnect(this._onStatus, this);
+    window.clearTimeout(this._timer);
+    window.clearInterval(this._clock);
+    super.dispose();
+  }
+
+  protected onAfterShow(): void {
+    void this.refresh();
+  }
+
+  private async _load(): Promise<void> {
+    let checkpoints: ICheckpointInfo[];
+    try {
+      checkpoints = await this._model.list();
+    } catch (reason) {
+      this._message.textContent = `Could not read the state checkpoints from the server: ${
+        reason instanceof Error ? reason.message : String(reason)
+      }`;
+      return;
+    }
+    this._draw(checkpoints);
+  }
+
+  private _draw(checkpoints: ICheckpointInfo[]): void {
+    const newestFirst = [...checkpoints].sort(
+      (a, b) => b.created - a.created || b.id - a.id
+    );
+    this._message.textContent =
+      newestFirst.length === 0
+        ? `No state checkpoints yet for ${this._model.path}. Run a cell with %%checkpoint to take some.`
+        : '';
+    const rows = newestFirst.map(info => {
+      const row = checkpointRow(info);
+      const li = document.createElement('li');
+      li.className = 'nbc-server-row';
+      li.title = row.title;
+      const head = document.createElement('div');
+      head.className = 'nbc-server-row-head';
+      const id = document.createElement('span');
+      id.className = 'nbc-server-row-id';
+      id.textContent = row.label;
+      const badge = document.createElement('span');
+      badge.className = `nbc-server-row-status nbc-status-${row.tone}`;
+      badge.textContent = row.status;
+      head.append(id, badge);
+      const where = document.createElement('div');
+      where.className = 'nbc-server-row-where';
+      where.textContent = row.where;
+      const what = document.createElement('div');
+      what.className = 'nbc-server-row-what';
+      what.textContent = row.what;
+      li.append(head, where, what);
+      return li;
+    });
+    this._rows.replaceChildren(...rows);
+  }
+
+  private _onStatus(
+    _: INotebookCheckpoints,
+    status: ICheckpointStatus | null
+  ): void {
+    this._status = status;
+    this._drawLive();
+    if (status && this._clock === 0) {
+      this._clock = window.setInterval(() => this._drawLive(), 1000);
+    }
+    if (status && this.isVisible && this._timer === 0) {
+      this._timer = window.setTimeout(() => {
+        this._timer = 0;
+        void this.refresh();
+      }, REFRESH_MS);
+    }
+  }
+
+  private _drawLive(): void {
+    const status = this._status;
+    this._live.textContent = status
+      ? `Latest: ${statusText(status, Date.now())}${
+          status.status === 'running' ? ' (cell running)' : ''
+        }`
+      : '';
+    this._live.hidden = !status;
+  }
+
+  private _live: HTMLElement;
+  private _rows: HTMLElement;
+  private _message: HTMLElement;
+  private _status: ICheckpointStatus | null = null;
+  private _loading: Promise<void> | null = null;
+  private _again = false;
+  private _timer = 0;
+  private _clock = 0;
+}
