@@ -19,44 +19,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks" / "fidelity"
 
-# Cases that fail until the issue's fixes land; strict, so a fix turns them into failures
-# and the mark must then be removed.
-KNOWN_BROKEN: dict[str, str] = {
-    "01_underscore_names.ipynb": (
-        "issue #17 item 1: _scale, _offset, _cache, _mean_of are never saved and the restore "
-        "does not name them"
-    ),
-    "02_timed_cells.ipynb": (
-        "issue #17 item 2: a cell with %time or %timeit records only the timed statement's "
-        "names; z, label and mean come back with their older values"
-    ),
-    "03_failing_cell.ipynb": (
-        "issue #17 item 2: a cell that raised is not auto-saved; attempts, results and status "
-        "come back as they were before it"
-    ),
-    "04_method_appends_to_global.ipynb": (
-        "issue #17 item 2: Recorder.record appends to the global events, which the cell does "
-        "not name; events comes back empty"
-    ),
-    "05_globals_assignment.ipynb": (
-        "issue #17 item 2: configure() sets threshold and mode through globals(); they come "
-        "back with their older values"
-    ),
-    "07_file_handle.ipynb": (
-        "issue #17 item 4: f and src are saved and restored; the restore reopens results.csv "
-        "in 'w' mode (0 bytes after) and does not name them"
-    ),
-}
-
 
 def cases() -> list[object]:
     out: list[object] = []
     for path in sorted(NOTEBOOKS.glob("*.ipynb")):
-        reason = KNOWN_BROKEN.get(path.name)
-        marks = (
-            [pytest.mark.xfail(strict=True, reason=reason, raises=AssertionError)] if reason else []
-        )
-        out.append(pytest.param(path, id=path.stem, marks=marks))
+        out.append(pytest.param(path, id=path.stem))
     return out
 
 
