@@ -553,7 +553,7 @@ def test_a_bad_setting_is_refused_and_the_old_value_stays(ip, capsys):
         for setting, needle in [
             ("every = 0", "more than 0 seconds"),
             ("max_size = 'lots'", "Checkpoint.max_size = 'lots'"),
-            ("keep = 0", "keep at least 1"),
+            ("keep = -2", "keep N >= 1 checkpoints, 0 for all"),
             ("auto_min_duration = -1", "cannot be negative"),
         ]:
             name = setting.split()[0]
@@ -595,3 +595,26 @@ for i in range(30):
     assert f"Resuming from checkpoint #{last.id}" in out
     assert f"Not in checkpoint #{last.id}: i, model (that cell saved only x)." in out
     assert "i, model: in no checkpoint; run the cells that define them again." in out
+
+
+def test_retention_defaults_are_applied_and_shown_and_can_be_turned_off(ip, tmp_path, capsys):
+    from nbcheckpoint.store.store import DEFAULT_KEEP
+
+    run(ip, "%checkpoint config")
+    out = capsys.readouterr().out
+    assert f"newest {DEFAULT_KEEP} per notebook" in out and "(default" in out
+    run(ip, "x = 0")
+    for i in range(DEFAULT_KEEP + 2):
+        run(ip, f"x = {i}\n%checkpoint save x")
+    store, nb = store_of(tmp_path)
+    assert len(store.list(nb)) == DEFAULT_KEEP  # the default applies with nothing set
+    run(ip, "%config Checkpoint.keep = 0")
+    run(ip, "%config Checkpoint.max_size = '0'")
+    run(ip, "%checkpoint config")
+    out = capsys.readouterr().out
+    assert "keep         all" in out and "no limit" in out
+    for i in range(3):
+        run(ip, f"x = {i}\n%checkpoint save x")
+    assert len(store.list(nb)) == DEFAULT_KEEP + 3  # 0 keeps them all
+    run(ip, "%config Checkpoint.keep = None")
+    run(ip, "%config Checkpoint.max_size = None")

@@ -25,6 +25,7 @@ from ..format import human_bytes, parse_duration, parse_size, printable, relativ
 from ..store import Restored, load_key
 from ..store.manifest import LeftOut
 from ..store.serializer import restore_rng
+from ..store.store import DEFAULT_KEEP, DEFAULT_MAX_SIZE, UNLIMITED
 
 #: The subcommand name under which the parser keeps the cell magic's options.
 CELL = "%%checkpoint"
@@ -391,7 +392,7 @@ class LineCommands:
             status="manual",
             kernel=kernel_identity(),
             include_credentials=self.include_credentials,
-            keep=self.keep,
+            keep=self._keep_count(),
             max_size=self._max_size_bytes(),
         )
         print(
@@ -459,8 +460,8 @@ class LineCommands:
             ["store", self.store_url()],
             ["notebook", nb.path],
             ["every", f"{self.every:g} s"],
-            ["keep", str(self.keep) if self.keep is not None else "all"],
-            ["max size", self.max_size or "no limit"],
+            ["keep", self._retention_text()[0]],
+            ["max size", self._retention_text()[1]],
             ["auto", f"on (cells over {self.auto_min_duration:g} s)" if self.auto else "off"],
             ["resume", "on" if self.resume else "off"],
             ["mode", self._mode_reason()],
@@ -469,6 +470,25 @@ class LineCommands:
             ["signing key", key_source],
         ]
         print(table(rows, ["setting", "value"]))
+
+    def _retention_text(self) -> tuple[str, str]:
+        """What retention does after each save, defaults included (and how to change it)."""
+        if self.keep is None:
+            keep = (
+                f"newest {DEFAULT_KEEP} per notebook + pinned (default; Checkpoint.keep = 0: all)"
+            )
+        elif self.keep == 0:
+            keep = "all"
+        else:
+            keep = f"newest {self.keep} per notebook + pinned"
+        size = self._max_size_bytes()
+        if size is None:
+            cap = f"{human_bytes(DEFAULT_MAX_SIZE)} for the whole store (default; '0': no limit)"
+        elif size == UNLIMITED:
+            cap = "no limit"
+        else:
+            cap = f"{human_bytes(size)} for the whole store"
+        return keep, cap
 
     def _markers_reason(self) -> str:
         if not self.markers:

@@ -34,9 +34,10 @@ from ..capture.resume import Refusal, ResumePlan, left_out, plan_resume
 from ..capture.rewrite import instrument
 from ..capture.writer import MODES
 from ..errors import CheckpointError
-from ..format import parse_duration, parse_size, printable, relative_time
+from ..format import human_bytes, parse_duration, parse_size, printable, relative_time
 from ..store import CheckpointStore, NotebookRef, default_store_url
 from ..store.identity import ENV_NOTEBOOK_ID
+from ..store.store import DEFAULT_KEEP, DEFAULT_MAX_SIZE, UNLIMITED
 from .commands import LineCommands, help_text, parse_cell_args
 from .identity import notebook_ref
 from .reporter import DisplayReporter
@@ -70,12 +71,14 @@ class Checkpoint(LineCommands, Magics):
     keep = Integer(
         None,
         allow_none=True,
-        help="Keep only the newest N checkpoints of each notebook (pinned ones stay).",
+        help=f"Keep only the newest N checkpoints of each notebook (pinned ones stay). "
+        f"None: the default, {DEFAULT_KEEP}; 0: keep them all.",
     ).tag(config=True)
     max_size = Unicode(
         None,
         allow_none=True,
-        help="Remove the oldest checkpoints while the store is bigger than this, e.g. '10GB'.",
+        help=f"Remove the oldest checkpoints while the store is bigger than this, e.g. '10GB'. "
+        f"None: the default, {human_bytes(DEFAULT_MAX_SIZE)}; '0': no limit.",
     ).tag(config=True)
     store = Unicode(
         None,
@@ -141,9 +144,10 @@ class Checkpoint(LineCommands, Magics):
     @validate("keep")
     def _valid_keep(self, proposal: dict[str, Any]) -> int | None:
         value: int | None = proposal["value"]
-        if value is not None and value < 1:
+        if value is not None and value < 0:
             raise TraitError(
-                f"Checkpoint.keep = {value}: keep at least 1 checkpoint, or None for all."
+                f"Checkpoint.keep = {value}: keep N >= 1 checkpoints, 0 for all, or None for "
+                f"the default ({DEFAULT_KEEP})."
             )
         return value
 
@@ -232,7 +236,16 @@ class Checkpoint(LineCommands, Magics):
         return set(self.shell.user_ns_hidden)
 
     def _max_size_bytes(self) -> int | None:
-        return parse_size(self.max_size) if self.max_size else None
+        """The store-wide cap for the store: None for its default, UNLIMITED for none."""
+        if self.max_size is None:
+            return None
+        size = parse_size(self.max_size)
+        return size if size > 0 else UNLIMITED
+
+    def _keep_count(self, override: int | None = None) -> int | None:
+        """Checkpoints kept per notebook, for the store: None for its default, UNLIMITED for all."""
+        keep = self.keep if override is None else override
+        return UNLIMITED if keep == 0 else keep
 
     # ------------------------------------------------------------ the magic
     @line_cell_magic
@@ -282,7 +295,7 @@ class Checkpoint(LineCommands, Magics):
         )
         options = Options(
             every=every,
-            keep=args.keep if args.keep is not None else self.keep,
+            keep=self._keep_count(args.keep),
             names=list(args.names) or None,
             include_credentials=self.include_credentials,
             max_size=self._max_size_bytes(),
@@ -451,7 +464,7 @@ class Checkpoint(LineCommands, Magics):
         return saver
 
     def _auto_settings(self) -> AutoSettings:
-        return AutoSettings(self.include_credentials, self.keep, self._max_size_bytes())
+        return AutoSettings(self.include_credentials, self._keep_count(), self._max_size_bytes())
 
     @property
     def _auto_pending(self) -> set[str]:
