@@ -19,7 +19,7 @@ from helpers import blob_paths
 from nbcheckpoint.errors import StoreWriteError
 from nbcheckpoint.store import CheckpointStore, NotebookRef
 from nbcheckpoint.store import store as store_module
-from nbcheckpoint.store.leases import LEASE_TTL, LEASES, Lease
+from nbcheckpoint.store.leases import LEASE_TTL, LEASES, Lease, StoreClock
 from nbcheckpoint.store.store import DEFAULT_KEEP, UNLIMITED, digest
 
 SKEW = 2 * 3600.0  # the gc's machine is two hours ahead of the store's clock
@@ -216,6 +216,30 @@ def test_a_save_writes_its_lease_before_any_blob_and_removes_it_after_the_manife
     manifest = kinds.index("link notebooks")
     assert kinds.index("unlink leases") > manifest
     assert all(k == "link blobs" for k in kinds[1:manifest])
+
+
+def test_a_save_that_ends_while_a_gc_runs_leaves_its_lease_until_that_gc_is_done(
+    local_store_url: str, nb: NotebookRef
+) -> None:
+    store = CheckpointStore(local_store_url)
+    store.save({"x": 1}, nb)
+    # A gc that read the manifests before this save published, and is still deleting.
+    running = StoreClock.read(store.backend)
+    ck = store.save({"y": np.arange(1000)}, nb)
+    [lease] = [n for n in store.backend.listdir(LEASES) if n.endswith(".save")]
+    assert json.loads(store.backend.read(f"{LEASES}/{lease}"))["published"] is True
+    assert set(ck.body["blobs"]) <= set(
+        json.loads(store.backend.read(f"{LEASES}/{lease}"))["blobs"]
+    )
+    store.gc(grace=0)  # another gc: the older one may still need the lease
+    assert lease in store.backend.listdir(LEASES)
+    running.done()
+    store.gc(grace=0)  # every gc older than the lease is done: it goes
+    assert store.backend.listdir(LEASES) == []
+    # Without a gc running, a save removes its lease at once.
+    store.save({"z": 2}, nb)
+    assert store.backend.listdir(LEASES) == []
+    assert store.load(nb, ck.id).values["y"].tolist() == list(range(1000))
 
 
 # ----------------------------------------------- manifests gc cannot read

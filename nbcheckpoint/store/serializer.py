@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .credentials import describe, find_credentials
+from .credentials import MAX_NODES, MIN_NODES, SAVE_NODES, describe, find_credentials
 from .handles import HandleError, fresh_lock, guarded_loads, handle_reason
 
 PROTOCOL = 5
@@ -368,13 +368,16 @@ def serialize(
     withheld: dict[str, dict[str, str]] = {}
     secrets: list[str] = []
     keep: list[str] = []
+    budget = SAVE_NODES  # the credential walk's, shared by the variables of this save
     for name in chosen:
         value = namespace[name]
         if isinstance(value, types.ModuleType):
             modules[name] = value.__name__
             continue
         if not include_credentials:
-            found = find_credentials(name, value)
+            nodes = max(MIN_NODES, min(MAX_NODES, budget))
+            budget -= nodes
+            found = find_credentials(name, value, max_nodes=nodes)
             if found:
                 withheld[name] = {
                     "type": type_name(value),

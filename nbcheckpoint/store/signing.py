@@ -225,7 +225,10 @@ def _create_key_file(path: str) -> bytes:
 def load_key(create: bool = True) -> SigningKey:
     """The user's signing key: ``NBCHECKPOINT_KEY`` (hex), ``NBCHECKPOINT_KEY_FILE``, or the default file.
 
-    The default file is created with mode 0600 in a 0700 folder on first use.
+    The default file is created with mode 0600 in a 0700 folder on first use. A key file
+    that is a symbolic link, belongs to another user, or can be read or written by others
+    is refused, with the command that fixes it; so is a weak key (shorter than 256 bits,
+    or one byte repeated), from the file or from ``NBCHECKPOINT_KEY``.
     """
     env = os.environ.get(ENV_KEY)
     if env:

@@ -132,7 +132,8 @@ class CheckpointStore:
 
     Layout: ``blobs/xx/<blake3>`` (immutable, shared by every notebook),
     ``notebooks/<key>/manifests/<id>.ckpt`` (signed, written last: the commit point),
-    ``notebooks/<key>/pins/<id>`` and ``notebooks/<key>/status/<id>``, ``tmp/``.
+    ``notebooks/<key>/pins/<id>`` and ``notebooks/<key>/status/<id>``, ``tmp/``, and
+    ``leases/`` (saves in progress and gc markers, see :mod:`.leases`).
 
     Examples
     --------
@@ -728,12 +729,12 @@ class CheckpointStore:
         search = _parallel if total > (64 << 20) else lambda fn, xs: [fn(x) for x in xs]
         hits = {h for (h, _), hit in zip(items, search(lambda i: key.found_in(i[1]), items)) if hit}
         reach = max(len(p) for p in key.patterns) - 1
-        for flat, chunk_hashes in seams:
-            if not any(h in data for h in chunk_hashes):
+        for flat, pieces in seams:
+            if not any(h in data for h in pieces):
                 continue  # all stored already, and searched then
             for edge in range(CHUNK_SIZE, flat.nbytes, CHUNK_SIZE):
                 if key.found_in(bytes(flat[max(0, edge - reach) : edge + reach])):
-                    hits.update(chunk_hashes)
+                    hits.update(pieces)
                     break
         if not hits:
             return {}

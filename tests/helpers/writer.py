@@ -20,6 +20,7 @@ import numpy as np
 from states import make_state
 
 from nbcheckpoint.store import CheckpointStore, NotebookRef
+from nbcheckpoint.store.store import UNLIMITED
 
 
 def _say(line: str) -> None:
@@ -34,7 +35,8 @@ def _save_loop(store_url: str, notebook: str, size: int, tag: int, count: int | 
     const = np.random.default_rng(12345).standard_normal(size)  # the same in every writer
     seq = 0
     while count is None or seq < count:
-        ck = store.save(make_state(tag, seq, rng, const, size), nb)
+        # Every acknowledged checkpoint must stay: no default retention here.
+        ck = store.save(make_state(tag, seq, rng, const, size), nb, keep=UNLIMITED)
         _say(f"ack {ck.id} {tag} {seq}")
         seq += 1
 
