@@ -364,3 +364,13 @@ def test_a_save_starts_from_the_checkpoint_that_just_landed(tmp_path):
     assert writer.jobs, "no save was started"
     assert writer.jobs[-1].base is not first
     assert writer.jobs[-1].base.id == landed.id
+
+
+def test_a_variable_only_dill_can_pickle_is_saved_after_every_change(ip, tmp_path):
+    # A lock inside: the scan's C pickler cannot fingerprint it, the store's dill can save it.
+    run(ip, "import queue\njobs = queue.Queue()\njobs.put(1)")
+    auto_on(ip)
+    scan = saver(ip).last_scan
+    assert "jobs" in scan.volatile
+    run(ip, "jobs.put(2)")
+    assert list(saved_values(ip, tmp_path, "jobs")["jobs"].queue) == [1, 2]

@@ -2,22 +2,30 @@
 
 A cell can change a variable its text never names (a method appending to a global,
 ``globals()['z'] = 5``, ``exec``, a helper mutating an object reached from another
-variable, a cell that raised half way). So auto mode does not trust the cell's text:
-after each cell it fingerprints every variable and compares with the last scan.
+variable, a cell that raised half way, ``%time``). So auto mode does not trust the
+cell's text: after each cell it fingerprints every variable and compares with the last
+scan.
 
 A fingerprint is what a save would store, without the large bytes: the variable's
-pickle (the C pickler, protocol 5) with every buffer of 1 MiB or more taken out of band,
-hashed with xxh3. Large buffers (NumPy arrays, pandas blocks, bytearrays) are
-fingerprinted by their address, size and a fast hash of their bytes, computed on
-worker threads that release the GIL. A NumPy array is fingerprinted by its dtype, shape,
-strides and the memory it spans, so views and arrays that share memory see each
-other's edits. Immutable scalars and strings are fingerprinted by value.
+pickle (the C pickler, protocol 5), with each buffer of 1 MiB or more (NumPy arrays,
+pandas blocks, bytearrays) replaced by the span of memory it occupies. An array is
+fingerprinted by its dtype, shape, strides and the span its elements cover, so views
+and arrays that share memory see each other's edits. Immutable scalars and strings are
+fingerprinted by value.
 
-A variable that the C pickler cannot fingerprint (a lock inside, an open file...) is
-reported as changed at every scan: it is saved again each time, never missed.
+The bytes of a span are watched, not read: spans of 8 MiB or more in private anonymous
+memory are write-protected through a userfaultfd (:class:`WriteTracker`), and a scan
+asks the kernel which of their pages were written since the last one. Other spans are
+hashed (xxh3, on worker threads for the large ones). Linux's soft-dirty bits would do
+the same job but need ``CONFIG_MEM_SOFT_DIRTY``, which many kernels lack
+(:func:`soft_dirty_available` says why).
 
-Linux's soft-dirty page bits (``/proc/self/clear_refs``) would spare the hash of
-unchanged pages, but need ``CONFIG_MEM_SOFT_DIRTY``; see :func:`soft_dirty_available`.
+Limits: the scan pickles every variable's in-band part at each look, so its cost grows
+with the number of small Python objects (a list of a million floats: ~45 ms here); a
+variable the C pickler cannot fingerprint (a lock inside, an open file) counts as
+changed at every scan, unless the store could not save it either. Memory written by a
+device or another process without going through this process's page tables (RDMA,
+pinned buffers) is seen only where it is hashed.
 """
 
 from __future__ import annotations
