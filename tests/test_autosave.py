@@ -374,3 +374,21 @@ def test_a_variable_only_dill_can_pickle_is_saved_after_every_change(ip, tmp_pat
     assert "jobs" in scan.volatile
     run(ip, "jobs.put(2)")
     assert list(saved_values(ip, tmp_path, "jobs")["jobs"].queue) == [1, 2]
+
+
+def test_a_scan_that_fails_saves_everything(tmp_path, capsys):
+    loop = None
+    ns = {"x": 1, "y": [2]}
+    saver, store, nb = make_saver(tmp_path, ns, loop)
+    saver.cell_finished({"first_line": "x = 1"}, save=True)
+    saver.collect(wait=True)
+
+    def broken(ns_, names):
+        raise RuntimeError("a bug in the scan")
+
+    saver.scanner.scan = broken
+    ns["y"].append(3)
+    saver.cell_finished({"first_line": "y.append(3)"}, save=True)
+    saver.collect(wait=True)
+    assert store.load(nb).values["y"] == [2, 3]
+    assert "saves all of them" in capsys.readouterr().out
