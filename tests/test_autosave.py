@@ -234,7 +234,8 @@ def test_scanner_sees_class_attributes_and_instances_of_notebook_classes():
 
 @pytest.mark.parametrize("track_writes", [True, False], ids=["write-tracking", "hashing"])
 def test_scanner_sees_writes_to_large_arrays_with_and_without_write_tracking(track_writes):
-    from nbcheckpoint.capture.changes import TRACK_MIN, Scanner, tracker
+    from nbcheckpoint.capture.changes import Scanner
+    from nbcheckpoint.capture.pages import TRACK_MIN, tracker
 
     if track_writes and not tracker().active:
         pytest.skip(f"write tracking is not available here: {tracker().reason}")
@@ -257,7 +258,8 @@ def test_scanner_sees_writes_to_large_arrays_with_and_without_write_tracking(tra
 
 def test_scanner_hashes_memory_the_kernel_cannot_watch(tmp_path):
     """A file mapping changes when the file is written: it is hashed, not watched."""
-    from nbcheckpoint.capture.changes import TRACK_MIN, Scanner
+    from nbcheckpoint.capture.changes import Scanner
+    from nbcheckpoint.capture.pages import TRACK_MIN
 
     path = tmp_path / "data.bin"
     path.write_bytes(bytes(TRACK_MIN * 2))
