@@ -388,6 +388,7 @@ def test_a_scan_that_fails_saves_everything(tmp_path, capsys):
     def broken(ns_, names):
         raise RuntimeError("a bug in the scan")
 
+    assert saver.scanner is not None
     saver.scanner.scan = broken
     ns["y"].append(3)
     saver.cell_finished({"first_line": "y.append(3)"}, save=True)

@@ -80,7 +80,9 @@ class AutoSaver:
         # The cell whose scan waits for the kernel to reply (see ``cell_finished``).
         self.due: dict[str, Any] | None = None
         self.writer: ThreadWriter | None = None
-        self.scanner = Scanner()
+        # Made at the first scan: a kernel that never turns auto mode on sets up no
+        # write tracking.
+        self.scanner: Scanner | None = None
         self.last_scan: Scan | None = None
         self.scan_seconds = 0.0
         self._warned = False
@@ -148,6 +150,8 @@ class AutoSaver:
         started = time.perf_counter()
         names = self._names()
         try:
+            if self.scanner is None:
+                self.scanner = Scanner()
             current = self.scanner.scan(self.ns, names)
         except Exception as e:  # a fault of ours must not lose a change
             # Nothing is known: everything counts as changed, and the next scan starts over.
