@@ -395,3 +395,14 @@ def test_a_scan_that_fails_saves_everything(tmp_path, capsys):
     saver.collect(wait=True)
     assert store.load(nb).values["y"] == [2, 3]
     assert "saves all of them" in capsys.readouterr().out
+
+
+def test_auto_saves_an_in_place_edit_of_a_large_dataframe(ip, tmp_path):
+    pytest.importorskip("pandas")
+    # 12 MB of float64 in one block: watched for writes, not hashed.
+    run(ip, "import numpy as np, pandas as pd\ndf = pd.DataFrame(np.zeros((125_000, 12)))")
+    auto_on(ip)
+    run(ip, "df.iloc[100_000, 3] = 7.0")
+    assert saved_values(ip, tmp_path, "df")["df"].iloc[100_000, 3] == 7.0
+    run(ip, "df.iat[5, 0] = 1.5")
+    assert saved_values(ip, tmp_path, "df")["df"].iat[5, 0] == 1.5
