@@ -5,7 +5,10 @@ the first write to a protected page is let through by the kernel itself, which n
 that the page was written. ``PAGEMAP_SCAN`` on ``/proc/self/pagemap`` lists the written
 pages and protects them again in the same call, so no write slips between the two. A
 look costs about 0.1 ms however large the memory; the price is one minor page fault
-(a few microseconds) the first time each page is written after a look.
+(about 2 us) the first time each 4 KiB page is written after a look. Measured here on
+1 GiB: a look 0.1 ms, against 40-65 ms to hash it; rewriting all of it in one cell 0.6 s
+instead of 0.06 s (the kernel splits huge pages to track them). A cell that rewrites a
+large array pays this once, not per pass, and its save then writes that array anyway.
 
 Linux's soft-dirty bits (``/proc/self/clear_refs``) would do the same job but need
 ``CONFIG_MEM_SOFT_DIRTY``, which many kernels lack (:func:`soft_dirty_available` says why),
