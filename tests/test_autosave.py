@@ -406,3 +406,25 @@ def test_auto_saves_an_in_place_edit_of_a_large_dataframe(ip, tmp_path):
     assert saved_values(ip, tmp_path, "df")["df"].iloc[100_000, 3] == 7.0
     run(ip, "df.iat[5, 0] = 1.5")
     assert saved_values(ip, tmp_path, "df")["df"].iat[5, 0] == 1.5
+
+
+def test_write_tracking_sees_writes_past_one_batch_of_page_regions():
+    """More written regions than one PAGEMAP_SCAN call returns (256): the later ones count."""
+    from nbcheckpoint.capture.pages import PAGE, tracker
+
+    watch = tracker()
+    if not watch.active:
+        pytest.skip(f"write tracking is not available here: {watch.reason}")
+    data = np.zeros(16 << 20, dtype=np.uint8)  # 4,096 pages
+    address = data.__array_interface__["data"][0]
+    half = data.nbytes // 2
+    first, second = (address, half), (address + half, half)
+    before = watch.tokens([first, second])
+    assert watch.tokens([first, second]) == before  # nothing written
+    data[:: PAGE * 2] = 1  # every other page: ~2,048 separate written regions
+    after = watch.tokens([first, second])
+    assert after[first] != before[first] and after[second] != before[second]
+    assert watch.tokens([first, second]) == after
+    data[-1] = 2  # the very last byte, in the last page
+    last = watch.tokens([first, second])
+    assert last[first] == after[first] and last[second] != after[second]
