@@ -234,7 +234,8 @@ def test_scanner_sees_class_attributes_and_instances_of_notebook_classes():
 
 @pytest.mark.parametrize("track_writes", [True, False], ids=["write-tracking", "hashing"])
 def test_scanner_sees_writes_to_large_arrays_with_and_without_write_tracking(track_writes):
-    from nbcheckpoint.capture.changes import TRACK_MIN, Scanner, tracker
+    from nbcheckpoint.capture.changes import Scanner
+    from nbcheckpoint.capture.pages import TRACK_MIN, tracker
 
     if track_writes and not tracker().active:
         pytest.skip(f"write tracking is not available here: {tracker().reason}")
@@ -257,7 +258,8 @@ def test_scanner_sees_writes_to_large_arrays_with_and_without_write_tracking(tra
 
 def test_scanner_hashes_memory_the_kernel_cannot_watch(tmp_path):
     """A file mapping changes when the file is written: it is hashed, not watched."""
-    from nbcheckpoint.capture.changes import TRACK_MIN, Scanner
+    from nbcheckpoint.capture.changes import Scanner
+    from nbcheckpoint.capture.pages import TRACK_MIN
 
     path = tmp_path / "data.bin"
     path.write_bytes(bytes(TRACK_MIN * 2))
@@ -364,3 +366,65 @@ def test_a_save_starts_from_the_checkpoint_that_just_landed(tmp_path):
     assert writer.jobs, "no save was started"
     assert writer.jobs[-1].base is not first
     assert writer.jobs[-1].base.id == landed.id
+
+
+def test_a_variable_only_dill_can_pickle_is_saved_after_every_change(ip, tmp_path):
+    # A lock inside: the scan's C pickler cannot fingerprint it, the store's dill can save it.
+    run(ip, "import queue\njobs = queue.Queue()\njobs.put(1)")
+    auto_on(ip)
+    scan = saver(ip).last_scan
+    assert "jobs" in scan.volatile
+    run(ip, "jobs.put(2)")
+    assert list(saved_values(ip, tmp_path, "jobs")["jobs"].queue) == [1, 2]
+
+
+def test_a_scan_that_fails_saves_everything(tmp_path, capsys):
+    loop = None
+    ns = {"x": 1, "y": [2]}
+    saver, store, nb = make_saver(tmp_path, ns, loop)
+    saver.cell_finished({"first_line": "x = 1"}, save=True)
+    saver.collect(wait=True)
+
+    def broken(ns_, names):
+        raise RuntimeError("a bug in the scan")
+
+    assert saver.scanner is not None
+    saver.scanner.scan = broken
+    ns["y"].append(3)
+    saver.cell_finished({"first_line": "y.append(3)"}, save=True)
+    saver.collect(wait=True)
+    assert store.load(nb).values["y"] == [2, 3]
+    assert "saves all of them" in capsys.readouterr().out
+
+
+def test_auto_saves_an_in_place_edit_of_a_large_dataframe(ip, tmp_path):
+    pytest.importorskip("pandas")
+    # 12 MB of float64 in one block: watched for writes, not hashed.
+    run(ip, "import numpy as np, pandas as pd\ndf = pd.DataFrame(np.zeros((125_000, 12)))")
+    auto_on(ip)
+    run(ip, "df.iloc[100_000, 3] = 7.0")
+    assert saved_values(ip, tmp_path, "df")["df"].iloc[100_000, 3] == 7.0
+    run(ip, "df.iat[5, 0] = 1.5")
+    assert saved_values(ip, tmp_path, "df")["df"].iat[5, 0] == 1.5
+
+
+def test_write_tracking_sees_writes_past_one_batch_of_page_regions():
+    """More written regions than one PAGEMAP_SCAN call returns (256): the later ones count."""
+    from nbcheckpoint.capture.pages import PAGE, tracker
+
+    watch = tracker()
+    if not watch.active:
+        pytest.skip(f"write tracking is not available here: {watch.reason}")
+    data = np.zeros(16 << 20, dtype=np.uint8)  # 4,096 pages
+    address = data.__array_interface__["data"][0]
+    half = data.nbytes // 2
+    first, second = (address, half), (address + half, half)
+    before = watch.tokens([first, second])
+    assert watch.tokens([first, second]) == before  # nothing written
+    data[:: PAGE * 2] = 1  # every other page: ~2,048 separate written regions
+    after = watch.tokens([first, second])
+    assert after[first] != before[first] and after[second] != before[second]
+    assert watch.tokens([first, second]) == after
+    data[-1] = 2  # the very last byte, in the last page
+    last = watch.tokens([first, second])
+    assert last[first] == after[first] and last[second] != after[second]

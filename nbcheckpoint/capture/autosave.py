@@ -80,10 +80,13 @@ class AutoSaver:
         # The cell whose scan waits for the kernel to reply (see ``cell_finished``).
         self.due: dict[str, Any] | None = None
         self.writer: ThreadWriter | None = None
-        self.scanner = Scanner()
+        # Made at the first scan: a kernel that never turns auto mode on sets up no
+        # write tracking.
+        self.scanner: Scanner | None = None
         self.last_scan: Scan | None = None
         self.scan_seconds = 0.0
         self._warned = False
+        self._scan_warned = False
 
     # ------------------------------------------------------------ cells
     def cell_started(self) -> None:
@@ -146,7 +149,22 @@ class AutoSaver:
         """Compare every variable with the last scan; the changed names join ``pending``."""
         started = time.perf_counter()
         names = self._names()
-        current = self.scanner.scan(self.ns, names)
+        try:
+            if self.scanner is None:
+                self.scanner = Scanner()
+            current = self.scanner.scan(self.ns, names)
+        except Exception as e:  # a fault of ours must not lose a change
+            # Nothing is known: everything counts as changed, and the next scan starts over.
+            self.last_scan = None
+            self.pending |= set(names)
+            if not self._scan_warned:
+                self.warn(
+                    f"nbcheckpoint: auto mode could not compare variables ({type(e).__name__}: "
+                    f"{e}); it saves all of them after each cell instead."
+                )
+            self._scan_warned = True
+            self.scan_seconds = time.perf_counter() - started
+            return set(names)
         skipped = self.base.body.get("skipped") or () if self.base is not None else ()
         changed = current.changed_since(self.last_scan, skipped)
         self.last_scan = current

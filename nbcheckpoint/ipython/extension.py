@@ -77,7 +77,10 @@ def unload_ipython_extension(ip: Any) -> None:
     if magics.current is not None:
         magics.current.stop()
         magics.current = None
-    magics._auto_collect(wait=True)
+    # The last cell's scan may still wait for the event loop: run it, let the writes
+    # land, and turn auto mode's callbacks off.
+    magics.autosaver.settle()
+    magics.autosaver.enabled = False
     if magics in _MAGICS:
         _MAGICS.remove(magics)
     atexit.unregister(magics.at_exit)
