@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from nbcheckpoint.capture import arm
-from nbcheckpoint.capture.iterate import loop
+from nbcheckpoint.capture.iterate import count, loop
 from nbcheckpoint.capture.rewrite import MARKER_LINE, instrument
 
 pytestmark = pytest.mark.skipif(
@@ -36,6 +36,7 @@ class Cell:
             "_nbc_due_": False,
             "__nbc_sp__": lambda *a: None,
             "__nbc_loop__": loop,
+            "__nbc_count__": count,
         }
 
 

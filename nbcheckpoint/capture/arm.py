@@ -64,11 +64,8 @@ _MAX_DEPTH = 4
 def marker_pairs(plan: CellPlan, sp_id: int, ns: Mapping[str, Any]) -> tuple[int | None, ...]:
     """The ``(index, length)`` pairs a flag-test safepoint would have passed at ``sp_id``."""
     out: list[int | None] = []
-    for kind, name, length in plan.marker_loops(sp_id):
-        if kind == "for":
-            out.extend(ns[name].pos())
-        else:
-            out += [ns[name], ns[length]]
+    for _kind, name, _ in plan.marker_loops(sp_id):
+        out.extend(ns[name].pos())
     return tuple(out)
 
 
