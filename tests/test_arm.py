@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from nbcheckpoint.capture import arm
-from nbcheckpoint.capture.iterate import loop
+from nbcheckpoint.capture.iterate import count, loop
 from nbcheckpoint.capture.rewrite import MARKER_LINE, instrument
 
 pytestmark = pytest.mark.skipif(
@@ -36,6 +36,7 @@ class Cell:
             "_nbc_due_": False,
             "__nbc_sp__": lambda *a: None,
             "__nbc_loop__": loop,
+            "__nbc_count__": count,
         }
 
 
@@ -288,10 +289,23 @@ SHAPES = {
         "k = 0\nwhile k < N:\n    k += 1\n    for j in range(3000):\n        t = j\n"
         "    if stop:\n        break\n"
     ),
+    # No call written in the body, but each iteration spends nearly all its time in a Python
+    # __getitem__ (as `df.iloc[i, 0]` does in pandas): pokes land down there.
+    "subscript running Python code": (
+        "for i in range(N):\n    t = slow[i]\n    if stop:\n        break\n"
+    ),
     "for over a generator": (
         "for x in (i for i in range(N)):\n    t = x\n    if stop:\n        break\n"
     ),
 }
+
+
+class SlowItems:
+    def __getitem__(self, i: int) -> int:
+        t = 0
+        for k in range(3000):
+            t += k
+        return t + i
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
@@ -308,7 +322,7 @@ def test_every_tight_loop_shape_takes_its_marker_checkpoints(arming_for, shape):
         cell.ns["stop"] = len(hits) >= 3
 
     arming = arming_for(cell, on_marker)
-    cell.ns.update(N=10**12, stop=False)
+    cell.ns.update(N=10**12, stop=False, slow=SlowItems())
     pokes = 0
 
     class Limited(Poker):

@@ -21,7 +21,7 @@ import pytest
 
 from nbcheckpoint.capture import iterate, rewrite
 from nbcheckpoint.capture.arm import marker_pairs
-from nbcheckpoint.capture.iterate import length_of, loop, resume_loop
+from nbcheckpoint.capture.iterate import count, length_of, loop, resume_loop
 from nbcheckpoint.capture.rewrite import Position, instrument
 
 # -- fake runtime ------------------------------------------------------------------------
@@ -154,6 +154,7 @@ def run(
         __nbc_sp__=rec,
         __nbc_loop__=loop,
         __nbc_resume_loop__=resume_loop,
+        __nbc_count__=count,
     )
     instrumented = instrument(tree, resume=resume, markers=markers)
     code = compile(instrumented.module, "<cell>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
@@ -609,12 +610,12 @@ def test_for_and_while_expansion() -> None:
         for a, b in _nbc_it1_:
             if _nbc_due_:
                 __nbc_sp__(1, *_nbc_p1_.pos())
-            _nbc_i2_ = -1
-            _nbc_n2_ = None
-            while a:
-                _nbc_i2_ += 1
+            _nbc_it2_, _nbc_p2_ = __nbc_count__(0)
+            for [] in _nbc_it2_:
+                if not a:
+                    break
                 if _nbc_due_:
-                    __nbc_sp__(2, *_nbc_p1_.pos(), _nbc_i2_, _nbc_n2_)
+                    __nbc_sp__(2, *_nbc_p1_.pos(), *_nbc_p2_.pos())
                 a -= 1"""
     )
 
@@ -636,27 +637,50 @@ def test_resumed_form_skips_statements_before_the_inner_loop_once() -> None:
         for e in _nbc_it1_:
             if _nbc_f1_:
                 _nbc_f1_ = False
-                _nbc_i2_ = 0
-                _nbc_n2_ = None
+                _nbc_it2_, _nbc_p2_ = __nbc_count__(1)
                 _nbc_f2_ = True
-                while _nbc_f2_ or prep:
-                    _nbc_i2_ += 1
+                for [] in _nbc_it2_:
+                    if not (_nbc_f2_ or prep):
+                        break
                     _nbc_f2_ = False
                     if _nbc_due_:
-                        __nbc_sp__(2, *_nbc_p1_.pos(), _nbc_i2_, _nbc_n2_)
+                        __nbc_sp__(2, *_nbc_p1_.pos(), *_nbc_p2_.pos())
                     prep -= 1
             else:
                 if _nbc_due_:
                     __nbc_sp__(1, *_nbc_p1_.pos())
                 prep = e
-                _nbc_i2_ = -1
-                _nbc_n2_ = None
-                while prep:
-                    _nbc_i2_ += 1
+                _nbc_it2_, _nbc_p2_ = __nbc_count__(0)
+                for [] in _nbc_it2_:
+                    if not prep:
+                        break
                     if _nbc_due_:
-                        __nbc_sp__(2, *_nbc_p1_.pos(), _nbc_i2_, _nbc_n2_)
+                        __nbc_sp__(2, *_nbc_p1_.pos(), *_nbc_p2_.pos())
                     prep -= 1"""
     )
+
+
+def test_while_else_runs_only_when_the_condition_ends_the_loop() -> None:
+    src = """
+        out = []
+        for outer in range(3):
+            k = 0
+            while k < 3:
+                k += 1
+                if outer == 1 and k == 2:
+                    break
+            else:
+                out.append(("else", outer))
+                if outer == 2:
+                    break
+                continue
+            out.append(("broke", outer))
+        """
+    expected: dict[str, Any] = {}
+    exec(textwrap.dedent(src), expected)
+    ns: dict[str, Any] = {}
+    run(parse(src), ns)
+    assert ns["out"] == expected["out"] == [("else", 0), ("broke", 1), ("else", 2)]
 
 
 def test_while_counters_are_zero_based_like_enumerate() -> None:
@@ -763,6 +787,7 @@ def test_tracebacks_point_at_the_users_line(resume: Position | None) -> None:
         "_nbc_due_": False,
         "__nbc_loop__": loop,
         "__nbc_resume_loop__": resume_loop,
+        "__nbc_count__": count,
     }
     with pytest.raises(ZeroDivisionError) as info:
         exec(code, ns)

@@ -53,22 +53,22 @@ __all__ = [
     "loop_stops",
     "marker_headers",
     "marker_pairs",
+    "tight_loops",
 ]
 
 # Instructions that can jump: a backward one ends an iteration, wherever Python checks its
 # eval breaker (every version does so at a jump back, 3.10 after jumping, later ones before).
 _JUMPS = frozenset(dis.hasjrel) | frozenset(dis.hasjabs)
-_MAX_DEPTH = 4
+# How far up from the interrupted frame to look for a cell's tight loop: through the frames
+# of the dunder methods its body calls (a pandas ``df.iloc[i]`` runs a dozen levels deep).
+_MAX_DEPTH = 64
 
 
 def marker_pairs(plan: CellPlan, sp_id: int, ns: Mapping[str, Any]) -> tuple[int | None, ...]:
     """The ``(index, length)`` pairs a flag-test safepoint would have passed at ``sp_id``."""
     out: list[int | None] = []
-    for kind, name, length in plan.marker_loops(sp_id):
-        if kind == "for":
-            out.extend(ns[name].pos())
-        else:
-            out += [ns[name], ns[length]]
+    for _kind, name, _ in plan.marker_loops(sp_id):
+        out.extend(ns[name].pos())
     return tuple(out)
 
 
@@ -198,6 +198,52 @@ def loop_stops(code: CodeType) -> tuple[frozenset[int], frozenset[int]]:
     return frozenset(ends), frozenset(advances)
 
 
+@functools.lru_cache(maxsize=1024)
+def tight_loops(code: CodeType) -> tuple[tuple[tuple[int, int], ...], frozenset[int]]:
+    """The offset ranges of the loops that have a marker line of their own, and their lines.
+
+    Returns ``(ranges, lines)``: ``(first, last)`` offsets of each such loop (from its jump
+    back's target to the jump) and every line its instructions are on, marker lines aside.
+    A poke that finds the frame inside one of these ranges, but down in a call (a dunder
+    method: a tight loop's body writes no call), arms the frame: the loop's own lines lead
+    to its marker line within the iteration.
+
+    Examples
+    --------
+    >>> import ast
+    >>> from .rewrite import instrument
+    >>> src = "for i in range(3):\\n    t = i\\nu = 1"
+    >>> code = compile(instrument(ast.parse(src), markers=True).module, "<c>", "exec")
+    >>> sorted(tight_loops(code)[1])
+    [1, 2]
+    """
+    line_at: dict[int, int] = {}
+    for start, end, line in code.co_lines():
+        if line is not None:
+            for offset in range(start, end, 2):
+                line_at[offset] = line
+    loops = [
+        (ins.argval, ins.offset)
+        for ins in dis.get_instructions(code)
+        if ins.opcode in _JUMPS and isinstance(ins.argval, int) and ins.argval <= ins.offset
+    ]
+    ranges: list[tuple[int, int]] = []
+    lines: set[int] = set()
+    for first, last in loops:
+        inner = [r for r in loops if r != (first, last) and first <= r[0] and r[1] <= last]
+        own = [
+            o
+            for o in range(first, last + 2, 2)
+            if line_at.get(o, 0) >= MARKER_LINE and not any(a <= o <= b for a, b in inner)
+        ]
+        if own:
+            ranges.append((first, last))
+            lines.update(
+                line_at[o] for o in range(first, last + 2, 2) if 0 < line_at.get(o, 0) < MARKER_LINE
+            )
+    return tuple(ranges), frozenset(lines)
+
+
 def _calls_untraced(frame: FrameType, event: str, arg: Any) -> None:
     """Global trace function while armed: leaves every other frame untraced."""
     return None
@@ -280,12 +326,19 @@ class Arming:
             heads = marker_headers(frame.f_code)
             if heads:
                 ends, advances = loop_stops(frame.f_code)
-                # Innermost: at a loop's jump back. One level up: advancing a Python iterator.
-                if frame.f_lasti in advances or (depth == 0 and frame.f_lasti in ends):
+                at = frame.f_lasti
+                ranges, lines = tight_loops(frame.f_code)
+                # Innermost: at a loop's jump back. Further up: advancing a Python iterator,
+                # or in a dunder method that a tight loop's body calls.
+                if (
+                    at in advances
+                    or (depth == 0 and at in ends)
+                    or (depth > 0 and any(a <= at <= b for a, b in ranges))
+                ):
                     self.arms += 1
-                    self._arm(frame, heads)
+                    self._arm(frame, heads | lines)
                     return
-                # A frame further out is inside a call: nothing tight to arm up there.
+                # Anywhere else the cell is inside a call it wrote: flag tests are its turn.
                 break
             frame = frame.f_back
             depth += 1
@@ -338,8 +391,8 @@ class Arming:
                 return self._raise_at_next_line(frame, interrupt)
             return None
         if line not in self._heads:
-            # Not on the way to a marker: a loop with calls, or the loop is over. The flag
-            # tests take it from here.
+            # Not on the way to a marker (a tight loop's header or its own lines): a loop with
+            # calls, or the loop is over. The flag tests take it from here.
             self.disarm()
             return None
         return self._trace

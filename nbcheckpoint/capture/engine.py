@@ -18,7 +18,7 @@ from ..errors import CheckpointError
 from ..store import Checkpoint, CheckpointStore, NotebookRef
 from .arm import Arming, marker_pairs
 from .events import emit
-from .iterate import loop, resume_loop, rng_holder
+from .iterate import count, loop, resume_loop, rng_holder
 from .names import reachable_names, user_names
 from .rewrite import CellPlan
 from .writer import InlineWriter, Job, Outcome, Writer, choose, estimate_bytes
@@ -27,7 +27,8 @@ DUE = "_nbc_due_"
 SP = "__nbc_sp__"
 LOOP = "__nbc_loop__"
 RESUME_LOOP = "__nbc_resume_loop__"
-RUNTIME_NAMES = (DUE, SP, LOOP, RESUME_LOOP)
+COUNT = "__nbc_count__"
+RUNTIME_NAMES = (DUE, SP, LOOP, RESUME_LOOP, COUNT)
 #: A checkpoint due for OVERDUE x every with no safe point reached is reported.
 OVERDUE = 3
 
@@ -93,6 +94,7 @@ def install_runtime(ns: MutableMapping[str, Any]) -> None:
     ns[SP] = _run_safepoint
     ns[LOOP] = loop
     ns[RESUME_LOOP] = _resume_loop_with_note
+    ns[COUNT] = count
 
 
 @dataclass

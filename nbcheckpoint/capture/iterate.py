@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sized
 from typing import Any
 
-__all__ = ["Probe", "length_of", "loop", "resume_loop", "rng_holder"]
+__all__ = ["Probe", "count", "length_of", "loop", "resume_loop", "rng_holder"]
 
 
 def length_of(obj: object) -> int | None:
@@ -177,6 +177,23 @@ def loop(iterable: Iterable[Any]) -> tuple[Iterator[Any], Probe]:
         return map(_second, zip(counter, iterable)), probe
     it = iter(iterable)
     return it, Probe(kind, it, len(iterable) if kind == "fixed" else None)  # type: ignore[arg-type]
+
+
+def count(start: int = 0) -> tuple[Iterator[tuple[()]], Probe]:
+    """What a ``while`` loop runs over: endless empty tuples, and a probe for its iteration.
+
+    ``for [] in iterator:`` unpacks each into nothing, so an iteration stores no counter;
+    the probe reads the count from the iterator's length hint (``itertools.repeat``
+    is only iterated, never pickled or copied). ``start`` resumes the count.
+
+    Examples
+    --------
+    >>> it, probe = count(5)
+    >>> next(it), probe.pos()
+    ((), (5, None))
+    """
+    it = itertools.repeat((), _BIG - start)
+    return it, Probe("counted", it, None)
 
 
 def _record_rng(iterable: object) -> tuple[Any, Any]:

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
 __all__ = [
+    "COUNT_FUNC",
     "DUE_FLAG",
     "LOOP_FUNC",
     "MARKER_LINE",
@@ -35,6 +36,9 @@ SP_FUNC = "__nbc_sp__"
 LOOP_FUNC = "__nbc_loop__"
 #: ``__nbc_resume_loop__(loop_id, start, iterable)``: the same, from item ``start`` on.
 RESUME_LOOP_FUNC = "__nbc_resume_loop__"
+#: ``__nbc_count__(start) -> (iterator, probe)``: what a ``while`` loop is run over, endless
+#: empty tuples whose count the probe reads (``for [] in it:`` stores nothing per iteration).
+COUNT_FUNC = "__nbc_count__"
 #: Every helper variable the rewrite creates starts with this; a snapshot should leave them out.
 RESERVED_PREFIX = "_nbc_"
 #: With ``markers=True``, the safepoint ``k`` of a tight loop is a ``pass`` on line
@@ -70,8 +74,7 @@ class LoopInfo:
     ----------
     id : int
         Loop id, assigned in source order from 1; the helper variables of the loop are named
-        after it (``_nbc_it<id>_`` and ``_nbc_p<id>_`` for ``for``, ``_nbc_i<id>_`` and
-        ``_nbc_n<id>_`` for ``while``).
+        after it (``_nbc_it<id>_``, the iterator it runs over, and ``_nbc_p<id>_``, its probe).
     kind : {'for', 'while', 'async for'}
         The loop statement.
     target : str
@@ -238,8 +241,8 @@ class CellPlan:
         """Where to read the position of safepoint ``sp_id`` from, for each loop around it.
 
         A marker line carries no arguments, so whoever handles it reads them from the
-        namespace: ``("for", probe, "")`` (``probe.pos()`` is ``(index, length)``) or
-        ``("while", counter, length)``, outermost loop first.
+        namespace: ``(kind, probe, "")`` for each loop, outermost first; ``probe.pos()`` is
+        ``(index, length)`` (a ``while`` loop's length is None).
 
         Examples
         --------
@@ -250,12 +253,7 @@ class CellPlan:
         sp = self.safepoints.get(sp_id)
         if sp is None:
             return ()
-        return tuple(
-            (self.loops[loop_id].kind, _probe(loop_id), "")
-            if self.loops[loop_id].kind == "for"
-            else (self.loops[loop_id].kind, _counter(loop_id), _length(loop_id))
-            for loop_id in sp.loops
-        )
+        return tuple((self.loops[loop_id].kind, _probe(loop_id), "") for loop_id in sp.loops)
 
     def describe(
         self,
@@ -592,7 +590,7 @@ class _Rewriter:
         """
         loop_id = self._loop_of[id(node)]
         inner = (*chain, loop_id)
-        counter, length, flag = _counter(loop_id), _length(loop_id), f"_nbc_f{loop_id}_"
+        flag = f"_nbc_f{loop_id}_"
         body = [
             self._sp_stmt(
                 self._sp_of_loop[loop_id], inner, node, self.markers and self.loops[loop_id].tight
@@ -646,11 +644,25 @@ class _Rewriter:
                 type_comment=node.type_comment,
             )
         else:
+            # `while test: body` runs as `for [] in it: if not test: break` + body, over an
+            # endless iterator of empty tuples: the count is kept in C and nothing is stored
+            # per iteration (a `+= 1` counter cost a tight while loop 30-90%).
+            iterator, probe = _iterator(loop_id), _probe(loop_id)
             test = copy.deepcopy(node.test)
-            pre += [
-                _assign(counter, ast.Constant(-1 if start is None else start - 1)),
-                _assign(length, ast.Constant(None)),
-            ]
+            pre.append(
+                ast.Assign(
+                    targets=[
+                        ast.Tuple(
+                            elts=[
+                                ast.Name(id=iterator, ctx=ast.Store()),
+                                ast.Name(id=probe, ctx=ast.Store()),
+                            ],
+                            ctx=ast.Store(),
+                        )
+                    ],
+                    value=_call(COUNT_FUNC, ast.Constant(0 if start is None else start)),
+                )
+            )
             if start is not None:
                 # The condition was already true for the recorded iteration, and testing it
                 # again could have side effects (a walrus, a queue pop): skip it once.
@@ -658,11 +670,26 @@ class _Rewriter:
                 test = ast.BoolOp(op=ast.Or(), values=[_load(flag), test])
                 if first is None:
                     body = [_assign(flag, ast.Constant(False)), *body]
-            step = ast.AugAssign(
-                target=ast.Name(id=counter, ctx=ast.Store()), op=ast.Add(), value=ast.Constant(1)
+            # The else: clause runs after the loop, where its break/continue belong to an
+            # outer loop as they did; a flag set only on the way out says whether it runs.
+            done = f"_nbc_e{loop_id}_"
+            leave: list[ast.stmt] = [ast.Break()]
+            after: list[ast.stmt] = []
+            if orelse:
+                pre.append(_assign(done, ast.Constant(False)))
+                leave.insert(0, _assign(done, ast.Constant(True)))
+                after.append(_point(ast.If(test=_load(done), body=orelse, orelse=[]), node))
+            stop = ast.If(test=ast.UnaryOp(op=ast.Not(), operand=test), body=leave, orelse=[])
+            body = [_point(stop, node), *body]
+            loop = ast.For(
+                target=ast.List(elts=[], ctx=ast.Store()),
+                iter=_load(iterator),
+                body=body,
+                orelse=[],
             )
-            body = [_point(step, node), *body]
-            loop = ast.While(test=test, body=body, orelse=orelse)
+            for stmt in pre:
+                _point(stmt, node)
+            return [*pre, ast.copy_location(loop, node), *after]
         for stmt in pre:
             _point(stmt, node)
         return [*pre, ast.copy_location(loop, node)]
@@ -688,16 +715,13 @@ class _Rewriter:
         else:
             args = [ast.Constant(sp_id)]
         for loop_id in loops:
-            if self.loops[loop_id].kind == "for":
-                # *_nbc_pL_.pos() gives (index, length); evaluated only when due.
-                pos = ast.Call(
-                    func=ast.Attribute(value=_load(_probe(loop_id)), attr="pos", ctx=ast.Load()),
-                    args=[],
-                    keywords=[],
-                )
-                args.append(ast.Starred(value=pos, ctx=ast.Load()))
-            else:
-                args += [_load(_counter(loop_id)), _load(_length(loop_id))]
+            # *_nbc_pL_.pos() gives (index, length); evaluated only when due.
+            pos = ast.Call(
+                func=ast.Attribute(value=_load(_probe(loop_id)), attr="pos", ctx=ast.Load()),
+                args=[],
+                keywords=[],
+            )
+            args.append(ast.Starred(value=pos, ctx=ast.Load()))
         # A global name test and nothing else when no snapshot is due.
         check = ast.If(test=_load(DUE_FLAG), body=[ast.Expr(_call(SP_FUNC, *args))], orelse=[])
         return _point(check, ref)
@@ -884,20 +908,12 @@ def _call(func: str, *args: ast.expr) -> ast.Call:
     return ast.Call(func=_load(func), args=list(args), keywords=[])
 
 
-def _counter(loop_id: int) -> str:
-    return f"_nbc_i{loop_id}_"
-
-
 def _iterator(loop_id: int) -> str:
     return f"_nbc_it{loop_id}_"
 
 
 def _probe(loop_id: int) -> str:
     return f"_nbc_p{loop_id}_"
-
-
-def _length(loop_id: int) -> str:
-    return f"_nbc_n{loop_id}_"
 
 
 def _kind(node: ast.For | ast.AsyncFor | ast.While) -> LoopKind:

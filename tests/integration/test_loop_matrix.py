@@ -51,6 +51,15 @@ def numbers(n):
         yield k
         k += 1
 
+class SlowItems:
+    def __getitem__(self, i):
+        t = 0
+        for k in range(3000):
+            t += k
+        return t + i
+
+slow = SlowItems()
+
 def step(v):
     return v * 2 + 1
 
@@ -93,6 +102,13 @@ SHAPES: dict[str, tuple[str, int, bool]] = {
     ),
     "loop over a generator": (
         f"t = 0\nfor x in numbers({N}):\n    t += x\n    if stop:\n        break\n",
+        1,
+        True,
+    ),
+    # No call written in the body, yet most of the time goes to a Python __getitem__, as in
+    # `df.iloc[i, 0]`: the marker line is armed from down there.
+    "subscript running Python code": (
+        f"t = 0\nfor i in range({N}):\n    t += slow[i]\n    if stop:\n        break\n",
         1,
         True,
     ),
