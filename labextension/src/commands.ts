@@ -21,7 +21,7 @@ export interface ICommandIDs {
   list: string;
 }
 
-const CATEGORY = 'Checkpoints';
+const CATEGORY = 'State checkpoints';
 
 export function addCommands(
   app: JupyterFrontEnd,
@@ -32,14 +32,16 @@ export function addCommands(
 ): void {
   const hasNotebook = () => manager.current !== null;
   app.commands.addCommand(ids.openPanel, {
-    label: 'Open the Checkpoints Panel',
-    caption: "Show this notebook's checkpoints in the right sidebar",
+    label: 'Open the State Checkpoints Panel',
+    caption:
+      "Show this notebook's state checkpoints (saved kernel variables) in the right sidebar",
     icon: checkpointIcon,
     execute: () => app.shell.activateById(sidebar.id)
   });
   app.commands.addCommand(ids.restoreLatest, {
-    label: 'Restore the Latest Checkpoint',
-    caption: "Run %checkpoint restore in the current notebook's kernel",
+    label: 'Restore the Latest State Checkpoint',
+    caption:
+      "Bring the kernel's variables back from the latest state checkpoint (%checkpoint restore)",
     isEnabled: hasNotebook,
     execute: async () => {
       const model = manager.current;
@@ -49,8 +51,9 @@ export function addCommands(
     }
   });
   app.commands.addCommand(ids.list, {
-    label: 'List Checkpoints of This Notebook',
-    caption: "The current notebook's checkpoints, read by the server",
+    label: 'List the State Checkpoints of This Notebook',
+    caption:
+      "The current notebook's state checkpoints (saved kernel variables), read by the server",
     isEnabled: hasNotebook,
     execute: async () => {
       const model = manager.current;
@@ -62,10 +65,10 @@ export function addCommands(
         body = checkpointTable(await model.list());
       } catch (reason) {
         body = new Widget();
-        body.node.textContent = `Could not list the checkpoints: ${reason}`;
+        body.node.textContent = `Could not list the state checkpoints: ${reason}`;
       }
       await showDialog({
-        title: `Checkpoints of ${model.path}`,
+        title: `State checkpoints of ${model.path}`,
         body,
         buttons: [Dialog.okButton({ label: 'Close' })]
       });
@@ -83,7 +86,7 @@ export function checkpointTable(checkpoints: ICheckpointInfo[]): Widget {
   const widget = new Widget();
   widget.addClass('nbc-list');
   if (checkpoints.length === 0) {
-    widget.node.textContent = 'No checkpoints yet.';
+    widget.node.textContent = 'No state checkpoints yet.';
     return widget;
   }
   const table = document.createElement('table');
@@ -111,7 +114,7 @@ export function checkpointTable(checkpoints: ICheckpointInfo[]): Widget {
   return widget;
 }
 
-/** Adds the "Checkpoints" button to each notebook's toolbar. */
+/** Adds the "State checkpoints" button to each notebook's toolbar. */
 export class ToolbarButtonExtension implements DocumentRegistry.IWidgetExtension<
   NotebookPanel,
   INotebookModel

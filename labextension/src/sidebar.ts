@@ -46,6 +46,8 @@ class View extends Panel {
       rendermime: panel.content.rendermime
     });
     this.area.addClass('nbc-sidebar-output');
+    // Scroll events do not bubble: listen in the capture phase for the panel's lists.
+    this.area.node.addEventListener('scroll', followColumns, true);
     this.addWidget(this.note);
     this.addWidget(this.list);
     this.addWidget(this.area);
@@ -80,6 +82,30 @@ class View extends Panel {
   say(text: string): void {
     this.note.node.textContent = text;
     this.note.setHidden(text === '');
+  }
+}
+
+/**
+ * Keep a list's column header in step when the list scrolls sideways in a narrow
+ * sidebar: the history's header sits just above it, the variables' header just above
+ * the variables (both are the panel's `.nbc-cols` lines).
+ */
+function followColumns(event: Event): void {
+  const list = event.target as HTMLElement;
+  if (!(list instanceof HTMLElement)) {
+    return;
+  }
+  const owner = list.closest('.nbc-history, .nbc-vars');
+  if (!owner) {
+    return;
+  }
+  let header: Element | null = owner.previousElementSibling;
+  while (header && !header.querySelector('.nbc-cols')) {
+    header = header.previousElementSibling;
+  }
+  const cols = header?.querySelector('.nbc-cols') as HTMLElement | null;
+  if (cols) {
+    cols.scrollLeft = list.scrollLeft;
   }
 }
 
