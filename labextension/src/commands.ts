@@ -45,7 +45,19 @@ export function addCommands(
     isEnabled: hasNotebook,
     execute: async () => {
       const model = manager.current;
-      if (model) {
+      if (!model) {
+        return;
+      }
+      // As the panel does: restoring replaces the kernel's variables, so ask first.
+      const answer = await showDialog({
+        title: 'Restore the latest state checkpoint?',
+        body: `The variables of ${model.path}'s kernel are replaced by those of its latest state checkpoint. Variables the checkpoint does not hold are left alone.`,
+        buttons: [
+          Dialog.cancelButton({ label: 'Cancel' }),
+          Dialog.warnButton({ label: 'Restore' })
+        ]
+      });
+      if (answer.button.accept) {
         await restoreWithNotice(model);
       }
     }

@@ -29,6 +29,9 @@ import {
   NotebookContext
 } from './tokens';
 
+/** How long the kernel panel waits for the kernel to learn its notebook's id. */
+const IDENTITY_WAIT_MS = 10000;
+
 /** What the sidebar holds for one open notebook. */
 class View extends Panel {
   constructor(
@@ -245,7 +248,11 @@ export class CheckpointSidebar extends Panel implements ICheckpointSidebar {
       }
       // After a restart or at page load the kernel is being told which notebook it
       // runs: the panel must read the store under that notebook's id.
-      await view.model.identified;
+      // (Bounded: a kernel that never answers must not keep the panel away.)
+      await Promise.race([
+        view.model.identified,
+        new Promise(resolve => setTimeout(resolve, IDENTITY_WAIT_MS))
+      ]);
       view.area.model.clear();
       view.say(
         kernel.status === 'busy'

@@ -349,3 +349,24 @@ def test_the_sidebar_fits_400_pixels_and_every_label_says_state_checkpoints(
     # JupyterLab's own file checkpoint commands stay as they are; ours all say "State".
     assert all("State" in t or "Revert" in t or "Save" in t for t in texts), texts
     page.keyboard.press("Escape")
+
+    # The palette's restore asks first, as the panel does: Cancel changes nothing.
+    def palette_restore() -> Any:
+        page.locator(".jp-NotebookPanel:visible .jp-Cell").first.click()
+        page.keyboard.press("Control+Shift+C")
+        page.locator(".lm-CommandPalette-input").fill("Restore the Latest State Checkpoint")
+        page.keyboard.press("Enter")
+        confirm = page.locator(".jp-Dialog")
+        confirm.wait_for()
+        assert "Restore the latest state checkpoint?" in confirm.inner_text()
+        return confirm
+
+    palette_restore().get_by_role("button", name="Cancel").click()
+    page.locator(".jp-Dialog").wait_for(state="detached")
+    restoring = page.locator(".Toastify__toast").filter(has_text="Restor")
+    page.wait_for_timeout(1000)
+    assert restoring.count() == 0, [t.inner_text() for t in restoring.all()]
+    palette_restore().get_by_role("button", name="Restore").click()
+    page.locator(".Toastify__toast").filter(has_text="Restored checkpoint #").wait_for(
+        timeout=60_000
+    )
