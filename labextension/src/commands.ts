@@ -21,7 +21,7 @@ export interface ICommandIDs {
   list: string;
 }
 
-const CATEGORY = 'Checkpoints';
+const CATEGORY = 'State checkpoints';
 
 export function addCommands(
   app: JupyterFrontEnd,
@@ -32,25 +32,40 @@ export function addCommands(
 ): void {
   const hasNotebook = () => manager.current !== null;
   app.commands.addCommand(ids.openPanel, {
-    label: 'Open the Checkpoints Panel',
-    caption: "Show this notebook's checkpoints in the right sidebar",
+    label: 'Open the State Checkpoints Panel',
+    caption:
+      "Show this notebook's state checkpoints (saved kernel variables) in the right sidebar",
     icon: checkpointIcon,
     execute: () => app.shell.activateById(sidebar.id)
   });
   app.commands.addCommand(ids.restoreLatest, {
-    label: 'Restore the Latest Checkpoint',
-    caption: "Run %checkpoint restore in the current notebook's kernel",
+    label: 'Restore the Latest State Checkpoint',
+    caption:
+      "Bring the kernel's variables back from the latest state checkpoint (%checkpoint restore)",
     isEnabled: hasNotebook,
     execute: async () => {
       const model = manager.current;
-      if (model) {
+      if (!model) {
+        return;
+      }
+      // As the panel does: restoring replaces the kernel's variables, so ask first.
+      const answer = await showDialog({
+        title: 'Restore the latest state checkpoint?',
+        body: `The variables of ${model.path}'s kernel are replaced by those of its latest state checkpoint. Variables the checkpoint does not hold are left alone.`,
+        buttons: [
+          Dialog.cancelButton({ label: 'Cancel' }),
+          Dialog.warnButton({ label: 'Restore' })
+        ]
+      });
+      if (answer.button.accept) {
         await restoreWithNotice(model);
       }
     }
   });
   app.commands.addCommand(ids.list, {
-    label: 'List Checkpoints of This Notebook',
-    caption: "The current notebook's checkpoints, read by the server",
+    label: 'List the State Checkpoints of This Notebook',
+    caption:
+      "The current notebook's state checkpoints (saved kernel variables), read by the server",
     isEnabled: hasNotebook,
     execute: async () => {
       const model = manager.current;
@@ -62,10 +77,10 @@ export function addCommands(
         body = checkpointTable(await model.list());
       } catch (reason) {
         body = new Widget();
-        body.node.textContent = `Could not list the checkpoints: ${reason}`;
+        body.node.textContent = `Could not list the state checkpoints: ${reason}`;
       }
       await showDialog({
-        title: `Checkpoints of ${model.path}`,
+        title: `State checkpoints of ${model.path}`,
         body,
         buttons: [Dialog.okButton({ label: 'Close' })]
       });
@@ -83,7 +98,7 @@ export function checkpointTable(checkpoints: ICheckpointInfo[]): Widget {
   const widget = new Widget();
   widget.addClass('nbc-list');
   if (checkpoints.length === 0) {
-    widget.node.textContent = 'No checkpoints yet.';
+    widget.node.textContent = 'No state checkpoints yet.';
     return widget;
   }
   const table = document.createElement('table');
@@ -111,7 +126,7 @@ export function checkpointTable(checkpoints: ICheckpointInfo[]): Widget {
   return widget;
 }
 
-/** Adds the "Checkpoints" button to each notebook's toolbar. */
+/** Adds the "State checkpoints" button to each notebook's toolbar. */
 export class ToolbarButtonExtension implements DocumentRegistry.IWidgetExtension<
   NotebookPanel,
   INotebookModel

@@ -182,10 +182,10 @@ function withoutIdleWord(text: string): string {
   return text.replace(/Idle/g, 'idle');
 }
 
-/** The status bar's text: `Checkpoint #12 · 5 s ago · `for epoch` at 57/100`. */
+/** The status bar's text: `State checkpoint #12 · 5 s ago · `for epoch` at 57/100`. */
 export function statusText(status: ICheckpointStatus, nowMs: number): string {
   const parts = [
-    `Checkpoint #${status.id}`,
+    `State checkpoint #${status.id}`,
     relativeTime(ageSeconds(status, nowMs))
   ];
   if (status.status === 'running' && status.position) {
@@ -199,7 +199,7 @@ export function statusTitle(status: ICheckpointStatus): string {
   const cell = status.cell !== null ? ` in cell [${status.cell}]` : '';
   const where = status.position ? `, ${status.position}` : '';
   return withoutIdleWord(
-    `nbcheckpoint: last checkpoint #${status.id}${cell} (${status.status}${where}). Click to open the Checkpoints panel.`
+    `Last state checkpoint (saved kernel variables) #${status.id}${cell} (${status.status}${where}). Click to open the State checkpoints panel.`
   );
 }
 
@@ -282,7 +282,7 @@ export function latest(
 /** The notification's question after a restart. */
 export function offerText(info: ICheckpointInfo): string {
   const where = describeCheckpoint(info);
-  return `The kernel restarted. Restore the state from checkpoint #${info.id}${
+  return `The kernel restarted. Bring its variables back from state checkpoint #${info.id}${
     where ? ` (${where})` : ''
   }?`;
 }

@@ -30,7 +30,8 @@ const PREFIX = 'nbcheckpoint-labextension';
 /** Follows open notebooks: kernel comms, restarts, the server's checkpoint list. */
 const managerPlugin: JupyterFrontEndPlugin<ICheckpointManager> = {
   id: `${PREFIX}:manager`,
-  description: 'Checkpoints of the open notebooks, their status and restarts.',
+  description:
+    'State checkpoints (saved kernel variables) of the open notebooks, their status and restarts.',
   autoStart: true,
   requires: [INotebookTracker],
   provides: ICheckpointManager,
@@ -46,7 +47,7 @@ const managerPlugin: JupyterFrontEndPlugin<ICheckpointManager> = {
 const sidebarPlugin: JupyterFrontEndPlugin<ICheckpointSidebar> = {
   id: `${PREFIX}:sidebar`,
   description:
-    "The Checkpoints panel: the kernel's ipywidgets panel in the right sidebar.",
+    "The State checkpoints panel in the right sidebar: the server's list and the kernel's panel.",
   autoStart: true,
   requires: [ICheckpointManager, INotebookTracker],
   optional: [ILabShell, ILayoutRestorer],
@@ -108,7 +109,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
 const statusPlugin: JupyterFrontEndPlugin<void> = {
   id: `${PREFIX}:status`,
   description:
-    "Time since the last checkpoint and the running cell's progress in the status bar.",
+    "Time since the last state checkpoint and the running cell's progress in the status bar.",
   autoStart: true,
   requires: [ICheckpointManager],
   optional: [IStatusBar],

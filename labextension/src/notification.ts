@@ -24,7 +24,7 @@ export async function restoreWithNotice(
   key?: string
 ): Promise<void> {
   const notice = Notification.emit(
-    `Restoring ${id === undefined ? 'the latest checkpoint' : `checkpoint #${id}`} of ${model.path}…`,
+    `Restoring ${id === undefined ? 'the latest state checkpoint' : `state checkpoint #${id}`} of ${model.path}…`,
     'in-progress',
     { autoClose: false }
   );
@@ -111,7 +111,7 @@ export class RestartOffer {
         },
         {
           label: 'Open panel',
-          caption: 'Show the Checkpoints panel of this notebook',
+          caption: 'Show the State checkpoints panel of this notebook',
           callback: () => {
             this._offers.delete(model);
             this._openPanel(model);

@@ -29,6 +29,9 @@ import {
   NotebookContext
 } from './tokens';
 
+/** How long the kernel panel waits for the kernel to learn its notebook's id. */
+const IDENTITY_WAIT_MS = 10000;
+
 /** What the sidebar holds for one open notebook. */
 class View extends Panel {
   constructor(
@@ -46,6 +49,8 @@ class View extends Panel {
       rendermime: panel.content.rendermime
     });
     this.area.addClass('nbc-sidebar-output');
+    // Scroll events do not bubble: listen in the capture phase for the panel's lists.
+    this.area.node.addEventListener('scroll', followColumns, true);
     this.addWidget(this.note);
     this.addWidget(this.list);
     this.addWidget(this.area);
@@ -80,6 +85,30 @@ class View extends Panel {
   say(text: string): void {
     this.note.node.textContent = text;
     this.note.setHidden(text === '');
+  }
+}
+
+/**
+ * Keep a list's column header in step when the list scrolls sideways in a narrow
+ * sidebar: the history's header sits just above it, the variables' header just above
+ * the variables (both are the panel's `.nbc-cols` lines).
+ */
+function followColumns(event: Event): void {
+  const list = event.target as HTMLElement;
+  if (!(list instanceof HTMLElement)) {
+    return;
+  }
+  const owner = list.closest('.nbc-history, .nbc-vars');
+  if (!owner) {
+    return;
+  }
+  let header: Element | null = owner.previousElementSibling;
+  while (header && !header.querySelector('.nbc-cols')) {
+    header = header.previousElementSibling;
+  }
+  const cols = header?.querySelector('.nbc-cols') as HTMLElement | null;
+  if (cols) {
+    cols.scrollLeft = list.scrollLeft;
   }
 }
 
@@ -219,7 +248,11 @@ export class CheckpointSidebar extends Panel implements ICheckpointSidebar {
       }
       // After a restart or at page load the kernel is being told which notebook it
       // runs: the panel must read the store under that notebook's id.
-      await view.model.identified;
+      // (Bounded: a kernel that never answers must not keep the panel away.)
+      await Promise.race([
+        view.model.identified,
+        new Promise(resolve => setTimeout(resolve, IDENTITY_WAIT_MS))
+      ]);
       view.area.model.clear();
       view.say(
         kernel.status === 'busy'

@@ -99,5 +99,5 @@ export interface ICheckpointSidebar {
 
 export const ICheckpointSidebar = new Token<ICheckpointSidebar>(
   'nbcheckpoint-labextension:ICheckpointSidebar',
-  'The Checkpoints panel in the right sidebar.'
+  'The State checkpoints panel in the right sidebar.'
 );

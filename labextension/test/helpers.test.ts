@@ -115,10 +115,10 @@ describe('status', () => {
     const running = statusFromInfo(info({ age: 5 }), 0);
     assert.equal(
       statusText(running, 0),
-      'Checkpoint #12 · 5 s ago · `for epoch` at 57/100'
+      'State checkpoint #12 · 5 s ago · `for epoch` at 57/100'
     );
     const done = statusFromInfo(info({ age: 5, status: 'complete' }), 0);
-    assert.equal(statusText(done, 0), 'Checkpoint #12 · 5 s ago');
+    assert.equal(statusText(done, 0), 'State checkpoint #12 · 5 s ago');
   });
 
   it('never shows the word Idle', () => {
@@ -136,13 +136,13 @@ describe('offer after a restart', () => {
   it('says which checkpoint, where and when', () => {
     assert.equal(
       offerText(info()),
-      'The kernel restarted. Restore the state from checkpoint #12 (cell [5], 3 min ago, `for epoch` at 57/100)?'
+      'The kernel restarted. Bring its variables back from state checkpoint #12 (cell [5], 3 min ago, `for epoch` at 57/100)?'
     );
     assert.equal(
       offerText(
         info({ cell: { execution_count: null, first_line: '' }, position: '' })
       ),
-      'The kernel restarted. Restore the state from checkpoint #12 (3 min ago)?'
+      'The kernel restarted. Bring its variables back from state checkpoint #12 (3 min ago)?'
     );
     assert.equal(
       describeCheckpoint(info({ age: null, position: '' })),

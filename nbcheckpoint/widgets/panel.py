@@ -346,7 +346,9 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
             )
         size = human_bytes(self._disk_bytes) if self._disk_bytes is not None else "?"
         return (
-            f"<b>Checkpoints</b> of <code>{escape(self.notebook.path)}</code><br>"
+            # "State": never confused with JupyterLab's own (file) checkpoints.
+            f'<b title="Saved kernel variables, not the notebook file">State checkpoints</b> '
+            f"of <code>{escape(self.notebook.path)}</code><br>"
             f"store <code>{escape(self.store.url)}</code> · "
             f"{n} checkpoint{'s' if n != 1 else ''} · "
             f'<span title="blobs are shared by every notebook of the store">{size} on disk</span>'

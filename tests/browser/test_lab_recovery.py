@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 SIDEBAR = "#nbcheckpoint-sidebar"
 STATUS = "#jp-main-statusbar .nbc-status"
-OFFER = "Restore the state from checkpoint"
+OFFER = "Bring its variables back from state checkpoint"
 
 
 def wait_kernel_idle(page: Any) -> None:
@@ -285,3 +285,88 @@ def test_a_store_that_cannot_be_written_is_one_notification_and_one_line(
     wait_executed(page, 3)
     error = output_text(page, 3).strip()
     assert len(error.splitlines()) == 1 and str(blocker) in error, error
+
+
+CLIPPED = """(sel) => {
+  // Buttons and column lines of the sidebar whose text is cut: wider content than box, or
+  // sticking out of the sidebar without a sideways-scrolling list to hold them.
+  const sidebar = document.querySelector(sel);
+  const edge = sidebar.getBoundingClientRect().right;
+  const scrolls = e => {
+    for (let p = e.parentElement; p && p !== sidebar; p = p.parentElement) {
+      const style = getComputedStyle(p);
+      if (['auto', 'scroll'].includes(style.overflowX) && p.scrollWidth > p.clientWidth) {
+        return true;
+      }
+    }
+    return false;
+  };
+  const cut = [];
+  for (const e of sidebar.querySelectorAll('button, .nbc-server-row *')) {
+    if (e.offsetParent === null) continue;
+    const text = (e.innerText || '').trim();
+    const wide = e.scrollWidth > e.clientWidth + 1;
+    const out = e.getBoundingClientRect().right > edge + 1 && !scrolls(e);
+    if (wide || out || text.endsWith('…')) cut.push(text.slice(0, 30));
+  }
+  return {width: sidebar.getBoundingClientRect().width, cut};
+}"""
+
+
+def test_the_sidebar_fits_400_pixels_and_every_label_says_state_checkpoints(
+    lab_server: Any, page: Any, artifacts: Path
+) -> None:
+    """Nothing in the sidebar is cut at the default right-sidebar width, and every label of
+    ours says "State checkpoint(s)", never to be confused with JupyterLab's file checkpoints."""
+    write_notebook(lab_server.root / "narrow.ipynb", A_CELLS)
+    page.goto(workspace_url(lab_server, "narrow", "narrow.ipynb"))
+    page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for()
+    wait_kernel_idle(page)
+    for index in (0, 1):
+        run_cell(page, index)
+        wait_executed(page, index)
+    button = page.locator(".jp-NotebookPanel:visible .nbc-toolbar-button [title]").first
+    assert "state checkpoints" in (button.get_attribute("title") or "").lower()
+    sidebar = open_sidebar(page)
+    wait_until(page, lambda: sidebar_rows(page)["panel"] >= 3, 60, "the kernel panel")
+    page.wait_for_timeout(500)  # the panel's widgets settle their layout
+    found = page.evaluate(CLIPPED, SIDEBAR)
+    assert found["width"] <= 420, found
+    assert found["cut"] == [], found
+    sidebar.screenshot(path=str(artifacts / "lab-sidebar-400.png"))
+
+    assert sidebar.locator("h2").inner_text() == "State checkpoints"
+    assert sidebar.locator(".nbc-panel").get_by_text("State checkpoints", exact=True).is_visible()
+    assert page.locator(STATUS).inner_text().startswith("State checkpoint #")
+    page.keyboard.press("Control+Shift+C")
+    page.locator(".lm-CommandPalette-input").fill("nbcheckpoint")
+    page.locator(".lm-CommandPalette-input").fill("")
+    ours = page.locator(".lm-CommandPalette-header", has_text="State checkpoints")
+    assert ours.count() == 1
+    labels = page.locator(".lm-CommandPalette-item").filter(has_text="Checkpoint")
+    texts = [t.inner_text() for t in labels.all()]
+    assert texts, "no palette items"
+    # JupyterLab's own file checkpoint commands stay as they are; ours all say "State".
+    assert all("State" in t or "Revert" in t or "Save" in t for t in texts), texts
+    page.keyboard.press("Escape")
+
+    # The palette's restore asks first, as the panel does: Cancel changes nothing.
+    def palette_restore() -> Any:
+        page.locator(".jp-NotebookPanel:visible .jp-Cell").first.click()
+        page.keyboard.press("Control+Shift+C")
+        page.locator(".lm-CommandPalette-input").fill("Restore the Latest State Checkpoint")
+        page.keyboard.press("Enter")
+        confirm = page.locator(".jp-Dialog")
+        confirm.wait_for()
+        assert "Restore the latest state checkpoint?" in confirm.inner_text()
+        return confirm
+
+    palette_restore().get_by_role("button", name="Cancel").click()
+    page.locator(".jp-Dialog").wait_for(state="detached")
+    restoring = page.locator(".Toastify__toast").filter(has_text="Restor")
+    page.wait_for_timeout(1000)
+    assert restoring.count() == 0, [t.inner_text() for t in restoring.all()]
+    palette_restore().get_by_role("button", name="Restore").click()
+    page.locator(".Toastify__toast").filter(has_text="Restored checkpoint #").wait_for(
+        timeout=60_000
+    )

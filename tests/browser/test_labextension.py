@@ -30,7 +30,7 @@ CELLS = [
 ]
 SIDEBAR = "#nbcheckpoint-sidebar"
 STATUS = "#jp-main-statusbar .nbc-status"
-OFFER = "Restore the state from checkpoint"
+OFFER = "Bring its variables back from state checkpoint"
 
 
 def wait_until(page: Any, predicate: Any, timeout: float, what: str) -> Any:
@@ -90,7 +90,9 @@ def test_sidebar_status_bar_restart_notification_restore(
 
     wait_until(page, progressed, 30, "the status bar to show three positions")
     text = seen[-1]
-    assert re.match(r"Checkpoint #\d+ · (just now|\d+ s ago) · `for epoch` at \d+/800$", text), seen
+    assert re.match(
+        r"State checkpoint #\d+ · (just now|\d+ s ago) · `for epoch` at \d+/800$", text
+    ), seen
     assert all("Idle" not in t for t in seen), seen
     assert "*" in cell(page, 1).locator(".jp-InputPrompt").inner_text(), "the cell already ended"
 
@@ -113,7 +115,7 @@ def test_sidebar_status_bar_restart_notification_restore(
     assert offers(page).count() == 1, [t.inner_text() for t in offers(page).all()]
     offer_text = offer.inner_text()
     match = re.search(
-        r"The kernel restarted\. Restore the state from checkpoint #(\d+) "
+        r"The kernel restarted\. Bring its variables back from state checkpoint #(\d+) "
         r"\(cell \[2\], (just now|\d+ s ago), `for epoch` at (\d+)/800\)\?",
         offer_text,
     )
@@ -140,7 +142,7 @@ def test_sidebar_status_bar_restart_notification_restore(
 
     # The palette's list command shows the server's list, newest first.
     page.keyboard.press("Control+Shift+C")
-    page.locator(".lm-CommandPalette-input").fill("List Checkpoints")
+    page.locator(".lm-CommandPalette-input").fill("List the State Checkpoints")
     page.keyboard.press("Enter")
     table = page.locator(".jp-Dialog .nbc-list table")
     table.wait_for()

@@ -90,7 +90,7 @@ def test_panel_in_notebook7(nb7_server: JupyterServer, page: Any, artifacts: Pat
     wait_executed(page, 2)
     panel = cell(page, 2).locator(".nbc-panel")
     panel.wait_for()
-    header = panel.get_by_text("Checkpoints", exact=True)
+    header = panel.get_by_text("State checkpoints", exact=True)
     header.wait_for()
     assert NOTEBOOK in panel.inner_text()
     assert "signatures verify" in panel.inner_text()
