@@ -197,13 +197,19 @@ def test_a_save_writes_its_lease_before_any_blob_and_removes_it_after_the_manife
     events: list[str] = []
     real_link, real_unlink = os.link, os.unlink
 
+    def at(path: Any, dir_fd: int | None) -> str:
+        """The full path an ``*at`` call sees (the local backend opens folders by fd)."""
+        if dir_fd is None:
+            return os.fspath(path)
+        return os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), os.fspath(path))
+
     def link(src: str, dst: str, **kw: Any) -> None:
         real_link(src, dst, **kw)
-        events.append("link " + os.path.relpath(dst, local_store_url))
+        events.append("link " + os.path.relpath(at(dst, kw.get("dst_dir_fd")), local_store_url))
 
     def unlink(path: Any, **kw: Any) -> None:
         real_unlink(path, **kw)
-        rel = os.path.relpath(os.fspath(path), local_store_url)
+        rel = os.path.relpath(at(path, kw.get("dir_fd")), local_store_url)
         if not rel.startswith("tmp"):
             events.append("unlink " + rel)
 
@@ -291,10 +297,10 @@ def test_retain_by_size_reads_each_manifest_once(
     reads: list[str] = []
     real_read = fresh.backend.read
 
-    def read(path: str) -> bytes:
+    def read(path: str, **kw: Any) -> bytes:
         if "/manifests/" in path:
             reads.append(path)
-        return real_read(path)
+        return real_read(path, **kw)
 
     monkeypatch.setattr(fresh.backend, "read", read)
     # Exactly what the newest 20 use (blobs they share, such as the random state, once).
