@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,7 +60,13 @@ class Kernel:
 
     def start(self, load_ext: bool = True) -> Kernel:
         # ipykernel's built-in "python3" spec runs sys.executable: the project's venv.
-        self.km = KernelManager(kernel_name="python3")
+        # IPC sockets, not TCP: picking free TCP ports races with other processes on a busy
+        # machine ("Address already in use", the kernel dies before its first reply).
+        self.km = KernelManager(
+            kernel_name="python3",
+            transport="ipc",
+            ip=os.path.join(tempfile.mkdtemp(prefix="nbc-kernel-"), "kernel"),
+        )
         self.km.start_kernel(env=self.env, cwd=self.cwd)
         self.kc = self.km.client()
         self.kc.start_channels()
