@@ -165,7 +165,8 @@ class AutoSaver:
             self._scan_warned = True
             self.scan_seconds = time.perf_counter() - started
             return set(names)
-        skipped = self.base.body.get("skipped") or () if self.base is not None else ()
+        base = self.base.manifest if self.base is not None else None
+        skipped = base.skipped if base is not None else ()
         changed = current.changed_since(self.last_scan, skipped)
         self.last_scan = current
         self.pending |= changed & set(names)
@@ -296,10 +297,7 @@ class AutoSaver:
 
 def _held(ck: Checkpoint) -> set[str]:
     """Every name a checkpoint accounts for: saved, imported, or left out with a reason."""
-    body = ck.body
-    return (
-        set(ck.variables)
-        | set(body.get("modules") or ())
-        | set(body.get("skipped") or ())
-        | set(body.get("withheld") or ())
-    )
+    m = ck.manifest
+    if m is None:
+        return set(ck.variables)
+    return set(ck.variables) | set(m.modules) | set(m.skipped) | set(m.withheld)
