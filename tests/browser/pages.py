@@ -88,3 +88,34 @@ def kernel_states(page: Any) -> tuple[str, str]:
           return [kernel, ind ? ind.getAttribute('data-status') || '' : ''];
         }"""
     )
+
+
+_CLIPPED = """(sel) => {
+  // Buttons and rows whose text is cut: wider content than box, an ellipsis, or sticking
+  // out of the container without a sideways-scrolling list to hold them.
+  const root = document.querySelector(sel);
+  const edge = root.getBoundingClientRect().right;
+  const scrolls = e => {
+    for (let p = e.parentElement; p && p !== root; p = p.parentElement) {
+      const style = getComputedStyle(p);
+      if (['auto', 'scroll'].includes(style.overflowX) && p.scrollWidth > p.clientWidth) {
+        return true;
+      }
+    }
+    return false;
+  };
+  const cut = [];
+  for (const e of root.querySelectorAll('button, .nbc-server-row *')) {
+    if (e.offsetParent === null) continue;
+    const text = (e.innerText || '').trim();
+    const wide = e.scrollWidth > e.clientWidth + 1;
+    const out = e.getBoundingClientRect().right > edge + 1 && !scrolls(e);
+    if (wide || out || text.endsWith('\u2026')) cut.push(text.slice(0, 30));
+  }
+  return {width: root.getBoundingClientRect().width, cut};
+}"""
+
+
+def clipped(page: Any, selector: str) -> dict[str, Any]:
+    """The width of ``selector`` and the texts of its buttons that are cut (see _CLIPPED)."""
+    return page.evaluate(_CLIPPED, selector)

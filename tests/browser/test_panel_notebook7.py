@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pages import cell, output_text, run_cell, wait_executed, write_notebook
+from pages import cell, clipped, output_text, run_cell, wait_executed, write_notebook
 from servers import JupyterServer, jupyter_server, require_notebook7
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -141,3 +141,30 @@ def test_panel_in_notebook7(nb7_server: JupyterServer, page: Any, artifacts: Pat
     panel.scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts / "panel-notebook7.png"), full_page=True)
     shutil.copy(nb7_server.log, artifacts / "server-notebook7.log")
+
+
+def test_state_checkpoints_sidebar_fits_in_notebook7(
+    nb7_server: JupyterServer, page: Any, artifacts: Path
+) -> None:
+    """Issue #13: the toolbar button opens the State checkpoints sidebar in Notebook 7 too,
+    and nothing in it is cut at Notebook 7's sidebar width (element geometry)."""
+    write_notebook(nb7_server.root / "sidebar-nb7.ipynb", CELLS[:2])
+    page.goto(nb7_server.notebook_url("sidebar-nb7.ipynb"))
+    page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for()
+    wait_kernel_ready(page, nb7_server)
+    for index in (0, 1):
+        run_cell(page, index)
+        wait_executed(page, index)
+    page.locator(".nbc-toolbar-button").first.click()
+    sidebar = page.locator("#nbcheckpoint-sidebar")
+    sidebar.wait_for()
+    assert sidebar.locator("h2").inner_text() == "State checkpoints"
+    rows = sidebar.locator(".nbc-panel .nbc-history button")
+    deadline = time.monotonic() + 60
+    while rows.count() < 2:
+        assert time.monotonic() < deadline, sidebar.inner_text()
+        page.wait_for_timeout(100)
+    page.wait_for_timeout(500)  # the panel's widgets settle their layout
+    found = clipped(page, "#nbcheckpoint-sidebar")
+    assert found["cut"] == [], found
+    sidebar.screenshot(path=str(artifacts / "notebook7-sidebar.png"))
