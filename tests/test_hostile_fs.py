@@ -576,3 +576,20 @@ def test_s3_oversized_manifest_and_blob_are_bad_checkpoints(
     assert "00000002.ckpt" not in {key for key, _ in read}
     code, out = _verify_cli(url, capsys)
     assert code == 1 and "#2" in out
+
+
+def test_gc_deletes_only_names_a_blob_can_have(local_store_url: str, nb: NotebookRef) -> None:
+    # A store root may itself be a link the user made (to another disk, or, by mistake, to
+    # a folder of their own): gc must delete nothing there but blobs no manifest uses.
+    store = CheckpointStore(local_store_url)
+    ck = store.save(ONE, nb)
+    blobs = Path(local_store_url, "blobs")
+    mine = [blobs / "ab" / "notes.txt", blobs / "ab" / ("ab" * 31 + ".bak"), blobs / "xy" / "cd"]
+    for path in mine:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("the user's own\n")
+        os.utime(path, (OLD, OLD))
+    store.delete(nb, ck.id)
+    report = store.gc(grace=0)
+    assert report.removed_blobs >= 1  # the deleted checkpoint's own blobs went
+    assert all(p.read_text() == "the user's own\n" for p in mine)

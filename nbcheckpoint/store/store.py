@@ -1309,8 +1309,12 @@ class CheckpointStore:
             report = GcReport(removed_tmp=self._cleanup_tmp(tmp_age, clock.path))
             refs = self._referenced()
             for prefix in self.backend.listdir("blobs"):
+                if len(prefix) != 2 or not set(prefix) <= _HEX:
+                    continue  # not a folder this store made: never touched
                 for rest in self.backend.listdir(f"blobs/{prefix}"):
                     h = prefix + rest
+                    if not _valid_hash(h):
+                        continue  # not a blob's name (someone else's file): never deleted
                     if h in refs or h in leases.protected:
                         continue
                     path = f"blobs/{prefix}/{rest}"
