@@ -51,8 +51,10 @@ def kernel_identity() -> dict[str, Any]:
 
 
 def from_earlier_kernel(ck: Checkpoint) -> bool:
-    kernel = ck.body.get("kernel") or {}
-    return bool(kernel.get("pid") != os.getpid() or kernel.get("started") != KERNEL_STARTED)
+    m = ck.manifest
+    if m is None:
+        return True
+    return bool(m.kernel.pid != os.getpid() or m.kernel.started != KERNEL_STARTED)
 
 
 def _run_safepoint(sp: int | None, *pairs: int | None) -> None:
@@ -366,11 +368,15 @@ class CellRun:
                 for ck in reversed(self.store.list(self.notebook)):
                     if ck.created >= self.started:
                         continue
-                    cell = ck.body.get("cell") or {}
-                    if ck.status in ("running", "interrupted") and (
-                        cell.get("source_hash") == self.cell.source_hash
+                    m = ck.manifest
+                    cell, position = (m.cell, m.position) if m is not None else (None, None)
+                    if (
+                        ck.status in ("running", "interrupted")
+                        and cell is not None
+                        and cell.source_hash == self.cell.source_hash
+                        and position is not None
                     ):
-                        self._resumed = dict(ck.body.get("position") or {})
+                        self._resumed = {"rng_states": dict(position.rng_states)}
                     break
             except (CheckpointError, OSError):
                 pass
@@ -449,26 +455,23 @@ class CellRun:
         return self.taken[-1] if len(self.taken) > before else None
 
     def _report_left_out(self, ck: Checkpoint) -> None:
-        for kind, entries in (("skipped", ck.body["skipped"]), ("withheld", ck.body["withheld"])):
-            for name, info in entries.items():
-                if name not in self.skipped_reported:
-                    self.skipped_reported.add(name)
-                    self.reporter.info(
-                        f"nbcheckpoint: {kind} {name} ({info['type']}): {info['reason']}"
-                    )
+        for kind, name, info in ck.manifest.left_out() if ck.manifest is not None else ():
+            if name not in self.skipped_reported:
+                self.skipped_reported.add(name)
+                self.reporter.info(f"nbcheckpoint: {kind} {name} ({info.type}): {info.reason}")
 
     def status_line(self, ck: Checkpoint) -> str:
         from ..format import human_bytes
 
         when = time.strftime("%H:%M:%S", time.localtime(ck.created))
-        stats = ck.body["stats"]
+        m = ck.manifest
+        duration = (m.stats.duration if m is not None else None) or 0.0
         parts = [
             f"{len(self.taken)} checkpoint{'s' if len(self.taken) != 1 else ''}",
-            f"last #{ck.id} at {when} ({human_bytes(ck.total_bytes)}, {stats.get('duration', 0) * 1000:.0f} ms)",
+            f"last #{ck.id} at {when} ({human_bytes(ck.total_bytes)}, {duration * 1000:.0f} ms)",
         ]
-        position = ck.body.get("position") or {}
-        if position.get("description"):
-            parts.append(str(position["description"]))
+        if m is not None and m.position is not None and m.position.description:
+            parts.append(m.position.description)
         if self.skipped_busy:
             parts.append(
                 f"{self.skipped_busy} skipped while the previous one was still being written"

@@ -97,6 +97,9 @@ class Position:
     counters: tuple[int, ...] = ()
     lengths: tuple[int | None, ...] = ()
     resumable: bool = False
+    # Per loop id, the (pickled, base64) state of the random generator a resumed loop's
+    # iterable draws its order from, taken when the loop began (see capture/iterate.py).
+    rng_states: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
 
 @dataclass(frozen=True)
@@ -254,6 +257,7 @@ def _position_dict(position: Position) -> dict[str, Any]:
         **_fields(position),
         "counters": list(position.counters),
         "lengths": list(position.lengths),
+        "rng_states": dict(position.rng_states),
     }
 
 
@@ -617,6 +621,7 @@ class _Reader:
                 for i, n in enumerate(self.items(lengths, "position.lengths"))
             ),
             resumable=self.flag(d.get("resumable", False), "position.resumable"),
+            rng_states=self.table(d.get("rng_states") or {}, "position.rng_states", self.text),
         )
 
     def kernel(self, value: Any) -> KernelInfo:
