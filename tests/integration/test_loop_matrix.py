@@ -161,9 +161,11 @@ def test_each_loop_shape_is_checkpointed_inside_the_loop(kernel: Kernel, shape: 
     assert any(len(p["counters"]) == depth for p in inside), where
     arms, misses, reached = counts
     if markers and kernel.value("Checkpoint_markers()"):
-        # The marker lines took them: nearly every poke found the loop at a jump back.
+        # The marker lines took them. (How many pokes missed the loop's jump back depends on
+        # the machine's load: 3.10 under load missed 9 of 13 in the nested shape, and still
+        # took its checkpoints at the next pokes; the count is shown, not bounded.)
         assert reached >= 3, f"{shape}: arms={arms} misses={misses} reached={reached}"
-        assert misses <= arms + 3, f"{shape}: arms={arms} misses={misses} reached={reached}"
+        assert arms >= reached, f"{shape}: arms={arms} misses={misses} reached={reached}"
     elif not markers:
         assert reached == 0, f"{shape}: a loop with calls reached a marker line"
 
