@@ -593,3 +593,15 @@ def test_gc_deletes_only_names_a_blob_can_have(local_store_url: str, nb: Noteboo
     report = store.gc(grace=0)
     assert report.removed_blobs >= 1  # the deleted checkpoint's own blobs went
     assert all(p.read_text() == "the user's own\n" for p in mine)
+
+
+def test_a_store_whose_folder_is_a_file_fails_a_save_with_its_path(tmp_path: Path) -> None:
+    blocker = tmp_path / "blocked"
+    blocker.write_text("a file where the store's folder should be")
+    url = str(blocker / "store")
+    nb = NotebookRef.from_path(str(tmp_path / "nb.ipynb"))
+    store = CheckpointStore(url)
+    with pytest.raises(StoreWriteError, match=r"blocked/store: Not a directory"):
+        store.save(ONE, nb)
+    assert store.list(nb) == []
+    assert blocker.read_text() == "a file where the store's folder should be"

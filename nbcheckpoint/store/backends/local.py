@@ -172,6 +172,10 @@ class LocalBackend:
                 fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
             except OSError as e:
                 raise StoreWriteError(self.root, e.strerror or str(e)) from e
+        except OSError as e:  # the store's own folder is a file, or cannot be opened
+            if create:
+                raise StoreWriteError(self.root, e.strerror or str(e)) from e
+            raise
         try:
             for depth, name in enumerate(parts):
                 try:
