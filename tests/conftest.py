@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,3 +75,25 @@ def subprocess_env() -> dict[str, str]:
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return env
+
+
+@pytest.fixture
+def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """IPython's testing shell with the extension loaded, for a notebook in ``tmp_path``
+    whose store is ``tmp_path/store``; afterwards auto mode is off, the extension unloaded
+    and the user's variables (``_``-prefixed ones too) removed."""
+    from IPython.testing import globalipapp
+
+    from nbcheckpoint.capture.names import user_names
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NBCHECKPOINT_STORE", str(tmp_path / "store"))
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "nb.ipynb"))
+    globalipapp.start_ipython()
+    shell = globalipapp.get_ipython()
+    shell.run_line_magic("load_ext", "nbcheckpoint")
+    yield shell
+    shell.run_line_magic("checkpoint", "auto off")
+    shell.run_line_magic("unload_ext", "nbcheckpoint")
+    for name in user_names(shell.user_ns, list(shell.user_ns), shell.user_ns_hidden):
+        shell.user_ns.pop(name, None)

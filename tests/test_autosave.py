@@ -10,26 +10,8 @@ import pickle
 
 import numpy as np
 import pytest
-from IPython.testing import globalipapp
 
 from nbcheckpoint.store import CheckpointStore, NotebookRef
-
-
-@pytest.fixture
-def ip(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("NBCHECKPOINT_STORE", str(tmp_path / "store"))
-    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "nb.ipynb"))
-    globalipapp.start_ipython()
-    shell = globalipapp.get_ipython()
-    shell.run_line_magic("load_ext", "nbcheckpoint")
-    yield shell
-    shell.run_line_magic("checkpoint", "auto off")
-    shell.run_line_magic("unload_ext", "nbcheckpoint")
-    for name in [
-        n for n in shell.user_ns if not n.startswith("_") and n not in shell.user_ns_hidden
-    ]:
-        shell.user_ns.pop(name, None)
 
 
 def run(ip, code, fails=False):

@@ -6,7 +6,6 @@ import os
 from typing import Any
 
 import pytest
-from IPython.testing import globalipapp
 
 from nbcheckpoint.capture import events
 from nbcheckpoint.frontend import comm as status_comm
@@ -26,18 +25,6 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
     monkeypatch.setattr(status_comm, "publish", record)
     return published
-
-
-@pytest.fixture
-def ip(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("NBCHECKPOINT_STORE", str(tmp_path / "store"))
-    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "nb.ipynb"))
-    globalipapp.start_ipython()
-    shell = globalipapp.get_ipython()
-    shell.run_line_magic("load_ext", "nbcheckpoint")
-    yield shell
-    shell.run_line_magic("unload_ext", "nbcheckpoint")
 
 
 def _checkpoint(**body: Any) -> Checkpoint:
