@@ -588,7 +588,7 @@ del _bench_i
 CELLS = {
     "small": "counter += 1\ns = [counter, counter * 2]",
     "read": "m = float(a0.mean())",
-    "edit": "a1[0] += 1.0",
+    "edit": "a0[12345] += 1.0",
 }
 TARGETS = {"small": 0.002, "read": 0.020, "edit": 0.150}
 
@@ -608,7 +608,7 @@ KISHU_REFERENCE = {"small": "~25 ms", "read": "~700 ms", "edit": "3-5 s"}
 # Auto mode writes on a thread: this waits for it, and for a save that waited for the
 # writer (the kernel's idle callback would send it), a no-op when auto is off or idle.
 WAIT = "get_ipython().magics_manager.registry['Checkpoint'].autosaver.settle()"
-CHECK = "[float(a0[:1000].sum()), float(a1[:1000].sum()), float(df.iloc[:100].to_numpy().sum()), counter]"
+CHECK = "[float(a0[:1000].sum()), float(a0[12345]), float(a1[:1000].sum()), float(df.iloc[:100].to_numpy().sum()), counter]"
 
 PROFILE_HOOK = """\
 import cProfile as _bench_cp, pstats as _bench_ps, io as _bench_io
