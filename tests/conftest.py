@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,29 @@ from typing import Any
 import pytest
 
 from nbcheckpoint.store import CheckpointStore, NotebookRef
+
+# Python 3.14 removes pickling of itertools objects (3.12 and 3.13 warn). The serializer
+# turns a failed pickle into a skipped variable, so ``-W error`` alone would not show that
+# something pickled one: any such warning fails the session, naming the tests.
+_ITERTOOLS_PICKLED: list[str] = []
+
+
+def pytest_warning_recorded(warning_message: Any, when: str, nodeid: str, location: Any) -> None:
+    if "support will be removed from itertools" in str(warning_message.message):
+        _ITERTOOLS_PICKLED.append(nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _ITERTOOLS_PICKLED:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _ITERTOOLS_PICKLED:
+        names = ", ".join(sorted(set(_ITERTOOLS_PICKLED)))
+        terminalreporter.write_line(
+            f"FAILED: itertools objects were pickled (Python 3.14 cannot) in: {names}", red=True
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -91,6 +115,9 @@ def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "nb.ipynb"))
     globalipapp.start_ipython()
     shell = globalipapp.get_ipython()
+    # As in a kernel, the notebook's namespace is ``__main__``: functions defined in a cell
+    # then pickle their globals by reference, not the whole test shell by value.
+    monkeypatch.setitem(sys.modules, "__main__", shell.user_module)
     shell.run_line_magic("load_ext", "nbcheckpoint")
     yield shell
     shell.run_line_magic("checkpoint", "auto off")
