@@ -35,7 +35,7 @@ CSS = """<style>
   flex: 0 0 auto; width: auto !important; max-width: 100%; overflow: visible; margin: 0;
 }
 .nbc-panel .widget-hbox > .widget-html { flex: 1 1 12em; min-width: 0; }
-.nbc-panel .widget-html-content { overflow-wrap: anywhere; }
+.nbc-panel .widget-html-content { overflow-wrap: anywhere; line-height: 1.5; }
 /* A table (header + rows) keeps its columns whole and scrolls sideways as one, so the
    titles stay over their columns (no script needed). */
 .nbc-panel .nbc-table { overflow-x: auto; overflow-y: hidden; }
