@@ -1,10 +1,12 @@
-"""The built sdist and wheel carry the prebuilt JupyterLab extension: a fresh venv without Node.js gets it enabled.
+"""The built wheel works in a kernel-only environment, and with ``[lab]`` gives an enabled extension without Node.js.
 
 ``python -m build`` makes the sdist and then the wheel from that sdist, with no Node.js
 on the PATH: it works only because the sdist carries the built extension. The wheel
-goes into a new virtual environment, again with no Node.js on the PATH, where
-``jupyter labextension list`` and ``jupyter server extension list`` must show both
-halves enabled and OK.
+goes into a new virtual environment, again with no Node.js on the PATH: first alone, as on
+a remote or cluster kernel, where JupyterLab must not be installed and a real kernel must
+run ``%load_ext nbcheckpoint`` and a ``%%checkpoint`` cell; then with the ``[lab]`` extra,
+after which ``jupyter labextension list`` and ``jupyter server extension list`` must show
+both halves enabled and OK.
 """
 
 from __future__ import annotations
@@ -26,6 +28,44 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILT = ROOT / "nbcheckpoint" / "labextension"
 NAME = "nbcheckpoint-labextension"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+# Run by the fresh venv's python: a real kernel (ipykernel's "python3" spec, i.e. that venv)
+# loads the extension and checkpoints a loop; then the server half says what to install.
+KERNEL_SCRIPT = r"""
+import importlib.util, sys
+from jupyter_client.manager import start_new_kernel
+
+missing = [m for m in ("jupyterlab", "jupyter_server") if importlib.util.find_spec(m)]
+assert not missing, f"installed in a kernel-only environment: {missing}"
+try:
+    import nbcheckpoint.frontend.server
+except ImportError as e:
+    print("SERVER-IMPORT:", e)
+else:
+    raise AssertionError("the server endpoint imported without jupyter_server")
+
+km, kc = start_new_kernel(kernel_name="python3")
+try:
+    def run(code):
+        out = []
+        def hook(msg):
+            c = msg["content"]
+            out.append(c.get("text") or c.get("data", {}).get("text/plain", ""))
+            if msg["msg_type"] == "error":
+                out.append("\n".join(c["traceback"]))
+        reply = kc.execute_interactive(code, timeout=180, output_hook=hook)
+        text = "".join(out)
+        assert reply["content"]["status"] == "ok", text
+        return text
+
+    run("%load_ext nbcheckpoint")
+    run("%%checkpoint --every 0.2s\nimport time\ntotal = 0\nfor i in range(30):\n"
+        "    total += i\n    time.sleep(0.05)")
+    print("TOTAL:", run("print(total)").strip())
+    print("LIST:", run("%checkpoint list"))
+finally:
+    km.shutdown_kernel(now=True)
+"""
 
 
 def _run(cmd: list[str], env: dict[str, str], cwd: Path, timeout: float = 900) -> str:
@@ -101,6 +141,18 @@ def test_wheel_gives_an_enabled_extension_without_node(tmp_path: Path) -> None:
     env = _without_node(venv / "bin", tmp_path)
     python = str(venv / "bin" / "python")
     _run([python, "-m", "pip", "install", "--quiet", str(wheel)], env, tmp_path, timeout=1200)
+
+    # Kernel-only: no JupyterLab, and the kernel side works.
+    kenv = {**env, "NBCHECKPOINT_STORE": str(tmp_path / "store")}
+    out = _run([python, "-c", KERNEL_SCRIPT], kenv, tmp_path, timeout=600)
+    assert "pip install 'nbcheckpoint[lab]'" in out, out
+    assert "TOTAL: 435" in out, out
+    listed = out.split("LIST:", 1)[1]
+    assert re.search(r"#1\b", listed), out
+    assert any((tmp_path / "store").rglob("*")), "nothing was written to the store"
+
+    # JupyterLab users: the [lab] extra brings JupyterLab, which finds the prebuilt extension.
+    _run([python, "-m", "pip", "install", "--quiet", f"{wheel}[lab]"], env, tmp_path, timeout=1200)
 
     labext = _run([str(venv / "bin" / "jupyter"), "labextension", "list"], env, tmp_path)
     line = next((ln for ln in labext.splitlines() if NAME in ln), "")

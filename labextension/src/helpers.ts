@@ -46,9 +46,14 @@ export interface IProblemMessage {
   event: 'problem';
   /** The warning as printed under the cell: "nbcheckpoint: could not save a checkpoint (...)". */
   text: string;
-  /** The store path that could not be written, when the warning names one. */
+  /**
+   * What went wrong, when the kernel recognised it: a checkpoint that could not be
+   * written, or one overdue by 3x `--every` (the cell reached no safe point).
+   */
+  kind?: 'write' | 'overdue' | null;
+  /** The store path that could not be written (or whose checkpoint is late). */
   path?: string | null;
-  /** Why, in the system's words: "Disk quota exceeded". */
+  /** Why, in the system's words: "Disk quota exceeded", "no safe point for 3 s, every 1 s". */
   reason?: string | null;
 }
 
@@ -63,6 +68,8 @@ export const NOTIFICATION_MAX = 140;
  * ```
  * problemText('train.ipynb', {event: 'problem', text: '...', path: '/srv/.nbcheckpoint/blobs', reason: 'Disk quota exceeded'}) ===
  *   'State checkpoints of train.ipynb not saved: Disk quota exceeded (/srv/.nbcheckpoint/blobs)'
+ * problemText('train.ipynb', {event: 'problem', kind: 'overdue', text: '...', path: '/srv/.nbcheckpoint', reason: 'no safe point for 3 s, every 1 s'}) ===
+ *   'State checkpoints of train.ipynb overdue: no safe point for 3 s, every 1 s (/srv/.nbcheckpoint)'
  * ```
  */
 export function problemText(
@@ -70,7 +77,8 @@ export function problemText(
   problem: IProblemMessage
 ): string {
   if (problem.path && problem.reason) {
-    const head = `State checkpoints of ${notebook} not saved: ${problem.reason} (`;
+    const what = problem.kind === 'overdue' ? 'overdue' : 'not saved';
+    const head = `State checkpoints of ${notebook} ${what}: ${problem.reason} (`;
     const room = NOTIFICATION_MAX - head.length - 1;
     const path =
       problem.path.length <= room

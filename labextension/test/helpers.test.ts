@@ -340,6 +340,19 @@ describe('problem notifications', () => {
     );
   });
 
+  it('say a checkpoint is overdue, with the store path', () => {
+    assert.equal(
+      problemText('train.ipynb', {
+        event: 'problem',
+        kind: 'overdue',
+        text,
+        path: '/srv/.nbcheckpoint',
+        reason: 'no safe point for 3 s, every 1 s'
+      }),
+      'State checkpoints of train.ipynb overdue: no safe point for 3 s, every 1 s (/srv/.nbcheckpoint)'
+    );
+  });
+
   it('keep the end of a long path within what JupyterLab shows', () => {
     const path = '/home/ann/' + 'deep/'.repeat(40) + '.nbcheckpoint/blobs';
     const message = problemText('train.ipynb', {

@@ -245,9 +245,11 @@ class CellRun:
             f"no safe point reached yet · {len(self.taken)} taken so far"
         )
         if self.overdue == 1:
+            # The store is named so the JupyterLab notification can say which checkpoints
+            # are late (frontend/comm.py reads the path and the wait back out of this text).
             self.reporter.warn(
-                f"nbcheckpoint: a checkpoint has been due for {late:.0f} s (every {every}) and the "
-                "cell has not reached a safe point: it is inside a long call (C code, or a "
+                f"nbcheckpoint: a checkpoint (store {self.store.url}) has been due for "
+                f"{late:.0f} s (every {every}) and the cell has not reached a safe point: it is inside a long call (C code, or a "
                 "function defined outside a %%checkpoint cell). Call nbcheckpoint.safepoint() "
                 "once per iteration of that function's loop to get checkpoints there."
             )

@@ -2,7 +2,9 @@
 
 ``nbcheckpoint.frontend`` is also the jupyter_server extension module (enabled by
 ``jupyter-config/jupyter_server_config.d/nbcheckpoint.json``). Nothing here is imported
-eagerly: the kernel needs only :mod:`.comm`, the server only :mod:`.server`.
+eagerly: the kernel needs only :mod:`.comm`, the server only :mod:`.server` (which needs
+jupyter_server, from ``pip install 'nbcheckpoint[lab]'``), so a kernel-only environment
+imports the package without JupyterLab.
 """
 
 from __future__ import annotations

@@ -95,6 +95,10 @@ def publish(content: dict[str, Any]) -> bool:
 
 # How errors.StoreWriteError names what failed, inside the engine's warning.
 _STORE_WRITE = re.compile(r"Could not write checkpoint data to (?P<path>.+?): (?P<reason>[^.]+)\.")
+# How capture.engine words a checkpoint overdue by OVERDUE x --every.
+_OVERDUE = re.compile(
+    r"a checkpoint \(store (?P<path>.+?)\) has been due for (?P<late>\d+) s \(every (?P<every>[^)]+)\)"
+)
 
 
 def problem_message(text: str, now: float | None = None) -> dict[str, Any]:
@@ -109,15 +113,25 @@ def problem_message(text: str, now: float | None = None) -> dict[str, Any]:
     >>> m = problem_message("nbcheckpoint: could not save a checkpoint (Could not write "
     ...     "checkpoint data to /srv/.nbcheckpoint/blobs: Disk quota exceeded. The checkpoint "
     ...     "was abandoned; earlier checkpoints are intact.).", now=1.0)
-    >>> (m["event"], m["path"], m["reason"])
-    ('problem', '/srv/.nbcheckpoint/blobs', 'Disk quota exceeded')
+    >>> (m["event"], m["kind"], m["path"], m["reason"])
+    ('problem', 'write', '/srv/.nbcheckpoint/blobs', 'Disk quota exceeded')
+    >>> m = problem_message("nbcheckpoint: a checkpoint (store /srv/.nbcheckpoint) has been due "
+    ...     "for 3 s (every 1 s) and the cell has not reached a safe point: ...")
+    >>> (m["kind"], m["path"], m["reason"])
+    ('overdue', '/srv/.nbcheckpoint', 'no safe point for 3 s, every 1 s')
     """
-    found = _STORE_WRITE.search(text)
+    kind = path = reason = None
+    if found := _STORE_WRITE.search(text):
+        kind, path, reason = "write", found.group("path"), found.group("reason")
+    elif found := _OVERDUE.search(text):
+        kind, path = "overdue", found.group("path")
+        reason = f"no safe point for {found.group('late')} s, every {found.group('every')}"
     return {
         "event": PROBLEM,
+        "kind": kind,
         "text": text,
-        "path": found.group("path") if found else None,
-        "reason": found.group("reason") if found else None,
+        "path": path,
+        "reason": reason,
         "now": time.time() if now is None else now,
     }
 

@@ -20,10 +20,16 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from jupyter_server.auth.decorator import authorized
-from jupyter_server.base.handlers import APIHandler
-from jupyter_server.utils import url_path_join
-from tornado import web
+try:
+    from jupyter_server.auth.decorator import authorized
+    from jupyter_server.base.handlers import APIHandler
+    from jupyter_server.utils import url_path_join
+    from tornado import web
+except ImportError as e:  # a kernel-only environment: the kernel side needs none of this
+    raise ImportError(
+        f"The nbcheckpoint server endpoint needs jupyter_server ({e.name or e} is missing): "
+        "pip install 'nbcheckpoint[lab]'"
+    ) from e
 
 from ..errors import CheckpointError
 from ..store import Checkpoint, CheckpointStore, NotebookRef, default_store_url

@@ -185,6 +185,11 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         self.details.add_class("nbc-details")
         self.variable_columns.add_class("nbc-vcols")
         self.message.add_class("nbc-message")
+        # Each table's header and rows in one box that scrolls sideways as one (style.py).
+        self.history_table = VBox([self.columns, self.history])
+        self.history_table.add_class("nbc-table")
+        self.variables_table = VBox([self.variable_columns, self.variables])
+        self.variables_table.add_class("nbc-table")
 
         self.history.observe(self._on_select, names="value")
         self.variables.observe(self._on_variables, names="value")
@@ -203,15 +208,13 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
                 HTML(CSS),
                 self.header,
                 self.banner,
-                self.columns,
-                self.history,
+                self.history_table,
                 self.empty,
                 self.actions,
                 self.confirm_box,
                 self.message,
                 self.details,
-                self.variable_columns,
-                self.variables,
+                self.variables_table,
                 self.chart,
                 self.out,
             ],

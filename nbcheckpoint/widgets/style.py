@@ -28,4 +28,19 @@ CSS = """<style>
   background: var(--jp-layout-color2, #eee); padding: 2px 6px; align-items: center;
 }
 .nbc-panel .nbc-details ul { margin: 2px 0; padding-left: 18px; }
+/* Narrow outputs (about 400 px; Notebook 7, a side-by-side view): action buttons wrap onto
+   more lines instead of shrinking to "Rest..."; texts wrap, even long store paths. */
+.nbc-panel .widget-hbox { flex-wrap: wrap; gap: 2px; }
+.nbc-panel .widget-hbox > .jupyter-button {
+  flex: 0 0 auto; width: auto !important; max-width: 100%; overflow: visible; margin: 0;
+}
+.nbc-panel .widget-hbox > .widget-html { flex: 1 1 12em; min-width: 0; }
+.nbc-panel .widget-html-content { overflow-wrap: anywhere; line-height: 1.5; }
+/* A table (header + rows) keeps its columns whole and scrolls sideways as one, so the
+   titles stay over their columns (no script needed). */
+.nbc-panel .nbc-table { overflow-x: auto; overflow-y: hidden; }
+.nbc-panel .nbc-table > .widget-html, .nbc-panel .nbc-table > .nbc-history,
+.nbc-panel .nbc-table > .nbc-vars { width: max-content !important; min-width: 100%; }
+.nbc-panel .nbc-table .nbc-cols { overflow: visible; }
+.nbc-panel .nbc-table .nbc-vars select { width: auto !important; min-width: 100%; }
 </style>"""
