@@ -13,11 +13,14 @@ from ipywidgets import HTML, Button, HBox, Layout, Output, SelectMultiple, Toggl
 
 from ..capture import events
 from ..capture.engine import from_earlier_kernel
+from ..capture.names import user_names
 from ..errors import CheckpointError
 from ..format import human_bytes
 from ..store import Checkpoint, CheckpointStore, NotebookRef, Restored
+from ..store.diff import Side, live_side
 from . import rows
 from .chart import Point, history_svg
+from .diff import DiffView
 from .style import CSS
 
 HIDDEN = "none"
@@ -176,6 +179,10 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         )
         self.chart = HTML()
         self.out = Output()
+        # Compare the selected checkpoint with another or with "now" (logic in widgets/diff.py).
+        self.diff = DiffView(
+            store, notebook, selected=lambda: self.history.value, live=self._live_side
+        )
 
         self.add_class("nbc-panel")
         self.history.add_class("nbc-history")
@@ -212,6 +219,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
                 self.details,
                 self.variable_columns,
                 self.variables,
+                self.diff,
                 self.chart,
                 self.out,
             ],
@@ -271,6 +279,11 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         older = [c for c in self._checkpoints if c.id < ck.id]
         return older[-1] if older else None
 
+    def _live_side(self) -> Side:
+        """ "now" for a comparison: the namespace as a save would record it, nothing written."""
+        ns = self.namespace
+        return live_side(self.store, ns, self.notebook, user_names(ns, list(ns)))
+
     def close(self) -> None:
         """Stop following new checkpoints and close every widget of the panel."""
         events.unsubscribe(self._on_checkpoint)
@@ -315,6 +328,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
             self.history.value = wanted
         finally:
             self._syncing = False
+        self.diff.set_ids([c.id for c in newest_first])
         has_rows = bool(options)
         self._show(self.columns, has_rows)
         self._show(self.history, has_rows)
