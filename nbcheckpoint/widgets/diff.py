@@ -13,6 +13,7 @@ from ..store.diff import Diff, Side, describe_entry, diff_sides, read_side, size
 
 NOW = "now"
 
+_CELL = "text-align: left; vertical-align: top; padding: 2px 6px 2px 0; overflow-wrap: anywhere"
 _COLOURS = {
     "changed": "var(--jp-warn-color1, #b26a00)",
     "added": "var(--jp-success-color1, #2e7d32)",
@@ -40,22 +41,29 @@ def diff_html(diff: Diff, show_same: bool = False) -> str:
     for r in rows:
         change = r.change if r.certain else f"{r.change}?"
         colour = _COLOURS.get(r.change, "inherit")
+        before, after = describe_entry(r.before), describe_entry(r.after)
+        # Details stacked in one column: the table fits a 400 px sidebar.
+        lines = (
+            [f"{diff.before}: {before}", f"{diff.after}: {after}"]
+            if before and after and before != after
+            else [before or after]
+        )
+        lines += [size_change(r), *r.notes]
+        details = "".join(f"<div>{escape(line)}</div>" for line in lines if line)
         cells.append(
-            f'<tr data-name="{escape(r.name)}" data-change="{escape(r.change)}">'
-            f"<td><code>{escape(r.name)}</code></td>"
-            f'<td style="color: {colour}">{escape(change)}</td>'
-            f"<td>{escape(describe_entry(r.before))}</td>"
-            f"<td>{escape(describe_entry(r.after))}</td>"
-            f"<td>{escape(size_change(r))}</td>"
-            f"<td>{escape('; '.join(r.notes))}</td></tr>"
+            f'<tr data-name="{escape(r.name)}" data-change="{escape(r.change)}"'
+            ' style="border-bottom: 1px solid var(--jp-border-color2, #ddd)">'
+            f'<td style="{_CELL}"><code>{escape(r.name)}</code></td>'
+            f'<td style="{_CELL}; color: {colour}; white-space: nowrap">{escape(change)}</td>'
+            f'<td style="{_CELL}">{details}</td></tr>'
         )
     header = "".join(
-        f'<th style="text-align: left; padding-right: 8px">{escape(h)}</th>'
-        for h in ("variable", "change", diff.before, diff.after, "size", "notes")
+        f'<th style="{_CELL}">{escape(h)}</th>' for h in ("variable", "change", "details")
     )
     return (
         f'<div class="nbc-diff">{head}'
-        '<table class="nbc-diff-table" style="border-collapse: collapse; font-size: 12px">'
+        '<table class="nbc-diff-table" style="border-collapse: collapse; font-size: 12px;'
+        ' width: 100%">'
         f"<thead><tr>{header}</tr></thead><tbody>{''.join(cells)}</tbody></table></div>"
     )
 

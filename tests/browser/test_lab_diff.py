@@ -99,3 +99,25 @@ def test_check_two_rows_of_the_server_list_and_compare(
         sidebar.locator(f'.nbc-compare-pick[data-ref="{middle["key"]}:{middle["id"]}"]').check()
         assert sidebar.locator(".nbc-compare-pick:checked").count() == 2
         assert button.is_enabled()
+
+
+def test_the_kernel_panel_compares_the_selected_row_with_another(
+    lab_server: Any, page: Any, artifacts: Path
+) -> None:
+    listed = _run_all(lab_server, page, "diff_panel.ipynb", "diff-panel")
+    oldest, newest = listed[0], listed[-1]
+    sidebar = _open_sidebar(page)
+    history = sidebar.locator(".nbc-panel .nbc-history button")
+    wait_until(page, lambda: history.count() == len(listed), 60, "the kernel panel's rows")
+
+    history.first.click()  # the newest
+    view = sidebar.locator(".nbc-diff-view")
+    view.locator("select").select_option(label=f"#{oldest['id']}")
+    view.get_by_role("button", name="Compare").click()
+    row = view.locator('.nbc-diff-table tr[data-name="w"]')
+    row.wait_for(timeout=30_000)
+    assert row.get_attribute("data-change") == "changed"
+    assert "shape (3, 4) -> (5, 4)" in row.inner_text(), row.inner_text()
+    summary = view.locator(".nbc-diff b").first.inner_text()
+    assert summary.startswith(f"#{oldest['id']} -> #{newest['id']}: "), summary
+    sidebar.screenshot(path=str(artifacts / "lab-panel-compare.png"))
