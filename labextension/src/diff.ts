@@ -50,6 +50,7 @@ export class CompareBox {
     box.title = box.disabled
       ? 'This checkpoint cannot be read, so it cannot be compared'
       : `Check two state checkpoints, then Compare (#${info.id})`;
+    box.setAttribute('aria-label', `Compare state checkpoint #${info.id}`);
     box.dataset.ref = ref;
     box.checked = this._picks.some(p => p.ref === ref);
     box.addEventListener('change', () => {
