@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nbcheckpoint.errors import MalformedManifest
+from nbcheckpoint.errors import MalformedManifest, UntrustedCheckpoint
 from nbcheckpoint.store import CheckpointStore
 from nbcheckpoint.store.diff import (
     diff_checkpoints,
@@ -184,3 +184,17 @@ def test_shape_is_recorded_for_arrays_frames_and_series_only(store, nb):
     assert (v["a"].shape, v["a"].dtype) == ((2, 3), "int8")
     assert (v["s"].shape, v["s"].dtype) == ((1,), "float64")
     assert (v["l"].shape, v["l"].dtype) == (None, None)
+
+
+def test_a_checkpoint_signed_with_another_key_is_refused_saying_how_to_compare_it(
+    local_store_url, nb, tmp_path, monkeypatch
+):
+    store = CheckpointStore(local_store_url)
+    a = store.save({"x": 1}, nb)
+    b = store.save({"x": 2}, nb)
+    monkeypatch.setenv("NBCHECKPOINT_KEY_FILE", str(tmp_path / "other" / "signing.key"))
+    with pytest.raises(UntrustedCheckpoint) as e:
+        diff_checkpoints(CheckpointStore(local_store_url), nb, a.id, b.id)
+    text = str(e.value)
+    assert text.startswith(f"Checkpoint #{a.id} is not trusted: it was signed with a different key")
+    assert "Only signed checkpoints are compared" in text and "--trust" not in text

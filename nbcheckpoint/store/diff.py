@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import MalformedManifest
+from ..errors import MalformedManifest, UntrustedCheckpoint
 from ..format import human_bytes, printable, table
 from .identity import NotebookRef
 from .manifest import Manifest
@@ -205,7 +205,16 @@ def read_side(store: Any, notebook: NotebookRef | str, ident: int) -> Side:
     Raises what :meth:`CheckpointStore.read_checkpoint` raises, each naming ``ident``:
     ``CheckpointNotFound``, ``UntrustedCheckpoint``, ``MalformedManifest``, ``NewerFormat``.
     """
-    ck = store.read_checkpoint(notebook, ident)
+    try:
+        ck = store.read_checkpoint(notebook, ident)
+    except UntrustedCheckpoint as e:
+        # Its own text is about restoring (--trust); a comparison has no such way round.
+        e.args = (
+            f"Checkpoint #{ident} is not trusted: {e.reason}. Only signed checkpoints are "
+            "compared: give this machine the signing key of the one that saved it "
+            "(NBCHECKPOINT_KEY_FILE or NBCHECKPOINT_KEY; `%checkpoint config` there shows where it is).",
+        )
+        raise
     if ck.manifest is None:  # pragma: no cover - read_checkpoint raises instead
         raise MalformedManifest(ident, ck.problem or "it cannot be read")
     return side_of(ck.manifest)
