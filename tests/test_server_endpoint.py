@@ -354,3 +354,21 @@ def test_diff_refuses_bad_references_with_a_4xx_naming_them(
     status, body = _diff(server, path, f"{key}:1", f"{key}:2")
     assert status == 422, body
     assert "Checkpoint #2" in json.dumps(body)
+
+
+def test_diff_finds_checkpoints_in_the_store_of_an_earlier_path(tmp_path: Path) -> None:
+    """A notebook moved to another folder: its checkpoints sit in the old folder's store."""
+    from nbcheckpoint.errors import CheckpointNotFound
+    from nbcheckpoint.frontend.server import diff_at
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    old = NotebookRef.from_path(str(tmp_path / "a" / "old.ipynb"))
+    store = CheckpointStore(str(tmp_path / "a" / ".nbcheckpoint"))
+    store.save({"x": 1}, old)
+    store.save({"x": 1, "y": 2}, old)
+    refs = (f"{old.key}:1", f"{old.key}:2")
+    with pytest.raises(CheckpointNotFound):
+        diff_at(str(tmp_path), "b/new.ipynb", *refs)
+    found = diff_at(str(tmp_path), "b/new.ipynb", *refs, also=["a/old.ipynb"])
+    assert found["summary"] == "#1 -> #2: 0 changed, 1 added, 0 removed, 1 same"

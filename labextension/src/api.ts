@@ -52,15 +52,20 @@ export const DIFF_ROUTE = 'nbcheckpoint/api/diff';
 
 /**
  * Compare two checkpoints of the notebook at `path`, each named `key:id` as the list gives
- * them; the server reads both manifests (nothing is loaded into a kernel).
+ * them (`also`: its earlier paths, whose stores may hold them); the server reads both
+ * manifests (nothing is loaded into a kernel).
  */
 export async function diffCheckpoints(
   path: string,
   before: string,
   after: string,
+  also: Iterable<string> = [],
   settings: ServerConnection.ISettings = ServerConnection.makeSettings()
 ): Promise<IDiffResult> {
   const query = new URLSearchParams({ path, a: before, b: after });
+  for (const other of also) {
+    query.append('also', other);
+  }
   const url = `${URLExt.join(settings.baseUrl, DIFF_ROUTE)}?${query.toString()}`;
   const response = await ServerConnection.makeRequest(url, {}, settings);
   if (!response.ok) {

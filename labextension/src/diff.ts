@@ -6,7 +6,6 @@
  * nothing is loaded into the kernel, so it works while a cell runs or with no kernel.
  * Laid out for a narrow sidebar: three columns, the details stacked in the third.
  */
-import { diffCheckpoints } from './api';
 import {
   diffEntryText,
   diffShownRows,
@@ -20,7 +19,12 @@ const PICKS = 2;
 
 /** The checkboxes' state, the Compare button and the result, under the server's list. */
 export class CompareBox {
-  constructor(private readonly _path: () => string) {
+  constructor(
+    private readonly _compare: (
+      before: string,
+      after: string
+    ) => Promise<IDiffResult>
+  ) {
     this.node = document.createElement('div');
     this.node.className = 'nbc-compare';
     const bar = document.createElement('div');
@@ -93,7 +97,7 @@ export class CompareBox {
     );
     this._result.textContent = 'Comparing…';
     try {
-      this._draw(await diffCheckpoints(this._path(), older.ref, newer.ref));
+      this._draw(await this._compare(older.ref, newer.ref));
     } catch (reason) {
       const text = reason instanceof Error ? reason.message : String(reason);
       this._result.replaceChildren(note(`Could not compare: ${text}`, true));

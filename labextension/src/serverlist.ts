@@ -32,7 +32,7 @@ export class ServerList extends Widget {
     this._message = document.createElement('div');
     this._message.className = 'nbc-server-message';
     // Check two rows, then Compare (diff.ts).
-    this._compare = new CompareBox(() => this._model.path);
+    this._compare = new CompareBox((a, b) => this._model.diff(a, b));
     this.node.append(this._live, this._message, this._rows, this._compare.node);
     _model.statusChanged.connect(this._onStatus, this);
     this._onStatus(_model, _model.status);
