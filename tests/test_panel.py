@@ -583,6 +583,15 @@ def test_compare_the_selected_checkpoint_with_another_and_with_now(
     panel.reload()
     assert [value for _, value in view.against.options] == ["now", 3, 2, 1]
 
+    # Names the shell keeps for itself are not the user's: not "added" now.
+    ns["open"] = open  # ipykernel puts its own `open` in the user namespace, hidden
+    hiding = make_panel(store, nb, namespace=ns, hidden=lambda: {"open"})
+    hiding.select(3)
+    hiding.diff.against.value = "now"
+    hiding.diff.compare_button.click()
+    assert hiding.diff.diff is not None
+    assert "open" not in {r.name for r in hiding.diff.diff.rows}
+
 
 def test_compare_says_why_it_cannot(store: CheckpointStore, nb: NotebookRef) -> None:
     save(store, nb, {"x": 1})

@@ -186,7 +186,7 @@ def live_side(
     *,
     include_credentials: bool = False,
 ) -> Side:
-    """ "now": the namespace pickled and addressed as a save would do it, nothing written.
+    """The "now" side: the namespace pickled and addressed as a save would do it, nothing written.
 
     Costs what the pickling part of a save costs (large arrays unchanged since a save are
     recognised by their fast hash and not hashed again).

@@ -69,7 +69,7 @@ def diff_html(diff: Diff, show_same: bool = False) -> str:
 
 
 class DiffView(VBox):  # type: ignore[misc]  # ipywidgets ships no type hints
-    """ "Compare #N with [#M | now]": the variables added, removed and changed, from the manifests.
+    """Compare #N with #M or with now: the variables added, removed and changed, from the manifests.
 
     Parameters
     ----------

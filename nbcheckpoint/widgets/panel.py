@@ -40,6 +40,8 @@ class PanelHost(Protocol):
 
     def describe_restore(self, restored: Restored) -> str: ...
 
+    def hidden_names(self) -> set[str]: ...
+
 
 def _button(label: str, tooltip: str, icon: str = "", style: str = "") -> Button:
     return Button(
@@ -73,6 +75,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
     describe : turns a restore into the sentence shown (default: a short summary).
     live : follow checkpoints as a running ``%%checkpoint`` cell takes them.
     clock : the time source for "3 min ago" (tests pass a fixed one).
+    hidden : names in ``namespace`` that are not the user's (IPython's), left out of "now".
 
     Examples
     --------
@@ -99,6 +102,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         live: bool = True,
         clock: Callable[[], float] = time.time,
         earlier: Callable[[Checkpoint], bool] = from_earlier_kernel,
+        hidden: Callable[[], Iterable[str]] = lambda: (),
     ) -> None:
         self.store = store
         self.notebook = notebook
@@ -107,6 +111,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         self._describe = describe or _default_describe
         self._clock = clock
         self._earlier = earlier
+        self._hidden = hidden
         self._checkpoints: list[Checkpoint] = []
         self._by_id: dict[int, Checkpoint] = {}
         self._disk_bytes: int | None = None
@@ -239,6 +244,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
             namespace=host.user_ns,
             apply=host.apply,
             describe=host.describe_restore,
+            hidden=host.hidden_names,
         )
 
     # ------------------------------------------------------------ state
@@ -280,9 +286,10 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         return older[-1] if older else None
 
     def _live_side(self) -> Side:
-        """ "now" for a comparison: the namespace as a save would record it, nothing written."""
+        """The "now" side of a comparison: the namespace as a save would record it, nothing written."""
         ns = self.namespace
-        return live_side(self.store, ns, self.notebook, user_names(ns, list(ns)))
+        names = user_names(ns, list(ns), self._hidden())
+        return live_side(self.store, ns, self.notebook, names)
 
     def close(self) -> None:
         """Stop following new checkpoints and close every widget of the panel."""

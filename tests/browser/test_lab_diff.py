@@ -1,19 +1,22 @@
-"""Compare two state checkpoints in JupyterLab (issue #13, item 9), as a user does it.
+"""Compare two state checkpoints in JupyterLab and Notebook 7 (issue #13, item 9), as a user does it.
 
-Two ``%%checkpoint`` cells, the second of which reshapes an array; then, in the State
+Two ``%%checkpoint`` cells, the second of which reshapes an array; then, in JupyterLab's State
 checkpoints sidebar: the server's list (shown with no kernel) takes two checked rows and
-Compare; the kernel's panel compares its selected row with another. Both must show the
-array as changed, with its shape change.
+Compare; the kernel's panel compares its selected row with another. In Notebook 7, the
+``%checkpoint panel`` output does the same. Each must show the array as changed, with its
+shape change.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pages import (
+    cell,
     output_text,
     run_cell,
     wait_executed,
@@ -21,6 +24,8 @@ from pages import (
     workspace_url,
     write_notebook,
 )
+from servers import JupyterServer, jupyter_server, require_notebook7
+from test_panel_notebook7 import wait_kernel_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -121,3 +126,58 @@ def test_the_kernel_panel_compares_the_selected_row_with_another(
     summary = view.locator(".nbc-diff b").first.inner_text()
     assert summary.startswith(f"#{oldest['id']} -> #{newest['id']}: "), summary
     sidebar.screenshot(path=str(artifacts / "lab-panel-compare.png"))
+
+
+@pytest.fixture(scope="module")
+def nb7_server(
+    tmp_path_factory: pytest.TempPathFactory, chromium_path: str
+) -> Iterator[JupyterServer]:
+    require_notebook7()
+    with jupyter_server(tmp_path_factory.mktemp("nb7-diff"), "notebook") as server:
+        yield server
+
+
+def test_the_panel_compares_in_notebook7(
+    nb7_server: JupyterServer, page: Any, artifacts: Path
+) -> None:
+    name = "diff_nb7.ipynb"
+    write_notebook(nb7_server.root / name, [*CELLS, "%checkpoint panel", "w = w.astype('float32')"])
+    page.goto(nb7_server.notebook_url(name))
+    page.locator("#jp-top-bar").wait_for()
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for()
+    wait_kernel_ready(page, nb7_server, timeout=60)
+    for index in range(len(CELLS) + 1):
+        run_cell(page, index)
+        wait_executed(page, index)
+    panel = cell(page, len(CELLS)).locator(".nbc-panel")
+    history = panel.locator(".nbc-history button")
+    wait_until(page, lambda: history.count() >= 2, 60, "the panel's rows")
+    count = history.count()
+
+    history.first.click()  # the newest
+    view = panel.locator(".nbc-diff-view")
+    view.locator("select").select_option(label="#1")
+    view.get_by_role("button", name="Compare").click()
+    row = view.locator('.nbc-diff-table tr[data-name="w"]')
+    row.wait_for(timeout=30_000)
+    assert row.get_attribute("data-change") == "changed"
+    assert "shape (3, 4) -> (5, 4)" in row.inner_text(), row.inner_text()
+    summary = view.locator(".nbc-diff b").first.inner_text()
+    assert summary.startswith(f"#1 -> #{count}: "), summary
+
+    # "now": a change made after the panel was drawn shows, and nothing is written.
+    run_cell(page, len(CELLS) + 1)
+    wait_executed(page, len(CELLS) + 1)
+    view.locator("select").select_option(label="now (the kernel's variables)")
+    view.get_by_role("button", name="Compare").click()
+    wait_until(
+        page,
+        lambda: "dtype float64 -> float32" in view.locator('tr[data-name="w"]').inner_text(),
+        30,
+        "the comparison with now",
+    )
+    assert view.locator(".nbc-diff b").first.inner_text().startswith(f"#{count} -> now: ")
+    assert history.count() == count
+    # Only the user's variables: IPython's own names (its `open`, In, Out) are not "added".
+    assert view.locator('tr[data-change="added"]').count() == 0
+    panel.screenshot(path=str(artifacts / "nb7-panel-compare.png"))
