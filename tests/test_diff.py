@@ -198,3 +198,16 @@ def test_a_checkpoint_signed_with_another_key_is_refused_saying_how_to_compare_i
     text = str(e.value)
     assert text.startswith(f"Checkpoint #{a.id} is not trusted: it was signed with a different key")
     assert "Only signed checkpoints are compared" in text and "--trust" not in text
+
+
+def test_dataframe_dtypes_from_blocks_agree_with_the_public_way():
+    from nbcheckpoint.store.serializer import _column_dtypes
+
+    df = pd.DataFrame({"a": [1], "b": [1.0], "c": [2.0], "d": pd.Categorical(["x"])})
+
+    class Public:  # no block manager: what another pandas layout falls back to
+        dtypes = df.dtypes
+        shape = df.shape
+
+    expected = {"int64": 1, "float64": 2, "category": 1}
+    assert _column_dtypes(df) == _column_dtypes(Public()) == expected

@@ -91,14 +91,27 @@ def shape_of(obj: object) -> dict[str, Any] | None:
         if isinstance(obj, pandas.Series):
             return {"shape": [int(n) for n in obj.shape], "dtype": str(obj.dtype)[:300]}
         if isinstance(obj, pandas.DataFrame):
-            counts: dict[str, int] = {}
-            for dtype in obj.dtypes:
-                counts[str(dtype)] = counts.get(str(dtype), 0) + 1
+            counts = _column_dtypes(obj)
             summary = ", ".join(f"{name} x{n}" for name, n in sorted(counts.items()))
             return {"shape": [int(n) for n in obj.shape], "dtype": summary[:300]}
     except Exception:  # a subclass with odd attributes: no shape rather than no save
         return None
     return None
+
+
+def _column_dtypes(frame: Any) -> dict[str, int]:
+    """A DataFrame's columns counted by dtype, from its blocks (one per dtype, usually):
+    tens of microseconds where one ``str(dtype)`` per column took 80 ms for 5000 columns."""
+    counts: dict[str, int] = {}
+    try:
+        for block in frame._mgr.blocks:  # pandas internals: checked against the shape
+            name = str(block.dtype)
+            counts[name] = counts.get(name, 0) + int(block.shape[0])
+        if sum(counts.values()) == frame.shape[1]:
+            return counts
+    except Exception:  # another pandas layout: the public, slower way
+        pass
+    return {str(k): int(n) for k, n in frame.dtypes.astype(str).value_counts().items()}
 
 
 def _is_main(obj: object) -> bool:
