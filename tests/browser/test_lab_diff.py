@@ -96,7 +96,7 @@ def test_check_two_rows_of_the_server_list_and_compare(
     assert "shape (3, 4) -> (5, 4)" in text, text
     summary = sidebar.locator(".nbc-compare-summary").inner_text()
     assert summary.startswith(f"#{oldest['id']} -> #{newest['id']}: "), summary
-    sidebar.screenshot(path=str(artifacts / "lab-sidebar-compare.png"))
+    sidebar.locator(".nbc-server-list").screenshot(path=str(artifacts / "lab-sidebar-compare.png"))
 
     # A third check drops the first one: still two, still comparable.
     if len(listed) > 2:
