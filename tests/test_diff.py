@@ -211,3 +211,14 @@ def test_dataframe_dtypes_from_blocks_agree_with_the_public_way():
 
     expected = {"int64": 1, "float64": 2, "category": 1}
     assert _column_dtypes(df) == _column_dtypes(Public()) == expected
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    from nbcheckpoint.store import diff
+    from nbcheckpoint.widgets import diff as diff_widget
+
+    for module in (diff, diff_widget):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__
