@@ -1,4 +1,4 @@
-"""The ``nbcheckpoint`` terminal command: list, show, verify, remove, pin and collect checkpoints in a store.
+"""The ``nbcheckpoint`` terminal command: list, show, diff, verify, remove, pin and collect checkpoints in a store.
 
 Exit codes: 0 success, 1 failure (a missing checkpoint, a store that does not verify),
 2 usage error (bad arguments, an id that several notebooks share).
@@ -19,6 +19,7 @@ from . import __version__
 from .errors import AmbiguousCheckpoint, CheckpointError, CheckpointNotFound, VerificationError
 from .format import human_bytes, parse_duration, parse_size, printable, relative_time, table
 from .store import Checkpoint, CheckpointStore, NotebookRef, default_store_url
+from .store.diff import diff_checkpoints, render
 from .store.manifest import Manifest
 from .store.records import Problem
 from .store.store import DEFAULT_GRACE
@@ -130,6 +131,22 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_show,
         "show one checkpoint: variables, skipped and withheld ones, modules",
         [id_opt, nb_opt, json_opt],
+    )
+    diff = command(
+        "diff",
+        cmd_diff,
+        "compare two checkpoints of a notebook: variables added, removed, changed, with sizes, "
+        "shapes and dtypes (from the signed manifests; nothing is loaded)",
+        [nb_opt, json_opt],
+    )
+    diff.add_argument(
+        "before", metavar="ID", type=_checkpoint_id, help="the earlier checkpoint, such as 12"
+    )
+    diff.add_argument(
+        "after", metavar="ID2", type=_checkpoint_id, help="the later checkpoint, such as 15"
+    )
+    diff.add_argument(
+        "--all", action="store_true", help="also list the variables that are the same"
     )
     command(
         "verify",
@@ -416,6 +433,16 @@ def cmd_show(store: CheckpointStore, args: argparse.Namespace) -> int:
         [[m["name"], m["module"]] for m in d["modules"]],
         ["name", "module"],
     )
+    return 0
+
+
+def cmd_diff(store: CheckpointStore, args: argparse.Namespace) -> int:
+    key = _locate(store, args.before, args.notebook)
+    compared = diff_checkpoints(store, key, args.before, args.after)
+    if args.json:
+        _print_json(compared.to_dict())
+        return 0
+    print(render(compared, show_same=args.all))
     return 0
 
 

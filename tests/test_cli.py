@@ -392,3 +392,27 @@ def test_subprocess_error_has_no_traceback(fx: Fixture) -> None:
     assert proc.returncode == 1
     assert proc.stderr.startswith("nbcheckpoint: error: No checkpoint #42")
     assert proc.stderr.count("\n") == 1
+
+
+# ------------------------------------------------------------------- diff
+def test_diff_table_and_json(capsys: pytest.CaptureFixture[str], fx: Fixture) -> None:
+    r = run(capsys, fx, "diff", "1", "#2", "-n", "train")
+    assert r.code == 0, r
+    lines = r.out.splitlines()
+    assert lines[0] == "#1 -> #2: 1 changed, 0 added, 4 removed, 0 same"
+    # In #1, x and alias were one list, pickled together: which of them changed is not known.
+    assert any(line.startswith("x ") and " changed? " in line for line in lines)
+    assert any(line.startswith("alias ") and " removed " in line for line in lines)
+    d = run(capsys, fx, "diff", "2", "3", "--json", "-n", "train").json()
+    assert d["counts"] == {"changed": 0, "added": 1, "removed": 1, "not saved": 0, "same": 0}
+    assert [(row["name"], row["change"]) for row in d["rows"]] == [("y", "added"), ("x", "removed")]
+    assert d["rows"][0]["after"]["type"] == "bytes"
+
+
+def test_diff_errors_are_one_line(capsys: pytest.CaptureFixture[str], fx: Fixture) -> None:
+    assert_one_error_line(run(capsys, fx, "diff", "1", "9", "-n", "train"), 1, "No checkpoint #9")
+    assert_one_error_line(run(capsys, fx, "diff", "1", "x"), 2, "'x' is not a checkpoint id")
+    flip_byte(next((fx.root / "notebooks" / fx.train.key / "manifests").glob("*3.ckpt")))
+    assert_one_error_line(
+        run(capsys, fx, "diff", "2", "3", "-n", "train"), 1, "Checkpoint #3 failed verification"
+    )

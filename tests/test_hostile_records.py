@@ -27,9 +27,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nbcheckpoint.cli import main
-from nbcheckpoint.errors import MalformedManifest, NewerFormat
+from nbcheckpoint.errors import MalformedManifest, NewerFormat, VerificationError
 from nbcheckpoint.frontend.server import list_checkpoints
 from nbcheckpoint.store import CheckpointStore, NotebookRef, SigningKey
+from nbcheckpoint.store.diff import diff_checkpoints, render
 from nbcheckpoint.store.manifest import (
     FORMAT,
     STATUSES,
@@ -296,6 +297,16 @@ def check_every_reader(scene: Scene, bad: bool | None, panel: bool = True) -> bo
         assert [c["id"] for c in served] == [1, 2, 3]
         if third.manifest is None:
             assert served[2]["problem"] and not served[2]["verified"]
+
+    # A diff reads #3's manifest only: refused with one error naming it, or a table safe to print.
+    try:
+        compared = diff_checkpoints(store, scene.nb, 2, 3)
+    except VerificationError as e:
+        assert str(e).startswith("Checkpoint #3 ") and found_bad
+    else:
+        assert third.manifest is not None
+        json.dumps(compared.to_dict())
+        assert _safe_for_a_terminal(render(compared))
 
     if panel:
         view = CheckpointPanel(store, scene.nb, namespace={}, live=False)

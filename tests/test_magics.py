@@ -280,9 +280,41 @@ def test_save_list_show_restore_rm(ip, tmp_path, capsys):
     assert store.list(nb) == []
 
 
+def test_diff_two_checkpoints_and_now(ip, capsys):
+    run(ip, "import numpy as np\nw = np.zeros((3, 4))\nsteps = 1\nold = 'x'")
+    run(ip, "%checkpoint save")
+    run(ip, "w = np.zeros((5, 4), dtype='float32')\nsteps = 2\ndel old\nloss = [0.5]")
+    run(ip, "%checkpoint save")
+    capsys.readouterr()
+    run(ip, "%checkpoint diff 1 #2")
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == "#1 -> #2: 2 changed, 1 added, 1 removed, 1 same"
+    (w_line,) = [line for line in lines if line.startswith("w ")]
+    assert "changed" in w_line and "shape (3, 4) -> (5, 4)" in w_line
+    assert "dtype float64 -> float32" in w_line and "96 B" not in w_line
+    assert any(line.startswith("loss ") and " added " in line for line in lines)
+    assert any(line.startswith("old ") and " removed " in line for line in lines)
+    assert not any(line.startswith("np ") for line in lines)  # same: listed with --all only
+    run(ip, "%checkpoint diff 1 2 --all")
+    assert any(line.startswith("np ") for line in capsys.readouterr().out.splitlines())
+
+    run(ip, "w[0, 0] = 1.0")
+    run(ip, "%checkpoint diff 2")
+    out = capsys.readouterr().out
+    assert out.startswith("#2 -> now: 1 changed, 0 added, 0 removed, 3 same")
+    (w_line,) = [line for line in out.splitlines() if line.startswith("w ")]
+    assert "shape" not in w_line  # same shape and dtype, other content
+    run(ip, "%checkpoint list")  # "now" wrote no checkpoint
+    assert "#3" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("line", "needle"),
     [
+        ("%checkpoint diff", "required: ID"),
+        ("%checkpoint diff 1 abc", "'abc' is not a checkpoint id"),
+        ("%checkpoint diff 999", "No checkpoint #999"),
         ("%checkpoint bogus", "unknown command 'bogus'"),
         ("%checkpoint show 999", "No checkpoint #999"),
         ("%checkpoint show abc", "'abc' is not a checkpoint id"),

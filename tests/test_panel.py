@@ -545,3 +545,61 @@ def test_magic_and_function_open_the_panel(
     assert shell.user_ns["x"] == 41  # through the magics' apply
     panel.close()
     opened.close()
+
+
+# ------------------------------------------------------------------ compare
+def test_compare_the_selected_checkpoint_with_another_and_with_now(
+    store: CheckpointStore, nb: NotebookRef
+) -> None:
+    import numpy as np
+
+    ns: dict[str, Any] = {"w": np.zeros((2, 3)), "step": 1, "old": "x"}
+    save(store, nb, ns)
+    ns.update(w=np.zeros((4, 3)), step=2, new=[1])
+    del ns["old"]
+    save(store, nb, ns)
+    panel = make_panel(store, nb, namespace=ns)
+    view = panel.diff
+    assert [value for _, value in view.against.options] == ["now", 2, 1]
+
+    panel.select(2)
+    view.against.value = 1
+    view.compare_button.click()
+    assert view.diff is not None
+    assert view.diff.summary() == "#1 -> #2: 2 changed, 1 added, 1 removed, 0 same"
+    html = view.result.value
+    assert 'data-name="w" data-change="changed"' in html
+    assert "shape (2, 3) -&gt; (4, 3)" in html
+    assert 'data-name="old" data-change="removed"' in html
+
+    ns["w"][0, 0] = 5.0  # same shape, other content
+    view.against.value = "now"
+    view.compare_button.click()
+    assert view.diff.summary() == "#2 -> now: 1 changed, 0 added, 0 removed, 2 same"
+    assert 'data-name="w" data-change="changed"' in view.result.value
+    assert panel.ids == [2, 1]  # "now" wrote nothing
+
+    save(store, nb, ns)
+    panel.reload()
+    assert [value for _, value in view.against.options] == ["now", 3, 2, 1]
+
+    # Names the shell keeps for itself are not the user's: not "added" now.
+    ns["open"] = open  # ipykernel puts its own `open` in the user namespace, hidden
+    hiding = make_panel(store, nb, namespace=ns, hidden=lambda: {"open"})
+    hiding.select(3)
+    hiding.diff.against.value = "now"
+    hiding.diff.compare_button.click()
+    assert hiding.diff.diff is not None
+    assert "open" not in {r.name for r in hiding.diff.diff.rows}
+
+
+def test_compare_says_why_it_cannot(store: CheckpointStore, nb: NotebookRef) -> None:
+    save(store, nb, {"x": 1})
+    save(store, nb, {"x": 2})
+    panel = make_panel(store, nb)
+    panel.select(2)
+    store.delete(nb, 1)
+    panel.diff.against.value = 1
+    panel.diff.compare_button.click()
+    assert "Could not compare: No checkpoint #1" in panel.diff.result.value
+    assert panel.diff.diff is None

@@ -40,11 +40,12 @@ class Server:
     log: Path
 
     def get(self, path: str, token: str | None = TOKEN) -> tuple[int, object]:
+        return self.fetch(f"checkpoints?path={urllib.request.quote(path)}", token)
+
+    def fetch(self, route: str, token: str | None = TOKEN) -> tuple[int, object]:
+        """``GET /nbcheckpoint/api/<route>``: the status and the JSON body (or its text)."""
         headers = {"Authorization": f"token {token}"} if token else {}
-        request = urllib.request.Request(
-            f"{self.url}/nbcheckpoint/api/checkpoints?path={urllib.request.quote(path)}",
-            headers=headers,
-        )
+        request = urllib.request.Request(f"{self.url}/nbcheckpoint/api/{route}", headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, json.loads(response.read())
@@ -299,3 +300,75 @@ def test_finds_a_renamed_notebooks_checkpoints_under_its_id_and_its_old_name(
     for bad in (("key", "../x"), ("id", "a/b"), ("also", "../outside.ipynb")):
         status, _ = _query(server, [("path", "renamed/train.ipynb"), bad])
         assert status == 400, bad
+
+
+# ------------------------------------------------------------------- diff
+def _diff(server: Server, path: str, a: str, b: str, token: str | None = TOKEN):
+    query = urllib.parse.urlencode({"path": path, "a": a, "b": b})
+    return server.fetch(f"diff?{query}", token)
+
+
+def test_diff_compares_two_checkpoints_by_key_and_id(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notebook = server.root / "sub" / "compare.ipynb"
+    _save_two(str(notebook.parent / ".nbcheckpoint"), notebook, server.key_file, monkeypatch)
+    status, listed = server.get("sub/compare.ipynb")
+    assert status == 200 and isinstance(listed, list)
+    first, second = (f"{c['key']}:{c['id']}" for c in listed)
+    status, body = _diff(server, "sub/compare.ipynb", first, second)
+    assert status == 200, body
+    assert isinstance(body, dict)
+    assert body["summary"] == "#1 -> #2: 1 changed, 1 added, 0 removed, 0 same"
+    rows = {row["name"]: row for row in body["rows"]}
+    assert rows["x"]["change"] == "changed" and rows["y"]["change"] == "added"
+    assert rows["y"]["after"]["type"] == "list" and rows["y"]["after"]["size"] > 1000
+    assert _diff(server, "sub/compare.ipynb", first, second, token=None)[0] in (401, 403)
+
+
+def test_diff_refuses_bad_references_with_a_4xx_naming_them(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notebook = server.root / "sub" / "refs.ipynb"
+    _save_two(str(notebook.parent / ".nbcheckpoint"), notebook, server.key_file, monkeypatch)
+    key = NotebookRef.from_path(str(notebook)).key
+    path = "sub/refs.ipynb"
+    for a, b, code, needle in [
+        (f"{key}:1", f"{key}:99", 404, "No checkpoint #99"),
+        (f"{key}:1", "", 400, "is not a checkpoint reference"),
+        (f"{key}:1", f"{key}:abc", 400, "'abc' is not a checkpoint id"),
+        (f"{key}:1", f"{key}:0", 400, "'0' is not a checkpoint id"),
+        (f"{key}:1", "../../etc:1", 400, "is not a checkpoint reference"),
+        (f"{key}:1", f"{key}:{'9' * 40}", 400, "is not a checkpoint id"),
+        (f"{key}:1", "nobody-0000000000:1", 404, "No checkpoint #1"),
+    ]:
+        status, body = _diff(server, path, a, b)
+        assert status == code, (a, b, body)
+        assert needle in json.dumps(body), (a, b, body)
+    assert _diff(server, "../x.ipynb", f"{key}:1", f"{key}:2")[0] == 400
+
+    # A manifest damaged in the store: 422 naming it, never a 500.
+    manifest = notebook.parent / ".nbcheckpoint" / "notebooks" / key / "manifests" / "00000002.ckpt"
+    manifest.chmod(0o644)
+    manifest.write_bytes(manifest.read_bytes()[:-5] + b"xxxxx")
+    status, body = _diff(server, path, f"{key}:1", f"{key}:2")
+    assert status == 422, body
+    assert "Checkpoint #2" in json.dumps(body)
+
+
+def test_diff_finds_checkpoints_in_the_store_of_an_earlier_path(tmp_path: Path) -> None:
+    """A notebook moved to another folder: its checkpoints sit in the old folder's store."""
+    from nbcheckpoint.errors import CheckpointNotFound
+    from nbcheckpoint.frontend.server import diff_at
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    old = NotebookRef.from_path(str(tmp_path / "a" / "old.ipynb"))
+    store = CheckpointStore(str(tmp_path / "a" / ".nbcheckpoint"))
+    store.save({"x": 1}, old)
+    store.save({"x": 1, "y": 2}, old)
+    refs = (f"{old.key}:1", f"{old.key}:2")
+    with pytest.raises(CheckpointNotFound):
+        diff_at(str(tmp_path), "b/new.ipynb", *refs)
+    found = diff_at(str(tmp_path), "b/new.ipynb", *refs, also=["a/old.ipynb"])
+    assert found["summary"] == "#1 -> #2: 0 changed, 1 added, 0 removed, 1 same"

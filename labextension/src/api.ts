@@ -4,7 +4,7 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-import { ICheckpointInfo } from './helpers';
+import { ICheckpointInfo, IDiffResult } from './helpers';
 
 export const ROUTE = 'nbcheckpoint/api/checkpoints';
 
@@ -46,4 +46,37 @@ export async function listCheckpoints(
     throw new ServerConnection.ResponseError(response, message);
   }
   return (await response.json()) as ICheckpointInfo[];
+}
+
+export const DIFF_ROUTE = 'nbcheckpoint/api/diff';
+
+/**
+ * Compare two checkpoints of the notebook at `path`, each named `key:id` as the list gives
+ * them (`also`: its earlier paths, whose stores may hold them); the server reads both
+ * manifests (nothing is loaded into a kernel).
+ */
+export async function diffCheckpoints(
+  path: string,
+  before: string,
+  after: string,
+  also: Iterable<string> = [],
+  settings: ServerConnection.ISettings = ServerConnection.makeSettings()
+): Promise<IDiffResult> {
+  const query = new URLSearchParams({ path, a: before, b: after });
+  for (const other of also) {
+    query.append('also', other);
+  }
+  const url = `${URLExt.join(settings.baseUrl, DIFF_ROUTE)}?${query.toString()}`;
+  const response = await ServerConnection.makeRequest(url, {}, settings);
+  if (!response.ok) {
+    let message = response.statusText;
+    try {
+      const body = await response.json();
+      message = body.message || message;
+    } catch {
+      // not JSON: keep the status text
+    }
+    throw new ServerConnection.ResponseError(response, message);
+  }
+  return (await response.json()) as IDiffResult;
 }

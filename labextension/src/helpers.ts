@@ -460,3 +460,70 @@ export type OfferRestore = 'ask' | 'always' | 'never';
 export function offerRestoreSetting(value: unknown): OfferRestore {
   return value === 'always' || value === 'never' ? value : 'ask';
 }
+
+/** One variable on one side of a comparison, as the server's diff endpoint sends it. */
+export interface IDiffEntry {
+  type: string;
+  size: number;
+  shape: number[] | null;
+  dtype: string | null;
+  saved: boolean;
+  reason: string | null;
+}
+
+/** One variable's change between two checkpoints. */
+export interface IDiffRow {
+  name: string;
+  change: 'changed' | 'added' | 'removed' | 'not saved' | 'same';
+  /** False when variables pickled together changed and which one cannot be told. */
+  certain: boolean;
+  before: IDiffEntry | null;
+  after: IDiffEntry | null;
+  notes: string[];
+}
+
+/** Two checkpoints compared (`GET nbcheckpoint/api/diff`). */
+export interface IDiffResult {
+  before: string;
+  after: string;
+  summary: string;
+  shapes_known: boolean;
+  rows: IDiffRow[];
+}
+
+/** `(2, 3)`, as NumPy writes a shape. */
+export function shapeText(shape: number[]): string {
+  return shape.length === 1 ? `(${shape[0]},)` : `(${shape.join(', ')})`;
+}
+
+/** `numpy.ndarray (2, 3) float64`; empty for a missing side. */
+export function diffEntryText(entry: IDiffEntry | null): string {
+  if (!entry) {
+    return '';
+  }
+  const parts = [entry.type];
+  if (entry.shape) {
+    parts.push(shapeText(entry.shape));
+  }
+  if (entry.dtype) {
+    parts.push(entry.dtype);
+  }
+  return parts.join(' ');
+}
+
+/** `80 B → 160 B`, or the one size of a variable on one side only. */
+export function diffSizeText(row: IDiffRow): string {
+  const { before, after } = row;
+  if (before?.saved && after?.saved) {
+    return before.size === after.size
+      ? humanBytes(before.size)
+      : `${humanBytes(before.size)} → ${humanBytes(after.size)}`;
+  }
+  const one = after?.saved ? after : before?.saved ? before : null;
+  return one ? humanBytes(one.size) : '';
+}
+
+/** The rows worth a line: every one but the unchanged, changes first (the server's order). */
+export function diffShownRows(result: IDiffResult): IDiffRow[] {
+  return result.rows.filter(row => row.change !== 'same');
+}

@@ -14,10 +14,11 @@ import {
 import { UUID } from '@lumino/coreutils';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { listCheckpoints } from './api';
+import { diffCheckpoints, listCheckpoints } from './api';
 import {
   ICheckpointInfo,
   ICheckpointStatus,
+  IDiffResult,
   identityCode,
   IProblemMessage,
   IDENTITY_NAME,
@@ -113,6 +114,16 @@ export class NotebookCheckpoints implements INotebookCheckpoints {
 
   get isDisposed(): boolean {
     return this._isDisposed;
+  }
+
+  diff(before: string, after: string): Promise<IDiffResult> {
+    return diffCheckpoints(
+      this.path,
+      before,
+      after,
+      this._previousPaths,
+      this._serverSettings
+    );
   }
 
   list(): Promise<ICheckpointInfo[]> {

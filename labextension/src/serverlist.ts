@@ -9,6 +9,7 @@
  */
 import { Widget } from '@lumino/widgets';
 
+import { CompareBox } from './diff';
 import {
   checkpointRow,
   ICheckpointInfo,
@@ -30,7 +31,9 @@ export class ServerList extends Widget {
     this._rows.className = 'nbc-server-rows';
     this._message = document.createElement('div');
     this._message.className = 'nbc-server-message';
-    this.node.append(this._live, this._message, this._rows);
+    // Check two rows, then Compare (diff.ts).
+    this._compare = new CompareBox((a, b) => this._model.diff(a, b));
+    this.node.append(this._live, this._message, this._rows, this._compare.node);
     _model.statusChanged.connect(this._onStatus, this);
     this._onStatus(_model, _model.status);
   }
@@ -106,7 +109,7 @@ export class ServerList extends Widget {
       const badge = document.createElement('span');
       badge.className = `nbc-server-row-status nbc-status-${row.tone}`;
       badge.textContent = row.status;
-      head.append(id, badge);
+      head.append(this._compare.pickBox(info), id, badge);
       const where = document.createElement('div');
       where.className = 'nbc-server-row-where';
       where.textContent = row.where;
@@ -117,6 +120,8 @@ export class ServerList extends Widget {
       return li;
     });
     this._rows.replaceChildren(...rows);
+    this._compare.keepOnly(newestFirst);
+    this._compare.node.hidden = newestFirst.length < 2;
   }
 
   private _onStatus(
@@ -146,6 +151,7 @@ export class ServerList extends Widget {
     this._live.hidden = !status;
   }
 
+  private _compare: CompareBox;
   private _live: HTMLElement;
   private _rows: HTMLElement;
   private _message: HTMLElement;

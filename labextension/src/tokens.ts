@@ -7,7 +7,12 @@ import { Token } from '@lumino/coreutils';
 import { IDisposable } from '@lumino/disposable';
 import { ISignal } from '@lumino/signaling';
 
-import { ICheckpointInfo, ICheckpointStatus, IProblemMessage } from './helpers';
+import {
+  ICheckpointInfo,
+  ICheckpointStatus,
+  IDiffResult,
+  IProblemMessage
+} from './helpers';
 
 export { ICheckpointInfo, ICheckpointStatus } from './helpers';
 
@@ -45,6 +50,8 @@ export interface INotebookCheckpoints extends IDisposable {
   readonly problem: ISignal<INotebookCheckpoints, IProblemMessage>;
   /** The notebook's checkpoints from the server, oldest first; no kernel needed. */
   list(): Promise<ICheckpointInfo[]>;
+  /** Two of those compared by the server (each `key:id`, as `list` gives them). */
+  diff(before: string, after: string): Promise<IDiffResult>;
   /** Ask the server for the latest checkpoint and update `status`. */
   refresh(): Promise<void>;
   /** The notebook's stable id (`metadata.nbcheckpoint.id`), once the document is loaded. */

@@ -1,4 +1,4 @@
-"""The jupyter_server endpoint that lists a notebook's checkpoints straight from its store, no kernel needed.
+"""The jupyter_server endpoints that list and compare a notebook's checkpoints straight from its store, no kernel needed.
 
 ``GET /nbcheckpoint/api/checkpoints?path=<notebook path relative to the server root>``
 answers a JSON list, oldest first. The JupyterLab extension uses it right after a kernel
@@ -9,6 +9,11 @@ A notebook's checkpoints may sit under several store keys: its stable id (``id=`
 without the extension), keys its kernels reported (``key=``, e.g. the ``Untitled`` name a
 kernel was started with) and older paths (``also=``, in this server's root). All are listed,
 each checkpoint with its ``key``.
+
+``GET /nbcheckpoint/api/diff?path=...&a=<key>:<id>&b=<key>:<id>`` compares two of them
+(``nbcheckpoint.store.diff``: from the signed manifests, nothing is unpickled): 400 for a
+malformed argument, 404 for an unknown checkpoint, 422 for one whose manifest cannot be
+read or trusted, each with a message naming it.
 """
 
 from __future__ import annotations
@@ -31,11 +36,13 @@ except ImportError as e:  # a kernel-only environment: the kernel side needs non
         "pip install 'nbcheckpoint[lab]'"
     ) from e
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, CheckpointNotFound, VerificationError
 from ..store import Checkpoint, CheckpointStore, NotebookRef, default_store_url
+from ..store.diff import Side, diff_sides, read_side
 from ..store.identity import valid_key
 
 ROUTE = "nbcheckpoint/api/checkpoints"
+DIFF_ROUTE = "nbcheckpoint/api/diff"
 
 
 def notebook_file(root_dir: str, path: str) -> str:
@@ -177,6 +184,82 @@ class CheckpointsHandler(APIHandler):
         self.finish(json.dumps(found))
 
 
+def parse_ref(text: str) -> tuple[str, int]:
+    """``<store key>:<id>`` as the listing gives them (``key`` and ``id``).
+
+    Examples
+    --------
+    >>> parse_ref("train-1a2b3c4d5e:12")
+    ('train-1a2b3c4d5e', 12)
+    """
+    key, sep, ident = text.rpartition(":")
+    if not sep or not valid_key(key):
+        raise ValueError(f"{text[:80]!r} is not a checkpoint reference (store key:id)")
+    digits = ident.removeprefix("#")
+    if not (digits.isdigit() and len(digits) <= 15 and int(digits) >= 1):
+        raise ValueError(f"{ident[:20]!r} is not a checkpoint id")
+    return key, int(digits)
+
+
+def _find_side(urls: Sequence[str], full: str, key: str, ident: int) -> Side:
+    missing: CheckpointNotFound | None = None
+    for url in urls:
+        try:
+            return read_side(CheckpointStore(url), NotebookRef.from_key(key, full), ident)
+        except CheckpointNotFound as e:
+            missing = e
+    assert missing is not None
+    raise missing
+
+
+def diff_at(
+    root_dir: str, path: str, before: str, after: str, also: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The comparison of checkpoints ``before`` and ``after`` (``key:id``) of the notebook at
+    API path ``path``, as JSON-ready data (see :meth:`Diff.to_dict`)."""
+    full = notebook_file(root_dir, path)
+    others = [notebook_file(root_dir, p) for p in also]
+    a, b = parse_ref(before), parse_ref(after)
+    urls = list(dict.fromkeys(default_store_url(p) for p in (full, *others)))
+    diff = diff_sides(_find_side(urls, full, *a), _find_side(urls, full, *b))
+    return diff.to_dict()
+
+
+class DiffHandler(APIHandler):
+    """``GET ?path=...&a=key:id&b=key:id``: two checkpoints compared, variable by variable."""
+
+    auth_resource = "contents"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        path = self.get_query_argument("path", "")
+        before = self.get_query_argument("a", "")
+        after = self.get_query_argument("b", "")
+        also = self.get_query_arguments("also")
+        root_dir = (
+            getattr(self.kernel_manager, "root_dir", None) or self.settings["server_root_dir"]
+        )
+        try:
+            found = await asyncio.to_thread(diff_at, root_dir, path, before, after, also)
+        except ValueError as e:
+            raise web.HTTPError(400, str(e), reason="Bad checkpoint reference") from e
+        except CheckpointNotFound as e:
+            raise web.HTTPError(404, str(e), reason="No such checkpoint") from e
+        except VerificationError as e:
+            raise web.HTTPError(422, str(e), reason="Checkpoint cannot be read") from e
+        except (CheckpointError, OSError) as e:
+            raise web.HTTPError(500, f"could not read the checkpoint store: {e}") from e
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(found))
+
+
 def setup_handlers(web_app: Any) -> None:
     base_url = web_app.settings["base_url"]
-    web_app.add_handlers(".*$", [(url_path_join(base_url, ROUTE), CheckpointsHandler)])
+    web_app.add_handlers(
+        ".*$",
+        [
+            (url_path_join(base_url, ROUTE), CheckpointsHandler),
+            (url_path_join(base_url, DIFF_ROUTE), DiffHandler),
+        ],
+    )

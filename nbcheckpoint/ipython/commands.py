@@ -1,4 +1,4 @@
-"""The ``%checkpoint`` subcommands (list, show, restore, save, pin, unpin, rm, gc, auto, config,
+"""The ``%checkpoint`` subcommands (list, show, diff, restore, save, pin, unpin, rm, gc, auto, config,
 panel) and the one argument parser that both ``%%checkpoint`` and ``%checkpoint`` parse with.
 
 A mixin of the ``Checkpoint`` magics class, which provides the settings and the store.
@@ -23,6 +23,7 @@ from ..capture.writer import MODES, choose, estimate_bytes
 from ..errors import CheckpointError, ConfigError
 from ..format import human_bytes, parse_duration, parse_size, printable, relative_time, table
 from ..store import Restored, load_key
+from ..store.diff import diff_sides, live_side, read_side, render
 from ..store.manifest import LeftOut
 from ..store.serializer import restore_rng
 from ..store.store import DEFAULT_KEEP, DEFAULT_MAX_SIZE, UNLIMITED
@@ -122,6 +123,20 @@ def build_parser() -> MagicArgumentParser:
     p.add_argument("id", metavar="ID", help="A checkpoint id, such as 12 or #12")
     store_option(p)
     p = command(
+        "diff",
+        "Compare two checkpoints, or one with the variables now: added, removed, changed, "
+        "with sizes, shapes and dtypes (read from the checkpoints' records, nothing loaded).",
+    )
+    p.add_argument("before", metavar="ID", help="A checkpoint id, such as 12 or #12")
+    p.add_argument(
+        "after",
+        nargs="?",
+        metavar="ID2",
+        help="A later checkpoint id (default: now, the notebook's variables as a save would record them)",
+    )
+    p.add_argument("--all", action="store_true", help="Also list the variables that are the same")
+    store_option(p)
+    p = command(
         "restore",
         "Put variables back (default: the newest checkpoint that verifies, every variable).",
         usage="%(prog)s [ID] [NAME ...] [--trust] [--store URL]",
@@ -190,6 +205,8 @@ def _usage(p: argparse.ArgumentParser) -> str:
         word = str(action.metavar or action.dest)
         if action.nargs == "*":
             word = f"[{word} ...]"
+        elif action.nargs == "?":
+            word = f"[{word}]"
         elif action.nargs == "+":
             word = f"{word} [{word} ...]"
         words.append(word)
@@ -311,6 +328,22 @@ class LineCommands:
             print("modules: " + ", ".join(f"{k} ({v})" for k, v in sorted(m.modules.items())))
         for kind, name, info in m.left_out() if m is not None else ():
             print(printable(f"{kind}: {name} ({info.type}): {_reason(info)}"))
+
+    def _cmd_diff(self, args: argparse.Namespace) -> None:
+        first = _short_id(args.before)
+        second = None if args.after is None else _short_id(args.after)
+        store = self.open_store(args.store)
+        nb = self.notebook_ref()
+        before = read_side(store, nb, first)
+        if second is not None:
+            after = read_side(store, nb, second)
+            method = "content addresses from the two checkpoints' signed records"
+        else:
+            ns = self.user_ns
+            names = user_names(ns, ns.keys(), self.hidden_names())
+            after = live_side(store, ns, nb, names, include_credentials=self.include_credentials)
+            method = "now: the variables pickled and hashed as a save would, nothing written"
+        print(render(diff_sides(before, after, method), show_same=args.all))
 
     def _cmd_restore(self, args: argparse.Namespace) -> None:
         ident = None

@@ -30,7 +30,8 @@ from typing import Any, NoReturn, TypeVar
 from ..errors import MalformedManifest, NewerFormat
 
 FORMAT = 2
-FORMAT_MINOR = 0
+# Minor 1: a variable may record its ``shape`` and ``dtype`` (arrays, DataFrames, Series).
+FORMAT_MINOR = 1
 STATUSES = ("running", "interrupted", "complete", "manual", "auto")
 PICKLERS = ("pickle", "dill")
 # Bounds that no real checkpoint comes near, so that a forged number cannot make a reader
@@ -39,6 +40,8 @@ MAX_BYTES = 1 << 47
 MAX_COUNT = (1 << 53) - 1
 MAX_TIME = 253402300799.0
 MAX_FORMAT = 1_000_000
+MAX_DIMS = 64  # NumPy allows 64 dimensions
+MAX_DTYPE = 300  # characters of a dtype summary
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -143,12 +146,19 @@ class Group:
 
 @dataclass(frozen=True)
 class Variable:
-    """One saved variable: its type name, pickled size, and the group that holds it."""
+    """One saved variable: its type name, pickled size, and the group that holds it.
+
+    ``shape`` and ``dtype`` are recorded for NumPy arrays and pandas objects (from format
+    2.1 on; None otherwise). A DataFrame's ``dtype`` counts its columns by dtype:
+    ``float64 x3, object x1``.
+    """
 
     type: str
     size: int
     group: int
     shared_with: tuple[str, ...] = ()
+    shape: tuple[int, ...] | None = None
+    dtype: str | None = None
 
 
 @dataclass(frozen=True)
@@ -234,10 +244,7 @@ class Manifest:
                 }
                 for g in self.groups
             ],
-            "variables": {
-                n: {**_fields(v), "shared_with": list(v.shared_with)}
-                for n, v in self.variables.items()
-            },
+            "variables": {n: _variable_dict(v) for n, v in self.variables.items()},
             "modules": dict(self.modules),
             "skipped": {n: _fields(e) for n, e in self.skipped.items()},
             "withheld": {n: _fields(e) for n, e in self.withheld.items()},
@@ -250,6 +257,18 @@ class Manifest:
 
 def _fields(record: Any) -> dict[str, Any]:
     return dict(vars(record))
+
+
+def _variable_dict(v: Variable) -> dict[str, Any]:
+    out = {**_fields(v), "shared_with": list(v.shared_with)}
+    # Written only when known, so a body stays as a format 2.0 writer would have made it.
+    if v.shape is None:
+        del out["shape"]
+    else:
+        out["shape"] = list(v.shape)
+    if v.dtype is None:
+        del out["dtype"]
+    return out
 
 
 def _position_dict(position: Position) -> dict[str, Any]:
@@ -581,7 +600,23 @@ class _Reader:
             size=self.whole(need(d, "size", where), f"{where}.size", 0, MAX_BYTES),
             group=group,
             shared_with=self.strings(d.get("shared_with", []), f"{where}.shared_with"),
+            shape=self.shape(d.get("shape"), f"{where}.shape"),
+            dtype=self.dtype(d.get("dtype"), f"{where}.dtype"),
         )
+
+    def shape(self, value: Any, where: str) -> tuple[int, ...] | None:
+        if value is None:
+            return None
+        dims = self.items(value, where)
+        if len(dims) > MAX_DIMS:
+            raise self.fail(where, f"has more than {MAX_DIMS} dimensions")
+        return tuple(self.whole(n, f"{where}[{i}]") for i, n in enumerate(dims))
+
+    def dtype(self, value: Any, where: str) -> str | None:
+        text = self.opt_text(value, where)
+        if text is not None and len(text) > MAX_DTYPE:
+            raise self.fail(where, f"is longer than {MAX_DTYPE} characters")
+        return text
 
     def left_out(self, value: Any, where: str) -> LeftOut:
         d = self.obj(value, where)

@@ -55,6 +55,8 @@ class Snapshot:
     rng: bytes | None
     # The text of what was withheld: in memory only, so recorded cell text can be redacted.
     secrets: list[str] = field(default_factory=list, repr=False)
+    # Shape and dtype of arrays and pandas objects, for comparing checkpoints without loading.
+    shapes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def type_name(obj: object) -> str:
@@ -64,6 +66,52 @@ def type_name(obj: object) -> str:
     if module == "builtins":
         return t.__qualname__
     return f"{module}.{t.__qualname__}"
+
+
+def shape_of(obj: object) -> dict[str, Any] | None:
+    """``{"shape": [...], "dtype": "..."}`` for a NumPy array or a pandas DataFrame or
+    Series, else None. Reads attributes only, so it costs microseconds whatever the size;
+    a DataFrame's dtype counts its columns by dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> shape_of(np.zeros((2, 3), dtype="float32"))
+    {'shape': [2, 3], 'dtype': 'float32'}
+    >>> shape_of([1, 2]) is None
+    True
+    """
+    try:
+        numpy = sys.modules.get("numpy")
+        if numpy is not None and isinstance(obj, numpy.ndarray):
+            return {"shape": [int(n) for n in obj.shape], "dtype": str(obj.dtype)[:300]}
+        pandas = sys.modules.get("pandas")
+        if pandas is None:
+            return None
+        if isinstance(obj, pandas.Series):
+            return {"shape": [int(n) for n in obj.shape], "dtype": str(obj.dtype)[:300]}
+        if isinstance(obj, pandas.DataFrame):
+            counts = _column_dtypes(obj)
+            summary = ", ".join(f"{name} x{n}" for name, n in sorted(counts.items()))
+            return {"shape": [int(n) for n in obj.shape], "dtype": summary[:300]}
+    except Exception:  # a subclass with odd attributes: no shape rather than no save
+        return None
+    return None
+
+
+def _column_dtypes(frame: Any) -> dict[str, int]:
+    """A DataFrame's columns counted by dtype, from its blocks (one per dtype, usually):
+    tens of microseconds where one ``str(dtype)`` per column took 80 ms for 5000 columns."""
+    counts: dict[str, int] = {}
+    try:
+        for block in frame._mgr.blocks:  # pandas internals: checked against the shape
+            name = str(block.dtype)
+            counts[name] = counts.get(name, 0) + int(block.shape[0])
+        if sum(counts.values()) == frame.shape[1]:
+            return counts
+    except Exception:  # another pandas layout: the public, slower way
+        pass
+    return {str(k): int(n) for k, n in frame.dtypes.astype(str).value_counts().items()}
 
 
 def _is_main(obj: object) -> bool:
@@ -400,8 +448,9 @@ def serialize(
         pickled[root] = _pickle_group(namespace, by_root[root], skipped, on_buffer, share_gil)
     groups = [group for root in by_root for group in pickled[root]]
     types_ = {n: type_name(namespace[n]) for n in keep if n not in skipped}
+    shapes = {n: s for n in types_ if (s := shape_of(namespace[n])) is not None}
     rng = capture_rng() if with_rng else None
-    return Snapshot(groups, types_, modules, skipped, withheld, rng, secrets)
+    return Snapshot(groups, types_, modules, skipped, withheld, rng, secrets, shapes)
 
 
 def _slow(namespace: Mapping[str, Any], names: list[str]) -> bool:

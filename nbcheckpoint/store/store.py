@@ -681,6 +681,7 @@ class CheckpointStore:
                     "size": group.size,
                     "group": index,
                     "shared_with": [n for n in group.names if n != name],
+                    **snap.shapes.get(name, {}),
                 }
         rng_hash = address(rng_index)[0] if rng_index is not None else None
         data = {h: data[h] for h in sorted(data, key=rank.__getitem__)}  # a stable sort
@@ -1401,7 +1402,10 @@ def _without(snap: Snapshot, names: set[str]) -> Snapshot:
                     "reason": f"pickled together with {', '.join(carriers)}, which holds "
                     "the signing key",
                 }
-    return Snapshot(groups, types_, snap.modules, skipped, snap.withheld, snap.rng, snap.secrets)
+    shapes = {n: s for n, s in snap.shapes.items() if n in kept}
+    return Snapshot(
+        groups, types_, snap.modules, skipped, snap.withheld, snap.rng, snap.secrets, shapes
+    )
 
 
 def _holds_key(key: SigningKey, namespace: Mapping[str, Any], name: str) -> bool:

@@ -13,11 +13,14 @@ from ipywidgets import HTML, Button, HBox, Layout, Output, SelectMultiple, Toggl
 
 from ..capture import events
 from ..capture.engine import from_earlier_kernel
+from ..capture.names import user_names
 from ..errors import CheckpointError
 from ..format import human_bytes
 from ..store import Checkpoint, CheckpointStore, NotebookRef, Restored
+from ..store.diff import Side, live_side
 from . import rows
 from .chart import Point, history_svg
+from .diff import DiffView
 from .style import CSS
 
 HIDDEN = "none"
@@ -36,6 +39,8 @@ class PanelHost(Protocol):
     def apply(self, restored: Restored) -> list[str]: ...
 
     def describe_restore(self, restored: Restored) -> str: ...
+
+    def hidden_names(self) -> set[str]: ...
 
 
 def _button(label: str, tooltip: str, icon: str = "", style: str = "") -> Button:
@@ -70,6 +75,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
     describe : turns a restore into the sentence shown (default: a short summary).
     live : follow checkpoints as a running ``%%checkpoint`` cell takes them.
     clock : the time source for "3 min ago" (tests pass a fixed one).
+    hidden : names in ``namespace`` that are not the user's (IPython's), left out of "now".
 
     Examples
     --------
@@ -96,6 +102,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         live: bool = True,
         clock: Callable[[], float] = time.time,
         earlier: Callable[[Checkpoint], bool] = from_earlier_kernel,
+        hidden: Callable[[], Iterable[str]] = lambda: (),
     ) -> None:
         self.store = store
         self.notebook = notebook
@@ -104,6 +111,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         self._describe = describe or _default_describe
         self._clock = clock
         self._earlier = earlier
+        self._hidden = hidden
         self._checkpoints: list[Checkpoint] = []
         self._by_id: dict[int, Checkpoint] = {}
         self._disk_bytes: int | None = None
@@ -176,6 +184,10 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         )
         self.chart = HTML()
         self.out = Output()
+        # Compare the selected checkpoint with another or with "now" (logic in widgets/diff.py).
+        self.diff = DiffView(
+            store, notebook, selected=lambda: self.history.value, live=self._live_side
+        )
 
         self.add_class("nbc-panel")
         self.history.add_class("nbc-history")
@@ -215,6 +227,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
                 self.message,
                 self.details,
                 self.variables_table,
+                self.diff,
                 self.chart,
                 self.out,
             ],
@@ -234,6 +247,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
             namespace=host.user_ns,
             apply=host.apply,
             describe=host.describe_restore,
+            hidden=host.hidden_names,
         )
 
     # ------------------------------------------------------------ state
@@ -273,6 +287,12 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         """The checkpoint listed just before ``ck`` (the one its changes are measured against)."""
         older = [c for c in self._checkpoints if c.id < ck.id]
         return older[-1] if older else None
+
+    def _live_side(self) -> Side:
+        """The "now" side of a comparison: the namespace as a save would record it, nothing written."""
+        ns = self.namespace
+        names = user_names(ns, list(ns), self._hidden())
+        return live_side(self.store, ns, self.notebook, names)
 
     def close(self) -> None:
         """Stop following new checkpoints and close every widget of the panel."""
@@ -318,6 +338,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
             self.history.value = wanted
         finally:
             self._syncing = False
+        self.diff.set_ids([c.id for c in newest_first])
         has_rows = bool(options)
         self._show(self.columns, has_rows)
         self._show(self.history, has_rows)
