@@ -442,3 +442,42 @@ def test_recompute_refuses_a_changed_cell(
     assert re.search(r"not recomputed: gen: cell \[\d+\] changed since the checkpoint", out)
     assert "recomputed: conn (Connection)" in out
     assert "gen" not in ip.user_ns
+
+
+def test_the_panel_recompute_button_shows_the_recipes_and_runs_them_only_on_yes(
+    ip: Any, tmp_path: Path
+) -> None:
+    from nbcheckpoint.widgets import CheckpointPanel
+
+    _write_notebook(tmp_path / "nb.ipynb", CELLS)
+    for ident, source in CELLS.items():
+        _run(ip, ident, source)
+    ip.run_line_magic("checkpoint", "save data")  # nothing skipped: nothing to recompute
+    ip.run_line_magic("checkpoint", "save")
+    magics = ip.magics_manager.registry["Checkpoint"]
+    panel = CheckpointPanel.from_magics(magics)
+    try:
+        panel.select(1)
+        assert panel.recompute_button.disabled
+        panel.select(2)
+        assert not panel.recompute_button.disabled
+        ip.user_ns.pop("gen")
+        panel.recompute_button.click()
+        question = panel.question or ""
+        assert "side effects" in question and "gen = (x * 10 for x in sorted(data))" in question
+        assert "gen" not in ip.user_ns  # asked, not run
+        panel.confirm_no.click()
+        assert "gen" not in ip.user_ns
+        panel.recompute_button.click()
+        panel.confirm_yes.click()
+        assert "recomputed: gen (generator)" in panel.last_message
+        assert next(ip.user_ns["gen"]) == 20
+    finally:
+        panel.close()
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    result = doctest.testmod(rc)
+    assert result.attempted > 5 and result.failed == 0

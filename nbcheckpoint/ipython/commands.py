@@ -365,6 +365,12 @@ class LineCommands:
                 "variables not saved (they may have side effects: read them first)."
             )
 
+    def recompute_text(self, ck: Checkpoint) -> str:
+        """Recompute what ``ck`` could not save (the panel's Recompute button); what it said."""
+        said: list[str] = []
+        self._recompute(ck, None, said.append)
+        return "\n".join(said)
+
     def _recompute(
         self, ck: Checkpoint, names: list[str] | None = None, say: Any = None
     ) -> list[Outcome]:
