@@ -143,6 +143,22 @@ def _scope_names(node: ast.AST) -> tuple[set[str], set[str]]:
     return bound, changed - bound
 
 
+def _segment(lines: list[str], node: ast.stmt) -> str | None:
+    """The statement's text as the user wrote it (comments inside it and all), which is
+    both what a restore shows and what a recompute runs; None if it cannot be cut out."""
+    end, end_col = node.end_lineno, node.end_col_offset
+    if end is None or end_col is None or not 1 <= node.lineno <= end <= len(lines):
+        return None
+    # Column offsets count UTF-8 bytes.
+    if node.lineno == end:
+        text = lines[end - 1].encode()[node.col_offset : end_col].decode(errors="replace")
+    else:
+        first = lines[node.lineno - 1].encode()[node.col_offset :].decode(errors="replace")
+        last = lines[end - 1].encode()[:end_col].decode(errors="replace")
+        text = first + "".join(lines[node.lineno : end - 1]) + last
+    return text if _parse(text) is not None else None
+
+
 @lru_cache(maxsize=512)
 def _parse(code: str) -> ast.Module | None:
     try:
@@ -165,6 +181,7 @@ def statements(python: str, transform: Callable[[str], str] | None = None) -> li
     module = _parse(python)
     if module is None:
         return []
+    lines = python.splitlines(keepends=True)
     out: list[Statement] = []
     for node in module.body:
         magic = _magic_call(node)
@@ -178,14 +195,14 @@ def statements(python: str, transform: Callable[[str], str] | None = None) -> li
             continue
         if magic is not None:
             continue  # ``x = %time f()`` binds x to the magic's result, not to f()
-        try:
-            code = ast.unparse(node)
-        except (ValueError, RecursionError):
-            continue
         bound, changed = _scope_names(node)
+        if not (bound or changed):
+            continue
         imports = bound if isinstance(node, (ast.Import, ast.ImportFrom)) else set()
-        if bound or changed:
-            out.append(Statement(code, frozenset(bound), frozenset(changed), frozenset(imports)))
+        code = _segment(lines, node)
+        if code is None:
+            continue
+        out.append(Statement(code, frozenset(bound), frozenset(changed), frozenset(imports)))
     return out
 
 

@@ -396,7 +396,7 @@ class LineCommands:
             say("(No notebook file here to check the cells against: recipes run as recorded.)")
 
         def before(name: str, recipe: Any) -> None:
-            say("Recomputing " + "\n".join(describe(name, recipe)))
+            say("Recomputing " + "\n".join(printable(line) for line in describe(name, recipe)))
 
         outcomes = run_recipes(plan.order, dict(m.recipes), ns, before)
         lines = []
