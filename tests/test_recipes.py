@@ -481,3 +481,34 @@ def test_docstring_examples() -> None:
 
     result = doctest.testmod(rc)
     assert result.attempted > 5 and result.failed == 0
+
+
+def _newest_manifest(tmp_path: Path) -> Any:
+    store = CheckpointStore(str(tmp_path / "store"))
+    nb = NotebookRef.from_path(str(tmp_path / "nb.ipynb"))
+    ck = store.list(nb)[-1]
+    return store.read_checkpoint(nb, ck.id, use_cache=False).manifest
+
+
+def test_checkpoint_cells_and_auto_mode_record_recipes_too(ip: Any, tmp_path: Path) -> None:
+    _run(ip, "c-data", "data = [3, 1, 2]")
+    _run(
+        ip,
+        "c-loop",
+        "%%checkpoint --every 100\nrows = (d for d in data)\nfor i in range(2):\n    first = next(rows)",
+    )
+    m = _newest_manifest(tmp_path)
+    assert m.recipes["rows"].steps[0].code == (
+        "rows = (d for d in data)\nfor i in range(2):\n    first = next(rows)"
+    )
+    assert m.recipes["rows"].steps[0].cell_id == "c-loop"
+    ip.run_line_magic("checkpoint", "auto on --min-duration 0")
+    magics = ip.magics_manager.registry["Checkpoint"]
+    magics._auto_collect(wait=True)
+    _run(ip, "c-auto", "%time squares = (d * d for d in data)")
+    magics._auto_collect(wait=True)
+    ip.run_line_magic("checkpoint", "auto off")
+    m = _newest_manifest(tmp_path)
+    assert m.status == "auto"
+    assert m.recipes["squares"].steps[0].code == "squares = (d * d for d in data)"
+    assert m.recipes["squares"].reads == ("data",)
