@@ -212,11 +212,11 @@ def test_a_changed_cell_is_refused(tmp_path: Path) -> None:
     assert changed_step(by_id, same) is None and changed_step(by_count, same) is None
     edited = write("conn = sqlite3.connect(other)")
     assert changed_step(by_id, edited) == (
-        "cell [3] changed since the checkpoint; run that cell again instead"
+        "cell [3] changed since the checkpoint (saved notebook); run that cell again instead"
     )
     assert changed_step(by_count, edited) is not None
     gone = write(code, ident="c2")
-    assert "no longer in the notebook" in str(changed_step(by_id, gone))
+    assert "not in the saved notebook; save it" in str(changed_step(by_id, gone))
     assert changed_step(by_count, gone) is None  # no id: any cell with that text will do
     assert changed_step(by_id, None) is None  # no notebook file: nothing to compare with
     refused = plan_recompute(

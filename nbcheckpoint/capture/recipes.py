@@ -525,7 +525,7 @@ def changed_step(recipe: Recipe, cells: Mapping[str, str] | None) -> str | None:
     --------
     >>> step = Step(source_hash("conn = connect()"), "conn = connect()", "c1", 2)
     >>> changed_step(Recipe((step,)), {"c1": "conn = connect(other)"})
-    'cell [2] changed since the checkpoint; run that cell again instead'
+    'cell [2] changed since the checkpoint (saved notebook); run that cell again instead'
     >>> changed_step(Recipe((step,)), {"c1": "conn = connect()"}) is None
     True
     """
@@ -535,14 +535,14 @@ def changed_step(recipe: Recipe, cells: Mapping[str, str] | None) -> str | None:
     for step in recipe.steps:
         if step.cell_id is not None and step.cell_id in cells:
             if source_hash(cells[step.cell_id]) != step.source_hash:
-                return f"{step.cell} changed since the checkpoint; run that cell again instead"
+                return f"{step.cell} changed since the checkpoint (saved notebook); run that cell again instead"
             continue
         if step.cell_id is not None:
-            return f"{step.cell} is no longer in the notebook; run the cell that makes it instead"
+            return f"{step.cell} is not in the saved notebook; save it and retry, or run that cell again"
         if hashes is None:
             hashes = {source_hash(s) for s in cells.values()}
         if step.source_hash not in hashes:
-            return f"{step.cell} changed since the checkpoint; run that cell again instead"
+            return f"{step.cell} changed since the checkpoint (saved notebook); run that cell again instead"
     return None
 
 
