@@ -512,3 +512,14 @@ def test_checkpoint_cells_and_auto_mode_record_recipes_too(ip: Any, tmp_path: Pa
     assert m.status == "auto"
     assert m.recipes["squares"].steps[0].code == "squares = (d * d for d in data)"
     assert m.recipes["squares"].reads == ("data",)
+
+
+def test_cells_run_before_the_extension_was_loaded_have_recipes(ip: Any, tmp_path: Path) -> None:
+    ip.run_line_magic("unload_ext", "nbcheckpoint")
+    ip.run_cell("early = (n for n in range(3))", store_history=True).raise_error()
+    ip.run_line_magic("load_ext", "nbcheckpoint")
+    ip.run_line_magic("checkpoint", "save")
+    m = _newest_manifest(tmp_path)
+    (step,) = m.recipes["early"].steps
+    assert step.code == "early = (n for n in range(3))" and step.cell_id is None
+    assert step.execution_count is not None

@@ -190,6 +190,7 @@ class Checkpoint(LineCommands, Magics):
         # How each variable was made, from the cells as they run: a checkpoint records the
         # recipes of the variables it cannot pickle (see capture/recipes.py).
         self.recipes = RecipeBook()
+        self._recipes_from_history()
 
     # --------------------------------------------------------------- plumbing
     @property
@@ -442,6 +443,25 @@ class Checkpoint(LineCommands, Magics):
         self._cell_started = time.monotonic()
         self._record_recipes(info)
         self.autosaver.cell_started()
+
+    def _recipes_from_history(self, limit: int = 500) -> None:
+        """Cells that ran before the extension was loaded made variables too: read them from
+        IPython's input history (no cell ids there: they are checked by their text)."""
+        try:
+            raw = list(getattr(self.shell.history_manager, "input_hist_raw", None) or [])
+            hidden = self.hidden_names()
+            for count, source in list(enumerate(raw))[-limit:]:
+                if count == 0 or not isinstance(source, str) or not source.strip():
+                    continue
+                self.recipes.record(
+                    source,
+                    python=self.shell.transform_cell(source),
+                    execution_count=count,
+                    transform=self.shell.transform_cell,
+                    names=lambda n: is_user_name(n) and n not in hidden,
+                )
+        except Exception:  # a recipe is a convenience: never fail loading over it
+            pass
 
     def _record_recipes(self, info: Any) -> None:
         """Note which statements of this cell make or change which variables (a syntax error
