@@ -523,3 +523,17 @@ def test_cells_run_before_the_extension_was_loaded_have_recipes(ip: Any, tmp_pat
     (step,) = m.recipes["early"].steps
     assert step.code == "early = (n for n in range(3))" and step.cell_id is None
     assert step.execution_count is not None
+
+
+def test_show_lists_the_recipes(
+    ip: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _run(ip, "c-data", "data = [3, 1, 2]")
+    _run(ip, "c-gen", "gen = (x for x in data)")
+    ip.run_line_magic("checkpoint", "save")
+    ident = _newest_manifest(tmp_path).id
+    capsys.readouterr()
+    ip.run_line_magic("checkpoint", f"show {ident}")
+    out = capsys.readouterr().out
+    assert re.search(r"skipped: gen \(generator\).*\n    gen: from cell \[\d+\], reads data\n", out)
+    assert "        gen = (x for x in data)" in out

@@ -325,6 +325,9 @@ class LineCommands:
             print("modules: " + ", ".join(f"{k} ({v})" for k, v in sorted(m.modules.items())))
         for kind, name, info in m.left_out() if m is not None else ():
             print(printable(f"{kind}: {name} ({info.type}): {_reason(info)}"))
+            if m is not None and kind == "skipped":
+                for line in describe(name, m.recipes.get(name)):
+                    print(printable("    " + line))
 
     def _cmd_restore(self, args: argparse.Namespace) -> None:
         ident = None
