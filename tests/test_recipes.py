@@ -23,7 +23,7 @@ from nbcheckpoint.capture.recipes import (
     source_hash,
     statements,
 )
-from nbcheckpoint.errors import MalformedManifest
+from nbcheckpoint.errors import MalformedManifest, VerificationError
 from nbcheckpoint.store import CheckpointStore, NotebookRef
 from nbcheckpoint.store.manifest import FORMAT_MINOR, Recipe, RecipeStep, parse
 
@@ -285,8 +285,15 @@ def test_the_recipe_is_part_of_the_signed_manifest(tmp_path: Path) -> None:
         "gen = (x for x in data)\nnext(gen)",
     )
     assert m.recipes["gen"].reads == ("data",)
-    raw = ck.raw if hasattr(ck, "raw") and ck.raw is not None else None
-    assert raw is None or "recipes" in raw
+    # Signed with the rest: a recipe edited in the store is refused with its checkpoint.
+    path = f"notebooks/{nb.key}/manifests/{ck.id:08d}.ckpt"
+    data = store.backend.read(path)
+    assert b"gen = (x for x in data)" in data
+    store.backend.replace(
+        path, data.replace(b"gen = (x for x in data)", b"gen = (x for x in evil)")
+    )
+    with pytest.raises(VerificationError, match="signature does not match"):
+        store.read_checkpoint(nb, ck.id, use_cache=False)
 
 
 def test_a_recipe_holding_a_credential_keeps_no_statements(tmp_path: Path) -> None:
@@ -361,7 +368,9 @@ def test_a_store_with_a_malformed_recipe_lists_it_and_restore_passes_over_it(
     )
     store.backend.replace(f"notebooks/{nb.key}/manifests/{good.id:08d}.ckpt", data)
     listed = {c.id: c for c in store.list(nb)}
-    assert not listed[good.id].verified or listed[good.id].manifest is None
+    bad = listed[good.id]
+    assert (bad.verified, bad.manifest, bad.status) == (False, None, "damaged")
+    assert "recipes['gen'].steps must be a list" in str(bad.problem)
     restored = store.load(nb)
     assert restored.checkpoint.id == ck.id and good.id in restored.passed_over
 
