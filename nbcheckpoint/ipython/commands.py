@@ -10,6 +10,7 @@ import argparse
 import importlib
 import shlex
 import textwrap
+import threading
 from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
@@ -368,11 +369,30 @@ class LineCommands:
                 "variables not saved (they may have side effects: read them first)."
             )
 
-    def recompute_text(self, ck: Checkpoint) -> str:
-        """Recompute what ``ck`` could not save (the panel's Recompute button); what it said."""
-        said: list[str] = []
-        self._recompute(ck, None, said.append)
-        return "\n".join(said)
+    def recompute_text(self, ck: Checkpoint, report: Any) -> None:
+        """Recompute what ``ck`` could not save (the panel's Recompute button), then
+        ``report(what it said)``.
+
+        A widget's click arrives on another thread than the cells'; the statements must run
+        where the cells run (a sqlite3 connection made elsewhere refuses the main thread),
+        so off the main thread they wait for the kernel's event loop.
+        """
+
+        def run() -> None:
+            said: list[str] = []
+            try:
+                self._recompute(ck, None, said.append)
+            except Exception as e:  # shown in the panel, as its other actions do
+                said.append(f"Could not recompute: {type(e).__name__}: {e}")
+            report("\n".join(said))
+
+        loop = None
+        if threading.current_thread() is not threading.main_thread():
+            loop = self._event_loop()
+        if loop is None:
+            run()
+        else:
+            loop.add_callback(run)
 
     def _recompute(
         self, ck: Checkpoint, names: list[str] | None = None, say: Any = None

@@ -97,7 +97,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         live: bool = True,
         clock: Callable[[], float] = time.time,
         earlier: Callable[[Checkpoint], bool] = from_earlier_kernel,
-        recompute: Callable[[Checkpoint], str] | None = None,
+        recompute: Callable[[Checkpoint, Callable[[str], None]], None] | None = None,
     ) -> None:
         self.store = store
         self.notebook = notebook
@@ -564,7 +564,9 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
             f"<pre>{escape(chr(10).join(lines))}</pre>",
             "Recompute",
             "recompute",
-            lambda: self._say(recompute(ck), "ok"),
+            # The host runs the statements on the kernel's main thread (a click arrives on
+            # another one) and reports when they are done.
+            lambda: recompute(ck, lambda text: self._say(text, "ok")),
         )
 
     def _on_confirm_yes(self, _button: Button) -> None:
