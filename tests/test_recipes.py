@@ -257,8 +257,25 @@ def test_recipes_run_in_a_copy_and_only_their_variables_come_back() -> None:
     }
     assert shown == ["gen", "conn", "a", "bad"]  # twin came with a; after never ran
     assert list(ns["gen"]) == [2, 4, 6]
-    assert ns["i"] == "restored"  # the loop variable of the recipe stayed in its copy
+    assert ns["i"] == "restored"  # the recipe's loop variable was put back
     assert "bad" not in ns and "after" not in ns
+
+
+def test_what_a_recipe_defines_looks_up_the_notebooks_globals() -> None:
+    ns: dict[str, Any] = {"data": [1, 2], "k": 10}
+    recipes = {
+        "gen": _recipe("gen = (x * k for x in data)", "data", "k"),
+        "scale": _recipe("k = 3\nscale = lambda x: x * k", "k"),
+    }
+    outcomes = run_recipes(["gen", "scale"], recipes, ns)
+    assert [o.ok for o in outcomes] == [True, True]
+    assert ns["k"] == 10  # the recipe's own k = 3 was put back
+    ns["k"] = 100
+    assert list(ns["gen"]) == [100, 200]  # the generator reads the notebook's k, as before
+    assert ns["scale"](2) == 200
+    ns.pop("scale")
+    untouched = run_recipes(["scale"], {"scale": _recipe("pass")}, ns)
+    assert [(o.ok, o.detail) for o in untouched] == [(False, "its statements did not assign it")]
 
 
 # ------------------------------------------------------------ the manifest field

@@ -29,7 +29,7 @@ import builtins
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -631,16 +631,32 @@ class Outcome:
     detail: str
 
 
+_MISSING = object()
+
+
+def _put_back(namespace: dict[str, Any], was: Mapping[str, Any], names: Iterable[str]) -> None:
+    """Give ``names`` the values in ``was`` again (unbinding those that had none)."""
+    for n in names:
+        if was[n] is _MISSING:
+            namespace.pop(n, None)
+        else:
+            namespace[n] = was[n]
+
+
 def run_recipes(
     order: Iterable[str],
     recipes: Mapping[str, Recipe],
-    namespace: MutableMapping[str, Any],
+    namespace: dict[str, Any],
     before: Callable[[str, Recipe], None] = lambda name, recipe: None,
 ) -> list[Outcome]:
-    """Run each recipe of ``order`` in a copy of ``namespace`` and put back only its variable
-    (and any other variable of ``order`` its statements made the same way), so the
-    statements cannot rebind the other restored variables. ``before`` runs first (to show
-    the recipe). A failure is reported and stops only what depends on it.
+    """Run each recipe of ``order`` in ``namespace`` and keep only its variable (and any other
+    variable of ``order`` its statements made the same way): every other name the statements
+    bind (a loop variable, a restored variable assigned again) is put back as it was, so a
+    recipe cannot undo the restore. ``before`` runs first (to show the recipe). A failure
+    puts back everything the recipe bound, is reported, and stops only what depends on it.
+
+    The statements run in the namespace itself, not in a copy, so that what they define
+    (a generator expression, a lambda) looks up globals there, as the cell's did.
     """
     outcomes: list[Outcome] = []
     failed: set[str] = set()
@@ -656,26 +672,34 @@ def run_recipes(
             outcomes.append(Outcome(name, False, f"not run: {', '.join(blocked)} failed"))
             continue
         before(name, recipe)
-        scratch = dict(namespace)
+        bound = {name}
+        for step in recipe.steps:
+            for s in statements(step.code):
+                bound |= s.binds
+        was = {n: namespace.get(n, _MISSING) for n in bound}
         try:
             for step in recipe.steps:
-                exec(compile(step.code, f"<recipe of {name}>", "exec"), scratch)
+                exec(compile(step.code, f"<recipe of {name}>", "exec"), namespace)
         except BaseException as e:
+            _put_back(namespace, was, bound)
             if isinstance(e, KeyboardInterrupt):
                 raise
             failed.add(name)
             outcomes.append(Outcome(name, False, f"{type(e).__name__}: {e}"))
             continue
-        if name not in scratch:
+        if namespace.get(name, _MISSING) is was[name]:
+            _put_back(namespace, was, bound)
             failed.add(name)
             outcomes.append(Outcome(name, False, "its statements did not assign it"))
             continue
         # Variables made by the very same statements come back together, run once.
         twins = [
-            n for n in order if n not in done and n in scratch and recipes[n].steps == recipe.steps
+            n
+            for n in order
+            if n not in done and n in namespace and n in bound and recipes[n].steps == recipe.steps
         ]
+        _put_back(namespace, was, bound - set(twins))
         for n in twins:
-            namespace[n] = scratch[n]
             done.add(n)
-            outcomes.append(Outcome(n, True, type(scratch[n]).__name__))
+            outcomes.append(Outcome(n, True, type(namespace[n]).__name__))
     return outcomes
