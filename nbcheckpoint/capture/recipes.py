@@ -2,13 +2,14 @@
 
 A *recipe* is a list of steps, one per cell, each with the cell's id (when the frontend
 sends one), execution count, the sha256 of the cell's text, and the top-level statements
-of that cell that bound the variable (``=``, ``+=``, ``for``/``with`` targets, imports,
-``def``/``class``) or changed it in place (a method call ``conn.execute(...)``, an item or
+of that cell that bound the variable (``=``, ``+=``, ``for``/``with`` targets,
+``def``/``class``; modules need none, they come back as imports) or changed it in place (a method call ``conn.execute(...)``, an item or
 attribute assignment, ``next(gen)``). A new binding starts the recipe over. The free names
 the steps read are worked out when a checkpoint is written.
 
 Nothing here runs a recipe on its own: :func:`run_recipes` runs the steps it is given, in
-dependency order, in a copy of the namespace, and copies back only the variables asked for.
+the order :func:`plan_recompute` worked out, and keeps only the variables asked for (every
+other name the steps bind is put back as it was).
 
 Examples
 --------
