@@ -10,7 +10,7 @@ the next cell, or as soon as the writer is done and the kernel idle, or at exit.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +63,9 @@ class AutoSaver:
         settings: Callable[[], AutoSettings],
         event_loop: Callable[[], Any] = lambda: None,
         warn: Callable[[str], None] = print,
+        recipes: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
+        self.recipes = recipes
         self.ns = ns
         self.open_store = open_store
         self.notebook = notebook
@@ -222,6 +224,7 @@ class AutoSaver:
                 max_size=settings.max_size,
                 base=base,
                 changed=changed,
+                recipes=self.recipes,
             )
         )
         self.collect()

@@ -185,6 +185,8 @@ class CellRun:
         self.overdue = 0
         self.longest_wait = 0.0
         self._resumed: dict[str, Any] | None = None
+        # How variables were made (the magics' recipe book): recorded for those skipped.
+        self.recipes: Mapping[str, Mapping[str, Any]] | None = None
 
     # --------------------------------------------------------------- timing
     def start(self, filename: str | None = None) -> None:
@@ -319,6 +321,7 @@ class CellRun:
             include_credentials=self.options.include_credentials,
             keep=self.options.keep,
             max_size=self.options.max_size,
+            recipes=self.recipes,
         )
 
     def _position(self, sp: int | None, pairs: tuple[int | None, ...]) -> dict[str, Any]:

@@ -46,6 +46,8 @@ class Job:
     max_size: int | None = None
     base: Checkpoint | None = None
     changed: set[str] | None = None
+    # How variables were made: those the snapshot skips are recorded with it.
+    recipes: Mapping[str, Mapping[str, Any]] | None = None
 
 
 @dataclass
@@ -84,6 +86,7 @@ def _prepare(store: CheckpointStore, job: Job) -> PendingSave:
         include_credentials=job.include_credentials,
         base=job.base,
         changed=job.changed,
+        recipes=job.recipes,
     )
 
 

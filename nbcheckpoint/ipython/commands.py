@@ -10,6 +10,7 @@ import argparse
 import importlib
 import shlex
 import textwrap
+import threading
 from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
@@ -18,11 +19,19 @@ from IPython.core.magic_arguments import MagicArgumentParser
 from ..capture.arm import available
 from ..capture.engine import install_runtime, kernel_identity
 from ..capture.names import user_names
+from ..capture.recipes import (
+    Outcome,
+    changed_step,
+    describe,
+    notebook_cells,
+    plan_recompute,
+    run_recipes,
+)
 from ..capture.resume import left_out
 from ..capture.writer import MODES, choose, estimate_bytes
 from ..errors import CheckpointError, ConfigError
 from ..format import human_bytes, parse_duration, parse_size, printable, relative_time, table
-from ..store import Restored, load_key
+from ..store import Checkpoint, Restored, load_key
 from ..store.diff import diff_sides, live_side, read_side, render
 from ..store.manifest import LeftOut
 from ..store.serializer import restore_rng
@@ -139,10 +148,16 @@ def build_parser() -> MagicArgumentParser:
     p = command(
         "restore",
         "Put variables back (default: the newest checkpoint that verifies, every variable).",
-        usage="%(prog)s [ID] [NAME ...] [--trust] [--store URL]",
+        usage="%(prog)s [ID] [NAME ...] [--recompute] [--trust] [--store URL]",
     )
     p.add_argument(
         "args", nargs="*", metavar="[ID] [NAME ...]", help="A checkpoint id, then variables"
+    )
+    p.add_argument(
+        "--recompute",
+        action="store_true",
+        help="Then re-run the recorded statements that made the variables it could not save "
+        "(shown first; they may have side effects)",
     )
     p.add_argument(
         "--trust",
@@ -328,6 +343,9 @@ class LineCommands:
             print("modules: " + ", ".join(f"{k} ({v})" for k, v in sorted(m.modules.items())))
         for kind, name, info in m.left_out() if m is not None else ():
             print(printable(f"{kind}: {name} ({info.type}): {_reason(info)}"))
+            if m is not None and kind == "skipped":
+                for line in describe(name, m.recipes.get(name)):
+                    print(printable("    " + line))
 
     def _cmd_diff(self, args: argparse.Namespace) -> None:
         first = _short_id(args.before)
@@ -352,6 +370,20 @@ class LineCommands:
             ident = _short_id(names.pop(0))
         store = self.open_store(args.store)
         nb = self.notebook_ref()
+        recompute: list[str] | None = None
+        if names and args.recompute:
+            # NAMEs the checkpoint skipped are recomputed, the others restored.
+            ident = ident if ident is not None else store.latest_id(nb)
+            if ident is None:
+                raise UsageError(f"No checkpoints yet for {nb.path}.")
+            m = store.read_checkpoint(nb, ident, trust=args.trust).manifest
+            skipped = set(m.skipped) if m is not None else set()
+            recompute = [n for n in names if n in skipped]
+            names = [n for n in names if n not in skipped]
+            if not names:
+                ck = store.read_checkpoint(nb, ident, trust=args.trust)
+                self._recompute(ck, recompute)
+                return
         restored = store.load(nb, ident, names or None, trust=args.trust)
         self.apply(restored)
         print(self.describe_restore(restored))
@@ -361,11 +393,91 @@ class LineCommands:
             now = user_names(ns, ns.keys(), self.hidden_names())
             for line in left_out(restored, now, store.list(nb)).lines(restored.checkpoint):
                 print(line)
+        m = restored.checkpoint.manifest
+        if args.recompute:
+            self._recompute(restored.checkpoint, recompute)
+        elif m is not None and any(r.steps for r in m.recipes.values()):
+            print(
+                "Run %checkpoint restore --recompute to re-run the statements shown for the "
+                "variables not saved (they may have side effects: read them first)."
+            )
+
+    def recompute_text(self, ck: Checkpoint, report: Any) -> None:
+        """Recompute what ``ck`` could not save (the panel's Recompute button), then
+        ``report(what it said)``.
+
+        A widget's click arrives on another thread than the cells'; the statements must run
+        where the cells run (a sqlite3 connection made elsewhere refuses the main thread),
+        so off the main thread they wait for the kernel's event loop.
+        """
+
+        def run() -> None:
+            said: list[str] = []
+            try:
+                self._recompute(ck, None, said.append)
+            except Exception as e:  # shown in the panel, as its other actions do
+                said.append(f"Could not recompute: {type(e).__name__}: {e}")
+            report("\n".join(said))
+
+        loop = None
+        if threading.current_thread() is not threading.main_thread():
+            loop = self._event_loop()
+        if loop is None:
+            run()
+        else:
+            loop.add_callback(run)
+
+    def _recompute(
+        self, ck: Checkpoint, names: list[str] | None = None, say: Any = None
+    ) -> list[Outcome]:
+        """Re-run the recipes of the variables ``ck`` skipped (or of ``names``), in order,
+        after refusing those whose cells changed or whose inputs are missing."""
+        say = say or (lambda text: print(text, flush=True))
+        m = ck.manifest
+        if m is None:
+            return []
+        wanted = sorted(m.skipped) if names is None else names
+        if not wanted:
+            say(f"Checkpoint #{ck.id} has no variable it could not save: nothing to recompute.")
+            return []
+        cells = notebook_cells(self.notebook_ref().path)
+        ns = self.user_ns
+        plan = plan_recompute(
+            wanted,
+            dict(m.recipes),
+            lambda name: name in ns,
+            refuse=lambda name, recipe: changed_step(recipe, cells),
+        )
+        if cells is None and plan.order:
+            say("(No notebook file here to check the cells against: recipes run as recorded.)")
+
+        def before(name: str, recipe: Any) -> None:
+            say("Recomputing " + "\n".join(printable(line) for line in describe(name, recipe)))
+
+        outcomes = run_recipes(plan.order, dict(m.recipes), ns, before)
+        lines = []
+        for outcome in outcomes:
+            if outcome.ok:
+                self.recipes.learn(outcome.name, m.recipes[outcome.name])
+                lines.append(f"  recomputed: {outcome.name} ({outcome.detail})")
+            else:
+                lines.append(f"  failed: {outcome.name}: {outcome.detail}")
+        for name, why in plan.refused.items():
+            lines.append(f"  not recomputed: {name}: {why}")
+        if lines:
+            say("\n".join(printable(line) for line in lines))
+        return outcomes
 
     def apply(self, restored: Restored) -> list[str]:
         """Put restored variables, imports and random states into the user namespace."""
         ns = self.user_ns
         ns.update(restored.values)
+        # Restored values were not made by this kernel's cells; skipped ones keep their recipe.
+        self.recipes.forget([*restored.values, *restored.modules])
+        m = restored.checkpoint.manifest
+        for name, recipe in m.recipes.items() if m is not None else ():
+            if name not in self.recipes:
+                self.recipes.learn(name, recipe)
         # The AST of the restoring cell does not name these: tell auto mode they changed.
         self._auto_pending |= set(restored.values) | set(restored.modules)
         problems = []
@@ -404,6 +516,8 @@ class LineCommands:
         ]
         for _kind, name, info in m.left_out() if m is not None else ():
             lines.append(f"  not saved: {name} ({info.type}): {_reason(info)}")
+            if m is not None and name in m.skipped:
+                lines.extend("    " + line for line in describe(name, m.recipes.get(name)))
         for name, why in sorted(restored.failed.items()):
             lines.append(f"  not restored: {name}: {why}")
         for ident, why in sorted(restored.passed_over.items(), reverse=True):
@@ -427,6 +541,7 @@ class LineCommands:
             include_credentials=self.include_credentials,
             keep=self._keep_count(),
             max_size=self._max_size_bytes(),
+            recipes=self.recipes,
         )
         print(
             f"Saved checkpoint #{ck.id}: {len(ck.variables)} variables, {human_bytes(ck.total_bytes)} "

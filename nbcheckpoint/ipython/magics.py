@@ -30,6 +30,7 @@ from ..capture.names import (
     is_user_name,
     user_names,
 )
+from ..capture.recipes import RecipeBook
 from ..capture.resume import Refusal, ResumePlan, left_out, plan_resume
 from ..capture.rewrite import instrument
 from ..capture.writer import MODES
@@ -186,6 +187,10 @@ class Checkpoint(LineCommands, Magics):
         self._cell_info: Any = None
         self._ref_cache: tuple[tuple[Any, ...], NotebookRef] | None = None
         self.transformer: CellTransformer | None = None  # set by the extension
+        # How each variable was made, from the cells as they run: a checkpoint records the
+        # recipes of the variables it cannot pickle (see capture/recipes.py).
+        self.recipes = RecipeBook()
+        self._recipes_from_history()
 
     # --------------------------------------------------------------- plumbing
     @property
@@ -326,6 +331,7 @@ class Checkpoint(LineCommands, Magics):
             DisplayReporter(),
             hidden=self.hidden_names,
         )
+        run.recipes = self.recipes
         token = next(self._tokens)
         self._pending[token] = Prepared(run, resume, notes)
         begin = call_statement(BEGIN, token, module.body[0])
@@ -435,7 +441,51 @@ class Checkpoint(LineCommands, Magics):
     def pre_run_cell(self, info: Any) -> None:
         self._cell_info = info
         self._cell_started = time.monotonic()
+        self._record_recipes(info)
         self.autosaver.cell_started()
+
+    def _recipes_from_history(self, limit: int = 500) -> None:
+        """Cells that ran before the extension was loaded made variables too: read them from
+        IPython's input history (no cell ids there: they are checked by their text)."""
+        try:
+            raw = list(getattr(self.shell.history_manager, "input_hist_raw", None) or [])
+            hidden = self.hidden_names()
+            for count, source in list(enumerate(raw))[-limit:]:
+                if count == 0 or not isinstance(source, str) or not source.strip():
+                    continue
+                self.recipes.record(
+                    source,
+                    python=self.shell.transform_cell(source),
+                    execution_count=count,
+                    transform=self.shell.transform_cell,
+                    names=lambda n: is_user_name(n) and n not in hidden,
+                )
+        except Exception:  # a recipe is a convenience: never fail loading over it
+            pass
+
+    def _record_recipes(self, info: Any) -> None:
+        """Note which statements of this cell make or change which variables (a syntax error
+        or any surprise only means no recipe: the cell itself must run as usual)."""
+        raw = getattr(info, "raw_cell", None)
+        if not isinstance(raw, str) or not raw.strip():
+            return
+        hidden = self.hidden_names()
+        try:
+            python = getattr(info, "transformed_cell", None) or self.shell.transform_cell(raw)
+            self.recipes.record(
+                raw,
+                python=python,
+                cell_id=getattr(info, "cell_id", None),
+                execution_count=(
+                    self.shell.execution_count - 1
+                    if getattr(info, "store_history", False)
+                    else None
+                ),
+                transform=self.shell.transform_cell,
+                names=lambda n: is_user_name(n) and n not in hidden,
+            )
+        except Exception:  # a recipe is a convenience: never fail the cell over it
+            pass
 
     def post_run_cell(self, result: Any) -> None:
         run, self.current = self.current, None
@@ -459,6 +509,7 @@ class Checkpoint(LineCommands, Magics):
                 self.hidden_names,
                 self._auto_settings,
                 event_loop=self._event_loop,
+                recipes=self.recipes,
             )
             self.__dict__["_autosaver"] = saver
         return saver

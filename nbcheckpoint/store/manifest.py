@@ -30,7 +30,8 @@ from typing import Any, NoReturn, TypeVar
 from ..errors import MalformedManifest, NewerFormat
 
 FORMAT = 2
-# Minor 1: a variable may record its ``shape`` and ``dtype`` (arrays, DataFrames, Series).
+# Minor 1: a variable may record its ``shape`` and ``dtype`` (arrays, DataFrames, Series), and
+# ``recipes`` says how each skipped variable was made. Older readers ignore both.
 FORMAT_MINOR = 1
 STATUSES = ("running", "interrupted", "complete", "manual", "auto")
 PICKLERS = ("pickle", "dill")
@@ -172,6 +173,35 @@ class LeftOut:
 
 
 @dataclass(frozen=True)
+class RecipeStep:
+    """Statements of one cell in a recipe: the cell (id, execution count, sha256 of its
+    text when it ran) and the top-level statements that made or changed the variable."""
+
+    source_hash: str
+    code: str
+    cell_id: str | None = None
+    execution_count: int | None = None
+
+    @property
+    def cell(self) -> str:
+        """``cell [4]``, ``cell 1f2e0a9b`` or ``a cell``: how messages name the cell."""
+        if self.execution_count is not None:
+            return f"cell [{self.execution_count}]"
+        if self.cell_id:
+            return f"cell {self.cell_id[:8]}"
+        return "a cell"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a skipped variable was made: its steps, the names they read, or why there are none."""
+
+    steps: tuple[RecipeStep, ...] = ()
+    reads: tuple[str, ...] = ()
+    note: str | None = None
+
+
+@dataclass(frozen=True)
 class Stats:
     """What the save cost."""
 
@@ -203,6 +233,8 @@ class Manifest:
     stats: Stats = field(default_factory=Stats)
     parent: int | None = None
     format_minor: int = FORMAT_MINOR
+    # Per skipped variable, how it was made (format_minor 1; absent before).
+    recipes: Mapping[str, Recipe] = field(default_factory=lambda: _EMPTY)
 
     @property
     def total_bytes(self) -> int:
@@ -252,6 +284,7 @@ class Manifest:
             "blobs": {h: {"size": size} for h, size in self.blobs.items()},
             "versions": dict(self.versions),
             "stats": _fields(self.stats),
+            "recipes": {n: _recipe_dict(r) for n, r in self.recipes.items()},
         }
 
 
@@ -269,6 +302,14 @@ def _variable_dict(v: Variable) -> dict[str, Any]:
     if v.dtype is None:
         del out["dtype"]
     return out
+
+
+def _recipe_dict(recipe: Recipe) -> dict[str, Any]:
+    return {
+        "steps": [_fields(s) for s in recipe.steps],
+        "reads": list(recipe.reads),
+        "note": recipe.note,
+    }
 
 
 def _position_dict(position: Position) -> dict[str, Any]:
@@ -532,6 +573,11 @@ class _Reader:
             raise self.fail("rng", "names a blob the manifest does not list")
         cell = need(body, "cell", "")
         position = need(body, "position", "")
+        recipes = body.get("recipes", {}) if minor >= 1 else {}
+        skipped = self.table(need(body, "skipped", ""), "skipped", self.left_out)
+        for name in self.obj(recipes, "recipes"):
+            if name not in skipped:
+                raise self.fail(f"recipes[{_short(repr(name))}]", "is not a skipped variable")
         return Manifest(
             id=ident,
             notebook=notebook,
@@ -543,7 +589,7 @@ class _Reader:
             groups=groups,
             variables=variables,
             modules=self.table(need(body, "modules", ""), "modules", self.text),
-            skipped=self.table(need(body, "skipped", ""), "skipped", self.left_out),
+            skipped=skipped,
             withheld=self.table(need(body, "withheld", ""), "withheld", self.left_out),
             rng=rng,
             blobs=blobs,
@@ -551,6 +597,7 @@ class _Reader:
             stats=self.stats(need(body, "stats", "")),
             parent=self.opt_whole(need(body, "parent", ""), "parent", 1),
             format_minor=minor,
+            recipes=self.table(recipes, "recipes", self.recipe),
         )
 
     def notebook(self, value: Any) -> NotebookInfo:
@@ -624,6 +671,30 @@ class _Reader:
             self.text(self.need(d, "type", where), f"{where}.type"),
             self.text(self.need(d, "reason", where), f"{where}.reason"),
             self.opt_text(d.get("where"), f"{where}.where"),
+        )
+
+    def recipe(self, value: Any, where: str) -> Recipe:
+        d = self.obj(value, where)
+        steps = tuple(
+            self.recipe_step(s, f"{where}.steps[{i}]")
+            for i, s in enumerate(self.items(self.need(d, "steps", where), f"{where}.steps"))
+        )
+        reads = self.strings(self.need(d, "reads", where), f"{where}.reads")
+        for i, name in enumerate(reads):
+            if not name.isidentifier():
+                raise self.fail(f"{where}.reads[{i}]", "is not a variable name")
+        return Recipe(steps, reads, self.opt_text(d.get("note"), f"{where}.note"))
+
+    def recipe_step(self, value: Any, where: str) -> RecipeStep:
+        d = self.obj(value, where)
+        digest = self.text(self.need(d, "source_hash", where), f"{where}.source_hash")
+        if not (len(digest) == 64 and set(digest) <= _HEX):
+            raise self.fail(f"{where}.source_hash", "is not a sha256")
+        return RecipeStep(
+            source_hash=digest,
+            code=self.text(self.need(d, "code", where), f"{where}.code"),
+            cell_id=self.opt_text(d.get("cell_id"), f"{where}.cell_id"),
+            execution_count=self.opt_whole(d.get("execution_count"), f"{where}.execution_count"),
         )
 
     def cell(self, value: Any) -> CellInfo:

@@ -476,6 +476,7 @@ class CheckpointStore:
         max_size: int | None = None,
         base: Checkpoint | None = None,
         changed: Iterable[str] | None = None,
+        recipes: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Checkpoint:
         """Snapshot variables of ``namespace`` as a new checkpoint of ``notebook``.
 
@@ -490,6 +491,8 @@ class CheckpointStore:
         base, changed : incremental save. Groups of ``base`` that hold none of the
             ``changed`` names, and whose names are all still saved, are recorded again
             without pickling. Objects changed behind the back of ``changed`` are missed.
+        recipes : how variables were made (``{name: {"steps", "reads", "note"}}``, see
+            ``capture/recipes.py``); those of the variables that are skipped are recorded.
         """
         pending = self.prepare(
             namespace,
@@ -503,6 +506,7 @@ class CheckpointStore:
             snapshot=snapshot,
             base=base,
             changed=changed,
+            recipes=recipes,
         )
         return self.commit(pending, keep=keep, max_size=max_size)
 
@@ -520,6 +524,7 @@ class CheckpointStore:
         snapshot: Snapshot | None = None,
         base: Checkpoint | None = None,
         changed: Iterable[str] | None = None,
+        recipes: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> PendingSave:
         """The part of a save that must see the namespace: pickle it and address every blob.
 
@@ -550,6 +555,7 @@ class CheckpointStore:
                 base=base,
                 changed=changed,
                 exclude=carriers,
+                recipes=recipes,
             )
             if not found:
                 return pending
@@ -575,6 +581,7 @@ class CheckpointStore:
         base: Checkpoint | None,
         changed: Iterable[str] | None,
         exclude: Mapping[str, dict[str, str]],
+        recipes: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> tuple[PendingSave, dict[str, dict[str, str]]]:
         """One attempt at :meth:`prepare`; also returns the variables found carrying the key."""
         started = time.perf_counter()
@@ -707,6 +714,7 @@ class CheckpointStore:
             "blobs": blobs,
             "versions": _versions(),
             "stats": {},
+            "recipes": _recipes(recipes, snap.skipped, secrets),
         }
         pending = PendingSave(notebook, body, data, learned, started, learned_whole)
         return pending, found
@@ -1385,6 +1393,32 @@ def _redacted(obj: Any, secrets: Iterable[str], shapes: bool = True) -> Any:
     if isinstance(obj, (builtins.list, tuple)):
         return [_redacted(v, secrets, shapes) for v in obj]
     return obj
+
+
+def _recipes(
+    recipes: Mapping[str, Mapping[str, Any]] | None,
+    skipped: Mapping[str, Any],
+    secrets: Iterable[str],
+) -> dict[str, Any]:
+    """The recipes of the skipped variables. A recipe whose statements spell out a value
+    withheld from the checkpoint keeps no statements (running redacted code would be wrong)."""
+    out: dict[str, Any] = {}
+    if not recipes:
+        return out
+    secrets = builtins.list(secrets)
+    for name in skipped:
+        recipe = recipes.get(name)
+        if recipe is None:
+            continue
+        recipe = {
+            "steps": [dict(s) for s in recipe.get("steps", ())],
+            "reads": builtins.list(recipe.get("reads", ())),
+            "note": recipe.get("note"),
+        }
+        if _redacted(recipe, secrets) != recipe:
+            recipe = {"steps": [], "reads": [], "note": "its statements hold a credential"}
+        out[name] = recipe
+    return out
 
 
 def _without(snap: Snapshot, names: set[str]) -> Snapshot:

@@ -14,6 +14,7 @@ from ipywidgets import HTML, Button, HBox, Layout, Output, SelectMultiple, Toggl
 from ..capture import events
 from ..capture.engine import from_earlier_kernel
 from ..capture.names import user_names
+from ..capture.recipes import describe as describe_recipe
 from ..errors import CheckpointError
 from ..format import human_bytes
 from ..store import Checkpoint, CheckpointStore, NotebookRef, Restored
@@ -103,6 +104,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         clock: Callable[[], float] = time.time,
         earlier: Callable[[Checkpoint], bool] = from_earlier_kernel,
         hidden: Callable[[], Iterable[str]] = lambda: (),
+        recompute: Callable[[Checkpoint, Callable[[str], None]], None] | None = None,
     ) -> None:
         self.store = store
         self.notebook = notebook
@@ -112,6 +114,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         self._clock = clock
         self._earlier = earlier
         self._hidden = hidden
+        self._recompute = recompute
         self._checkpoints: list[Checkpoint] = []
         self._by_id: dict[int, Checkpoint] = {}
         self._disk_bytes: int | None = None
@@ -158,6 +161,12 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
             "thumb-tack",
         )
         self.refresh_button = _button("Refresh", "Read the store again", "refresh")
+        self.recompute_button = _button(
+            "Recompute",
+            "Re-run the recorded statements that made the variables this checkpoint could not "
+            "save, after restoring it (shows them and asks first)",
+            "cogs",
+        )
         self.actions = HBox(
             [
                 self.restore_all_button,
@@ -165,6 +174,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
                 self.delete_button,
                 self.pin_button,
                 self.refresh_button,
+                self.recompute_button,
             ]
         )
         self.confirm_text = HTML()
@@ -212,6 +222,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         self.delete_button.on_click(self._on_delete)
         self.pin_button.on_click(self._on_pin)
         self.refresh_button.on_click(self._on_refresh)
+        self.recompute_button.on_click(self._on_recompute)
         self.confirm_yes.on_click(self._on_confirm_yes)
         self.confirm_no.on_click(self._on_confirm_no)
 
@@ -248,6 +259,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
             apply=host.apply,
             describe=host.describe_restore,
             hidden=host.hidden_names,
+            recompute=getattr(host, "recompute_text", None),
         )
 
     # ------------------------------------------------------------ state
@@ -406,6 +418,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         ck = self.selected
         for button in (self.restore_all_button, self.delete_button, self.pin_button):
             button.disabled = ck is None
+        self.recompute_button.disabled = not self._recipes(ck)
         if ck is None:
             self.details.value = ""
             self._set_variables([])
@@ -555,6 +568,30 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
 
         self._cancel_pending()
         self._run("pin the checkpoint", pin)
+
+    def _recipes(self, ck: Checkpoint | None) -> list[str]:
+        """The lines that show ``ck``'s recipes, or none when there is nothing to recompute."""
+        m = ck.manifest if ck is not None else None
+        if m is None or self._recompute is None or not any(r.steps for r in m.recipes.values()):
+            return []
+        return [line for n in sorted(m.skipped) for line in describe_recipe(n, m.recipes.get(n))]
+
+    def _on_recompute(self, _button: Button) -> None:
+        ck = self.selected
+        lines = self._recipes(ck)
+        if ck is None or not lines or self._recompute is None:
+            self._say("This checkpoint has no recipe to run.", "error")
+            return
+        recompute = self._recompute
+        self._confirm(
+            f"Run these statements from your cells? They may have side effects."
+            f"<pre>{escape(chr(10).join(lines))}</pre>",
+            "Recompute",
+            "recompute",
+            # The host runs the statements on the kernel's main thread (a click arrives on
+            # another one) and reports when they are done.
+            lambda: recompute(ck, lambda text: self._say(text, "ok")),
+        )
 
     def _on_confirm_yes(self, _button: Button) -> None:
         action, self._pending = self._pending, None
