@@ -401,3 +401,103 @@ def _s3_blob_names(store: CheckpointStore) -> set[str]:
         for prefix in store.backend.listdir("blobs")
         for rest in store.backend.listdir(f"blobs/{prefix}")
     }
+
+
+# ------------------------------------- a save waits for the gcs that may not have seen it
+def _save_in_thread(
+    store: CheckpointStore, value: dict[str, Any], nb: NotebookRef
+) -> tuple[threading.Thread, dict[str, Any]]:
+    result: dict[str, Any] = {}
+
+    def save() -> None:
+        try:
+            result["ck"] = store.save(value, nb, keep=UNLIMITED)
+        except StoreWriteError as e:
+            result["error"] = e
+
+    thread = threading.Thread(target=save)
+    thread.start()
+    return thread, result
+
+
+def _lease_visible(store: CheckpointStore) -> None:
+    deadline = time.monotonic() + 60
+    while not any(n.endswith(".save") for n in store.backend.listdir(LEASES)):
+        assert time.monotonic() < deadline, "the save never took its lease"
+        time.sleep(0.01)
+
+
+def test_a_save_that_reuses_a_blob_waits_for_a_gc_that_may_not_have_seen_its_lease(
+    local_store_url: str, nb: NotebookRef
+) -> None:
+    # The race S3 showed under load: a gc reads the leases (none yet), a save takes its
+    # lease, finds a garbage blob present and reuses it, publishes, checks the blob is still
+    # there, and is acknowledged; then the gc, which had judged the blob unused, deletes it.
+    store = CheckpointStore(local_store_url)
+    other = NotebookRef.from_path("/elsewhere/scratch.ipynb")
+    value = {"big": np.arange(70_000.0)}
+    garbage = store.save(value, other, keep=UNLIMITED)
+    store.delete(other, garbage.id)
+    blobs = set(garbage.body["blobs"])
+    gc_clock = StoreClock.read(store.backend)  # a gc that has already looked at the leases
+
+    thread, result = _save_in_thread(store, value, nb)
+    _lease_visible(store)
+    thread.join(timeout=2.0)
+    assert thread.is_alive(), f"the save returned while a gc older than it ran: {result}"
+    for h in blobs:  # the gc deletes what it judged unused before the lease existed
+        store.backend.delete(f"blobs/{h[:2]}/{h[2:]}")
+    gc_clock.done()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    if "ck" in result:  # put back from bytes in hand: then it must load whole
+        loaded = CheckpointStore(local_store_url).load(nb, result["ck"].id).values
+        np.testing.assert_array_equal(loaded["big"], value["big"])
+    else:
+        assert "a gc removed a blob" in str(result["error"])
+        assert CheckpointStore(local_store_url).list(nb) == []
+
+
+def test_a_save_does_not_wait_for_a_dead_gc(
+    local_store_url: str, nb: NotebookRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nbcheckpoint.store.leases as leases_module
+
+    store = CheckpointStore(local_store_url)
+    store.save({"x": 1}, nb, keep=UNLIMITED)  # the store exists
+    # One gc of another host whose marker stopped changing, one of this host whose process
+    # is gone: neither is waited for (the first after GC_STALE, here 0.3 s).
+    monkeypatch.setattr(leases_module, "GC_STALE", 0.3)
+    store.backend.create(f"{LEASES}/elsewhere-4242-{'a' * 32}.gc", lambda f: None)
+    dead = 2**22 + 12345
+    while True:
+        try:
+            os.kill(dead, 0)
+        except ProcessLookupError:
+            break
+        dead += 1
+    store.backend.create(f"{LEASES}/{socket.gethostname()}-{dead}-{'b' * 32}.gc", lambda f: None)
+    thread, result = _save_in_thread(store, {"x": 2}, nb)
+    thread.join(timeout=60)
+    assert not thread.is_alive() and "ck" in result, result
+
+
+def test_a_running_gc_renews_its_marker(
+    local_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nbcheckpoint.store.leases as leases_module
+
+    store = CheckpointStore(local_store_url)
+    store.save({"x": 1}, NotebookRef.from_path("/a/b.ipynb"), keep=UNLIMITED)
+    clock = StoreClock.read(store.backend)
+    path = os.path.join(store.backend.root, *clock.path.split("/"))  # type: ignore[attr-defined]
+    st = os.stat(path)
+    os.utime(path, (st.st_atime - 100, st.st_mtime - 100))
+    before = os.stat(path).st_mtime
+    clock.renew_if_due()  # not due yet
+    assert os.stat(path).st_mtime == before
+    monkeypatch.setattr(leases_module, "GC_RENEW", 0.0)
+    clock.renew_if_due()
+    assert os.stat(path).st_mtime > before
+    assert clock.now == pytest.approx(before + 100, abs=1)  # the gc's "now" stays its start
+    clock.done()

@@ -37,6 +37,10 @@ GC = ".gc"
 # hundred GB on a slow link, between two renewals.
 LEASE_TTL = 6 * 3600.0
 LEASE_RENEW = 600.0
+# A running gc rewrites its marker at least this often; a save waiting for a gc to finish
+# takes a marker unchanged for GC_STALE seconds (of its own monotonic clock) for a dead gc's.
+GC_RENEW = 5.0
+GC_STALE = 60.0
 # Blob addresses are BLAKE3 hex digests; any future manifest format must keep them as
 # hex text, so that an installation that cannot read it still finds them.
 _HASH_RUN = re.compile(rb"[0-9a-fA-F]{64,}")
@@ -75,6 +79,9 @@ class Lease:
         self._data = data
         self._renewed = time.monotonic()
         self._lock = threading.Lock()
+        # The gcs running when this lease became visible: they may have looked at the
+        # leases before it, and may still delete a blob this save finds present.
+        self.gcs_before: set[str] = set()
 
     @classmethod
     def take(cls, backend: Backend, notebook: str, blobs: Iterable[str]) -> Lease:
@@ -83,7 +90,42 @@ class Lease:
         # Durability does not matter (a lease of a crashed machine protects nothing), only
         # visibility: the folder's fsync is left to a batch that is never synced.
         backend.create(path, _written(data), folders=FolderSync())
-        return cls(backend, path, data)
+        lease = cls(backend, path, data)
+        lease.gcs_before = set(gc_markers(backend))
+        return lease
+
+    def wait_for_gcs(self, sleep: Callable[[float], None] = time.sleep) -> None:
+        """Return once every gc that was running when this lease appeared has finished.
+
+        A gc that read the leases before this one existed can delete a blob this save found
+        present, at any time until it ends: only after that is a check that the blob is still
+        there final. A gc that started later sees the lease and spares its blobs. A marker
+        unchanged for GC_STALE seconds (a running gc rewrites it every GC_RENEW), or naming a
+        process of this host that no longer exists, is a dead gc's: it is not waited for.
+        """
+        waiting = {m for m in self.gcs_before if m != "?"}
+        seen: dict[str, tuple[float, float]] = {}  # marker -> (its mtime, when that changed)
+        pause = 0.02
+        while waiting:
+            present = set(gc_markers(self.backend))
+            waiting &= present
+            now = time.monotonic()
+            for marker in list(waiting):
+                if _same_host_dead(marker.rsplit(".", 1)[0]):
+                    waiting.discard(marker)
+                    continue
+                try:
+                    mtime = self.backend.mtime(f"{LEASES}/{marker}")
+                except FileNotFoundError:
+                    waiting.discard(marker)
+                    continue
+                if marker not in seen or seen[marker][0] != mtime:
+                    seen[marker] = (mtime, now)
+                elif now - seen[marker][1] > GC_STALE:
+                    waiting.discard(marker)
+            if waiting:
+                sleep(pause)
+                pause = min(pause * 2, 0.5)
 
     def renew_if_due(self) -> None:
         """Renew the lease's age on the store's clock, at most every LEASE_RENEW seconds.
@@ -121,12 +163,24 @@ class StoreClock:
     backend: Backend
     path: str
     now: float
+    _renewed: float = field(default_factory=time.monotonic)
 
     @classmethod
     def read(cls, backend: Backend) -> StoreClock:
         path = f"{LEASES}/{_name()}{GC}"
         backend.create(path, _written(b""), folders=FolderSync())
         return cls(backend, path, backend.mtime(path))
+
+    def renew_if_due(self) -> None:
+        """Rewrite the marker every GC_RENEW seconds: saves waiting for this gc see it alive.
+
+        ``now`` stays the time the gc started; only the marker's own age changes.
+        """
+        if time.monotonic() - self._renewed < GC_RENEW:
+            return
+        self._renewed = time.monotonic()
+        with contextlib.suppress(StoreError, OSError):
+            self.backend.replace(self.path, b"")
 
     def done(self) -> None:
         self.backend.delete(self.path)

@@ -849,6 +849,10 @@ class CheckpointStore:
         ident = self._publish(
             pending.notebook.key, pending.body, pending.started, bytes_new, bytes_written
         )
+        # A gc that was running when our lease appeared may have read the leases before it,
+        # and may delete a blob we found present until it ends: wait for it (only such gcs,
+        # and only when one is running), so that the checks below are final.
+        lease.wait_for_gcs()
         # A gc running concurrently may have removed a blob we found present and reused;
         # put any such blob back while its bytes are still in hand.
         for h, view in pending.data.items():
@@ -1317,6 +1321,7 @@ class CheckpointStore:
             tmp_age = max(grace, LEASE_TTL if leases.live else TMP_MIN_AGE)
             report = GcReport(removed_tmp=self._cleanup_tmp(tmp_age, clock.path))
             refs = self._referenced()
+            clock.renew_if_due()
             for prefix in self.backend.listdir("blobs"):
                 if len(prefix) != 2 or not set(prefix) <= _HEX:
                     continue  # not a folder this store made: never touched
@@ -1327,6 +1332,7 @@ class CheckpointStore:
                     if h in refs or h in leases.protected:
                         continue
                     path = f"blobs/{prefix}/{rest}"
+                    clock.renew_if_due()
                     leases.refresh(self.backend)
                     if h in leases.protected:
                         continue
