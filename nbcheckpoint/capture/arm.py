@@ -328,12 +328,15 @@ class Arming:
                 ends, advances = loop_stops(frame.f_code)
                 at = frame.f_lasti
                 ranges, lines = tight_loops(frame.f_code)
-                # Innermost: at a loop's jump back. Further up: advancing a Python iterator,
-                # or in a dunder method that a tight loop's body calls.
+                # Innermost: at a loop's jump back, or (3.10, which checks at every jump
+                # taken) at any jump inside a tight loop, such as its `if not test: break`.
+                # Further up: advancing a Python iterator, or in a dunder method that a
+                # tight loop's body calls. Armed inside a tight loop, the trace follows that
+                # loop's lines to its marker, within one iteration.
                 if (
                     at in advances
                     or (depth == 0 and at in ends)
-                    or (depth > 0 and any(a <= at <= b for a, b in ranges))
+                    or any(a <= at <= b for a, b in ranges)
                 ):
                     self.arms += 1
                     self._arm(frame, heads | lines)
