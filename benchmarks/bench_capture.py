@@ -334,6 +334,11 @@ class KernelSession:
         if self.kc is not None:
             self.kc.stop_channels()
         if self.km is not None:
+            process = getattr(self.km.provisioner, "process", None)
+            if process is not None and process.poll() is not None:
+                # Dead and reaped: jupyter_client would still signal its process group id,
+                # which another process may hold by now. Forget the process instead.
+                self.km.provisioner.process = None
             with contextlib.suppress(Exception):
                 self.km.shutdown_kernel(now=True)
         self.km = self.kc = None

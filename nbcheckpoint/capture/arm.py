@@ -7,11 +7,12 @@ pure-Python loop costs 2-20% (see the breakdown in ``benchmarks/bench_capture.py
 Python runs our handler on the main thread at its next eval-breaker check, which in a tight
 loop is the loop's own backward jump (``loop_stops`` finds them for each Python version:
 3.10's ``JUMP_ABSOLUTE``/``POP_JUMP_IF_TRUE``, 3.11's specialised compare-and-jump, 3.12+'s
-``JUMP_BACKWARD``). If the innermost frame with marker lines is there, the
-handler sets a line trace on that one frame; the next marker line takes the snapshot and
-removes the trace. Between the jump and the marker the loop only passes its header line: any
-other line means the loop is over, and the trace goes, so tracing lasts at most one
-iteration. Anywhere else (inside a call, between statements) the handler does nothing: the
+``JUMP_BACKWARD``; 3.10 also checks at every forward jump taken, such as the ``if not test:
+break`` of a rewritten ``while`` loop, so any offset inside a tight loop counts). If the
+innermost frame with marker lines is there, the handler sets a line trace on that one frame;
+the next marker line takes the snapshot and removes the trace. Between the poke and the
+marker the loop only passes its own lines: any other line means the loop is over, and the
+trace goes, so tracing lasts at most one iteration. Anywhere else (inside a call, between statements) the handler does nothing: the
 flag the timer also set is found by the flag-test safepoints, and the timer pokes again a
 moment later.
 
