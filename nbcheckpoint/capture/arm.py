@@ -276,6 +276,8 @@ class Arming:
         self.arms = 0
         self.misses = 0
         self.markers_reached = 0
+        #: Where the last few misses found the main thread: ``(function, offset, depth)``.
+        self.missed_at: list[tuple[str, int, int]] = []
 
     # ------------------------------------------------------------ lifetime
     def install(self) -> str | None:
@@ -347,6 +349,8 @@ class Arming:
             frame = frame.f_back
             depth += 1
         self.misses += 1
+        if frame is not None:
+            self.missed_at = [*self.missed_at[-4:], (frame.f_code.co_name, frame.f_lasti, depth)]
 
     def _arm(self, frame: FrameType, heads: frozenset[int]) -> None:
         self._armed, self._heads = frame, heads
