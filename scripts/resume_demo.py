@@ -177,6 +177,11 @@ class Kernel:
 
     def shutdown(self) -> None:
         self.kc.stop_channels()
+        process = getattr(self.km.provisioner, "process", None)
+        if process is not None and process.poll() is not None:
+            # Dead and reaped: jupyter_client would still signal its process group id,
+            # which another process may hold by now. Forget the process instead.
+            self.km.provisioner.process = None
         try:
             self.km.shutdown_kernel(now=True)
         except Exception:  # already dead

@@ -371,3 +371,44 @@ def test_an_unverified_python_gets_flag_tests_and_says_why(monkeypatch):
     assert arm.Arming(lambda: True, lambda f, s: None).install() == arm.available()
     monkeypatch.undo()
     assert arm.available() is None and arm.describe().startswith("marker lines")
+
+
+@pytest.mark.parametrize(
+    "src",
+    [
+        "for i in range(10):\n    j = 0\n    while j < 30:\n        j += 1\n",
+        "k = 0\nwhile k < 10:\n    k += 1\n    if k == 5:\n        continue\n    t = k\n",
+    ],
+    ids=["for containing while", "while with a branch"],
+)
+def test_a_poke_at_any_jump_inside_a_tight_loop_arms(src: str) -> None:
+    """Python 3.10 checks for pokes at every jump taken, forward ones too (the ``if not test:
+    break`` of a rewritten while loop): each must arm, not leave the checkpoint to later."""
+    import dis
+
+    code = Cell(src).code
+    ranges, _lines = arm.tight_loops(code)
+    inside = [
+        ins.offset
+        for ins in dis.get_instructions(code)
+        if ins.opcode in arm._JUMPS and any(a <= ins.offset <= b for a, b in ranges)
+    ]
+    forward = [
+        ins.offset
+        for ins in dis.get_instructions(code)
+        if ins.offset in inside and isinstance(ins.argval, int) and ins.argval > ins.offset
+    ]
+    assert inside and forward
+    arming = arm.Arming(lambda: True, lambda frame, sp: None)
+    try:
+        for offset in inside:
+            frame = types.SimpleNamespace(f_code=code, f_lasti=offset, f_back=None)
+            arming._handle(0, frame)  # type: ignore[arg-type]
+            assert arming.armed, (
+                f"a poke at {offset} ({dis.opname[code.co_code[offset]]}) armed nothing"
+            )
+            arming.disarm()
+    finally:
+        arming.disarm()
+    assert arming.misses == 0 and arming.arms == len(inside)
+    assert sys.gettrace() is None

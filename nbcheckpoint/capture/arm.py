@@ -7,11 +7,12 @@ pure-Python loop costs 2-20% (see the breakdown in ``benchmarks/bench_capture.py
 Python runs our handler on the main thread at its next eval-breaker check, which in a tight
 loop is the loop's own backward jump (``loop_stops`` finds them for each Python version:
 3.10's ``JUMP_ABSOLUTE``/``POP_JUMP_IF_TRUE``, 3.11's specialised compare-and-jump, 3.12+'s
-``JUMP_BACKWARD``). If the innermost frame with marker lines is there, the
-handler sets a line trace on that one frame; the next marker line takes the snapshot and
-removes the trace. Between the jump and the marker the loop only passes its header line: any
-other line means the loop is over, and the trace goes, so tracing lasts at most one
-iteration. Anywhere else (inside a call, between statements) the handler does nothing: the
+``JUMP_BACKWARD``; 3.10 also checks at every forward jump taken, such as the ``if not test:
+break`` of a rewritten ``while`` loop, so any offset inside a tight loop counts). If the
+innermost frame with marker lines is there, the handler sets a line trace on that one frame;
+the next marker line takes the snapshot and removes the trace. Between the poke and the
+marker the loop only passes its own lines: any other line means the loop is over, and the
+trace goes, so tracing lasts at most one iteration. Anywhere else (inside a call, between statements) the handler does nothing: the
 flag the timer also set is found by the flag-test safepoints, and the timer pokes again a
 moment later.
 
@@ -275,6 +276,8 @@ class Arming:
         self.arms = 0
         self.misses = 0
         self.markers_reached = 0
+        #: Where the last few misses found the main thread: ``(function, offset, depth)``.
+        self.missed_at: list[tuple[str, int, int]] = []
 
     # ------------------------------------------------------------ lifetime
     def install(self) -> str | None:
@@ -328,12 +331,15 @@ class Arming:
                 ends, advances = loop_stops(frame.f_code)
                 at = frame.f_lasti
                 ranges, lines = tight_loops(frame.f_code)
-                # Innermost: at a loop's jump back. Further up: advancing a Python iterator,
-                # or in a dunder method that a tight loop's body calls.
+                # Innermost: at a loop's jump back, or (3.10, which checks at every jump
+                # taken) at any jump inside a tight loop, such as its `if not test: break`.
+                # Further up: advancing a Python iterator, or in a dunder method that a
+                # tight loop's body calls. Armed inside a tight loop, the trace follows that
+                # loop's lines to its marker, within one iteration.
                 if (
                     at in advances
                     or (depth == 0 and at in ends)
-                    or (depth > 0 and any(a <= at <= b for a, b in ranges))
+                    or any(a <= at <= b for a, b in ranges)
                 ):
                     self.arms += 1
                     self._arm(frame, heads | lines)
@@ -343,6 +349,8 @@ class Arming:
             frame = frame.f_back
             depth += 1
         self.misses += 1
+        if frame is not None:
+            self.missed_at = [*self.missed_at[-4:], (frame.f_code.co_name, frame.f_lasti, depth)]
 
     def _arm(self, frame: FrameType, heads: frozenset[int]) -> None:
         self._armed, self._heads = frame, heads

@@ -18,9 +18,9 @@ from ..errors import CheckpointError
 from ..store import Checkpoint, CheckpointStore, NotebookRef
 from .arm import Arming, marker_pairs
 from .events import emit
-from .iterate import count, loop, resume_loop, rng_holder
+from .iterate import Held, Probe, count, loop, resume_loop, rng_holder
 from .names import reachable_names, user_names
-from .rewrite import CellPlan
+from .rewrite import RESERVED_PREFIX, CellPlan
 from .writer import InlineWriter, Job, Outcome, Writer, choose, estimate_bytes
 
 DUE = "_nbc_due_"
@@ -87,16 +87,42 @@ def _resume_loop_with_note(loop_id: int, start: int, iterable: Any) -> Any:
         )
     if run is not None:
         run.check_resumed_order(loop_id, start, iterable, rng_state is not None)
-    return iterator, probe
+    return Held(iterator), probe
+
+
+def _held_loop(iterable: Any) -> tuple[Held, Probe]:
+    """``__nbc_loop__``: :func:`.iterate.loop`, its iterator held so that it pickles (as None)."""
+    iterator, probe = loop(iterable)
+    return Held(iterator), probe
+
+
+def _held_count(start: int = 0) -> tuple[Held, Probe]:
+    """``__nbc_count__``: :func:`.iterate.count`, its iterator held so that it pickles (as None)."""
+    iterator, probe = count(start)
+    return Held(iterator), probe
 
 
 def install_runtime(ns: MutableMapping[str, Any]) -> None:
-    """Put the names instrumented code refers to into the namespace, idle."""
+    """Put the names instrumented code refers to into the namespace, idle.
+
+    Each is a module-level function (pickled by reference), and what they return to the
+    namespace while a loop runs (``_nbc_it<id>_``, ``_nbc_p<id>_``) pickles as None: a
+    whole-session tool such as ``dill.dump_module()`` works inside a running cell.
+    """
     ns[DUE] = False
     ns[SP] = _run_safepoint
-    ns[LOOP] = loop
+    ns[LOOP] = _held_loop
     ns[RESUME_LOOP] = _resume_loop_with_note
-    ns[COUNT] = count
+    ns[COUNT] = _held_count
+
+
+def clear_cell_names(ns: MutableMapping[str, Any]) -> None:
+    """Remove the helper variables a rewritten cell left (loop iterators, probes, flags).
+
+    ``_nbc_due_`` stays: functions defined in ``%%checkpoint`` cells test it.
+    """
+    for name in [n for n in list(ns) if n.startswith(RESERVED_PREFIX) and n != DUE]:
+        ns.pop(name, None)
 
 
 @dataclass
@@ -490,6 +516,12 @@ class CellRun:
     # ------------------------------------------------------------- the end
     def finish(self, error: BaseException | None) -> Checkpoint | None:
         """Final checkpoint when the cell succeeded; otherwise mark the last one interrupted."""
+        try:
+            return self._finish(error)
+        finally:
+            clear_cell_names(self.ns)
+
+    def _finish(self, error: BaseException | None) -> Checkpoint | None:
         self.stop()
         for outcome in self.writer.drain():
             self._landed(outcome)

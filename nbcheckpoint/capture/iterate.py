@@ -10,10 +10,10 @@ from __future__ import annotations
 import itertools
 import operator
 from collections import deque
-from collections.abc import Iterable, Iterator, Sized
+from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any
 
-__all__ = ["Probe", "count", "length_of", "loop", "resume_loop", "rng_holder"]
+__all__ = ["Held", "Probe", "count", "length_of", "loop", "resume_loop", "rng_holder"]
 
 
 def length_of(obj: object) -> int | None:
@@ -105,6 +105,41 @@ def rng_holder(iterable: object) -> Any | None:
     return None
 
 
+def _nothing() -> None:
+    """What a probe or a held iterator unpickles as: a loop's position means nothing elsewhere."""
+    return None
+
+
+class Held:
+    """The iterator of a rewritten loop as the namespace holds it (``_nbc_it<id>_``).
+
+    ``for`` asks for the iterator once, when the loop starts, and then runs the raw one:
+    no cost per item. A whole-session tool that pickles the namespace while the loop runs
+    (``dill.dump_module()``) gets None by reference, not a generator it cannot pickle.
+
+    Examples
+    --------
+    >>> import pickle
+    >>> held = Held(x for x in "ab")
+    >>> [x for x in held], pickle.loads(pickle.dumps(held))
+    (['a', 'b'], None)
+    """
+
+    __slots__ = ("_it",)
+
+    def __init__(self, it: Iterator[Any]) -> None:
+        self._it = it
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._it
+
+    def __next__(self) -> Any:
+        return next(self._it)
+
+    def __reduce__(self) -> tuple[Callable[[], None], tuple[()]]:
+        return _nothing, ()
+
+
 class Probe:
     """Where a running for loop is, computed only when asked (at a snapshot).
 
@@ -130,6 +165,11 @@ class Probe:
         self.consumed_by_iteration = False
         self.rng: Any = None
         self.rng_state: Any = None
+
+    def __reduce__(self) -> tuple[Callable[[], None], tuple[()]]:
+        # The namespace holds the probe while its cell runs: a whole-session tool
+        # (``dill.dump_module()`` in the loop's body) pickles it as None, by reference.
+        return _nothing, ()
 
     def pos(self) -> tuple[int, int | None]:
         """``(index of the current item, length or None)``."""

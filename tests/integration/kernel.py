@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jupyter_client import KernelManager
+from jupyter_core.utils import run_sync
 
 
 @dataclass
@@ -80,6 +83,45 @@ class Kernel:
         assert self.km is not None
         return int(self.km.provisioner.process.pid)  # type: ignore[union-attr]
 
+    # Signals go only to processes this kernel is known to own. jupyter_client signals the
+    # kernel's process group (its pid: kernels start in a session of their own) whenever its
+    # Popen is set, even after the kernel died and was reaped, when that number may belong
+    # to another process by now. A kernel that has exited but is not yet reaped (a zombie)
+    # keeps its pid and group id reserved, so liveness is checked without reaping.
+    def _process(self) -> subprocess.Popen[bytes] | None:
+        provisioner = getattr(self.km, "provisioner", None)
+        return getattr(provisioner, "process", None)
+
+    def exited(self) -> bool:
+        """Whether the kernel process has ended; it is left unreaped (see ``own_group``)."""
+        process = self._process()
+        if process is None or process.returncode is not None:
+            return True
+        try:
+            found = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # reaped by someone else: the pid is no longer ours
+            return True
+        return found is not None
+
+    def own_group(self) -> int | None:
+        """The kernel's process group id while signalling it can reach only this kernel's
+        processes (the kernel and what it forked), else None.
+
+        That holds while the kernel, the group's leader, is our child and not yet reaped,
+        alive or a zombie: until then the number cannot name another process or group.
+        """
+        process = self._process()
+        if process is None or process.returncode is not None:
+            return None
+        provisioner = getattr(self.km, "provisioner", None)
+        if getattr(provisioner, "pgid", None) != process.pid:
+            return None  # not a group this kernel leads
+        try:
+            os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return None
+        return process.pid
+
     def submit(self, code: str, silent: bool = False) -> str:
         """Send code without waiting; returns the message id.
 
@@ -114,7 +156,7 @@ class Kernel:
             try:
                 msg = self.kc.get_iopub_msg(timeout=min(remaining, 1.0))
             except queue.Empty:
-                if not self.km.is_alive():
+                if self.exited():
                     raise RuntimeError(f"the kernel died; so far: {reply.text[-2000:]}") from None
                 continue
             if msg.get("parent_header", {}).get("msg_id") == msg_id:
@@ -164,23 +206,41 @@ class Kernel:
         return ast.literal_eval(reply.stdout.strip())
 
     def kill(self) -> None:
-        """SIGKILL, as the out-of-memory killer or a preempted machine would."""
+        """SIGKILL the kernel process alone, as the out-of-memory killer or a preempted
+        machine would (what it forked lives on until ``shutdown``)."""
+        if self.own_group() is None:
+            return  # already ended and reaped: its pid may be another process's now
         os.kill(self.pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while self.km is not None and self.km.is_alive() and time.monotonic() < deadline:
+        while not self.exited() and time.monotonic() < deadline:
             time.sleep(0.05)
 
     def interrupt(self) -> None:
         assert self.km is not None
-        self.km.interrupt_kernel()
+        if self.own_group() is not None:
+            self.km.interrupt_kernel()
 
     def shutdown(self) -> None:
+        """Kill the kernel's process group if it is still ours (see ``own_group``), reap the
+        kernel, and let jupyter_client clean up without signalling anything."""
         if self.kc is not None:
             self.kc.stop_channels()
-        if self.km is not None:
+        km = self.km
+        if km is not None:
+            group = self.own_group()
+            if group is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGKILL)
+            provisioner = getattr(km, "provisioner", None)
+            if self._process() is not None and provisioner is not None:
+                # Reap (the pid may be reused from now on) and forget the process, so that
+                # shutdown_kernel below sends no signal to its number.
+                with contextlib.suppress(Exception):
+                    run_sync(provisioner.wait)()
+                provisioner.process = None
             try:
-                self.km.shutdown_kernel(now=True)
-            except Exception:  # already dead
+                km.shutdown_kernel(now=True)
+            except Exception:  # already cleaned up
                 pass
         self.km = None
         self.kc = None

@@ -102,3 +102,42 @@ def test_dill_dump_module_with_the_extension_loaded(
     k2 = start_kernel(load_ext=False)
     k2.run(f"import dill\ndill.load_module({path!r})").check()
     assert k2.value("x") == [1, 2, 3]
+
+
+def test_dill_dump_module_inside_a_running_checkpoint_cell(
+    start_kernel: StartKernel, tmp_path: pytest.TempPathFactory
+) -> None:
+    """``dill.dump_module()`` from inside the loops of a running ``%%checkpoint`` cell.
+
+    The namespace then holds the engine's helpers for each loop (its iterator and probe, a
+    generator's iterator here, which does not pickle): they pickle as None, and the cell
+    leaves none of them behind.
+    """
+    k = start_kernel()
+    for_path, while_path = f"{tmp_path}/in-for.pkl", f"{tmp_path}/in-while.pkl"
+    out = k.run(
+        "%%checkpoint --every 3600\n"
+        "import dill\n"
+        "total = 0\n"
+        "for i in (n * 10 for n in range(5)):\n"
+        "    total += i\n"
+        "    if i == 20:\n"
+        f"        dill.dump_module({for_path!r})\n"
+        "j = 0\n"
+        "while j < 4:\n"
+        "    j += 1\n"
+        "    if j == 3:\n"
+        f"        dill.dump_module({while_path!r})\n"
+    ).check()
+    assert "Traceback" not in out.text
+    left = k.value("sorted(n for n in globals() if n.startswith('_nbc_'))")
+    assert left == ["_nbc_due_"]
+    for path, expected in ((for_path, (20, 30, None)), (while_path, (40, 100, 3))):
+        k2 = start_kernel(load_ext=False)
+        k2.run(f"import dill\ndill.load_module({path!r})").check()
+        assert k2.value("(i, total, globals().get('j'))") == expected
+        helpers = k2.value(
+            "{n: v for n, v in globals().items() if n.startswith('_nbc_') and n != '_nbc_due_'}"
+        )
+        assert helpers and set(helpers.values()) == {None}
+        k2.shutdown()

@@ -41,6 +41,7 @@ def on_checkpoint(ck):
     matrix["positions"].append(pos)
     arming = engine.active_run().arming
     matrix["counts"] = (arming.arms, arming.misses, arming.markers_reached)
+    matrix["missed_at"] = list(arming.missed_at)
     if sum(1 for p in matrix["positions"] if p.get("counters")) >= 3:
         get_ipython().user_ns["stop"] = True
 
@@ -126,6 +127,15 @@ SHAPES: dict[str, tuple[str, int, bool]] = {
     ),
 }
 
+# Shapes whose every loop is tight (gets a marker line): a due poke never finds them elsewhere.
+ALL_TIGHT = {
+    "tight for",
+    "while",
+    "for containing while",
+    "loop over a generator",
+    "subscript running Python code",
+}
+
 
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
@@ -162,11 +172,21 @@ def test_each_loop_shape_is_checkpointed_inside_the_loop(kernel: Kernel, shape: 
     assert any(len(p["counters"]) == depth for p in inside), where
     arms, misses, reached = counts
     if markers and kernel.value("Checkpoint_markers()"):
-        # The marker lines took them. (How many pokes missed the loop's jump back depends on
-        # the machine's load: 3.10 under load missed 9 of 13 in the nested shape, and still
-        # took its checkpoints at the next pokes; the count is shown, not bounded.)
+        # The marker lines took them.
         assert reached >= 3, f"{shape}: arms={arms} misses={misses} reached={reached}"
         assert arms >= reached, f"{shape}: arms={arms} misses={misses} reached={reached}"
+        if shape in ALL_TIGHT:
+            # Every loop has a marker line, so a poke made while one was due arms a trace
+            # wherever the loop is (3.10 checks at every jump taken, the `if not test: break`
+            # of a rewritten while loop included: such pokes used to arm nothing, 9 of 13
+            # under load). One miss is allowed: a poke handled before the loop began, when
+            # a loaded machine held the cell's first lines back for a whole --every.
+            # (Where an outer loop has calls, as `while containing for`, a poke between its
+            # inner loops is the outer loop's flag test's turn: misses are expected there.)
+            missed_at = kernel.value("matrix.get('missed_at')")
+            assert misses <= 1, (
+                f"{shape}: arms={arms} misses={misses} reached={reached}; missed at {missed_at}"
+            )
     elif not markers:
         assert reached == 0, f"{shape}: a loop with calls reached a marker line"
 
