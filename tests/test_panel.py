@@ -15,7 +15,7 @@ import nbcheckpoint
 from nbcheckpoint.capture import events
 from nbcheckpoint.capture.engine import kernel_identity
 from nbcheckpoint.store import Checkpoint, CheckpointStore, NotebookRef
-from nbcheckpoint.widgets import CheckpointPanel, Point, history_svg
+from nbcheckpoint.widgets import CheckpointPanel, Point, history_svg, live
 from nbcheckpoint.widgets.rows import change_since
 
 HERE = kernel_identity()  # checkpoints saved with it belong to "this kernel"
@@ -59,6 +59,11 @@ def _no_leftover_listeners() -> Iterator[None]:
     for fn in events.listeners():
         if fn not in before:
             events.unsubscribe(fn)
+
+
+def settle() -> None:
+    """Wait until the live thread has shown what the events handed it."""
+    assert live.thread().wait_idle(30.0)
 
 
 def save(store: CheckpointStore, nb: NotebookRef, ns: dict[str, Any], **kw: Any) -> Checkpoint:
@@ -434,6 +439,7 @@ def test_new_checkpoints_appear_as_they_land(
 
     ck = save(store, nb, {"a": 2}, status="running", position={"description": "for i at 2/9"})
     events.emit(ck)
+    settle()
 
     assert panel.ids == [2, 1]
     assert panel.history.value == 2  # following the newest
@@ -454,6 +460,7 @@ def test_live_update_keeps_an_older_selection(store: CheckpointStore, nb: Notebo
     panel = make_panel(store, nb, live=True)
     panel.select(1)
     events.emit(save(store, nb, {"a": 3}))
+    settle()
     assert panel.ids == [3, 2, 1] and panel.history.value == 1
 
 
@@ -463,11 +470,13 @@ def test_live_update_ignores_other_notebooks_and_stops_on_close(
     panel = make_panel(store, nb, live=True)
     other = NotebookRef.from_path(str(tmp_path / "other.ipynb"))
     events.emit(save(store, other, {"a": 1}))
+    settle()
     assert panel.ids == []
 
     panel.close()
     assert panel._on_checkpoint not in events.listeners()
     events.emit(save(store, nb, {"a": 1}))
+    settle()
     assert panel.ids == []
 
 
