@@ -16,7 +16,7 @@ from ipywidgets import HTML, Button, HBox, Layout, Output, SelectMultiple, Toggl
 from ..capture import events
 from ..capture.engine import from_earlier_kernel
 from ..errors import CheckpointError
-from ..format import human_bytes
+from ..format import human_bytes, plural
 from ..store import Checkpoint, CheckpointStore, NotebookRef, Restored
 from . import live as live_updates
 from . import rows
@@ -53,7 +53,7 @@ def _button(label: str, tooltip: str, icon: str = "", style: str = "") -> Button
 
 def _default_describe(restored: Restored) -> str:
     names = sorted(restored.values)
-    return f"Restored checkpoint #{restored.checkpoint.id}: {len(names)} variables ({', '.join(names)})."
+    return f"Restored checkpoint #{restored.checkpoint.id}: {plural(len(names), 'variable')} ({', '.join(names)})."
 
 
 def _plain(html: str) -> str:
@@ -343,14 +343,21 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         wanted = select if select is not None else self.history.value
         if wanted not in self._by_id:
             wanted = newest_first[0].id if newest_first else None
-        options = [(rows.history_row(c, self._earlier, now), c.id) for c in newest_first]
+        # Each row's changes are measured against the row below it (the one listed before).
+        previous = [*newest_first[1:], None]
+        options = [
+            (rows.history_row(c, self._earlier, now, p), c.id)
+            for c, p in zip(newest_first, previous)
+        ]
         self._syncing = True
         try:
             # Not under hold_trait_notifications: its cross-validation checks the old value
             # against the new options.
             if options != list(self.history.options):
                 self.history.options = options
-            self.history.tooltips = [rows.history_tooltip(c, self._earlier) for c in newest_first]
+            self.history.tooltips = [
+                rows.history_tooltip(c, self._earlier, p) for c, p in zip(newest_first, previous)
+            ]
             self.history.value = wanted
         finally:
             self._syncing = False
@@ -374,7 +381,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
             f'<b title="Saved kernel variables, not the notebook file">State checkpoints</b> '
             f"of <code>{escape(self.notebook.path)}</code><br>"
             f"store <code>{escape(self.store.url)}</code> · "
-            f"{n} checkpoint{'s' if n != 1 else ''} · "
+            f"{plural(n, 'checkpoint')} · "
             f'<span title="blobs are shared by every notebook of the store">{size} on disk</span>'
             f" · {signatures}"
         )
@@ -399,7 +406,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         self.banner_restore.description = f"Restore #{target.id}"
         count = len(target.manifest.variables) if target.manifest is not None else 0
         self.banner_restore.tooltip = (
-            f"Put the {count} variables of checkpoint #{target.id} back into the kernel"
+            f"Put the {plural(count, 'variable')} of checkpoint #{target.id} back into the kernel"
         )
 
     def _render_selected(self) -> None:
