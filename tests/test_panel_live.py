@@ -215,3 +215,16 @@ def test_plain_functions_stay_subscribed_and_bound_methods_are_weak() -> None:
         assert not [fn for fn in events.listeners() if getattr(fn, "__name__", "") == "on"]
     finally:
         events.unsubscribe(listener)
+
+
+def test_a_restore_made_elsewhere_takes_the_restart_banner_away(
+    store: CheckpointStore, nb: NotebookRef, panels: list[CheckpointPanel]
+) -> None:
+    earlier = {"pid": 1, "host": "elsewhere", "started": 0.0}
+    ck = save(store, nb, {"a": 1}, kernel=earlier)
+    panel = CheckpointPanel(store, nb, namespace={}, live=True)
+    panels.append(panel)
+    assert panel.banner.layout.display != "none"
+    events.emit(ck, events.RESTORED)  # as %checkpoint restore or JupyterLab's Restore does
+    settle()
+    assert panel.banner.layout.display == "none"

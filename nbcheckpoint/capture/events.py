@@ -20,7 +20,12 @@ from ..store import Checkpoint
 
 Listener = Callable[[Checkpoint], None]
 
-_listeners: list[Callable[[], Listener | None]] = []
+# What happened: the engine (or ``%checkpoint save``) took a checkpoint, or variables
+# were restored from one (the panel, ``%checkpoint restore``, JupyterLab's Restore).
+CHECKPOINT = "checkpoint"
+RESTORED = "restored"
+
+_topics: dict[str, list[Callable[[], Listener | None]]] = {CHECKPOINT: [], RESTORED: []}
 
 
 def _hold(fn: Listener) -> Callable[[], Listener | None]:
@@ -34,16 +39,18 @@ def _hold(fn: Listener) -> Callable[[], Listener | None]:
     return lambda: fn
 
 
-def _alive() -> list[Listener]:
-    found = [fn for fn in (ref() for ref in _listeners) if fn is not None]
-    if len(found) != len(_listeners):  # drop the references whose object is gone
-        _listeners[:] = [ref for ref in _listeners if ref() is not None]
+def _alive(topic: str = CHECKPOINT) -> list[Listener]:
+    refs = _topics[topic]
+    found = [fn for fn in (ref() for ref in refs) if fn is not None]
+    if len(found) != len(refs):  # drop the references whose object is gone
+        refs[:] = [ref for ref in refs if ref() is not None]
     return found
 
 
-def subscribe(fn: Listener) -> Listener:
+def subscribe(fn: Listener, topic: str = CHECKPOINT) -> Listener:
     """Call ``fn(checkpoint)`` after each checkpoint the engine takes; returns ``fn``.
 
+    With ``topic=RESTORED``, call it after each restore instead, with the checkpoint restored.
     Subscribing the same callable twice has no further effect. A bound method is held
     weakly: it is dropped once its object is garbage-collected.
 
@@ -53,28 +60,28 @@ def subscribe(fn: Listener) -> Listener:
     >>> _ = subscribe(seen.append)
     >>> unsubscribe(seen.append)
     """
-    if fn not in _alive():
-        _listeners.append(_hold(fn))
+    if fn not in _alive(topic):
+        _topics[topic].append(_hold(fn))
     return fn
 
 
-def unsubscribe(fn: Listener) -> None:
+def unsubscribe(fn: Listener, topic: str = CHECKPOINT) -> None:
     """Stop calling ``fn``; unknown callables are ignored."""
-    _listeners[:] = [ref for ref in _listeners if ref() not in (None, fn)]
+    _topics[topic][:] = [ref for ref in _topics[topic] if ref() not in (None, fn)]
 
 
-def listeners() -> list[Listener]:
+def listeners(topic: str = CHECKPOINT) -> list[Listener]:
     """The current subscribers, oldest first (a copy)."""
-    return _alive()
+    return _alive(topic)
 
 
-def emit(checkpoint: Checkpoint) -> None:
+def emit(checkpoint: Checkpoint, topic: str = CHECKPOINT) -> None:
     """Tell every subscriber about ``checkpoint``.
 
     A failing subscriber must never stop the cell that is being checkpointed: its
     error is written to stderr in one line and the other subscribers still run.
     """
-    for fn in _alive():
+    for fn in _alive(topic):
         try:
             fn(checkpoint)
         except Exception as e:  # a listener's bug is not the running cell's problem

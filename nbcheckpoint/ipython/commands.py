@@ -17,7 +17,7 @@ from IPython.core.magic_arguments import MagicArgumentParser
 
 from ..capture.arm import available
 from ..capture.engine import install_runtime, kernel_identity
-from ..capture.events import emit
+from ..capture.events import RESTORED, emit
 from ..capture.names import user_names
 from ..capture.resume import left_out
 from ..capture.writer import MODES, choose, estimate_bytes
@@ -369,6 +369,9 @@ class LineCommands:
         if restored.rng is not None:
             restore_rng(restored.rng)
         install_runtime(ns)  # restored cell functions may carry safe points
+        # Whoever restored (panel, magic, JupyterLab), the restart offers are answered:
+        # the panels' banners and JupyterLab's notification (through the status channel).
+        emit(restored.checkpoint, RESTORED)
         return problems
 
     @staticmethod

@@ -483,6 +483,13 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         self._inbox.append(ck)
         live_updates.thread().request(self)
 
+    def _on_restored(self, ck: Checkpoint) -> None:
+        """Variables were restored (here, by ``%checkpoint restore`` or from JupyterLab):
+        the restart banner has been answered."""
+        if ck.notebook == self.notebook.key and not self._banner_done:
+            self._banner_done = True
+            live_updates.thread().request(self)
+
     def catch_up(self) -> None:
         """Show the queued checkpoints, or read the store again when asked (live thread)."""
         with self._lock:
@@ -495,6 +502,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
             while self._inbox:
                 landed.append(self._inbox.popleft())
             if not landed:
+                self._quietly("hide the banner", lambda: self._render_banner(self._clock()))
                 return
             newest = self._checkpoints[-1].id if self._checkpoints else None
             follow = self.history.value is None or self.history.value == newest
@@ -523,9 +531,11 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
     def _follow(self, on: bool) -> None:
         if on and not self._following:
             events.subscribe(self._on_checkpoint)
+            events.subscribe(self._on_restored, events.RESTORED)
             live_updates.thread().watch(self)
         elif not on and self._following:
             events.unsubscribe(self._on_checkpoint)
+            events.unsubscribe(self._on_restored, events.RESTORED)
             live_updates.thread().unwatch(self)
         self._following = on
 
