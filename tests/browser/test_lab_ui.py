@@ -2,8 +2,8 @@
 ``%checkpoint save``, the palette's Restore asks first, and a restore made anywhere takes
 the restart offer (the notification and the panel's banner) away.
 
-Real JupyterLab, a real kernel and headless Chromium (``conftest.py``, ``servers.py``), in
-its own JupyterLab workspace.
+Real JupyterLab (and Notebook 7), a real kernel and headless Chromium (``conftest.py``,
+``servers.py``), in its own JupyterLab workspace.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pages import (
     workspace_url,
     write_notebook,
 )
+from test_panel_notebook7 import nb7_server, wait_kernel_ready  # noqa: F401  (a fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -114,3 +115,39 @@ def test_status_bar_follows_a_save_palette_asks_and_a_restore_ends_the_offer(
     page.screenshot(path=str(artifacts / "lab-ui-restored.png"))
     assert "X 41" in run(page, 3)
     assert "*" not in cell(page, 3).locator(".jp-InputPrompt").inner_text()
+
+
+def test_notebook7_a_restore_by_the_magic_ends_the_banner_and_the_offer(
+    nb7_server: Any,  # noqa: F811  (the fixture imported above)
+    page: Any,
+    artifacts: Path,
+) -> None:
+    """The same in Notebook 7: after a kill the sidebar panel's banner and the restart
+    notification show; ``%checkpoint restore`` in a cell takes both away."""
+    write_notebook(nb7_server.root / NOTEBOOK, CELLS)
+    page.goto(nb7_server.notebook_url(NOTEBOOK))
+    page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for()
+    wait_kernel_ready(page, nb7_server)
+    pid = int(re.search(r"PID (\d+)", run(page, 0)).group(1))
+    assert "Saved checkpoint #1: 1 variable," in run(page, 1)
+
+    page.locator(".nbc-toolbar-button").first.click()
+    sidebar = page.locator(SIDEBAR)
+    sidebar.wait_for()
+    os.kill(pid, signal.SIGKILL)
+    restarting = page.locator(".jp-Dialog")
+    restarting.wait_for(timeout=30_000)
+    restarting.locator(".jp-Dialog-button.jp-mod-accept").click()
+    restarting.wait_for(state="detached")
+    offer = page.locator(".Toastify__toast").filter(has_text=OFFER)
+    offer.first.wait_for(timeout=60_000)
+    banner = sidebar.locator(".nbc-panel .nbc-banner")
+    wait_until(page, lambda: banner.count() and banner.first.is_visible(), 60, "the panel's banner")
+
+    run(page, 2)  # x = 0
+    out = run(page, 4)
+    assert "Restored checkpoint #1" in out, out
+    wait_until(page, lambda: offer.count() == 0, 30, "the offer to go away")
+    wait_until(page, lambda: not banner.first.is_visible(), 30, "the panel's banner to go away")
+    page.screenshot(path=str(artifacts / "notebook7-ui-restored.png"))
+    assert "X 41" in run(page, 3)
