@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 from ipywidgets.widgets.widget import _instances
+from test_panel import HERE, recording_comms  # noqa: F401  (recording_comms: a fixture)
 
 from nbcheckpoint.capture import events
 from nbcheckpoint.store import CheckpointStore, NotebookRef
 from nbcheckpoint.widgets import CheckpointPanel, live
-from tests.test_panel import HERE, RecordingComm, recording_comms  # noqa: F401  (fixture)
 
 READS = ("list", "read_checkpoint", "disk_usage", "notebooks", "latest_id", "load")
 
