@@ -151,3 +151,43 @@ def test_notebook7_a_restore_by_the_magic_ends_the_banner_and_the_offer(
     wait_until(page, lambda: not banner.first.is_visible(), 30, "the panel's banner to go away")
     page.screenshot(path=str(artifacts / "notebook7-ui-restored.png"))
     assert "X 41" in run(page, 3)
+
+
+COUNT_PANELS = (
+    "from nbcheckpoint.capture import events\n"
+    "print('PANELS', sum(type(getattr(f, '__self__', None)).__name__ == 'CheckpointPanel'"
+    " for f in events.listeners()))"
+)
+
+
+def test_a_panel_whose_output_goes_away_stops_listening(lab_server: Any, page: Any) -> None:
+    """Issue #13 item 7: a panel shown again (the cell run twice) or cleared away leaves no
+    listener behind in the kernel; the one on screen still follows new checkpoints."""
+    name = "listeners.ipynb"
+    write_notebook(
+        lab_server.root / name,
+        ["%load_ext nbcheckpoint\nx = 1\n%checkpoint save x", "%checkpoint panel", COUNT_PANELS],
+    )
+    page.goto(workspace_url(lab_server, "listeners", name))
+    page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for()
+    page.locator("#jp-main-statusbar").get_by_text("Idle").first.wait_for(timeout=60_000)
+    run(page, 0)
+
+    def panels() -> int:
+        return int(re.search(r"PANELS (\d+)", run(page, 2)).group(1))
+
+    run_cell(page, 1)
+    cell(page, 1).locator(".nbc-panel").wait_for(timeout=60_000)
+    assert panels() == 1
+    run_cell(page, 1)  # the old panel's output is replaced by a new panel
+    cell(page, 1).locator(".nbc-panel").wait_for(timeout=60_000)
+    wait_until(page, lambda: panels() == 1, 30, "one listening panel after a re-run")
+
+    # The panel on screen follows a save made in another cell.
+    run_cell(page, 0)
+    rows = cell(page, 1).locator(".nbc-history button")
+    wait_until(page, lambda: rows.count() == 2, 30, "the new checkpoint in the panel")
+
+    page.locator(".lm-MenuBar-itemLabel", has_text="Edit").click()
+    page.locator(".lm-Menu-itemLabel", has_text="Clear Outputs of All Cells").click()
+    wait_until(page, lambda: panels() == 0, 30, "no listening panel once outputs are cleared")
