@@ -122,14 +122,21 @@ def test_notebook7_a_restore_by_the_magic_ends_the_banner_and_the_offer(
     page: Any,
     artifacts: Path,
 ) -> None:
-    """The same in Notebook 7: after a kill the sidebar panel's banner and the restart
-    notification show; ``%checkpoint restore`` in a cell takes both away."""
+    """The same in Notebook 7: the palette's Restore asks; after a kill the sidebar panel's
+    banner and the restart notification show; ``%checkpoint restore`` takes both away."""
     write_notebook(nb7_server.root / NOTEBOOK, CELLS)
     page.goto(nb7_server.notebook_url(NOTEBOOK))
     page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for()
     wait_kernel_ready(page, nb7_server)
     pid = int(re.search(r"PID (\d+)", run(page, 0)).group(1))
     assert "Saved checkpoint #1: 1 variable," in run(page, 1)
+    # The palette's Restore asks first here too; Cancel changes nothing.
+    run(page, 2)
+    dialog = palette_restore(page)
+    assert "Restore the latest state checkpoint?" in dialog.inner_text()
+    dialog.get_by_role("button", name="Cancel").click()
+    dialog.wait_for(state="detached")
+    assert "X 0" in run(page, 3)
 
     page.locator(".nbc-toolbar-button").first.click()
     sidebar = page.locator(SIDEBAR)
@@ -144,7 +151,6 @@ def test_notebook7_a_restore_by_the_magic_ends_the_banner_and_the_offer(
     banner = sidebar.locator(".nbc-panel .nbc-banner")
     wait_until(page, lambda: banner.count() and banner.first.is_visible(), 60, "the panel's banner")
 
-    run(page, 2)  # x = 0
     out = run(page, 4)
     assert "Restored checkpoint #1" in out, out
     wait_until(page, lambda: offer.count() == 0, 30, "the offer to go away")
