@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_store.py
 	$(BIN)/python benchmarks/bench_capture.py
 	$(BIN)/python benchmarks/bench_snapshot.py
+	$(BIN)/python benchmarks/bench_panels.py
 
 # Safe-point overhead (nothing due) under each Python: .venv (3.11) and the .venv-3.X that
 # `make test-pythons` made, side by side.

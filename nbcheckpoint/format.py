@@ -8,10 +8,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
+    "cell_label",
     "describe_position",
     "human_bytes",
     "parse_duration",
     "parse_size",
+    "plural",
     "printable",
     "relative_time",
     "table",
@@ -128,6 +130,43 @@ def parse_duration(text: str) -> float:
             "such as 30s, 5m, 1h or 2d"
         )
     return float(match.group(1)) * _DURATION_UNITS[unit]
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``n`` and ``word``, in the plural unless ``n`` is 1.
+
+    Examples
+    --------
+    >>> plural(1, "variable"), plural(3, "variable"), plural(0, "checkpoint")
+    ('1 variable', '3 variables', '0 checkpoints')
+    """
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def cell_label(
+    execution_count: int | None, first_line: str, cell_id: str | None = None, width: int = 40
+) -> str:
+    """A cell as a user recognises it across runs: its first line (the run count changes at
+    each run, so it only follows), or its id when the first line is empty.
+
+    Examples
+    --------
+    >>> cell_label(5, "for epoch in range(100):")
+    '"for epoch in range(100):" [5]'
+    >>> cell_label(None, "", "0f3a9c2e-41d7-4b1e-9c3a-2b7d8e1f0a6c")
+    'cell 0f3a9c2e'
+    >>> cell_label(7, "")
+    'cell [7]'
+    """
+    first = " ".join(printable(first_line).split())
+    if len(first) > width:
+        first = first[: width - 1] + "…"
+    run = f"[{execution_count}]" if execution_count is not None else ""
+    if first:
+        return f'"{first}"' + (f" {run}" if run else "")
+    if cell_id:
+        return f"cell {printable(cell_id)[:8]}" + (f" {run}" if run else "")
+    return f"cell {run}".strip() if run else ""
 
 
 def relative_time(ts: float, now: float | None = None) -> str:

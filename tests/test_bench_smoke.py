@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,3 +42,25 @@ def test_benchmark_prints_the_table_and_exits_0(tmp_path: Path) -> None:
     assert "MISSED" in out or "All targets met." in out
     assert "WARNING" not in out, "a restore brought back different values"
     assert list(work.iterdir()) == [], "the benchmark left its work folder behind"
+
+
+def test_panel_benchmark_runs_and_prints_each_count() -> None:
+    """``bench_panels.py`` at a tiny size: every panel count is measured, it exits 0."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_panels.py"),
+            "--checkpoints",
+            "5",
+            "--rounds",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for count in ("0 panels:", "1 panel :", "2 panels:", "5 panels:"):
+        assert count in done.stdout, done.stdout
+    assert "load average" in done.stdout

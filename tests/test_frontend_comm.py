@@ -42,6 +42,7 @@ def test_status_message_fields() -> None:
     ck = _checkpoint(position={"description": "for epoch at 57/100"})
     assert status_message(ck, now=1180.0) == {
         "event": "checkpoint",
+        "first_line": "",
         "id": 12,
         "last": 1000.0,
         "now": 1180.0,
@@ -138,3 +139,14 @@ def test_a_failing_store_is_told_to_the_frontend_once(
     assert str(blocker) in problems[0]["text"], problems
     assert "could not save a checkpoint" in problems[0]["text"]
     assert not [m for m in sent if m["event"] == "checkpoint"]
+
+
+def test_a_save_and_a_restore_are_told_to_the_frontend(ip: Any, sent: list[dict[str, Any]]) -> None:
+    """``%checkpoint save`` moves the status bar as a ``%%checkpoint`` cell does; any
+    restore (here the magic's) tells JupyterLab to take its restart offer away."""
+    ip.run_cell("a = 1")
+    ip.run_line_magic("checkpoint", "save a")
+    assert [(m["event"], m["id"], m["status"]) for m in sent] == [("checkpoint", 1, "manual")]
+    ip.run_line_magic("checkpoint", "restore")
+    assert sent[-1]["event"] == "restored" and sent[-1]["id"] == 1
+    assert sent[-1]["key"] == sent[0]["key"]

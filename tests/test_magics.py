@@ -633,3 +633,55 @@ def test_retention_defaults_are_applied_and_shown_and_can_be_turned_off(ip, tmp_
     assert len(store.list(nb)) == DEFAULT_KEEP + 3  # 0 keeps them all
     run(ip, "%config Checkpoint.keep = None")
     run(ip, "%config Checkpoint.max_size = None")
+
+
+def test_show_without_an_id_shows_the_latest(ip, capsys):
+    run(ip, "%checkpoint show")
+    assert "No checkpoints yet" in capsys.readouterr().out
+    run(ip, "a = 1")
+    run(ip, "%checkpoint save a")
+    run(ip, "b = 2")
+    run(ip, "%checkpoint save a b")
+    capsys.readouterr()
+    run(ip, "%checkpoint show")
+    shown = capsys.readouterr().out
+    assert shown.startswith("Checkpoint #2") and "b" in shown
+
+
+def test_one_variable_is_said_in_the_singular(ip, capsys):
+    run(ip, "a = 1")
+    run(ip, "%checkpoint save a")
+    out = capsys.readouterr().out
+    assert "1 variable," in out and "1 variables" not in out
+    run(ip, "%checkpoint restore")
+    assert "1 variable (a)" in capsys.readouterr().out
+
+
+def test_a_manual_save_raises_the_checkpoint_event(ip):
+    """The JupyterLab status bar and live panels follow ``%checkpoint save`` as they follow
+    a ``%%checkpoint`` cell: both hear the same event, with the saved checkpoint."""
+    from nbcheckpoint.capture import events
+    from nbcheckpoint.frontend import comm as status_comm
+
+    heard, published = [], []
+    events.subscribe(heard.append)
+    original = status_comm.publish
+    status_comm.publish = lambda content: published.append(content) or True
+    try:
+        run(ip, "a = 1")
+        run(ip, "%checkpoint save a")
+    finally:
+        status_comm.publish = original
+        events.unsubscribe(heard.append)
+    assert [ck.id for ck in heard] == [1] and heard[0].status == "manual"
+    assert [(m["event"], m["id"], m["status"]) for m in published] == [("checkpoint", 1, "manual")]
+
+
+def test_cells_are_named_by_their_first_line_not_only_the_run_count(ip, capsys):
+    run(ip, "%%checkpoint --every 0.01 --mode inline\nfor step in range(3):\n    pass\n")
+    capsys.readouterr()
+    run(ip, "%checkpoint list")
+    listed = capsys.readouterr().out
+    assert '"for step in range(3):"' in listed
+    run(ip, "%checkpoint restore")
+    assert 'Restored checkpoint #1 ("for step in range(3):", ' in capsys.readouterr().out

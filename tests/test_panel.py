@@ -15,7 +15,7 @@ import nbcheckpoint
 from nbcheckpoint.capture import events
 from nbcheckpoint.capture.engine import kernel_identity
 from nbcheckpoint.store import Checkpoint, CheckpointStore, NotebookRef
-from nbcheckpoint.widgets import CheckpointPanel, Point, history_svg
+from nbcheckpoint.widgets import CheckpointPanel, Point, history_svg, live
 from nbcheckpoint.widgets.rows import change_since
 
 HERE = kernel_identity()  # checkpoints saved with it belong to "this kernel"
@@ -59,6 +59,11 @@ def _no_leftover_listeners() -> Iterator[None]:
     for fn in events.listeners():
         if fn not in before:
             events.unsubscribe(fn)
+
+
+def settle() -> None:
+    """Wait until the live thread has shown what the events handed it."""
+    assert live.thread().wait_idle(30.0)
 
 
 def save(store: CheckpointStore, nb: NotebookRef, ns: dict[str, Any], **kw: Any) -> Checkpoint:
@@ -117,7 +122,13 @@ def test_rows_show_each_checkpoint_newest_first(store: CheckpointStore, nb: Note
     assert panel.ids == [3, 2, 1]
     labels = [label for label, _ in panel.history.options]
     second = labels[1]
-    for expected in ("#2", "just now", "[5] for epoch in", "for epoch at 57/100", "interrupted"):
+    for expected in (
+        "#2",
+        "just now",
+        '"for epoch in rang…" [5]',
+        "for epoch at 57/100",
+        "interrupted",
+    ):
         assert expected in second
     assert "running" in labels[2] and "manual" in labels[0]
     assert " 3 " in second  # three variables
@@ -395,7 +406,8 @@ def test_banner_offers_the_earlier_kernels_checkpoint(
     panel = make_panel(store, nb, namespace=ns, clock=lambda: time.time() + 180)
     assert shown(panel.banner)
     assert panel.banner_text.value == (
-        "<b>The kernel restarted.</b> Restore #2 (cell [5], 3 min ago, for epoch at 57/100)?"
+        "<b>The kernel restarted.</b> Restore #2 (&quot;for epoch in range(100):&quot; [5], "
+        "3 min ago, for epoch at 57/100)?"
     )
     assert panel.banner_restore.description == "Restore #2"
     assert panel.banner_restore.tooltip
@@ -434,6 +446,7 @@ def test_new_checkpoints_appear_as_they_land(
 
     ck = save(store, nb, {"a": 2}, status="running", position={"description": "for i at 2/9"})
     events.emit(ck)
+    settle()
 
     assert panel.ids == [2, 1]
     assert panel.history.value == 2  # following the newest
@@ -454,6 +467,7 @@ def test_live_update_keeps_an_older_selection(store: CheckpointStore, nb: Notebo
     panel = make_panel(store, nb, live=True)
     panel.select(1)
     events.emit(save(store, nb, {"a": 3}))
+    settle()
     assert panel.ids == [3, 2, 1] and panel.history.value == 1
 
 
@@ -463,11 +477,13 @@ def test_live_update_ignores_other_notebooks_and_stops_on_close(
     panel = make_panel(store, nb, live=True)
     other = NotebookRef.from_path(str(tmp_path / "other.ipynb"))
     events.emit(save(store, other, {"a": 1}))
+    settle()
     assert panel.ids == []
 
     panel.close()
     assert panel._on_checkpoint not in events.listeners()
     events.emit(save(store, nb, {"a": 1}))
+    settle()
     assert panel.ids == []
 
 
@@ -603,3 +619,75 @@ def test_compare_says_why_it_cannot(store: CheckpointStore, nb: NotebookRef) -> 
     panel.diff.compare_button.click()
     assert "Could not compare: No checkpoint #1" in panel.diff.result.value
     assert panel.diff.diff is None
+
+
+# ------------------------------------------------------- words and measures
+def test_the_changed_column_sums_what_the_variables_say_changed(
+    store: CheckpointStore, nb: NotebookRef
+) -> None:
+    from nbcheckpoint.format import human_bytes
+    from nbcheckpoint.widgets.rows import HISTORY_COLUMNS, changed_bytes
+
+    big = list(range(2000))
+    save(store, nb, {"big": big, "small": 1})  # 1
+    save(store, nb, {"big": big, "small": 1})  # 2: nothing changed
+    save(store, nb, {"big": big, "small": 2})  # 3: small changed
+    fourth = save(store, nb, {"big": big, "small": 1})  # 4: small back to #2's value
+    panel = make_panel(store, nb)
+    assert [c.title for c in HISTORY_COLUMNS].count("changed") == 1
+    assert "new" not in [c.title for c in HISTORY_COLUMNS]
+
+    def changed_names(ident: int) -> set[str]:
+        panel.select(ident)
+        return {
+            name for label, name in panel.variables.options if label.rstrip().endswith(" changed")
+        }
+
+    labels = dict((ident, label) for label, ident in panel.history.options)
+    assert changed_names(2) == set() and "  0 B" in labels[2]
+    assert changed_names(3) == {"small"}
+    # #4 writes nothing new to the store (#2 has its data), yet "small" changed since #3:
+    # the column says so too, by the same measure.
+    assert fourth.new_bytes == 0
+    assert changed_names(4) == {"small"}
+    four_changed = changed_bytes(fourth, panel.previous_of(fourth))
+    assert four_changed > 0 and human_bytes(four_changed) in labels[4]
+    assert changed_bytes(fourth, panel.previous_of(fourth)) < fourth.total_bytes
+
+
+def test_one_variable_is_one_variable(store: CheckpointStore, nb: NotebookRef) -> None:
+    from nbcheckpoint.widgets.rows import history_tooltip
+
+    ck = save(store, nb, {"a": 1})
+    panel = make_panel(store, nb, namespace={})
+    assert "1 variable," in history_tooltip(ck, lambda c: False)
+    panel.restore_all_button.click()
+    assert "1 variable (a)" in panel.last_message
+    assert not any("1 variables" in t for t in panel.history.tooltips)
+
+
+def test_a_cell_is_named_by_its_first_line_and_id(store: CheckpointStore, nb: NotebookRef) -> None:
+    cell_id = "0f3a9c2e-41d7-4b1e-9c3a-2b7d8e1f0a6c"
+    for count in (3, 9):  # the same cell, run twice
+        save(
+            store,
+            nb,
+            {"a": count},
+            cell={
+                "source_hash": "1" * 64,
+                "execution_count": count,
+                "first_line": "train()",
+                "cell_id": cell_id,
+            },
+        )
+    save(
+        store,
+        nb,
+        {"a": 0},
+        cell={"source_hash": "2" * 64, "execution_count": 11, "first_line": "", "cell_id": cell_id},
+    )
+    panel = make_panel(store, nb)
+    labels = [label for label, _ in panel.history.options]
+    assert '"train()" [9]' in labels[1] and '"train()" [3]' in labels[2]
+    assert "cell 0f3a9c2e [11]" in labels[0]
+    assert f"(id {cell_id})" in panel.history.tooltips[1]

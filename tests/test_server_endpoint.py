@@ -177,7 +177,11 @@ def test_lists_checkpoints_from_the_store_beside_the_notebook(
     latest = body[-1]
     assert latest["status"] == "running"
     assert latest["position"] == "for epoch at 57/100"
-    assert latest["cell"] == {"execution_count": 5, "first_line": "for epoch in range(100):"}
+    assert latest["cell"] == {
+        "execution_count": 5,
+        "first_line": "for epoch in range(100):",
+        "cell_id": None,
+    }
     assert latest["variables"] == 2
     assert latest["size"] > 0
     assert latest["verified"] is True

@@ -19,8 +19,17 @@ export interface IStatusMessage {
   position: string;
   /** The execution count of the cell, when known. */
   cell: number | null;
+  /** The cell's first line (absent from older kernels). */
+  first_line?: string;
   /** The store key the kernel filed it under (absent from older kernels). */
   key?: string;
+}
+
+/** What the kernel sends when variables were restored from a checkpoint (by anyone). */
+export interface IRestoredMessage {
+  event: 'restored';
+  id: number;
+  key: string;
 }
 
 /** One checkpoint as `GET /nbcheckpoint/api/checkpoints` lists it. */
@@ -33,7 +42,11 @@ export interface ICheckpointInfo {
   verified: boolean;
   problem: string | null;
   pinned: boolean;
-  cell: { execution_count: number | null; first_line: string };
+  cell: {
+    execution_count: number | null;
+    first_line: string;
+    cell_id?: string | null;
+  };
   position: string;
   variables: number;
   size: number;
@@ -101,6 +114,8 @@ export interface ICheckpointStatus {
   status: string;
   position: string;
   cell: number | null;
+  /** The cell's first line, '' when unknown. */
+  firstLine: string;
   /** Age in seconds when received. */
   ageAtReceipt: number;
   /** `Date.now()` when received. */
@@ -116,6 +131,7 @@ export function statusFromMessage(
     status: msg.status,
     position: msg.position || '',
     cell: msg.cell ?? null,
+    firstLine: msg.first_line ?? '',
     ageAtReceipt: Math.max(0, msg.now - msg.last),
     receivedAt
   };
@@ -130,6 +146,7 @@ export function statusFromInfo(
     status: info.status,
     position: info.position || '',
     cell: info.cell?.execution_count ?? null,
+    firstLine: info.cell?.first_line ?? '',
     ageAtReceipt: Math.max(0, info.age ?? 0),
     receivedAt
   };
@@ -204,21 +221,64 @@ export function statusText(status: ICheckpointStatus, nowMs: number): string {
 
 /** Its tooltip, with the cell and the checkpoint's status. */
 export function statusTitle(status: ICheckpointStatus): string {
-  const cell = status.cell !== null ? ` in cell [${status.cell}]` : '';
+  const label = cellLabel(status.cell, status.firstLine);
+  const cell = label ? ` in cell ${label}` : '';
   const where = status.position ? `, ${status.position}` : '';
   return withoutIdleWord(
     `Last state checkpoint (saved kernel variables) #${status.id}${cell} (${status.status}${where}). Click to open the State checkpoints panel.`
   );
 }
 
-/** `cell [5], 3 min ago, `for epoch` at 57/100`: where and when a checkpoint was taken. */
-export function describeCheckpoint(info: ICheckpointInfo): string {
+/**
+ * A cell as a user recognises it across runs, as the Python side's `cell_label` says it:
+ * its first line, then the run count (which changes at each run); its id when the
+ * first line is empty.
+ *
+ * ```
+ * cellLabel(5, 'for epoch in range(100):') === '"for epoch in range(100):" [5]'
+ * ```
+ */
+export function cellLabel(
+  count: number | null | undefined,
+  firstLine: string,
+  cellId?: string | null,
+  width = 40
+): string {
+  let first = (firstLine || '').split(/\s+/).filter(Boolean).join(' ');
+  if (first.length > width) {
+    first = `${first.slice(0, width - 1)}…`;
+  }
+  const run = count !== null && count !== undefined ? `[${count}]` : '';
+  if (first) {
+    return `"${first}"${run ? ` ${run}` : ''}`;
+  }
+  if (cellId) {
+    return `cell ${cellId.slice(0, 8)}${run ? ` ${run}` : ''}`;
+  }
+  return run ? `cell ${run}` : '';
+}
+
+/**
+ * `"for epoch in range(100):" [5], 3 min ago, `for epoch` at 57/100`: where and when a
+ * checkpoint was taken. `extraSeconds` ages it by the time since the list was read.
+ */
+export function describeCheckpoint(
+  info: ICheckpointInfo,
+  extraSeconds = 0
+): string {
   const bits: string[] = [];
-  if (info.cell && info.cell.execution_count !== null) {
-    bits.push(`cell [${info.cell.execution_count}]`);
+  const label = info.cell
+    ? cellLabel(
+        info.cell.execution_count,
+        info.cell.first_line,
+        info.cell.cell_id
+      )
+    : '';
+  if (label) {
+    bits.push(label);
   }
   if (info.age !== null && info.age !== undefined) {
-    bits.push(relativeTime(info.age));
+    bits.push(relativeTime(info.age + Math.max(0, extraSeconds)));
   }
   if (info.position) {
     bits.push(info.position);
@@ -246,7 +306,10 @@ export interface ICheckpointRow {
   title: string;
 }
 
-export function checkpointRow(info: ICheckpointInfo): ICheckpointRow {
+export function checkpointRow(
+  info: ICheckpointInfo,
+  extraSeconds = 0
+): ICheckpointRow {
   const unverified = !info.verified;
   const firstLine = info.cell?.first_line ?? '';
   const title = [
@@ -260,7 +323,7 @@ export function checkpointRow(info: ICheckpointInfo): ICheckpointRow {
     label: `#${info.id}${info.pinned ? ' (pinned)' : ''}`,
     status: unverified ? 'unverified' : info.status,
     tone: unverified ? 'warn' : info.status === 'running' ? 'running' : 'ok',
-    where: describeCheckpoint(info),
+    where: describeCheckpoint(info, extraSeconds),
     what: `${plural(info.variables, 'variable')} · ${humanBytes(info.size)}`,
     title: withoutIdleWord(title)
   };

@@ -25,6 +25,7 @@ import {
   INITIAL_RESTART_STATE,
   INotebookIdentity,
   IRestartState,
+  IRestoredMessage,
   IStatusMessage,
   latest,
   plainText,
@@ -110,6 +111,10 @@ export class NotebookCheckpoints implements INotebookCheckpoints {
 
   get problem(): ISignal<this, IProblemMessage> {
     return this._problem;
+  }
+
+  get restored(): ISignal<this, number> {
+    return this._restored;
   }
 
   get isDisposed(): boolean {
@@ -343,6 +348,11 @@ export class NotebookCheckpoints implements INotebookCheckpoints {
       this._problem.emit(problem);
       return;
     }
+    const restored = msg.content as unknown as IRestoredMessage;
+    if (restored?.event === 'restored' && typeof restored.id === 'number') {
+      this._restored.emit(restored.id);
+      return;
+    }
     const data = msg.content as unknown as IStatusMessage;
     if (data && typeof data.id === 'number') {
       if (data.key) {
@@ -372,6 +382,7 @@ export class NotebookCheckpoints implements INotebookCheckpoints {
   private _statusChanged = new Signal<this, ICheckpointStatus | null>(this);
   private _restarted = new Signal<this, void>(this);
   private _problem = new Signal<this, IProblemMessage>(this);
+  private _restored = new Signal<this, number>(this);
 }
 
 /** The id a kernel was told earlier (by this page before a reload, say), or null. */
@@ -429,6 +440,10 @@ export class CheckpointManager implements ICheckpointManager {
     return this._problem;
   }
 
+  get restored(): ISignal<this, INotebookCheckpoints> {
+    return this._restoredAny;
+  }
+
   get(panel: NotebookPanel): INotebookCheckpoints {
     // Keyed by the document: two views of one notebook share its kernel connection,
     // and a kernel connection holds one callback per comm target.
@@ -443,6 +458,7 @@ export class CheckpointManager implements ICheckpointManager {
       created.problem.connect((_, problem) =>
         this._problem.emit({ model: created, problem })
       );
+      created.restored.connect(() => this._restoredAny.emit(created));
       this._models.set(panel.context, created);
       panel.context.disposed.connect(() => {
         this._models.delete(panel.context);
@@ -458,4 +474,5 @@ export class CheckpointManager implements ICheckpointManager {
   private _currentChanged = new Signal<this, INotebookCheckpoints | null>(this);
   private _restarted = new Signal<this, INotebookCheckpoints>(this);
   private _problem = new Signal<this, IProblem>(this);
+  private _restoredAny = new Signal<this, INotebookCheckpoints>(this);
 }

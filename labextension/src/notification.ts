@@ -55,6 +55,18 @@ export class RestartOffer {
     private readonly _openPanel: (model: INotebookCheckpoints) => void
   ) {
     manager.restarted.connect((_, model) => void this._onRestarted(model));
+    // Restored from anywhere (the panel's banner, %checkpoint restore, the palette):
+    // the offer is answered.
+    manager.restored.connect((_, model) => this.dismiss(model));
+  }
+
+  /** Take back the offer for `model`'s restart, if one is shown. */
+  dismiss(model: INotebookCheckpoints): void {
+    const id = this._offers.get(model);
+    if (id !== undefined) {
+      this._offers.delete(model);
+      Notification.dismiss(id);
+    }
   }
 
   /** The `offerRestore` setting: ask, always, never. */

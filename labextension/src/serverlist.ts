@@ -20,6 +20,8 @@ import { INotebookCheckpoints } from './tokens';
 
 /** Re-read the server's list at most this often while checkpoints stream in. */
 const REFRESH_MS = 1000;
+/** Redraw the rows this often, so "3 min ago" stays true without asking the server. */
+const TICK_MS = 15000;
 
 export class ServerList extends Widget {
   constructor(private readonly _model: INotebookCheckpoints) {
@@ -36,6 +38,11 @@ export class ServerList extends Widget {
     this.node.append(this._live, this._message, this._rows, this._compare.node);
     _model.statusChanged.connect(this._onStatus, this);
     this._onStatus(_model, _model.status);
+    this._tick = window.setInterval(() => {
+      if (this.isVisible && this._shown.length > 0) {
+        this._draw(this._shown);
+      }
+    }, TICK_MS);
   }
 
   /** How many rows are drawn (for tests and the sidebar's note). */
@@ -68,6 +75,7 @@ export class ServerList extends Widget {
     this._model.statusChanged.disconnect(this._onStatus, this);
     window.clearTimeout(this._timer);
     window.clearInterval(this._clock);
+    window.clearInterval(this._tick);
     super.dispose();
   }
 
@@ -85,10 +93,14 @@ export class ServerList extends Widget {
       }`;
       return;
     }
+    this._shown = checkpoints;
+    this._readAt = Date.now();
     this._draw(checkpoints);
   }
 
   private _draw(checkpoints: ICheckpointInfo[]): void {
+    // The server measured each age when it answered: add the time since.
+    const since = Math.max(0, Date.now() - this._readAt) / 1000;
     const newestFirst = [...checkpoints].sort(
       (a, b) => b.created - a.created || b.id - a.id
     );
@@ -97,7 +109,7 @@ export class ServerList extends Widget {
         ? `No state checkpoints yet for ${this._model.path}. Run a cell with %%checkpoint to take some.`
         : '';
     const rows = newestFirst.map(info => {
-      const row = checkpointRow(info);
+      const row = checkpointRow(info, since);
       const li = document.createElement('li');
       li.className = 'nbc-server-row';
       li.title = row.title;
@@ -160,4 +172,7 @@ export class ServerList extends Widget {
   private _again = false;
   private _timer = 0;
   private _clock = 0;
+  private _tick = 0;
+  private _shown: ICheckpointInfo[] = [];
+  private _readAt = 0;
 }

@@ -48,6 +48,8 @@ export interface INotebookCheckpoints extends IDisposable {
   readonly restarted: ISignal<INotebookCheckpoints, void>;
   /** A warning from the kernel the user must see (a store that cannot be written...). */
   readonly problem: ISignal<INotebookCheckpoints, IProblemMessage>;
+  /** Variables were restored in the kernel (by the panel, the magic or a command). */
+  readonly restored: ISignal<INotebookCheckpoints, number>;
   /** The notebook's checkpoints from the server, oldest first; no kernel needed. */
   list(): Promise<ICheckpointInfo[]>;
   /** Two of those compared by the server (each `key:id`, as `list` gives them). */
@@ -87,6 +89,8 @@ export interface ICheckpointManager {
   readonly restarted: ISignal<ICheckpointManager, INotebookCheckpoints>;
   /** A warning from any open notebook's kernel. */
   readonly problem: ISignal<ICheckpointManager, IProblem>;
+  /** Any open notebook's kernel restored variables from a checkpoint. */
+  readonly restored: ISignal<ICheckpointManager, INotebookCheckpoints>;
   /** The model of an open notebook. */
   get(panel: NotebookPanel): INotebookCheckpoints;
 }

@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 
 import {
   ageSeconds,
+  cellLabel,
   checkpointRow,
   describeCheckpoint,
   humanBytes,
@@ -136,7 +137,7 @@ describe('offer after a restart', () => {
   it('says which checkpoint, where and when', () => {
     assert.equal(
       offerText(info()),
-      'The kernel restarted. Bring its variables back from state checkpoint #12 (cell [5], 3 min ago, `for epoch` at 57/100)?'
+      'The kernel restarted. Bring its variables back from state checkpoint #12 ("for epoch in range(100):" [5], 3 min ago, `for epoch` at 57/100)?'
     );
     assert.equal(
       offerText(
@@ -146,7 +147,7 @@ describe('offer after a restart', () => {
     );
     assert.equal(
       describeCheckpoint(info({ age: null, position: '' })),
-      'cell [5]'
+      '"for epoch in range(100):" [5]'
     );
   });
 
@@ -302,7 +303,10 @@ describe('rows of the server list', () => {
     assert.equal(row.label, '#12');
     assert.equal(row.status, 'running');
     assert.equal(row.tone, 'running');
-    assert.equal(row.where, 'cell [5], 3 min ago, `for epoch` at 57/100');
+    assert.equal(
+      row.where,
+      '"for epoch in range(100):" [5], 3 min ago, `for epoch` at 57/100'
+    );
     assert.equal(row.what, '1 variable · 1.2 KB');
     assert.ok(row.title.includes('cell: for epoch in range(100):'), row.title);
   });
@@ -315,6 +319,43 @@ describe('rows of the server list', () => {
     assert.equal(row.status, 'unverified');
     assert.equal(row.tone, 'warn');
     assert.ok(row.title.includes('not verified: bad signature'), row.title);
+  });
+
+  it('ages as time passes after the list was read', () => {
+    // info() is 3 min old when read; two minutes later the row says so.
+    assert.ok(checkpointRow(info(), 120).where.includes('5 min ago'));
+    assert.ok(checkpointRow(info(), 0).where.includes('3 min ago'));
+  });
+
+  it('names a cell by its first line, then its id', () => {
+    assert.equal(
+      cellLabel(5, 'for epoch in range(100):'),
+      '"for epoch in range(100):" [5]'
+    );
+    assert.equal(cellLabel(null, 'x = 1'), '"x = 1"');
+    assert.equal(
+      cellLabel(7, '', '0f3a9c2e-41d7-4b1e-9c3a-2b7d8e1f0a6c'),
+      'cell 0f3a9c2e [7]'
+    );
+    assert.equal(cellLabel(7, ''), 'cell [7]');
+    assert.equal(cellLabel(null, ''), '');
+    assert.equal(
+      cellLabel(1, 'a'.repeat(50), null, 10),
+      `"${'a'.repeat(9)}…" [1]`
+    );
+    const status = statusFromMessage(
+      {
+        id: 3,
+        last: 0,
+        now: 0,
+        status: 'manual',
+        position: '',
+        cell: 4,
+        first_line: 'train()'
+      },
+      0
+    );
+    assert.ok(statusTitle(status).includes('in cell "train()" [4]'));
   });
 
   it('counts in words', () => {

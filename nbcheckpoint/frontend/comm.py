@@ -31,6 +31,9 @@ MSG_TYPE = "nbcheckpoint_status"
 # scrolled away: JupyterLab shows it as a notification.
 CHECKPOINT = "checkpoint"
 PROBLEM = "problem"
+# Variables were brought back from a checkpoint (by the panel, the magic or the
+# extension's own Restore): the restart offer has been answered and goes away.
+RESTORED = "restored"
 # The zmq topic of our iopub messages (ipykernel's comms use b"comm-<id>").
 TOPIC = b"nbcheckpoint"
 
@@ -58,6 +61,7 @@ def status_message(ck: Checkpoint, now: float | None = None) -> dict[str, Any]:
     position = m.position if m is not None else None
     return {
         "event": CHECKPOINT,
+        "first_line": cell.first_line if cell is not None else "",
         "id": ck.id,
         "last": ck.created,
         "now": time.time() if now is None else now,
@@ -136,6 +140,11 @@ def problem_message(text: str, now: float | None = None) -> dict[str, Any]:
     }
 
 
+def restored_message(ck: Checkpoint) -> dict[str, Any]:
+    """Variables were restored from ``ck`` (the extension takes its restart offer away)."""
+    return {"event": RESTORED, "id": ck.id, "key": ck.notebook, "now": time.time()}
+
+
 def publish_problem(text: str) -> bool:
     """Tell the frontend about a problem; never raises (the caller has printed it already)."""
     try:
@@ -162,9 +171,15 @@ class StatusChannel:
 
     def start(self) -> None:
         events.subscribe(self.on_checkpoint)
+        events.subscribe(self.on_restored, events.RESTORED)
 
     def stop(self) -> None:
         events.unsubscribe(self.on_checkpoint)
+        events.unsubscribe(self.on_restored, events.RESTORED)
+
+    def on_restored(self, ck: Checkpoint) -> None:
+        """Variables came back from ``ck``: JupyterLab's restart offer is answered."""
+        self.send(restored_message(ck))
 
     def on_checkpoint(self, ck: Checkpoint) -> None:
         """Called by the capture engine on the kernel's main thread, at a safe point."""

@@ -88,6 +88,7 @@ def describe(ck: Checkpoint, now: float) -> dict[str, Any]:
         "cell": {
             "execution_count": cell.execution_count if cell is not None else None,
             "first_line": cell.first_line if cell is not None else "",
+            "cell_id": cell.cell_id if cell is not None else None,
         },
         "position": (position.description if position is not None else None) or "",
         "variables": len(m.variables) if m is not None else 0,

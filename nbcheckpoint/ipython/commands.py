@@ -18,6 +18,7 @@ from IPython.core.magic_arguments import MagicArgumentParser
 
 from ..capture.arm import available
 from ..capture.engine import install_runtime, kernel_identity
+from ..capture.events import RESTORED, emit
 from ..capture.names import user_names
 from ..capture.recipes import (
     Outcome,
@@ -30,7 +31,16 @@ from ..capture.recipes import (
 from ..capture.resume import left_out
 from ..capture.writer import MODES, choose, estimate_bytes
 from ..errors import CheckpointError, ConfigError
-from ..format import human_bytes, parse_duration, parse_size, printable, relative_time, table
+from ..format import (
+    cell_label,
+    human_bytes,
+    parse_duration,
+    parse_size,
+    plural,
+    printable,
+    relative_time,
+    table,
+)
 from ..store import Checkpoint, Restored, load_key
 from ..store.diff import diff_sides, live_side, read_side, render
 from ..store.manifest import LeftOut
@@ -129,7 +139,12 @@ def build_parser() -> MagicArgumentParser:
     p = command("list", "This notebook's checkpoints.")
     store_option(p)
     p = command("show", "One checkpoint's variables, and what was left out and why.")
-    p.add_argument("id", metavar="ID", help="A checkpoint id, such as 12 or #12")
+    p.add_argument(
+        "id",
+        metavar="ID",
+        nargs="?",
+        help="A checkpoint id, such as 12 or #12 (default: the latest)",
+    )
     store_option(p)
     p = command(
         "diff",
@@ -309,14 +324,17 @@ class LineCommands:
         for ck in store.list(nb):
             m = ck.manifest
             cell = m.cell if m is not None else None
-            count = cell.execution_count if cell is not None else None
-            first = cell.first_line if cell is not None else ""
+            label = (
+                cell_label(cell.execution_count, cell.first_line, cell.cell_id, width=30)
+                if cell is not None
+                else ""
+            )
             position = m.position if m is not None else None
             rows.append(
                 [
                     f"#{ck.id}" + (" (pinned)" if ck.pinned else ""),
                     relative_time(ck.created) if ck.created else "?",
-                    (f"[{count}] " if count is not None else "") + first[:30],
+                    label,
                     (position.description if position is not None else None) or "",
                     ck.status if ck.verified else f"UNVERIFIED: {ck.problem}",
                     str(len(ck.variables)),
@@ -329,7 +347,13 @@ class LineCommands:
         print(table(rows, ["id", "time", "cell", "position", "status", "vars", "size"]))
 
     def _cmd_show(self, args: argparse.Namespace) -> None:
-        ck = self.open_store(args.store).read_checkpoint(self.notebook_ref(), _short_id(args.id))
+        store = self.open_store(args.store)
+        nb = self.notebook_ref()
+        ident = _short_id(args.id) if args.id is not None else store.latest_id(nb)
+        if ident is None:
+            print(f"No checkpoints yet for {nb.path} in {store.url}.")
+            return
+        ck = store.read_checkpoint(nb, ident)
         m = ck.manifest
         variables = m.variables if m is not None else {}
         rows = [
@@ -490,6 +514,9 @@ class LineCommands:
         if restored.rng is not None:
             restore_rng(restored.rng)
         install_runtime(ns)  # restored cell functions may carry safe points
+        # Whoever restored (panel, magic, JupyterLab), the restart offers are answered:
+        # the panels' banners and JupyterLab's notification (through the status channel).
+        emit(restored.checkpoint, RESTORED)
         return problems
 
     @staticmethod
@@ -498,8 +525,9 @@ class LineCommands:
         m = ck.manifest
         cell = m.cell if m is not None else None
         where = []
-        if cell is not None and cell.execution_count is not None:
-            where.append(f"cell [{cell.execution_count}]")
+        label = cell_label(cell.execution_count, cell.first_line, cell.cell_id) if cell else ""
+        if label:
+            where.append(label)
         where.append(relative_time(ck.created))
         position = m.position.description if m is not None and m.position is not None else None
         if position:
@@ -543,9 +571,12 @@ class LineCommands:
             max_size=self._max_size_bytes(),
             recipes=self.recipes,
         )
+        # The same event a %%checkpoint cell's checkpoints raise: live panels and the
+        # JupyterLab status bar follow manual saves too.
+        emit(ck)
         print(
-            f"Saved checkpoint #{ck.id}: {len(ck.variables)} variables, {human_bytes(ck.total_bytes)} "
-            f"({human_bytes(ck.new_bytes)} new)."
+            f"Saved checkpoint #{ck.id}: {plural(len(ck.variables), 'variable')}, "
+            f"{human_bytes(ck.total_bytes)} ({human_bytes(ck.new_bytes)} new)."
         )
         for kind, name, info in ck.manifest.left_out() if ck.manifest is not None else ():
             print(printable(f"  {kind}: {name} ({info.type}): {_reason(info)}"))

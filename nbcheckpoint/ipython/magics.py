@@ -35,7 +35,7 @@ from ..capture.resume import Refusal, ResumePlan, left_out, plan_resume
 from ..capture.rewrite import instrument
 from ..capture.writer import MODES
 from ..errors import CheckpointError
-from ..format import human_bytes, parse_duration, parse_size, printable, relative_time
+from ..format import cell_label, human_bytes, parse_duration, parse_size, printable, relative_time
 from ..store import CheckpointStore, NotebookRef, default_store_url
 from ..store.identity import ENV_NOTEBOOK_ID
 from ..store.store import DEFAULT_KEEP, DEFAULT_MAX_SIZE, UNLIMITED
@@ -573,8 +573,13 @@ class Checkpoint(LineCommands, Magics):
         count = len(store.list(nb))
         m = latest.manifest
         bits = []
-        if m is not None and m.cell is not None and m.cell.execution_count is not None:
-            bits.append(f"cell [{m.cell.execution_count}]")
+        label = (
+            cell_label(m.cell.execution_count, m.cell.first_line, m.cell.cell_id)
+            if m and m.cell
+            else ""
+        )
+        if label:
+            bits.append(label)
         bits.append(relative_time(latest.created))
         if m is not None and m.position is not None and m.position.description:
             bits.append(printable(m.position.description))

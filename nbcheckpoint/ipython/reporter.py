@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import uuid
 
-from IPython.display import display, update_display
+from IPython import display as ipython_display
 
 from ..frontend.comm import publish_problem
 
@@ -20,9 +20,11 @@ class DisplayReporter:
         data = {"text/plain": text}
         if self._display_id is None:
             self._display_id = uuid.uuid4().hex
-            display(data, raw=True, display_id=self._display_id)
+            # Looked up at each call, not bound at import: an import made while a test
+            # replaced ``display`` kept the stand-in for good (and broke later cells).
+            ipython_display.display(data, raw=True, display_id=self._display_id)
         else:
-            update_display(data, raw=True, display_id=self._display_id)
+            ipython_display.update_display(data, raw=True, display_id=self._display_id)
 
     def info(self, text: str) -> None:
         print(text, flush=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 import types
+from collections import deque
 from collections.abc import Callable, Iterable, MutableMapping
 from html import escape, unescape
 from typing import Any, Protocol
@@ -16,9 +18,10 @@ from ..capture.engine import from_earlier_kernel
 from ..capture.names import user_names
 from ..capture.recipes import describe as describe_recipe
 from ..errors import CheckpointError
-from ..format import human_bytes
+from ..format import human_bytes, plural
 from ..store import Checkpoint, CheckpointStore, NotebookRef, Restored
 from ..store.diff import Side, live_side
+from . import live as live_updates
 from . import rows
 from .chart import Point, history_svg
 from .diff import DiffView
@@ -56,7 +59,7 @@ def _button(label: str, tooltip: str, icon: str = "", style: str = "") -> Button
 
 def _default_describe(restored: Restored) -> str:
     names = sorted(restored.values)
-    return f"Restored checkpoint #{restored.checkpoint.id}: {len(names)} variables ({', '.join(names)})."
+    return f"Restored checkpoint #{restored.checkpoint.id}: {plural(len(names), 'variable')} ({', '.join(names)})."
 
 
 def _plain(html: str) -> str:
@@ -74,7 +77,10 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
     namespace : the user namespace restores go into (used to warn before overwriting).
     apply : puts a restored checkpoint into the namespace (default: ``namespace.update``).
     describe : turns a restore into the sentence shown (default: a short summary).
-    live : follow checkpoints as a running ``%%checkpoint`` cell takes them.
+    live : follow checkpoints as a running ``%%checkpoint`` cell takes them. The cell's
+        thread only queues each one; a background thread (:mod:`.live`) shows it, and
+        keeps the relative times current. A panel with no view left (its output cleared)
+        stops following until it is shown again.
     clock : the time source for "3 min ago" (tests pass a fixed one).
     hidden : names in ``namespace`` that are not the user's (IPython's), left out of "now".
 
@@ -122,6 +128,12 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         self._syncing = False
         self._banner_done = False
         self._live = live
+        # Held by whoever renders or changes the panel's state: the main thread (clicks)
+        # or the live thread (new checkpoints, ticks). Never taken by the event itself.
+        self._lock = threading.RLock()
+        self._inbox: deque[Checkpoint] = deque()
+        self._following = False
+        self._reload_wanted = False
 
         self.header = HTML()
         self.banner_text = HTML()
@@ -247,7 +259,10 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         self._show(self.confirm_box, False)
         self._run("read the store", self.reload)
         if live:
-            events.subscribe(self._on_checkpoint)
+            self._follow(True)
+            # The frontend counts the views shown (0 once the output is cleared).
+            self._view_count = 0
+            self.observe(self._on_views, names="_view_count")
 
     @classmethod
     def from_magics(cls, host: PanelHost, store: str | None = None) -> CheckpointPanel:
@@ -308,7 +323,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
 
     def close(self) -> None:
         """Stop following new checkpoints and close every widget of the panel."""
-        events.unsubscribe(self._on_checkpoint)
+        self._follow(False)
         for widget in self._owned():
             widget.close()
         super().close()
@@ -334,24 +349,13 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
             self._disk_bytes = self.store.disk_usage()
         self._render()
 
-    def _render(self, select: int | None = None) -> None:
+    def _render(self, select: int | None = None, *, keep_selected: bool = False) -> None:
+        """Show the checkpoint list; ``keep_selected`` leaves the variable list (and the
+        user's choice of variables in it) alone when the same checkpoint stays selected."""
         now = self._clock()
-        newest_first = list(reversed(self._checkpoints))
-        wanted = select if select is not None else self.history.value
-        if wanted not in self._by_id:
-            wanted = newest_first[0].id if newest_first else None
-        options = [(rows.history_row(c, self._earlier, now), c.id) for c in newest_first]
-        self._syncing = True
-        try:
-            # Not under hold_trait_notifications: its cross-validation checks the old value
-            # against the new options.
-            self.history.options = options
-            self.history.tooltips = [rows.history_tooltip(c, self._earlier) for c in newest_first]
-            self.history.value = wanted
-        finally:
-            self._syncing = False
-        self.diff.set_ids([c.id for c in newest_first])
-        has_rows = bool(options)
+        before = self.history.value
+        has_rows = self._render_rows(now, select)
+        self.diff.set_ids([c.id for c in reversed(self._checkpoints)])
         self._show(self.columns, has_rows)
         self._show(self.history, has_rows)
         self._show(self.empty, not has_rows)
@@ -366,7 +370,34 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
             [Point(c.id, c.total_bytes, rows.duration(c) or 0.0) for c in self._checkpoints]
         )
         self._render_banner(now)
-        self._render_selected()
+        if not (keep_selected and self.history.value == before and before is not None):
+            self._render_selected()
+
+    def _render_rows(self, now: float, select: int | None = None) -> bool:
+        """The history rows (their relative times too); True when there is any."""
+        newest_first = list(reversed(self._checkpoints))
+        wanted = select if select is not None else self.history.value
+        if wanted not in self._by_id:
+            wanted = newest_first[0].id if newest_first else None
+        # Each row's changes are measured against the row below it (the one listed before).
+        previous = [*newest_first[1:], None]
+        options = [
+            (rows.history_row(c, self._earlier, now, p), c.id)
+            for c, p in zip(newest_first, previous)
+        ]
+        self._syncing = True
+        try:
+            # Not under hold_trait_notifications: its cross-validation checks the old value
+            # against the new options.
+            if options != list(self.history.options):
+                self.history.options = options
+            self.history.tooltips = [
+                rows.history_tooltip(c, self._earlier, p) for c, p in zip(newest_first, previous)
+            ]
+            self.history.value = wanted
+        finally:
+            self._syncing = False
+        return bool(options)
 
     def _header_html(self) -> str:
         n = len(self._checkpoints)
@@ -386,7 +417,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
             f'<b title="Saved kernel variables, not the notebook file">State checkpoints</b> '
             f"of <code>{escape(self.notebook.path)}</code><br>"
             f"store <code>{escape(self.store.url)}</code> · "
-            f"{n} checkpoint{'s' if n != 1 else ''} · "
+            f"{plural(n, 'checkpoint')} · "
             f'<span title="blobs are shared by every notebook of the store">{size} on disk</span>'
             f" · {signatures}"
         )
@@ -411,7 +442,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         self.banner_restore.description = f"Restore #{target.id}"
         count = len(target.manifest.variables) if target.manifest is not None else 0
         self.banner_restore.tooltip = (
-            f"Put the {count} variables of checkpoint #{target.id} back into the kernel"
+            f"Put the {plural(count, 'variable')} of checkpoint #{target.id} back into the kernel"
         )
 
     def _render_selected(self) -> None:
@@ -482,21 +513,77 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
             self.restore_selected_button.disabled = not change["new"]
 
     def _on_checkpoint(self, ck: Checkpoint) -> None:
-        """A running cell took a checkpoint: show it now (called on the kernel's main thread)."""
+        """A running cell took a checkpoint (called on the kernel's main thread, inside the
+        user's loop): queue it for the live thread; no store read, no rendering here."""
         if ck.notebook != self.notebook.key:
             return
-        newest = self._checkpoints[-1].id if self._checkpoints else None
-        follow = self.history.value is None or self.history.value == newest
+        self._inbox.append(ck)
+        live_updates.thread().request(self)
 
-        def land() -> None:
-            if self._disk_bytes is not None:
-                self._disk_bytes += ck.manifest.stats.bytes_written if ck.manifest else 0
-            # No walk over every blob for the size here: this runs inside the user's loop.
-            self._checkpoints = sorted(self.store.list(self.notebook), key=lambda c: c.id)
-            self._by_id = {c.id: c for c in self._checkpoints}
-            self._render(select=ck.id if follow else None)
+    def _on_restored(self, ck: Checkpoint) -> None:
+        """Variables were restored (here, by ``%checkpoint restore`` or from JupyterLab):
+        the restart banner has been answered."""
+        if ck.notebook == self.notebook.key and not self._banner_done:
+            self._banner_done = True
+            live_updates.thread().request(self)
 
-        self._run("show the new checkpoint", land)
+    def catch_up(self) -> None:
+        """Show the queued checkpoints, or read the store again when asked (live thread)."""
+        with self._lock:
+            if self._reload_wanted:
+                self._reload_wanted = False
+                self._inbox.clear()  # the reload reads them
+                self._quietly("read the store", self.reload)
+                return
+            landed = []
+            while self._inbox:
+                landed.append(self._inbox.popleft())
+            if not landed:
+                self._quietly("hide the banner", lambda: self._render_banner(self._clock()))
+                return
+            newest = self._checkpoints[-1].id if self._checkpoints else None
+            follow = self.history.value is None or self.history.value == newest
+            for ck in landed:
+                if ck.id in self._by_id:
+                    continue
+                if self._disk_bytes is not None and ck.manifest is not None:
+                    # Not a walk over every blob: only what this checkpoint added.
+                    self._disk_bytes += ck.manifest.stats.bytes_written
+                self._checkpoints.append(ck)
+                self._by_id[ck.id] = ck
+            self._checkpoints.sort(key=lambda c: c.id)
+            self._quietly(
+                "show the new checkpoint",
+                lambda: self._render(select=landed[-1].id if follow else None, keep_selected=True),
+            )
+
+    def tick(self) -> None:
+        """Bring "3 min ago" up to date (live thread)."""
+        with self._lock:
+            if self._checkpoints:
+                now = self._clock()
+                self._quietly("update the times", lambda: self._render_rows(now))
+                self._quietly("update the times", lambda: self._render_banner(now))
+
+    def _follow(self, on: bool) -> None:
+        if on and not self._following:
+            events.subscribe(self._on_checkpoint)
+            events.subscribe(self._on_restored, events.RESTORED)
+            live_updates.thread().watch(self)
+        elif not on and self._following:
+            events.unsubscribe(self._on_checkpoint)
+            events.unsubscribe(self._on_restored, events.RESTORED)
+            live_updates.thread().unwatch(self)
+        self._following = on
+
+    def _on_views(self, change: dict[str, Any]) -> None:
+        old, new = change["old"] or 0, change["new"] or 0
+        if new == 0 and old > 0:
+            self._follow(False)  # cleared output: nothing to keep current
+        elif new > 0 and not self._following and self._live:
+            self._follow(True)
+            self._reload_wanted = True  # it missed checkpoints while hidden
+            live_updates.thread().request(self)
 
     def _on_refresh(self, _button: Button) -> None:
         def refresh() -> None:
@@ -659,13 +746,18 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
 
     def _run(self, what: str, action: Callable[[], None]) -> None:
         """Run a handler; any error becomes one sentence in the panel, never a traceback."""
-        with self.out:
-            try:
-                action()
-            except CheckpointError as e:
-                self._say(str(e), "error")
-            except Exception as e:
-                self._say(f"Could not {what}: {type(e).__name__}: {e}", "error")
+        with self._lock, self.out:
+            self._quietly(what, action)
+
+    def _quietly(self, what: str, action: Callable[[], object]) -> None:
+        """``action``, its error said in one sentence. No ``Output`` capture: on the live
+        thread that would route the running cell's own output into the panel."""
+        try:
+            action()
+        except CheckpointError as e:
+            self._say(str(e), "error")
+        except Exception as e:
+            self._say(f"Could not {what}: {type(e).__name__}: {e}", "error")
 
     def _say(self, text: str, kind: str = "") -> None:
         first, *rest = text.splitlines() or [""]

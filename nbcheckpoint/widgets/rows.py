@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..format import human_bytes, printable, relative_time
+from ..format import cell_label, human_bytes, plural, printable, relative_time
 from ..store import Checkpoint
 from ..store.manifest import Manifest, NotebookInfo
 
@@ -25,7 +25,9 @@ HISTORY_COLUMNS = (
     Column("position", 24),
     Column("status", 14),
     Column("vars", 4, right=True),
-    Column("new", 8, right=True),
+    # Bytes of this checkpoint's data that the one listed before it does not have: the
+    # same measure as a variable's "changed" (its blobs differ), summed.
+    Column("changed", 8, right=True),
     Column("total", 8, right=True),
     Column("took", 7, right=True),
 )
@@ -80,13 +82,25 @@ def _manifest(ck: Checkpoint) -> Manifest:
     return Manifest(id=ck.id, notebook=NotebookInfo(ck.notebook, ""), created=0.0, status="manual")
 
 
-def cell_text(ck: Checkpoint) -> str:
-    """``[5] for epoch in range(100):``, or what is known of it."""
+def cell_text(ck: Checkpoint, width: int = 40) -> str:
+    """``"for epoch in range(100):" [5]``: the same cell reads the same across runs.
+    The first line is cut so that the whole label fits in about ``width`` characters."""
     cell = _manifest(ck).cell
     if cell is None:
         return ""
-    count = cell.execution_count
-    return ((f"[{count}] " if count is not None else "") + cell.first_line).strip()
+    run = len(f" [{cell.execution_count}]") if cell.execution_count is not None else 0
+    return cell_label(cell.execution_count, cell.first_line, cell.cell_id, max(width - run - 2, 8))
+
+
+def changed_bytes(ck: Checkpoint, previous: Checkpoint | None) -> int:
+    """Bytes of ``ck``'s blobs that ``previous`` does not have (all of them for the first).
+
+    A variable is "changed" when its group's blobs differ (:func:`change_since`), so this
+    is the size of what changed, counted once for data shared between variables.
+    """
+    blobs = _manifest(ck).blobs
+    before = _manifest(previous).blobs if previous is not None else {}
+    return sum(size for h, size in blobs.items() if h not in before)
 
 
 def position_text(ck: Checkpoint) -> str:
@@ -108,17 +122,22 @@ def duration(ck: Checkpoint) -> float | None:
     return _manifest(ck).stats.duration
 
 
-def history_row(ck: Checkpoint, earlier: Callable[[Checkpoint], bool], now: float) -> str:
+def history_row(
+    ck: Checkpoint,
+    earlier: Callable[[Checkpoint], bool],
+    now: float,
+    previous: Checkpoint | None = None,
+) -> str:
     ident = f"#{ck.id}" + (" pin" if ck.pinned else "")
     return line(
         [
             ident,
             relative_time(ck.created, now) if ck.created else "?",
-            cell_text(ck),
+            cell_text(ck, HISTORY_COLUMNS[2].width),
             position_text(ck),
             status_text(ck, earlier),
             str(len(_manifest(ck).variables)),
-            human_bytes(ck.new_bytes),
+            human_bytes(changed_bytes(ck, previous)),
             human_bytes(ck.total_bytes),
             seconds(duration(ck)),
         ],
@@ -126,11 +145,16 @@ def history_row(ck: Checkpoint, earlier: Callable[[Checkpoint], bool], now: floa
     )
 
 
-def history_tooltip(ck: Checkpoint, earlier: Callable[[Checkpoint], bool]) -> str:
+def history_tooltip(
+    ck: Checkpoint, earlier: Callable[[Checkpoint], bool], previous: Checkpoint | None = None
+) -> str:
     """What hovering a row shows: the exact time and everything the row had to cut short."""
     lines = [f"Checkpoint #{ck.id}, taken {exact_time(ck.created) if ck.created else '?'}"]
+    cell = _manifest(ck).cell
     if cell_text(ck):
-        lines.append(f"cell {cell_text(ck)}")
+        lines.append(
+            f"cell {cell_text(ck)}" + (f" (id {cell.cell_id})" if cell and cell.cell_id else "")
+        )
     if position_text(ck):
         lines.append(position_text(ck))
     status = f"status: {ck.status}"
@@ -140,9 +164,12 @@ def history_tooltip(ck: Checkpoint, earlier: Callable[[Checkpoint], bool]) -> st
     lines.append(status)
     if not ck.verified:
         lines.append(f"does not verify: {ck.problem}")
+    since = f"since #{previous.id}" if previous is not None else "(the first one)"
     lines.append(
-        f"{len(_manifest(ck).variables)} variables, {human_bytes(ck.total_bytes)} "
-        f"({human_bytes(ck.new_bytes)} new), snapshot took {seconds(duration(ck)) or '?'}"
+        f"{plural(len(_manifest(ck).variables), 'variable')}, {human_bytes(ck.total_bytes)}; "
+        f"{human_bytes(changed_bytes(ck, previous))} changed {since}, "
+        f"{human_bytes(ck.new_bytes)} written new to the store; "
+        f"snapshot took {seconds(duration(ck)) or '?'}"
     )
     if ck.pinned:
         lines.append("pinned: retention never removes it")
@@ -198,12 +225,10 @@ def left_out(ck: Checkpoint) -> list[tuple[str, str, str, str]]:
 
 
 def where(ck: Checkpoint, now: float) -> str:
-    """``cell [5], 3 min ago, for epoch at 57/100``: a checkpoint in a few words."""
+    """``"for epoch in range(100):" [5], 3 min ago, for epoch at 57/100``: a checkpoint in a few words."""
     bits = []
-    cell = _manifest(ck).cell
-    count = cell.execution_count if cell is not None else None
-    if count is not None:
-        bits.append(f"cell [{count}]")
+    if cell_text(ck):
+        bits.append(cell_text(ck))
     if ck.created:
         bits.append(relative_time(ck.created, now))
     if position_text(ck):

@@ -116,7 +116,7 @@ def test_sidebar_status_bar_restart_notification_restore(
     offer_text = offer.inner_text()
     match = re.search(
         r"The kernel restarted\. Bring its variables back from state checkpoint #(\d+) "
-        r"\(cell \[2\], (just now|\d+ s ago), `for epoch` at (\d+)/800\)\?",
+        r"\(\"for epoch in range\(800\):\" \[2\], (just now|\d+ s ago), `for epoch` at (\d+)/800\)\?",
         offer_text,
     )
     assert match, offer_text
