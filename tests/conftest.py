@@ -47,6 +47,14 @@ def _isolated_signing_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
     return key_file
 
 
+@pytest.fixture(autouse=True)
+def _no_restore_heard_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test is a new kernel: no notebook has had its variables restored in it yet."""
+    from nbcheckpoint.capture import events
+
+    monkeypatch.setattr(events, "_restored", set())
+
+
 def _purge_memory_root(root: str) -> None:
     from fsspec.implementations.memory import MemoryFileSystem
 

@@ -418,6 +418,16 @@ def test_banner_offers_the_earlier_kernels_checkpoint(
     assert "Restored checkpoint #2" in panel.message.value
 
 
+def test_a_panel_opened_after_a_restore_offers_it_no_more(
+    store: CheckpointStore, nb: NotebookRef
+) -> None:
+    training_history(store, nb, kernel=THEN)
+    first = make_panel(store, nb, namespace={})
+    assert shown(make_panel(store, nb).banner)  # not answered yet: every panel offers it
+    first.banner_restore.click()
+    assert not shown(make_panel(store, nb).banner)  # answered in this kernel
+
+
 def test_no_banner_when_the_newest_checkpoint_is_this_kernels(
     store: CheckpointStore, nb: NotebookRef
 ) -> None:

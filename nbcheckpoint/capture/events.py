@@ -26,6 +26,14 @@ CHECKPOINT = "checkpoint"
 RESTORED = "restored"
 
 _topics: dict[str, list[Callable[[], Listener | None]]] = {CHECKPOINT: [], RESTORED: []}
+# Notebooks (store keys) this process has restored variables for: a panel opened after the
+# restore must not offer it again.
+_restored: set[str] = set()
+
+
+def restored_here(notebook_key: str) -> bool:
+    """True once variables of ``notebook_key`` were restored in this process (this kernel)."""
+    return notebook_key in _restored
 
 
 def _hold(fn: Listener) -> Callable[[], Listener | None]:
@@ -81,6 +89,8 @@ def emit(checkpoint: Checkpoint, topic: str = CHECKPOINT) -> None:
     A failing subscriber must never stop the cell that is being checkpointed: its
     error is written to stderr in one line and the other subscribers still run.
     """
+    if topic == RESTORED:
+        _restored.add(checkpoint.notebook)
     for fn in _alive(topic):
         try:
             fn(checkpoint)

@@ -115,7 +115,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         self.store = store
         self.notebook = notebook
         self.namespace: MutableMapping[str, Any] = namespace if namespace is not None else {}
-        self._apply = apply or (lambda restored: self.namespace.update(restored.values))
+        self._apply = apply or self._update_namespace
         self._describe = describe or _default_describe
         self._clock = clock
         self._earlier = earlier
@@ -126,7 +126,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         self._disk_bytes: int | None = None
         self._pending: Callable[[], None] | None = None
         self._syncing = False
-        self._banner_done = False
+        self._banner_done = events.restored_here(notebook.key)
         self._live = live
         # Held by whoever renders or changes the panel's state: the main thread (clicks)
         # or the live thread (new checkpoints, ticks). Never taken by the event itself.
@@ -314,6 +314,11 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         """The checkpoint listed just before ``ck`` (the one its changes are measured against)."""
         older = [c for c in self._checkpoints if c.id < ck.id]
         return older[-1] if older else None
+
+    def _update_namespace(self, restored: Restored) -> None:
+        """The default ``apply``: the values into the namespace, and the restart offer answered."""
+        self.namespace.update(restored.values)
+        events.emit(restored.checkpoint, events.RESTORED)
 
     def _live_side(self) -> Side:
         """The "now" side of a comparison: the namespace as a save would record it, nothing written."""
