@@ -33,19 +33,7 @@ export async function listCheckpoints(
   for (const other of options.also ?? []) {
     query.append('also', other);
   }
-  const url = `${URLExt.join(settings.baseUrl, ROUTE)}?${query.toString()}`;
-  const response = await ServerConnection.makeRequest(url, {}, settings);
-  if (!response.ok) {
-    let message = response.statusText;
-    try {
-      const body = await response.json();
-      message = body.message || message;
-    } catch {
-      // not JSON: keep the status text
-    }
-    throw new ServerConnection.ResponseError(response, message);
-  }
-  return (await response.json()) as ICheckpointInfo[];
+  return getJSON<ICheckpointInfo[]>(ROUTE, query, settings);
 }
 
 export const DIFF_ROUTE = 'nbcheckpoint/api/diff';
@@ -66,7 +54,16 @@ export async function diffCheckpoints(
   for (const other of also) {
     query.append('also', other);
   }
-  const url = `${URLExt.join(settings.baseUrl, DIFF_ROUTE)}?${query.toString()}`;
+  return getJSON<IDiffResult>(DIFF_ROUTE, query, settings);
+}
+
+/** GET one of the server's routes; a failure raises with the server's own message. */
+async function getJSON<T>(
+  route: string,
+  query: URLSearchParams,
+  settings: ServerConnection.ISettings
+): Promise<T> {
+  const url = `${URLExt.join(settings.baseUrl, route)}?${query.toString()}`;
   const response = await ServerConnection.makeRequest(url, {}, settings);
   if (!response.ok) {
     let message = response.statusText;
@@ -78,5 +75,5 @@ export async function diffCheckpoints(
     }
     throw new ServerConnection.ResponseError(response, message);
   }
-  return (await response.json()) as IDiffResult;
+  return (await response.json()) as T;
 }
