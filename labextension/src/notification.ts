@@ -14,37 +14,55 @@ import {
 } from './helpers';
 import { ICheckpointManager, INotebookCheckpoints } from './tokens';
 
+/** How long a restore may take before "Restoring…" is shown, and how long that stays up. */
+const IN_PROGRESS_AFTER = 1000;
+const IN_PROGRESS_AT_LEAST = 1000;
+
 /**
- * Restore in the notebook's kernel and say how it went, in one notification that
- * turns from "Restoring…" into the result.
+ * Restore in the notebook's kernel and say how it went, in one notification.
+ *
+ * A restore that takes long shows "Restoring…" first, which then turns into the result. A
+ * quick one shows only the result: JupyterLab draws a toast asynchronously, and an update
+ * made before the toast is drawn is lost (the toast stayed at "Restoring…" for good).
  */
 export async function restoreWithNotice(
   model: INotebookCheckpoints,
   id?: number,
   key?: string
 ): Promise<void> {
-  const notice = Notification.emit(
-    `Restoring ${id === undefined ? 'the latest state checkpoint' : `state checkpoint #${id}`} of ${model.path}…`,
-    'in-progress',
-    { autoClose: false }
-  );
+  let notice: string | null = null;
+  let shownAt = 0;
+  const timer = window.setTimeout(() => {
+    notice = Notification.emit(
+      `Restoring ${id === undefined ? 'the latest state checkpoint' : `state checkpoint #${id}`} of ${model.path}…`,
+      'in-progress',
+      { autoClose: false }
+    );
+    shownAt = Date.now();
+  }, IN_PROGRESS_AFTER);
+  const say = async (
+    message: string,
+    type: 'success' | 'error',
+    autoClose: number | false
+  ): Promise<void> => {
+    window.clearTimeout(timer);
+    if (notice === null) {
+      Notification.emit(message, type, { autoClose });
+      return;
+    }
+    const wait = shownAt + IN_PROGRESS_AT_LEAST - Date.now();
+    if (wait > 0) {
+      await new Promise(resolve => window.setTimeout(resolve, wait));
+    }
+    Notification.update({ id: notice, message, type, autoClose });
+  };
   try {
     const result = await model.restore(id, key);
-    Notification.update({
-      id: notice,
-      message: result.summary,
-      type: 'success',
-      autoClose: 10000
-    });
+    await say(result.summary, 'success', 10000);
     void model.refresh();
   } catch (reason) {
     const message = reason instanceof Error ? reason.message : String(reason);
-    Notification.update({
-      id: notice,
-      message: `Restore failed: ${message}`,
-      type: 'error',
-      autoClose: false
-    });
+    await say(`Restore failed: ${message}`, 'error', false);
   }
 }
 

@@ -75,8 +75,11 @@ def status_message(ck: Checkpoint, now: float | None = None) -> dict[str, Any]:
 def publish(content: dict[str, Any]) -> bool:
     """Send ``content`` on the running ipykernel's iopub channel; False when there is no kernel.
 
-    The parent header is the running request's, as for a comm message, so the message
-    belongs to the cell that took the checkpoint.
+    The message has no parent header: it belongs to no cell. The extension listens to the
+    kernel's whole iopub stream, and nothing routes it into an output. With the running
+    request's parent, a message sent inside an ipywidgets ``Output`` capture (the panel's
+    restore) went to that widget's output hook, and nbclient's hook (papermill, nbconvert
+    --execute) raises on a message type it does not know.
     """
     try:
         from ipykernel.kernelbase import Kernel
@@ -91,7 +94,7 @@ def publish(content: dict[str, Any]) -> bool:
         kernel.iopub_socket,
         MSG_TYPE,
         content,
-        parent=kernel.get_parent(),
+        parent={},
         ident=TOPIC,
     )
     return True

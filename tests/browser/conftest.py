@@ -7,6 +7,7 @@ under ``CI=true``, where a missing browser is a failure rather than a silent ski
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,14 +66,32 @@ def browser(chromium_path: str) -> Iterator[Any]:
             chromium.close()
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: Any, call: Any) -> Any:
+    """Keep each phase's report on the test item, for the page fixture to see a failure."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
+def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1400, "height": 1500})
     page = context.new_page()
     page.set_default_timeout(30_000)
+    console: list[str] = []
+    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
     try:
         yield page
     finally:
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:  # what the page showed when it failed
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            stem = f"FAILED-{request.node.name[:80]}"
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(ARTIFACTS / f"{stem}.png"))
+            (ARTIFACTS / f"{stem}.console.txt").write_text("\n".join(console))
         context.close()
 
 

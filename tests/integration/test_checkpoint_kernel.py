@@ -504,7 +504,17 @@ def test_help_for_cell_magic_and_line_magic(start_kernel: StartKernel) -> None:
     assert "--every INTERVAL" in pages[0] and "Time between checkpoints" in pages[0]
 
     out = kernel.run("%checkpoint help").check().stdout
-    for command in ("list", "show ID", "restore [ID]", "save", "rm ID", "gc", "auto on|off"):
+    for command in (
+        "list",
+        "show [ID]",
+        "diff ID [ID2]",
+        "restore [ID]",
+        "--recompute",
+        "save",
+        "rm ID",
+        "gc",
+        "auto on|off",
+    ):
         assert command in out
 
 
