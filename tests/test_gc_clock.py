@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -501,3 +502,48 @@ def test_a_running_gc_renews_its_marker(
     assert os.stat(path).st_mtime > before
     assert clock.now == pytest.approx(before + 100, abs=1)  # the gc's "now" stays its start
     clock.done()
+
+
+def test_a_save_does_not_wait_for_the_gc_of_a_killed_unreaped_process(
+    local_store_url: str, nb: NotebookRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A SIGKILLed kernel stays a zombie until its manager reaps it; its gc marker is dead.
+    import subprocess
+
+    import nbcheckpoint.store.leases as leases_module
+
+    monkeypatch.setattr(leases_module, "GC_STALE", 3600.0)  # only the zombie test can end it
+    store = CheckpointStore(local_store_url)
+    store.save({"x": 1}, nb, keep=UNLIMITED)
+    child = subprocess.Popen(["sleep", "0"])
+    try:
+        deadline = time.monotonic() + 30
+        stat = Path(f"/proc/{child.pid}/stat")
+        while b") Z" not in stat.read_bytes():
+            assert time.monotonic() < deadline, "the child never exited"
+            time.sleep(0.01)
+        marker = f"{socket.gethostname()}-{child.pid}-{'c' * 32}.gc"
+        store.backend.create(f"{LEASES}/{marker}", lambda f: None)
+        thread, result = _save_in_thread(store, {"x": 2}, nb)
+        thread.join(timeout=30)
+        assert not thread.is_alive() and "ck" in result, result
+        # And any gc removes the dead marker.
+        store.gc(grace=0)
+        assert marker not in store.backend.listdir(LEASES)
+    finally:
+        child.wait()
+
+
+def test_gc_removes_a_marker_no_gc_renewed_for_long(local_store_url: str, nb: NotebookRef) -> None:
+    import nbcheckpoint.store.leases as leases_module
+
+    store = CheckpointStore(local_store_url)
+    store.save({"x": 1}, nb, keep=UNLIMITED)
+    old = f"elsewhere-4242-{'d' * 32}.gc"
+    young = f"elsewhere-4243-{'e' * 32}.gc"
+    for name in (old, young):
+        store.backend.create(f"{LEASES}/{name}", lambda f: None)
+    _age(store, f"{LEASES}/{old}", leases_module.GC_MARKER_TTL + 60)
+    store.gc(grace=0)
+    left = store.backend.listdir(LEASES)
+    assert old not in left and young in left

@@ -41,6 +41,11 @@ LEASE_RENEW = 600.0
 # takes a marker unchanged for GC_STALE seconds (of its own monotonic clock) for a dead gc's.
 GC_RENEW = 5.0
 GC_STALE = 60.0
+# A gc marker older than this on the store's clock is a dead gc's (a live one renews it every
+# GC_RENEW): any gc removes it.
+GC_MARKER_TTL = 1800.0
+# Markers this process found dead (unchanged for GC_STALE): no later save waits for them again.
+_dead_gcs: set[str] = set()
 # Blob addresses are BLAKE3 hex digests; any future manifest format must keep them as
 # hex text, so that an installation that cannot read it still finds them.
 _HASH_RUN = re.compile(rb"[0-9a-fA-F]{64,}")
@@ -103,7 +108,7 @@ class Lease:
         unchanged for GC_STALE seconds (a running gc rewrites it every GC_RENEW), or naming a
         process of this host that no longer exists, is a dead gc's: it is not waited for.
         """
-        waiting = {m for m in self.gcs_before if m != "?"}
+        waiting = {m for m in self.gcs_before if m != "?" and m not in _dead_gcs}
         seen: dict[str, tuple[float, float]] = {}  # marker -> (its mtime, when that changed)
         pause = 0.02
         while waiting:
@@ -123,6 +128,7 @@ class Lease:
                     seen[marker] = (mtime, now)
                 elif now - seen[marker][1] > GC_STALE:
                     waiting.discard(marker)
+                    _dead_gcs.add(marker)
             if waiting:
                 sleep(pause)
                 pause = min(pause * 2, 0.5)
@@ -216,13 +222,26 @@ def _same_host_dead(name: str) -> bool:
     parts = name.rsplit("-", 2)
     if len(parts) != 3 or not parts[1].isdigit() or parts[0] != socket.gethostname():
         return False
+    return _pid_gone(int(parts[1]))
+
+
+def _pid_gone(pid: int) -> bool:
+    """True when no process ``pid`` runs here: none exists, or it is a zombie (killed, and
+    not yet reaped by its parent: a SIGKILLed kernel until its manager looks)."""
     try:
-        os.kill(int(parts[1]), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except (PermissionError, OverflowError):
         return False
-    return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read(4096)
+    except OSError:
+        return False
+    # "pid (comm) state ...": the state follows the last ")" (comm may hold one).
+    fields = stat.rpartition(b")")[2].split()
+    return bool(fields) and fields[0] in (b"Z", b"X")
 
 
 def gc_markers(backend: Backend) -> list[str]:
@@ -253,10 +272,15 @@ def scan_leases(backend: Backend, clock: StoreClock, grace: float) -> LeaseScan:
             ages[entry] = clock.now - backend.mtime(path)
         except FileNotFoundError:
             continue  # a save finished meanwhile: its manifest is read after this
-    others = [ages[e] for e in ages if e.endswith(GC) and ages[e] <= limit]
+    dead_gc = {
+        e
+        for e, age in ages.items()
+        if e.endswith(GC) and (age > GC_MARKER_TTL or _same_host_dead(e.rsplit(".", 1)[0]))
+    }
+    others = [age for e, age in ages.items() if e.endswith(GC) and e not in dead_gc]
     for entry, age in ages.items():
         path = f"{LEASES}/{entry}"
-        if age > limit:
+        if age > limit or entry in dead_gc:
             delete_quietly(backend, path)
             scan.expired += 1
             continue
