@@ -99,6 +99,30 @@ def _two_checkpoints(url: str, nb: NotebookRef) -> tuple[CheckpointStore, str]:
     return store, only_two[0]
 
 
+def _two_checkpoints_apart(
+    url: str, nb: NotebookRef
+) -> tuple[CheckpointStore, str, dict[str, Any]]:
+    """Checkpoints #1 and #2, and a blob of #2 alone of its checkpoint in its folder.
+
+    No blob of #1 shares that blob's ``blobs/xx/`` folder, so a test can replace the
+    folder and spoil #2 only. Blob addresses are content hashes and pickles differ
+    between Pythons (on 3.13 both payloads' blobs landed in ``dd/``): #2's text changes
+    until the folders are apart. Returns #2's payload too.
+    """
+    for attempt in range(64):
+        if attempt:
+            shutil.rmtree(url)
+        store = CheckpointStore(url)
+        one = store.save(ONE, nb)
+        second = {**TWO, "b": f"two {attempt} " * 50} if attempt else TWO
+        two = store.save(second, nb)
+        folders_of_one = {h[:2] for h in one.body["blobs"]}
+        apart = sorted(h for h in two.body["blobs"] if h[:2] not in folders_of_one)
+        if apart:
+            return store, apart[0], second
+    raise AssertionError("no text of #2 put one of its blobs in a folder of its own")
+
+
 def _verify_cli(url: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     capsys.readouterr()
     code = cli.main(["verify", "--store", url])
@@ -145,7 +169,7 @@ def test_a_linked_blob_folder_is_never_followed(
     outside: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    store, h = _two_checkpoints(local_store_url, nb)
+    store, h, second = _two_checkpoints_apart(local_store_url, nb)
     # The real blob folder moves outside (with its valid blobs) beside old files; the store
     # keeps a link to it. Following it would make #2 load, and gc delete the old files.
     folder = Path(local_store_url, "blobs", h[:2])
@@ -168,7 +192,7 @@ def test_a_linked_blob_folder_is_never_followed(
     assert code == 1 and f"blobs/{h[:2]}" in out
 
     with pytest.raises(StoreWriteError, match=rf"blobs/{h[:2]} is a symbolic link"):
-        CheckpointStore(local_store_url).save(TWO, nb)  # would write into that folder
+        CheckpointStore(local_store_url).save(second, nb)  # would write into that folder
     store.gc(grace=0)
     store.delete(nb, 2)
     store.gc(grace=0)
@@ -230,7 +254,7 @@ def test_a_cloned_store_with_links_behaves_the_same(
 ) -> None:
     project = tmp_path / "project"
     url = str(project / ".nbcheckpoint")
-    store, h = _two_checkpoints(url, nb)
+    store, h, _ = _two_checkpoints_apart(url, nb)
     shutil.rmtree(Path(url, "tmp"), ignore_errors=True)
     os.symlink(outside, Path(url, "tmp"))
     shutil.rmtree(Path(url, "blobs", h[:2]))
