@@ -685,3 +685,45 @@ def test_cells_are_named_by_their_first_line_not_only_the_run_count(ip, capsys):
     assert '"for step in range(3):"' in listed
     run(ip, "%checkpoint restore")
     assert 'Restored checkpoint #1 ("for step in range(3):", ' in capsys.readouterr().out
+
+
+# ------------------------------------------------ the final checkpoint, after the cell
+BIG_LIST = "%%checkpoint --every 3600{mode}\nrows = list(range(250_000))\nsmall = 1\n"
+
+
+@pytest.mark.parametrize(
+    ("mode", "env", "after"),
+    [
+        ("", {}, True),
+        (" --mode fork", {}, True),
+        (" --mode inline", {}, False),  # asked for: before the cell returns
+        ("", {"NBCHECKPOINT_NO_FORK": "1"}, False),  # fork unsafe: likewise
+    ],
+    ids=["auto", "fork", "inline", "no-fork"],
+)
+def test_a_large_final_checkpoint_is_written_after_the_cell_unless_it_cannot_be(
+    ip, tmp_path, capsys, monkeypatch, mode, env, after
+):
+    from nbcheckpoint.capture import writer
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    run(ip, BIG_LIST.format(mode=mode))
+    out = capsys.readouterr().out
+    assert ("being written after the cell" in out) is after, out
+    if after:
+        assert "250,000 items in lists and dicts" in out
+        assert writer.settle(timeout=60)
+    store, nb = store_of(tmp_path)
+    [final] = store.list(nb)
+    assert final.status == "complete" and store.load(nb).values["rows"][-1] == 249_999
+
+
+def test_a_small_final_checkpoint_is_written_before_the_cell_returns(ip, tmp_path, capsys):
+    from nbcheckpoint.capture import writer
+
+    run(ip, "%%checkpoint --every 3600\nrows = list(range(1000))\n")
+    assert not writer.writing_after_cell()
+    assert "being written after the cell" not in capsys.readouterr().out
+    store, nb = store_of(tmp_path)
+    assert [ck.status for ck in store.list(nb)] == ["complete"]

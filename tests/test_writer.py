@@ -266,3 +266,52 @@ def test_fork_snapshot_of_restored_arrays_is_copy_on_write(store):
     assert np.array_equal(
         store.load(NB, outcome.checkpoint.id).values["a"], np.arange(2_000_000, dtype=np.float64)
     )
+
+
+# ------------------------------------------------ the final checkpoint, after the cell
+def test_a_detached_child_leaves_the_group_and_is_in_the_store_before_submit_returns(
+    store, monkeypatch
+):
+    from nbcheckpoint.store import store as store_module
+
+    real = store_module.CheckpointStore.commit
+
+    def slow_commit(self, pending, **kw):  # in the child: hold the save back
+        time.sleep(1.0)
+        return real(self, pending, **kw)
+
+    monkeypatch.setattr(store_module.CheckpointStore, "commit", slow_commit)
+    w = ForkWriter(store, detach=True)
+    w.submit(job({"x": 1}, status="complete"))
+    pid = w.pid
+    assert pid is not None
+    # Before submit returned: its own session (a killpg of ours misses it), its lease.
+    assert os.getsid(pid) == pid != os.getsid(0)
+    assert store.savers(NB, 600) == [pid]
+    assert store.savers(NotebookRef.from_path("/tmp/another.ipynb"), 600) == []
+    [outcome] = w.drain(60)
+    assert outcome.checkpoint is not None and outcome.checkpoint.status == "complete"
+    assert store.savers(NB, 600) == []
+
+
+def test_write_after_cell_reports_and_settle_waits(store):
+    seen = []
+    pid = writer_mod.write_after_cell(store, job({"y": [1, 2]}, "complete"), seen.append)
+    assert pid > 0
+    assert writer_mod.settle(timeout=60)
+    assert not writer_mod.writing_after_cell()
+    [outcome] = seen
+    assert outcome.checkpoint is not None
+    assert store.load(NB).values == {"y": [1, 2]}
+
+
+def test_write_after_cell_failure_comes_back_in_words(store, monkeypatch):
+    def refuse(*a, **kw):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(store, "commit", refuse)
+    seen = []
+    writer_mod.write_after_cell(store, job({"y": 1}, "complete"), seen.append)
+    assert writer_mod.settle(timeout=60)
+    [outcome] = seen
+    assert outcome.checkpoint is None and "Read-only file system" in (outcome.error or "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import collections
 import os
 import pickle
 import random
@@ -21,7 +22,17 @@ from .events import emit
 from .iterate import Held, Probe, count, loop, resume_loop, rng_holder
 from .names import reachable_names, user_names
 from .rewrite import RESERVED_PREFIX, CellPlan
-from .writer import InlineWriter, Job, Outcome, Writer, choose, estimate_bytes
+from .writer import (
+    FORK_MIN_BYTES,
+    InlineWriter,
+    Job,
+    Outcome,
+    Writer,
+    choose,
+    estimate_bytes,
+    fork_unsafe_reason,
+    write_after_cell,
+)
 
 DUE = "_nbc_due_"
 SP = "__nbc_sp__"
@@ -33,6 +44,14 @@ RUNTIME_NAMES = (DUE, SP, LOOP, RESUME_LOOP, COUNT)
 OVERDUE = 3
 
 KERNEL_STARTED = time.time()
+#: The final checkpoint of a cell is written after the cell returns, by a forked child,
+#: when pickling it on the main thread would hold the kernel noticeably: large buffers
+#: (FORK_MIN_BYTES), many objects (containers holding this many items in all: a list of
+#: a million small dicts takes about 1.5 s to pickle), or a checkpoint of this run that
+#: took FINAL_AFTER_SECONDS.
+FINAL_AFTER_ITEMS = 200_000
+FINAL_AFTER_SECONDS = 0.1
+_SIZED = (list, tuple, dict, set, frozenset, collections.deque)
 
 
 class Reporter(Protocol):
@@ -477,13 +496,78 @@ class CellRun:
         self.reporter.status(self.status_line(ck))
 
     def _snapshot(self, status: str, position: dict[str, Any] | None) -> Checkpoint | None:
-        """A snapshot taken and written before returning (the final one)."""
+        """A snapshot taken and written before returning."""
+        return self._snapshot_job(self._job(status, position))
+
+    def _snapshot_job(self, job: Job) -> Checkpoint | None:
         before = len(self.taken)
         writer = InlineWriter(self.store)
-        writer.submit(self._job(status, position))
+        writer.submit(job)
         for outcome in writer.poll():
             self._landed(outcome)
         return self.taken[-1] if len(self.taken) > before else None
+
+    def _final_after_cell(self, job: Job) -> str | None:
+        """Why the final checkpoint should be written after the cell returns, or None.
+
+        Only from a forked child (the kernel's memory as it is now, copy-on-write), so
+        never on a remote store, where fork is unsafe, or in ``--mode inline``.
+        """
+        if self.options.mode == "inline" or not self.store.backend.local:
+            return None
+        if fork_unsafe_reason() is not None:
+            return None
+        size = estimate_bytes(self.ns, job.names)
+        if size >= FORK_MIN_BYTES:
+            return f"{size >> 20} MB of arrays"
+        items = sum(len(v) for n in job.names if isinstance(v := self.ns.get(n), _SIZED))
+        if items >= FINAL_AFTER_ITEMS:
+            return f"{items:,} items in lists and dicts"
+        took = max(
+            ((ck.manifest.stats.duration or 0.0) for ck in self.taken if ck.manifest is not None),
+            default=0.0,
+        )
+        if took >= FINAL_AFTER_SECONDS:
+            return f"a checkpoint of this run took {took * 1000:.0f} ms"
+        return None
+
+    def _write_after_cell(self, job: Job, why: str) -> None:
+        """Fork the final checkpoint's writer and return; its outcome is reported when it lands."""
+        try:
+            pid = write_after_cell(self.store, job, self._landed_after_cell)
+        except (OSError, RuntimeError) as e:  # no fork after all: write it now
+            self.reporter.info(f"nbcheckpoint: writing the final checkpoint here ({e}).")
+            self._snapshot_job(job)
+            return
+        taken = len(self.taken)
+        so_far = f"{taken} checkpoint{'s' if taken != 1 else ''} so far · " if taken else ""
+        self.reporter.status(
+            f"nbcheckpoint: {so_far}the final checkpoint is being written after the cell "
+            f"(process {pid}; {why}). Saves and restores in this kernel wait for it."
+        )
+
+    def _landed_after_cell(self, outcome: Outcome) -> None:
+        """On the watcher thread: the final checkpoint's child has ended."""
+        report = getattr(self.reporter, "after_cell", None)
+        if outcome.checkpoint is None:
+            text = (
+                f"nbcheckpoint: the final checkpoint of cell {self.cell.first_line!r} could not "
+                f"be saved ({outcome.error}); the checkpoints before it are intact."
+            )
+            if report is not None:
+                report(text, True)
+            return
+        ck = outcome.checkpoint
+        self.taken.append(ck)
+        emit(ck)
+        lines = []
+        for kind, name, info in ck.manifest.left_out() if ck.manifest is not None else ():
+            if name not in self.skipped_reported:
+                self.skipped_reported.add(name)
+                lines.append(f"nbcheckpoint: {kind} {name} ({info.type}): {info.reason}")
+        if lines and report is not None:
+            head = f"nbcheckpoint: the final checkpoint #{ck.id} of cell {self.cell.first_line!r}:"
+            report("\n".join([head, *lines]), False)
 
     def _report_left_out(self, ck: Checkpoint) -> None:
         for kind, name, info in ck.manifest.left_out() if ck.manifest is not None else ():
@@ -527,7 +611,12 @@ class CellRun:
             self._landed(outcome)
         self.writer.close()
         if error is None:
-            return self._snapshot("complete", None)
+            job = self._job("complete", None)
+            why = self._final_after_cell(job)
+            if why is not None:
+                self._write_after_cell(job, why)
+                return None
+            return self._snapshot_job(job)
         if self.taken:
             last = self.taken[-1]
             try:

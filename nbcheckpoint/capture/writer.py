@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,6 +30,9 @@ MODES = ("auto", "inline", "fork")
 FORK_MIN_BYTES = 64 << 20
 COPY_BUDGET = 256 << 20
 FORK_TIMEOUT = 600.0
+# What a detached child writes first, once its lease is in the store; how long to wait for it.
+ANNOUNCED = b"+"
+ANNOUNCE_TIMEOUT = 10.0
 
 
 @dataclass
@@ -271,9 +276,14 @@ class ForkWriter:
 
     mode = "fork"
 
-    def __init__(self, store: CheckpointStore, timeout: float = FORK_TIMEOUT) -> None:
+    def __init__(
+        self, store: CheckpointStore, timeout: float = FORK_TIMEOUT, detach: bool = False
+    ) -> None:
         self.store = store
         self.timeout = timeout
+        # A detached child leaves the kernel's process group: Jupyter's restart, which
+        # kills the group, does not stop a save the cell already returned from.
+        self.detach = detach
         self._child: tuple[int, int, float, Job] | None = None
         self._buffer = b""
         self._done: list[Outcome] = []
@@ -282,18 +292,35 @@ class ForkWriter:
         self._reap(block=False)
         return self._child is not None
 
+    @property
+    def pid(self) -> int | None:
+        """The child writing now, if any."""
+        return self._child[0] if self._child is not None else None
+
     def submit(self, job: Job) -> None:
         self._reap(block=False)
         if self._child is not None:
             raise RuntimeError("one checkpoint child at a time")
         _ = self.store.key  # load the signing key before forking, not in the child
         read_fd, write_fd = os.pipe()
-        pid = os.fork()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns at any fork of a process with threads (a kernel always has
+            # some). The child runs no thread's code: it saves with plain file calls and
+            # leaves with os._exit, and ``single_threaded`` keeps its hashing on one thread.
+            warnings.filterwarnings("ignore", r".*multi-threaded.*fork", DeprecationWarning)
+            pid = os.fork()
         if pid == 0:  # the child: never returns
             status = 1
+            announced = None
             try:
                 os.close(read_fd)
+                if self.detach:
+                    os.setsid()
                 single_threaded()
+                # Before the pickling: a restore in a new kernel sees this save under way.
+                announced = self.store.announce(job.notebook)
+                if self.detach:
+                    os.write(write_fd, ANNOUNCED)
                 known = set(self.store._fast)
                 ck = _save(self.store, job)
                 learned = [[k[0], k[1], v] for k, v in self.store._fast.items() if k not in known]
@@ -301,6 +328,9 @@ class ForkWriter:
                 status = 0
             except BaseException as e:
                 report = {"error": _error_text(e)}
+            if announced is not None:
+                with contextlib.suppress(BaseException):
+                    announced.release()
             try:
                 data = json.dumps(report).encode()
                 view = memoryview(data)
@@ -309,8 +339,16 @@ class ForkWriter:
             finally:
                 os._exit(status)
         os.close(write_fd)
-        os.set_blocking(read_fd, False)
         self._buffer = b""
+        if self.detach:
+            # The cell returns once the child has left the kernel's process group and its
+            # lease is in the store: a kill or restart from then on neither stops it nor
+            # lets a restore elsewhere miss it. A child that fails first reports instead.
+            ready, _, _ = select.select([read_fd], [], [], ANNOUNCE_TIMEOUT)
+            first = os.read(read_fd, 1) if ready else b""
+            if first != ANNOUNCED:
+                self._buffer = first
+        os.set_blocking(read_fd, False)
         self._child = (pid, read_fd, time.monotonic(), job)
 
     def _read(self, fd: int) -> None:
@@ -392,6 +430,57 @@ class ForkWriter:
 
     def close(self) -> None:
         self.drain()
+
+
+# ----------------------------------------------------- writes after the cell
+# Final checkpoints written by detached children after their cell returned, each watched
+# by a thread that reaps the child and hands its outcome on.
+_BACKGROUND: list[threading.Thread] = []
+_BACKGROUND_LOCK = threading.Lock()
+
+
+def write_after_cell(store: CheckpointStore, job: Job, on_done: Callable[[Outcome], None]) -> int:
+    """Fork a detached child that saves ``job`` while the kernel goes on; returns its pid.
+
+    ``on_done`` gets the outcome on a watcher thread once the child has ended. Until
+    then :func:`settle` waits for it: whatever saves or restores next comes after it.
+    """
+    writer = ForkWriter(store, detach=True)
+    writer.submit(job)
+    pid = writer.pid or 0
+
+    def watch() -> None:
+        for outcome in writer.drain():
+            with contextlib.suppress(Exception):  # a report must not kill the watcher
+                on_done(outcome)
+
+    thread = threading.Thread(target=watch, name="nbcheckpoint-final", daemon=True)
+    with _BACKGROUND_LOCK:
+        _BACKGROUND.append(thread)
+    thread.start()
+    return pid
+
+
+def writing_after_cell() -> bool:
+    """Whether a final checkpoint is still being written after its cell."""
+    with _BACKGROUND_LOCK:
+        _BACKGROUND[:] = [t for t in _BACKGROUND if t.is_alive()]
+        return bool(_BACKGROUND)
+
+
+def settle(timeout: float | None = None, on_wait: Callable[[], None] | None = None) -> bool:
+    """Wait for the final checkpoints still being written; True once none is.
+
+    ``on_wait`` is called once, when there is something to wait for.
+    """
+    with _BACKGROUND_LOCK:
+        threads = [t for t in _BACKGROUND if t.is_alive()]
+    if threads and on_wait is not None:
+        on_wait()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for thread in threads:
+        thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    return not writing_after_cell()
 
 
 def choose(mode: str, store: CheckpointStore, estimate: int) -> tuple[Writer, str]:

@@ -394,6 +394,8 @@ class LineCommands:
             ident = _short_id(names.pop(0))
         store = self.open_store(args.store)
         nb = self.notebook_ref()
+        if ident is None:
+            self.wait_for_savers(store, nb)
         recompute: list[str] | None = None
         if names and args.recompute:
             # NAMEs the checkpoint skipped are recomputed, the others restored.

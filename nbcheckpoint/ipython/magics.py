@@ -33,7 +33,7 @@ from ..capture.names import (
 from ..capture.recipes import RecipeBook
 from ..capture.resume import Refusal, ResumePlan, left_out, plan_resume
 from ..capture.rewrite import instrument
-from ..capture.writer import MODES
+from ..capture.writer import FORK_TIMEOUT, MODES, settle
 from ..errors import CheckpointError
 from ..format import cell_label, human_bytes, parse_duration, parse_size, printable, relative_time
 from ..store import CheckpointStore, NotebookRef, default_store_url
@@ -41,7 +41,7 @@ from ..store.identity import ENV_NOTEBOOK_ID
 from ..store.store import DEFAULT_KEEP, DEFAULT_MAX_SIZE, UNLIMITED
 from .commands import LineCommands, help_text, parse_cell_args
 from .identity import notebook_ref
-from .reporter import DisplayReporter
+from .reporter import DisplayReporter, after_cell_reports
 from .transform import BEGIN, CellTransformer, call_statement
 
 
@@ -232,10 +232,38 @@ class Checkpoint(LineCommands, Magics):
         return default_store_url(self.notebook_ref().path)
 
     def open_store(self, override: str | None = None) -> CheckpointStore:
+        # A final checkpoint still being written after its cell comes first: what saves
+        # or reads next must see it (and get a later id).
+        settle(on_wait=self._say_settling)
         url = self.store_url(override)
         if url not in self._stores:
             self._stores[url] = CheckpointStore(url)
         return self._stores[url]
+
+    @staticmethod
+    def _say_settling() -> None:
+        print(
+            "nbcheckpoint: waiting for the final checkpoint of the last %%checkpoint cell, "
+            "still being written…",
+            flush=True,
+        )
+
+    def wait_for_savers(self, store: CheckpointStore, nb: NotebookRef) -> None:
+        """Before restoring the latest checkpoint: wait for other processes of this machine
+        still saving one of this notebook (a forked writer of a kernel that crashed or was
+        restarted), so that the restore does not bring back an older one."""
+        savers = store.savers(nb, FORK_TIMEOUT)
+        if not savers:
+            return
+        print(
+            f"nbcheckpoint: a checkpoint of this notebook is still being written (process "
+            f"{', '.join(map(str, savers))}); waiting for it. Interrupt the kernel to stop waiting.",
+            flush=True,
+        )
+        pause = 0.02
+        while store.savers(nb, FORK_TIMEOUT):
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
     def hidden_names(self) -> set[str]:
         return set(self.shell.user_ns_hidden)
@@ -366,6 +394,7 @@ class Checkpoint(LineCommands, Magics):
         markers: bool = False,
     ) -> ResumePlan | Refusal | None:
         """Resume from the newest checkpoint when it is an unfinished run of this cell."""
+        self.wait_for_savers(store, nb)
         return plan_resume(store, nb, cell.source_hash, cell_id, module, markers=markers)
 
     def begin(self, token: int, depth: int = 1) -> None:
@@ -439,6 +468,8 @@ class Checkpoint(LineCommands, Magics):
 
     # ------------------------------------------------------------- events
     def pre_run_cell(self, info: Any) -> None:
+        for text in after_cell_reports():
+            print(text, flush=True)
         self._cell_info = info
         self._cell_started = time.monotonic()
         self._record_recipes(info)

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import collections
 import sys
 import uuid
 
 from IPython import display as ipython_display
 
 from ..frontend.comm import publish_problem
+
+# What final checkpoints written after their cell had to say: printed before the next cell
+# (output sent after a cell's reply is dropped by JupyterLab).
+_AFTER_CELL: collections.deque[str] = collections.deque()
+
+
+def after_cell_reports() -> list[str]:
+    """The messages of final checkpoints that landed since the last call."""
+    out = []
+    while _AFTER_CELL:
+        out.append(_AFTER_CELL.popleft())
+    return out
 
 
 class DisplayReporter:
@@ -33,3 +46,10 @@ class DisplayReporter:
         print(text, file=sys.stderr, flush=True)
         # Also a JupyterLab notification: a failing store must be seen mid-cell.
         publish_problem(text)
+
+    def after_cell(self, text: str, problem: bool) -> None:
+        """From a watcher thread, after the cell returned: shown before the next cell, and
+        a problem also at once as a JupyterLab notification."""
+        _AFTER_CELL.append(text)
+        if problem:
+            publish_problem(text)

@@ -46,6 +46,8 @@ GC_STALE = 60.0
 GC_MARKER_TTL = 1800.0
 # Markers this process found dead (unchanged for GC_STALE): no later save waits for them again.
 _dead_gcs: set[str] = set()
+# A lease names a notebook and blob addresses; more than this was not written by a save.
+MAX_LEASE = 16 << 20
 # Blob addresses are BLAKE3 hex digests; any future manifest format must keep them as
 # hex text, so that an installation that cannot read it still finds them.
 _HASH_RUN = re.compile(rb"[0-9a-fA-F]{64,}")
@@ -242,6 +244,44 @@ def _pid_gone(pid: int) -> bool:
     # "pid (comm) state ...": the state follows the last ")" (comm may hold one).
     fields = stat.rpartition(b")")[2].split()
     return bool(fields) and fields[0] in (b"Z", b"X")
+
+
+def savers_of(backend: Backend, notebook: str, max_age: float) -> list[int]:
+    """Other processes of this host saving a checkpoint of ``notebook`` right now.
+
+    Read from their leases: a lease of this host, younger than ``max_age`` seconds (a
+    save ends or is stopped well before), whose process runs and is not this one, and
+    whose manifest is not published yet. A restore waits for them, so that it does not
+    bring back an older checkpoint while a newer one is a moment from landing. The store
+    is untrusted: anything unreadable or malformed is no saver.
+    """
+    host = socket.gethostname()
+    found: set[int] = set()
+    try:
+        entries = backend.listdir(LEASES)
+    except (StoreError, OSError):
+        return []
+    for entry in entries:
+        parts = entry[: -len(SAVE)].rsplit("-", 2) if entry.endswith(SAVE) else []
+        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+            continue
+        pid = int(parts[1])
+        if pid == os.getpid() or _pid_gone(pid):
+            continue
+        path = f"{LEASES}/{entry}"
+        try:
+            if time.time() - backend.mtime(path) > max_age:
+                continue
+            body = json.loads(read_capped(backend, path, MAX_LEASE))
+        except (StoreError, OSError, ValueError, RecursionError):
+            continue
+        if (
+            isinstance(body, dict)
+            and body.get("notebook") == notebook
+            and not body.get("published")
+        ):
+            found.add(pid)
+    return sorted(found)
 
 
 def gc_markers(backend: Backend) -> list[str]:

@@ -37,6 +37,7 @@ from .leases import (
     delete_quietly,
     hashes_in,
     read_capped,
+    savers_of,
     scan_leases,
 )
 from .manifest import FORMAT, STATUSES, Manifest, complete, decode
@@ -1040,6 +1041,21 @@ class CheckpointStore:
                 except CheckpointNotFound:
                     continue  # removed while listing
         return found
+
+    def announce(self, notebook: NotebookRef) -> Lease:
+        """Say in the store that a save of ``notebook`` has begun, before its pickling.
+
+        A process saving from a copy of the kernel (a forked child) holds this until it is
+        done, so that a restore in another kernel waits for it (:meth:`savers`). The lease
+        names no blob; release it when the save is over, whatever happened.
+        """
+        self._init_root()
+        return Lease.take(self.backend, notebook.key, [])
+
+    def savers(self, notebook: NotebookRef | str, max_age: float) -> builtins.list[int]:
+        """Processes of this host saving a checkpoint of ``notebook`` now (see ``announce``)."""
+        key = notebook.key if isinstance(notebook, NotebookRef) else notebook
+        return savers_of(self.backend, key, max_age)
 
     def latest_id(self, notebook: NotebookRef | str) -> int | None:
         """The newest checkpoint's id, readable or not (``read_checkpoint`` tells which)."""
