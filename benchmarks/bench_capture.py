@@ -964,11 +964,14 @@ def run(args: argparse.Namespace, root: Path) -> int:
     missed = print_table(rows + kishu_rows, say)
     say("")
     if info:
+        from nbcheckpoint.store.store import DEFAULT_KEEP
+
         say(
             f"info: first auto save (whole state) {seconds(info['first_auto'])} until written; "
             f"%checkpoint save {seconds(info['save'])}; dill.dump_module {seconds(info['dill_dump'])} "
             f"({info['dill_bytes'] / MB:,.0f} MB file); {info['auto_checkpoints']:.0f} auto checkpoints "
-            f"taken (at least {args.rounds * len(CELLS) + 1} expected)"
+            f"in the store (at least {min(args.rounds * len(CELLS) + 1, DEFAULT_KEEP)} expected: "
+            f"one per timed cell, of which retention keeps the newest {DEFAULT_KEEP})"
         )
     say(kishu_note + (f"; reference on this machine: {KISHU_REFERENCE}" if not kishu_rows else ""))
     say("ours = median with nbcheckpoint, baseline = median without; 'added' = ours - baseline")
