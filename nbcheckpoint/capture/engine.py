@@ -42,6 +42,9 @@ COUNT = "__nbc_count__"
 RUNTIME_NAMES = (DUE, SP, LOOP, RESUME_LOOP, COUNT)
 #: A checkpoint due for OVERDUE x every with no safe point reached is reported.
 OVERDUE = 3
+#: A checkpoint due while the writer still writes the previous one is due again this
+#: many seconds later (at most --every): it is taken soon after the writer is done.
+BUSY_RETRY = 0.1
 
 KERNEL_STARTED = time.time()
 #: The final checkpoint of a cell is written after the cell returns, by a forked child,
@@ -327,16 +330,22 @@ class CellRun:
         if self._due_since is not None:
             self.longest_wait = max(self.longest_wait, time.monotonic() - self._due_since)
             self._due_since = None
+        retry = False
         try:
             self._collect()
             if self.writer.busy():
-                # Backpressure: never pile snapshots up behind a slow disk or network.
+                # Backpressure: never pile snapshots up behind a slow disk or network. The
+                # snapshot is not dropped: it is due again shortly, and taken at the first
+                # safe point after the writer is done.
                 self.skipped_busy += 1
+                retry = True
                 return
             self.writer.submit(self._job("running", self._position(sp, pairs)))
             self._collect()
         finally:
-            self._last = time.monotonic()
+            now = time.monotonic()
+            # The timer's next due time is _last + every: a retry comes after BUSY_RETRY.
+            self._last = now - max(0.0, self.options.every - BUSY_RETRY) if retry else now
             self._done.set()
 
     def _marker(self, frame: types.FrameType, sp: int) -> None:
@@ -587,10 +596,14 @@ class CellRun:
         ]
         if m is not None and m.position is not None and m.position.description:
             parts.append(m.position.description)
-        if self.skipped_busy:
-            parts.append(
-                f"{self.skipped_busy} skipped while the previous one was still being written"
-            )
+        if self.skipped_busy and len(self.taken) > 1:
+            first, last = self.taken[0].created, self.taken[-1].created
+            effective = (last - first) / (len(self.taken) - 1)
+            if effective > self.options.every * 1.5:
+                parts.append(
+                    f"one every {effective:.1f} s: each waited for the previous one to be "
+                    f"written (--every {self.options.every:g} s)"
+                )
         if self.overdue:
             parts.append(
                 f"{self.overdue} overdue (longest wait for a safe point {self.longest_wait:.0f} s)"
