@@ -416,3 +416,90 @@ def test_write_tracking_sees_writes_past_one_batch_of_page_regions():
     data[-1] = 2  # the very last byte, in the last page
     last = watch.tokens([first, second])
     assert last[first] == after[first] and last[second] != after[second]
+
+
+# ------------------------------------------- only the chunks written are hashed again
+def _hashed_bytes(monkeypatch):
+    """Count the bytes the store fast-hashes or BLAKE3-hashes from now on."""
+    from nbcheckpoint.store import store as store_module
+
+    counted = {"bytes": 0}
+    real_fast, real_digest = store_module.fast_hash, store_module.digest
+
+    def fast(view, *a, **kw):
+        counted["bytes"] += memoryview(view).nbytes
+        return real_fast(view, *a, **kw)
+
+    def digest(view, *a, **kw):
+        counted["bytes"] += memoryview(view).nbytes
+        return real_digest(view, *a, **kw)
+
+    monkeypatch.setattr(store_module, "fast_hash", fast)
+    monkeypatch.setattr(store_module, "digest", digest)
+    return counted
+
+
+EDITS = {
+    "first chunk": "big[3] = -1.0",
+    "a chunk in the middle": "big[len(big) // 2] += 7.0",
+    "the last byte": "big[-1] = 42.0",
+    "a slice across two chunks": "big[(4 << 20) // 8 - 2 : (4 << 20) // 8 + 2] = 5.0",
+    "through a view": "view = big[1000:2000]\nview[10] = 3.0",
+}
+
+
+@pytest.mark.parametrize("edit", list(EDITS.values()), ids=list(EDITS))
+def test_an_edit_rehashes_only_the_chunks_it_wrote(ip, tmp_path, monkeypatch, edit):
+    from nbcheckpoint.capture.pages import tracker
+
+    if not tracker().active:
+        pytest.skip(f"write tracking is not available here: {tracker().reason}")
+    run(ip, "import numpy as np\nbig = np.random.default_rng(0).random(8 << 20)")  # 64 MiB
+    auto_on(ip)
+    run(ip, "pass")  # a save after the first: the chunk memo knows every chunk now
+    settle(ip)
+    counted = _hashed_bytes(monkeypatch)
+    run(ip, edit)
+    settle(ip)
+    # At most the two 4 MiB chunks beside the edit (a page can hold the end of one and the
+    # start of the next), each fast-hashed and BLAKE3-hashed: 16 MiB. Without the write
+    # tracker's numbers, the 64 MiB array is fast-hashed whole and chunk by chunk: 128 MiB.
+    assert 0 < counted["bytes"] <= 4 * (4 << 20) + (1 << 20), counted
+    expected = ip.user_ns["big"].copy()
+    store, nb = latest(tmp_path)
+    assert np.array_equal(store.load(nb, names=["big"]).values["big"], expected)
+
+
+def test_a_new_array_at_the_same_size_is_hashed_whole(ip, tmp_path, monkeypatch):
+    from nbcheckpoint.capture.pages import tracker
+
+    if not tracker().active:
+        pytest.skip(f"write tracking is not available here: {tracker().reason}")
+    run(ip, "import numpy as np\nbig = np.zeros(8 << 20)")
+    auto_on(ip)
+    run(ip, "pass")
+    settle(ip)
+    # Freed and allocated again (often at the same address): new memory, all of it new.
+    run(ip, "del big\nbig = np.ones(8 << 20)")
+    settle(ip)
+    store, nb = latest(tmp_path)
+    assert np.array_equal(store.load(nb, names=["big"]).values["big"], np.ones(8 << 20))
+
+
+def test_without_write_tracking_every_chunk_is_hashed_and_the_save_is_right(
+    ip, tmp_path, monkeypatch
+):
+    from nbcheckpoint.capture import autosave
+    from nbcheckpoint.capture.changes import Scanner
+
+    monkeypatch.setattr(autosave, "Scanner", lambda: Scanner(track_writes=False))
+    run(ip, "import numpy as np\nbig = np.random.default_rng(1).random(8 << 20)")
+    auto_on(ip)
+    run(ip, "pass")
+    settle(ip)
+    counted = _hashed_bytes(monkeypatch)
+    run(ip, "big[12345] = -3.0")
+    settle(ip)
+    assert counted["bytes"] >= 64 << 20  # no numbers to trust: the whole array again
+    store, nb = latest(tmp_path)
+    assert store.load(nb, names=["big"]).values["big"][12345] == -3.0

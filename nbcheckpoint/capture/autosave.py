@@ -225,6 +225,7 @@ class AutoSaver:
                 base=base,
                 changed=changed,
                 recipes=self.recipes,
+                written=self.scanner.written_now() if self.scanner is not None else None,
             )
         )
         self.collect()

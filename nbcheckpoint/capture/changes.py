@@ -40,6 +40,7 @@ from typing import Any
 import xxhash
 
 from ..store.hashing import THREADS, _hash_pool, fast_hash
+from ..store.store import CHUNK_MIN, CHUNK_SIZE
 from .pages import TRACK_MIN, buffer_address, tracker
 
 # Buffers at least this large are hashed on worker threads, and in pieces of REGION_PIECE.
@@ -162,6 +163,14 @@ class _Pickler(pickle.Pickler):
         return _nd_marker, (a.dtype, a.shape, a.strides, lo, self._region(lo, hi - lo, a))
 
 
+def _store_chunks(span: tuple[int, int]) -> list[tuple[int, int]]:
+    """The memory spans of the pieces the store cuts a buffer into (``store._chunks``)."""
+    address, size = span
+    if size <= CHUNK_MIN:
+        return []
+    return [(address + at, min(CHUNK_SIZE, size - at)) for at in range(0, size, CHUNK_SIZE)]
+
+
 def _byte_bounds(a: Any) -> tuple[int, int]:
     """The first and one-past-last byte addresses an array's elements occupy."""
     lo = hi = int(a.__array_interface__["data"][0])
@@ -238,6 +247,10 @@ class Scanner:
         self._file = io.BytesIO()
         self._regions: list[_Region] = []
         self._pickler = _Pickler(self._file, self._regions)
+        # The spans the tracker was last asked about: the large buffers, and the chunks
+        # the store cuts them into (see ``written_now``).
+        self._asked: list[tuple[int, int]] = []
+        self._chunks: set[tuple[int, int]] = set()
 
     def scan(self, ns: Mapping[str, Any], names: Iterable[str]) -> Scan:
         out = Scan()
@@ -295,12 +308,31 @@ class Scanner:
         watch = self.tracker if self.tracker is not None and self.tracker.active else None
         if watch is not None:
             large = [span for span in spans if span[1] >= TRACK_MIN]
-            for span, token in watch.tokens(large).items():
+            chunks = {chunk for span in large for chunk in _store_chunks(span)}
+            self._asked, self._chunks = [*large, *sorted(chunks - set(large))], chunks
+            tokens = watch.tokens(self._asked)
+            for span in large:
+                token = tokens.get(span)
                 if token is not None:
                     states[span] = f"written#{token}"
             spans -= set(states)
         states.update(self._hash_spans(spans))
         return states
+
+    def written_now(self) -> dict[tuple[int, int], int]:
+        """For each store chunk of the large buffers of the last scan, a number that stays
+        the same while none of its pages is written, asked of the kernel now.
+
+        Given to the store right before a save (:meth:`CheckpointStore.prepare`), it lets
+        the save hash only the chunks written since it last hashed them. Asked at save
+        time, not at scan time: code may run between the two (a widget's callback). The
+        spans asked are the same as the scan's, so the scan's own numbers stay valid.
+        """
+        watch = self.tracker if self.tracker is not None and self.tracker.active else None
+        if watch is None or not self._chunks:
+            return {}
+        tokens = watch.tokens(self._asked)
+        return {span: t for span in self._chunks if (t := tokens.get(span)) is not None}
 
     @staticmethod
     def _hash_spans(spans: set[tuple[int, int]]) -> dict[tuple[int, int], str]:

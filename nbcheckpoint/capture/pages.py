@@ -27,20 +27,9 @@ PAGE = 4096
 
 def buffer_address(view: memoryview) -> int:
     """The address of a buffer's first byte."""
-    from ..store.hashing import _PyBuffer
+    from ..store.hashing import address_of
 
-    buf = _PyBuffer()
-    get = ctypes.pythonapi.PyObject_GetBuffer
-    get.restype = ctypes.c_int
-    get.argtypes = [ctypes.py_object, ctypes.POINTER(_PyBuffer), ctypes.c_int]
-    release = ctypes.pythonapi.PyBuffer_Release
-    release.restype = None
-    release.argtypes = [ctypes.POINTER(_PyBuffer)]
-    get(view, ctypes.byref(buf), 0)
-    try:
-        return int(buf.buf or 0)
-    finally:
-        release(ctypes.byref(buf))
+    return address_of(view)
 
 
 def soft_dirty_available() -> str | None:

@@ -53,6 +53,8 @@ class Job:
     changed: set[str] | None = None
     # How variables were made: those the snapshot skips are recorded with it.
     recipes: Mapping[str, Mapping[str, Any]] | None = None
+    # Write-tracking numbers of the chunks of large buffers (``Scanner.written_now``).
+    written: Mapping[tuple[int, int], int] | None = None
 
 
 @dataclass
@@ -92,6 +94,7 @@ def _prepare(store: CheckpointStore, job: Job) -> PendingSave:
         base=job.base,
         changed=job.changed,
         recipes=job.recipes,
+        written=job.written,
     )
 
 

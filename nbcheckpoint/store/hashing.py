@@ -54,6 +54,23 @@ class _PyBuffer(ctypes.Structure):
     ]
 
 
+def address_of(view: memoryview) -> int:
+    """The address of a buffer's first byte."""
+    buf = _PyBuffer()
+    get = ctypes.pythonapi.PyObject_GetBuffer
+    get.restype = ctypes.c_int
+    get.argtypes = [ctypes.py_object, ctypes.POINTER(_PyBuffer), ctypes.c_int]
+    release = ctypes.pythonapi.PyBuffer_Release
+    release.restype = None
+    release.argtypes = [ctypes.POINTER(_PyBuffer)]
+    if get(view, ctypes.byref(buf), 0) != 0:
+        raise BufferError("no buffer")
+    try:
+        return int(buf.buf or 0)
+    finally:
+        release(ctypes.byref(buf))
+
+
 class _XXH128(ctypes.Structure):
     _fields_ = [("low64", ctypes.c_uint64), ("high64", ctypes.c_uint64)]
 

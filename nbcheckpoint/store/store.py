@@ -10,6 +10,7 @@ import os
 import platform
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import IO, Any, cast
 
@@ -28,7 +29,15 @@ from ..errors import (
 )
 from .backends import Backend, FolderSync, UnsafeEntry, open_backend
 from .credentials import redact
-from .hashing import THREADS, _hash_threads, _HashQueue, _parallel, digest, fast_hash
+from .hashing import (
+    THREADS,
+    _hash_threads,
+    _HashQueue,
+    _parallel,
+    address_of,
+    digest,
+    fast_hash,
+)
 from .identity import NotebookRef, valid_key
 from .leases import (
     LEASE_TTL,
@@ -168,6 +177,8 @@ class CheckpointStore:
         self._fast: dict[tuple[int, str], str] = {}
         # Fast hash of a whole chunked buffer -> the addresses of its chunks.
         self._fast_whole: dict[tuple[int, str], tuple[str, ...]] = {}
+        # Chunk memory span -> (write-tracking number when hashed, its address, its owner).
+        self._chunk_memo: dict[tuple[int, int], tuple[int, str, weakref.ref[Any]]] = {}
         self._initialized = False
 
     # ------------------------------------------------------------------ setup
@@ -526,6 +537,7 @@ class CheckpointStore:
         base: Checkpoint | None = None,
         changed: Iterable[str] | None = None,
         recipes: Mapping[str, Mapping[str, Any]] | None = None,
+        written: Mapping[tuple[int, int], int] | None = None,
     ) -> PendingSave:
         """The part of a save that must see the namespace: pickle it and address every blob.
 
@@ -557,6 +569,7 @@ class CheckpointStore:
                 changed=changed,
                 exclude=carriers,
                 recipes=recipes,
+                written=written,
             )
             if not found:
                 return pending
@@ -583,6 +596,7 @@ class CheckpointStore:
         changed: Iterable[str] | None,
         exclude: Mapping[str, dict[str, str]],
         recipes: Mapping[str, Mapping[str, Any]] | None = None,
+        written: Mapping[tuple[int, int], int] | None = None,
     ) -> tuple[PendingSave, dict[str, dict[str, str]]]:
         """One attempt at :meth:`prepare`; also returns the variables found carrying the key."""
         started = time.perf_counter()
@@ -599,7 +613,7 @@ class CheckpointStore:
         # Worker threads hash each buffer the moment the pickler hands it over, so the
         # fast hashes of large buffers (which release the GIL) overlap with the pickling of
         # small objects (which cannot). All of it is done before this method returns.
-        queue = _HashQueue(self._address_buffer, _hash_threads())
+        queue = _HashQueue(lambda item: self._address_buffer(item, written), _hash_threads())
         # Each buffer is kept with its queue position: its id must stay its own.
         queued: dict[int, tuple[memoryview, int]] = {}
 
@@ -906,13 +920,19 @@ class CheckpointStore:
         # Over the cap, retain measures exactly (and leaves the result in ``_usage``).
         self.retain(pending.notebook, keep=keep_limit, max_size=size_limit)
 
-    def _address_buffer(self, item: tuple[memoryview, bool]) -> tuple[Any, builtins.list[Any]]:
+    def _address_buffer(
+        self,
+        item: tuple[memoryview, bool],
+        written: Mapping[tuple[int, int], int] | None = None,
+    ) -> tuple[Any, builtins.list[Any]]:
         """For a buffer and whether it may be chunked: the fast hash of the whole when it is
         chunked and new (else None), and ``_address`` of each of its pieces.
 
         An unchanged large buffer is recognised by one hash of the whole: one call, which
         releases the GIL, instead of one per chunk, each of which needs the GIL back to
-        start (see ``_HashQueue``). Runs on hashing threads: it only reads the caches.
+        start (see ``_HashQueue``). With ``written`` (see :meth:`_by_write_tokens`), only
+        the chunks written since they were last hashed are read. Runs on hashing threads:
+        it only reads the caches (and adds to the chunk memo, which only this uses).
         """
         buf, chunked = item
         pieces = _chunks(buf) if chunked else [buf]
@@ -920,6 +940,10 @@ class CheckpointStore:
             # On one thread (a forked child) there is no GIL to share, and a child's
             # caches die with it: one hash per chunk is all it needs.
             return None, [self._address(piece) for piece in pieces]
+        if written:
+            found = self._by_write_tokens(buf, pieces, written)
+            if found is not None:
+                return None, found
         flat = _flat(buf)
         whole = (flat.nbytes, fast_hash(flat))
         known = self._fast_whole.get(whole)
@@ -927,6 +951,53 @@ class CheckpointStore:
         if stored and all(h in self._known_blobs for h in known or ()):
             return None, [(None, h, True) for h in known or ()]
         return whole, [self._address(piece) for piece in pieces]
+
+    def _by_write_tokens(
+        self,
+        buf: memoryview,
+        pieces: builtins.list[memoryview],
+        written: Mapping[tuple[int, int], int],
+    ) -> builtins.list[Any] | None:
+        """The pieces' addresses, reading only the chunks written since they were hashed.
+
+        ``written`` maps a chunk's memory span ``(address, size)`` to a number that stays
+        the same while none of its pages is written (the caller's write tracking asked the
+        kernel just before this save). A chunk whose number is the one it had when this
+        store last hashed it, in a buffer of the same object (kept alive all along), and
+        whose blob the store holds, is that blob again. None when some chunk has no
+        number, or the buffer's owner cannot be watched for its end: then every chunk is
+        hashed, as without tracking.
+        """
+        owner = buf.obj
+        try:
+            owner_ref = weakref.ref(owner)
+        except TypeError:
+            return None  # no way to tell this memory from a later owner's at the same place
+        start = address_of(_flat(buf))
+        spans = [(start + i * CHUNK_SIZE, piece.nbytes) for i, piece in enumerate(pieces)]
+        tokens = [written.get(span) for span in spans]
+        if any(token is None for token in tokens):
+            return None
+        if len(self._chunk_memo) > FAST_CACHE_MAX:
+            self._chunk_memo.clear()
+        out: builtins.list[Any] = []
+        for span, token, piece in zip(spans, tokens, pieces):
+            memo = self._chunk_memo.get(span)
+            # The same owner, still alive: its memory was not freed and given to another
+            # object since (memory handed back and mapped again can read differently with
+            # no write seen).
+            if (
+                memo is not None
+                and memo[0] == token
+                and memo[2]() is owner
+                and memo[1] in self._known_blobs
+            ):
+                out.append((None, memo[1], True))
+                continue
+            found = self._address(piece)
+            self._chunk_memo[span] = (cast(int, token), found[1], owner_ref)
+            out.append(found)
+        return out
 
     def _address(self, view: memoryview) -> tuple[tuple[int, str] | None, str, bool]:
         """The fast hash (None for small data), the address, and whether the store has it.
