@@ -1,0 +1,49 @@
+"""The end-of-cell and one-element-edit benchmarks run end to end at a tiny scale.
+
+No timing is asserted (the machines are shared): only that each prints its medians and
+ranges for every variant it compares, with the load average.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(script: str, *args: str, tmp_path: Path) -> str:
+    work = tmp_path / "work"
+    work.mkdir()
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args, "--dir", str(work)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_cell_end_benchmark_compares_the_three_variants(tmp_path: Path) -> None:
+    out = _run("bench_cell_end.py", "--scale", "0.01", "--rounds", "1", tmp_path=tmp_path)
+    for kind in ("plain", "after", "inline"):
+        assert f"{kind}: cell round trip median" in out
+        assert f"{kind}: until the final checkpoint is in the store median" in out
+    assert "%%checkpoint --every 3600 cell vs plain" in out
+    assert "load average at end" in out
+    # Three variants, a warm-up and one round each, all final checkpoints but the plain ones.
+    assert "checkpoints in the store at the end: 4" in out
+
+
+def test_edit_hash_benchmark_compares_with_and_without_the_hint(tmp_path: Path) -> None:
+    out = _run("bench_edit_hash.py", "--scale", "0.02", "--rounds", "2", tmp_path=tmp_path)
+    if "write tracking is not available here" in out:
+        pytest.skip(out.splitlines()[-1])  # the script says why: nothing to compare
+    for kind in ("hint", "no hint"):
+        assert f"{kind}: main thread (scan pickling and hashing) median" in out
+    assert "main-thread time with the hint / without: median" in out
+    assert "load average at end" in out
