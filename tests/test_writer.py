@@ -315,3 +315,16 @@ def test_write_after_cell_failure_comes_back_in_words(store, monkeypatch):
     assert writer_mod.settle(timeout=60)
     [outcome] = seen
     assert outcome.checkpoint is None and "Read-only file system" in (outcome.error or "")
+
+
+def test_a_watcher_that_opens_the_store_while_reporting_does_not_wait_for_itself(store):
+    # The outcome goes to listeners on the watcher thread; one that settles (opens the
+    # store through the magics) must not join its own thread.
+    seen = []
+
+    def on_done(outcome):
+        seen.append(writer_mod.settle(timeout=5))
+
+    writer_mod.write_after_cell(store, job({"y": 1}, "complete"), on_done)
+    assert writer_mod.settle(timeout=60)
+    assert seen == [True]

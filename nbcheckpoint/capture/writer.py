@@ -476,14 +476,15 @@ def settle(timeout: float | None = None, on_wait: Callable[[], None] | None = No
 
     ``on_wait`` is called once, when there is something to wait for.
     """
+    me = threading.current_thread()  # a watcher reporting its own outcome waits for no one
     with _BACKGROUND_LOCK:
-        threads = [t for t in _BACKGROUND if t.is_alive()]
+        threads = [t for t in _BACKGROUND if t.is_alive() and t is not me]
     if threads and on_wait is not None:
         on_wait()
     deadline = None if timeout is None else time.monotonic() + timeout
     for thread in threads:
         thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-    return not writing_after_cell()
+    return not any(t.is_alive() for t in threads)
 
 
 def choose(mode: str, store: CheckpointStore, estimate: int) -> tuple[Writer, str]:
