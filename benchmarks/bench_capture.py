@@ -490,9 +490,14 @@ def median_range(values: list[float], fmt: Callable[[float], str] | None = None)
 
 
 def ratio_range(ours: list[float], baseline: list[float]) -> str:
-    """The range of per-round ratios ``ours[i] / baseline[i]``, e.g. ``0.38-0.47x``."""
+    """The range of per-round ratios ``ours[i] / baseline[i]``, to 3 significant digits.
+
+    >>> ratio_range([0.013, 0.011], [5.79, 4.22])
+    '0.00225-0.00261x'
+    """
     ratios = [o / b for o, b in zip(ours, baseline) if b]
-    return f"{min(ratios):.2f}-{max(ratios):.2f}x" if ratios else "-"
+    # Significant digits, not decimals: a pause against a full dump is a ratio of 0.002.
+    return f"{min(ratios):.3g}-{max(ratios):.3g}x" if ratios else "-"
 
 
 def safepoint_overhead(
