@@ -479,6 +479,27 @@ def spread(values: list[float]) -> str:
     return f"[{min(values):.3f}-{max(values):.3f}]"
 
 
+def median_range(values: list[float], fmt: Callable[[float], str] | None = None) -> str:
+    """``median (min-max)`` of timings (``seconds`` by default) or of ratios with ``fmt``.
+
+    >>> median_range([2.1, 2.41, 2.23])
+    '2.23s (2.10s-2.41s)'
+    """
+    show = fmt or seconds
+    return f"{show(statistics.median(values))} ({show(min(values))}-{show(max(values))})"
+
+
+def ratio_range(ours: list[float], baseline: list[float]) -> str:
+    """The range of per-round ratios ``ours[i] / baseline[i]``, to 3 significant digits.
+
+    >>> ratio_range([0.013, 0.011], [5.79, 4.22])
+    '0.00225-0.00261x'
+    """
+    ratios = [o / b for o, b in zip(ours, baseline) if b]
+    # Significant digits, not decimals: a pause against a full dump is a ratio of 0.002.
+    return f"{min(ratios):.3g}-{max(ratios):.3g}x" if ratios else "-"
+
+
 def safepoint_overhead(
     root: Path, scale: float, rounds: int, say: Callable[[str], None]
 ) -> list[Row]:

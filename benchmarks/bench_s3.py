@@ -11,10 +11,14 @@ repetition uses a fresh store prefix, so every save uploads everything (no dedup
            vs ``fs.cat_file`` of each object;
 - re-save: the same state saved again, unchanged (recognised by the fast hash: no upload).
 
+Each round runs both sides, and which goes first alternates; the table shows medians
+with their ranges (min-max) and the range of the per-round ratios, and the load average
+is printed at the start, after each round and at the end.
+
 Usage::
 
-    python benchmarks/bench_s3.py                  # 256 MiB in 8 arrays, 3 repetitions
-    python benchmarks/bench_s3.py --size-mb 64 --repeat 1
+    python benchmarks/bench_s3.py                  # 256 MiB in 8 arrays, 5 rounds
+    python benchmarks/bench_s3.py --size-mb 64 --repeat 2
 
 moto is much slower than S3 (it is a Python server); compare the ratios, not the rates.
 It is a benchmark, not a test: it exits 0 and prints a table.
@@ -41,13 +45,21 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the moto helper lives with the tests
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from bench_capture import load_average, median_range, ratio_range  # noqa: E402
 from s3_server import S3Server  # noqa: E402
 
 from nbcheckpoint.format import table  # noqa: E402
 from nbcheckpoint.store import CheckpointStore, NotebookRef, SigningKey  # noqa: E402
 
 MiB = 1 << 20
+# The rows: (label, our timing, the plain s3fs timing it is compared with).
+PAIRS = (
+    ("save vs put", "save", "put"),
+    ("restore vs get", "load", "get"),
+    ("unchanged re-save", "resave", "put"),
+)
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -56,22 +68,26 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-def load_average() -> str:
-    """The load averages: other work on a shared machine skews timings."""
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "?"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=256, help="total size of the arrays")
     parser.add_argument("--arrays", type=int, default=8, help="how many arrays share the size")
-    parser.add_argument("--repeat", type=int, default=3, help="repetitions; medians are shown")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=5,
+        help="alternating rounds (the two sides take turns going first); medians and ranges",
+    )
     args = parser.parse_args(argv)
-    load_at_start = load_average()
+    rounds = max(1, args.repeat)
 
+    def say(line: str = "") -> None:
+        print(line, flush=True)
+
+    say(
+        f"nbcheckpoint S3 benchmark: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; "
+        f"load average at start: {load_average()} (a shared machine)"
+    )
     rng = np.random.default_rng(0)
     per_array = args.size_mb * MiB // args.arrays // 8
     # Random floats: incompressible, so both sides move the same number of bytes.
@@ -82,31 +98,41 @@ def main(argv: list[str] | None = None) -> int:
     nb = NotebookRef.from_path(os.path.join(tempfile.gettempdir(), "bench.ipynb"))
 
     server = S3Server(in_process=False).start()
-    times: dict[str, list[float]] = {k: [] for k in ("save", "put", "load", "get", "resave")}
+    times: dict[str, list[float]] = {k: [] for k in ("save", "resave", "load", "put", "get")}
     try:
         with server.activate():
-            for _ in range(args.repeat):
+            for r in range(rounds):
                 url = server.new_store_url()
                 store = CheckpointStore(url, key=key)
                 store.save({"warm": 1}, nb)  # connection, probe, signing key, .gitignore
-                times["save"].append(timed(lambda s=store: s.save(state, nb)))
-                times["resave"].append(timed(lambda s=store: s.save(state, nb)))
-                reader = CheckpointStore(url, key=key)
-                times["load"].append(timed(lambda r=reader: r.load(nb, 2)))
-
                 fs = store.backend.fs  # type: ignore[attr-defined]
                 plain = f"{store.backend.root}-plain"  # type: ignore[attr-defined]
 
-                def put(fs: Any = fs, plain: str = plain) -> None:
-                    for name, data in raw.items():
-                        fs.pipe_file(f"{plain}/{name}", data)
+                def ours(store: CheckpointStore = store, url: str = url) -> None:
+                    times["save"].append(timed(lambda: store.save(state, nb)))
+                    times["resave"].append(timed(lambda: store.save(state, nb)))
+                    reader = CheckpointStore(url, key=key)
+                    times["load"].append(timed(lambda: reader.load(nb, 2)))
 
-                def get(fs: Any = fs, plain: str = plain) -> None:
-                    for name in raw:
-                        fs.cat_file(f"{plain}/{name}")
+                def s3fs_side(fs: Any = fs, plain: str = plain) -> None:
+                    def put() -> None:
+                        for name, data in raw.items():
+                            fs.pipe_file(f"{plain}/{name}", data)
 
-                times["put"].append(timed(put))
-                times["get"].append(timed(get))
+                    def get() -> None:
+                        for name in raw:
+                            fs.cat_file(f"{plain}/{name}")
+
+                    times["put"].append(timed(put))
+                    times["get"].append(timed(get))
+
+                for side in (ours, s3fs_side) if r % 2 == 0 else (s3fs_side, ours):
+                    side()
+                say(
+                    f"  round {r + 1} ({'nbcheckpoint' if r % 2 == 0 else 'plain s3fs'} first): "
+                    + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items())
+                    + f"; load average {load_average()}"
+                )
     finally:
         server.stop()
 
@@ -116,26 +142,33 @@ def main(argv: list[str] | None = None) -> int:
         return f"{total / MiB / seconds:,.0f} MiB/s"
 
     rows = [
-        ["save vs put", f"{med['save']:.2f}", rate(med["save"]), f"{med['put']:.2f}",
-         rate(med["put"]), f"{med['save'] / med['put']:.2f}x"],
-        ["restore vs get", f"{med['load']:.2f}", rate(med["load"]), f"{med['get']:.2f}",
-         rate(med["get"]), f"{med['load'] / med['get']:.2f}x"],
-        ["unchanged re-save", f"{med['resave']:.2f}", "", f"{med['put']:.2f}", "",
-         f"{med['resave'] / med['put']:.2f}x"],
-    ]  # fmt: skip
-    print(
-        f"{args.arrays} arrays, {total / MiB:.0f} MiB of random float64, moto on 127.0.0.1, "
-        f"median of {args.repeat}; {os.cpu_count()} CPUs; load average {load_at_start} at start"
+        [
+            label,
+            median_range(times[ours_key]),
+            "" if ours_key == "resave" else rate(med[ours_key]),
+            median_range(times[base_key]),
+            rate(med[base_key]),
+            f"{med[ours_key] / med[base_key]:.2f}x",
+            ratio_range(times[ours_key], times[base_key]),
+        ]
+        for label, ours_key, base_key in PAIRS
+    ]
+    say(
+        f"{args.arrays} arrays, {total / MiB:.0f} MiB of random float64, moto on 127.0.0.1; "
+        f"medians (min-max) of {rounds} alternating rounds"
     )
-    print(
+    say(
         table(
             rows,
-            ["operation", "nbcheckpoint s", "rate", "plain s3fs s", "rate", "ratio"],
-            align="lrrrrr",
+            ["operation", "nbcheckpoint", "rate", "plain s3fs", "rate", "ratio", "per round"],
+            align="lrrrrrr",
         )
     )
-    print("ratio = nbcheckpoint time / plain s3fs time (1.00x: no overhead)")
-    print(f"load average at end: {load_average()}")
+    say(
+        "ratio = median nbcheckpoint time / median plain s3fs time (1.00x: no overhead); "
+        "per round = the range of the rounds' own ratios"
+    )
+    say(f"load average at end: {load_average()}")
     return 0
 
 

@@ -12,8 +12,14 @@ previous snapshot has landed, so every snapshot is taken and none is skipped:
 
 The main-thread pause is the time spent inside ``CellRun.safepoint``. In the same run:
 a raw write + fsync of the same bytes to the same disk (alternating with a first
-``store.save`` of the state, five times each, compared by medians), ``dill.dump_module``,
-IPython's ``%store``, and Kishu when ``--kishu-python`` names an interpreter that has it.
+``store.save`` of the state), ``dill.dump_module`` alternating with IPython's ``%store``,
+and Kishu when ``--kishu-python`` names an interpreter that has it.
+
+Every measurement runs ``--rounds`` times (5 by default), the compared tools taking turns
+going first (the looping cell: fork and inline). The table shows medians over the rounds
+(of each round's median over its snapshots, for the pauses) with their ranges (min-max)
+and the per-round ratios; the load average is printed at the start, after each round and
+at the end. Kishu's first commit happens once per kernel: it is one measurement.
 
 Usage::
 
@@ -57,9 +63,12 @@ from bench_capture import (
     isolated_env,
     kernel,
     kishu_available,
+    load_average,
     machine_header,
+    median_range,
     megabytes,
     print_table,
+    ratio_range,
     seconds,
     work_parent,
 )
@@ -73,7 +82,7 @@ TARGET_FORK_PAUSE = 0.100
 TARGET_INLINE_PER_GIB = 0.150
 TARGET_THROUGHPUT = 0.70
 TARGET_DISK = 1.2
-THROUGHPUT_ROUNDS = 5
+MODES = ("fork", "inline")
 
 
 # ------------------------------------------------------------------- state
@@ -214,12 +223,16 @@ class PauseMeter:
 
 
 def loop_in_mode(
-    shell: Any, root: Path, names: list[str], mode: str, profile: bool
+    shell: Any, root: Path, names: list[str], mode: str, profile: bool, round_: int = 0
 ) -> tuple[list[float], list[Any], Path, list[cProfile.Profile]]:
-    """Run the looping cell in ``mode``; returns the pauses, the checkpoints, the store path and profiles."""
+    """Run the looping cell in ``mode``; returns the pauses, the checkpoints, the store path and profiles.
+
+    Each round gets a new store folder: the kernel keeps what it knows of a store by its
+    URL, so a folder removed and made again would not be a fresh store to it.
+    """
     from nbcheckpoint.store import CheckpointStore, NotebookRef
 
-    store = root / f"store-{mode}"
+    store = root / f"store-{mode}-{round_}"
     magics = shell.magics_manager.registry["Checkpoint"]
     ns = shell.user_ns
 
@@ -245,6 +258,7 @@ def loop_in_mode(
     with PauseMeter() as meter:
         meter.profile = profile
         run_cell(shell, cell)
+    magics.open_store()  # waits for the cell's final checkpoint, if a child still writes it
     nb = NotebookRef.from_path(str(root / "train.ipynb"))
     cks = [ck for ck in CheckpointStore(str(store)).list(nb) if ck.status != "complete"]
     return meter.pauses, cks, store, meter.profiles
@@ -312,9 +326,13 @@ for rec in objs[3::100]:
 
 
 def kishu_side(
-    root: Path, python: str, scale: float, say: Callable[[str], None]
-) -> dict[str, float]:
-    """Kishu commits after cells, not inside a loop: time its commit after a cell that changed 1%."""
+    root: Path, python: str, scale: float, rounds: int, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Kishu commits after cells, not inside a loop: time its commit after a cell that changed 1%.
+
+    The same cell runs ``rounds`` times before ``init_kishu`` and ``rounds`` times after it;
+    the first commit after ``init_kishu`` (the whole state) happens once per kernel.
+    """
     import json
 
     folder = root / "kishu"
@@ -333,19 +351,24 @@ def kishu_side(
     )
     m = max(1, int(CHANGE * (16 * n * 8 + max(1000, int(2_500_000 * scale)) * 80)) // 8)
     change = KISHU_CHANGE.format(start=0, m=min(m, n))
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     with kernel(python, folder, env) as k:
         k.run(code).check("building the state")
-        plain = [k.run(change).check("change").seconds for _ in range(2)]
+        plain = [k.run(change).check("change").seconds for _ in range(rounds)]
         k.run(f"from kishu import init_kishu\ninit_kishu({str(nb)!r})").check("init_kishu")
         out["first"] = k.run("pass").check().seconds
-        changed = [k.run(change).check("change").seconds for _ in range(2)]
+        changed = []
+        for r in range(rounds):
+            changed.append(k.run(change).check("change").seconds)
+            say(f"  Kishu: cell after a 1% change, round {r + 1}: load average {load_average()}")
         out["changed"] = statistics.median(changed) - statistics.median(plain)
+        out["changed_range"] = [t - statistics.median(plain) for t in changed]
         db = folder / f"{nb.stem}.kishudb"  # Kishu keeps its database beside the notebook
         out["disk"] = dir_bytes(db) if db.is_dir() else (db.stat().st_size if db.exists() else 0)
     say(
-        f"  Kishu: first commit {out['first']:.2f} s; commit after a 1% change +{out['changed']:.2f} s "
-        f"(cell {statistics.median(changed):.2f} s vs {statistics.median(plain):.2f} s without Kishu)"
+        f"  Kishu: first commit {out['first']:.2f} s (one commit: the first after init_kishu); "
+        f"commit after a 1% change +{out['changed']:.2f} s, median of {rounds} (cell "
+        f"{median_range(changed)} with Kishu vs {median_range(plain)} without)"
     )
     return out
 
@@ -373,6 +396,12 @@ def main(argv: list[str] | None = None) -> int:
         "--kishu-python",
         default=None,
         help="an interpreter where kishu is installed (default: this one, if it has kishu)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="alternating rounds of every measurement (the compared tools take turns going first)",
     )
     parser.add_argument("--profile", action="store_true", help="cProfile the snapshot pauses")
     args = parser.parse_args(argv)
@@ -406,9 +435,10 @@ def run(args: argparse.Namespace, root: Path) -> int:
         f"{len(ns['objs']):,} small dicts; {megabytes(buffers)} of buffers"
     )
 
+    rounds = max(1, args.rounds)
     # 1. Raw disk speed, and a first save in this process, on the same disk: side by side,
-    # alternating which goes first, medians of THROUGHPUT_ROUNDS each (one run of either
-    # varies by tens of percent on a shared machine).
+    # alternating which goes first, medians of `rounds` each (one run of either varies by
+    # tens of percent on a shared machine).
     from nbcheckpoint.store import CheckpointStore, NotebookRef
 
     nb = NotebookRef.from_path(str(root / "train.ipynb"))
@@ -416,7 +446,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
     save_times: list[float] = []
     raw_bytes = 0
     first_disk = 0
-    for round_ in range(THROUGHPUT_ROUNDS):
+    for round_ in range(rounds):
         for what in ("raw", "save") if round_ % 2 == 0 else ("save", "raw"):
             if what == "raw":
                 took, raw_bytes = raw_write(root, ns, names)
@@ -430,6 +460,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
             shutil.rmtree(folder)
     raw_s = statistics.median(raw_times)
     save_s = statistics.median(save_times)
+    shares = [f"{r / s:.0%}" for r, s in zip(raw_times, save_times)]
     from nbcheckpoint.store.serializer import serialize
 
     start = time.perf_counter()
@@ -439,105 +470,147 @@ def run(args: argparse.Namespace, root: Path) -> int:
     serialize(ns, ["objs"])
     pickle_objs_s = time.perf_counter() - start
     say(
-        f"raw write + fsync of {megabytes(raw_bytes)}: {[round(t, 2) for t in raw_times]} s, "
-        f"median {raw_s:.2f} s ({raw_bytes / raw_s / MB:,.0f} MB/s); store.save of the same "
-        f"state into a new store, alternating with it: {[round(t, 2) for t in save_times]} s, "
-        f"median {save_s:.2f} s ({raw_bytes / save_s / MB:,.0f} MB/s logical, "
-        f"{megabytes(first_disk)} on disk after zstd); per round "
-        f"{[f'{r / s:.0%}' for r, s in zip(raw_times, save_times)]}; "
-        f"of a save, serialize() takes {pickle_s:.2f} s, {pickle_objs_s:.2f} s of it for the "
-        f"{len(ns['objs']):,} small objects (C pickler)"
+        f"1. raw write + fsync of {megabytes(raw_bytes)}, alternating with store.save of the same "
+        f"state into a new store, {rounds} rounds: raw {[round(t, 2) for t in raw_times]} s, "
+        f"{median_range(raw_times)} ({raw_bytes / raw_s / MB:,.0f} MB/s); store.save "
+        f"{[round(t, 2) for t in save_times]} s, {median_range(save_times)} "
+        f"({raw_bytes / save_s / MB:,.0f} MB/s logical, {megabytes(first_disk)} on disk after "
+        f"zstd); per round {shares}; load average {load_average()}"
+    )
+    say(
+        f"   of a save, serialize() takes {pickle_s:.2f} s (one run), {pickle_objs_s:.2f} s of it "
+        f"for the {len(ns['objs']):,} small objects (C pickler)"
     )
 
-    # 2. The looping cell in each mode.
-    results: dict[str, dict[str, Any]] = {}
-    profiles: dict[str, list[cProfile.Profile]] = {}
-    for mode in ("fork", "inline"):
-        pauses, cks, store, profs = loop_in_mode(shell, root, names, mode, args.profile)
-        profiles[mode] = profs
-        live = cks[-1].total_bytes if cks else 0
-        results[mode] = {
-            "pauses": pauses,
-            "first": pauses[0] if pauses else None,
-            "unchanged": pauses[FIRST : FIRST + UNCHANGED],
-            "changed": pauses[FIRST + UNCHANGED :],
-            "durations": [ck.body["stats"].get("duration", 0.0) for ck in cks],
-            "count": len(cks),
-            "disk": dir_bytes(store),
-            "live": live,
-        }
-        r = results[mode]
-        say(
-            f"{mode}: {len(cks)} snapshots; pauses ms {[round(p * 1e3, 1) for p in pauses]}; "
-            f"save durations s {[round(d, 2) for d in r['durations']]}; "
-            f"on disk {megabytes(r['disk'])} for {megabytes(live)} live"
-        )
-        shutil.rmtree(store, ignore_errors=True)
-
-    # 3. Baselines on the same state.
-    dill_first, dill_size = dill_dump(root, ns, names, "1")
-    ns["_bench_step"](FIRST + UNCHANGED + CHANGED)  # 1% changed
-    dill_second, _ = dill_dump(root, ns, names, "2")
-    shell.run_line_magic("load_ext", "storemagic")
-    store_first = ipython_store(shell, names)
-    ns["_bench_step"](FIRST + UNCHANGED + CHANGED + 1)
-    store_second = ipython_store(shell, names)
-    store_disk = dir_bytes(Path(shell.profile_dir.location) / "db")
+    # 2. The looping cell, in each mode, `rounds` times, the modes taking turns going first.
     say(
-        f"dill.dump_module + fsync: {dill_first:.2f} s, after a 1% change {dill_second:.2f} s, "
-        f"{megabytes(dill_size)} file; %store: {store_first:.2f} s, {store_second:.2f} s, "
-        f"{megabytes(store_disk)} (no fsync)"
+        f"2. the looping cell ({FIRST + UNCHANGED + CHANGED} snapshots a pass), fork and inline "
+        f"taking turns going first, {rounds} rounds:"
+    )
+    keys = ("first", "unchanged", "changed", "median", "max", "written_first", "written_changed")
+    results: dict[str, dict[str, list[float]]] = {
+        mode: {k: [] for k in (*keys, "pauses", "count", "disk", "live")} for mode in MODES
+    }
+    profiles: dict[str, list[cProfile.Profile]] = {mode: [] for mode in MODES}
+    for round_ in range(rounds):
+        for mode in MODES if round_ % 2 == 0 else MODES[::-1]:
+            pauses, cks, store, profs = loop_in_mode(shell, root, names, mode, args.profile, round_)
+            profiles[mode] += profs
+            durations = [ck.body["stats"].get("duration", 0.0) for ck in cks]
+            res = results[mode]
+            for key, values in (
+                ("first", pauses[:FIRST]),
+                ("unchanged", pauses[FIRST : FIRST + UNCHANGED]),
+                ("changed", pauses[FIRST + UNCHANGED :]),
+                ("median", pauses),
+                ("written_first", durations[:FIRST]),
+                ("written_changed", durations[FIRST + UNCHANGED :]),
+            ):
+                if values:
+                    res[key].append(statistics.median(values))
+            if pauses:
+                res["max"].append(max(pauses))
+            res["pauses"] += pauses
+            res["count"].append(len(cks))
+            res["disk"].append(dir_bytes(store))
+            res["live"].append(cks[-1].total_bytes if cks else 0)
+            say(
+                f"  round {round_ + 1}, {mode}: {len(cks)} snapshots; pauses ms "
+                f"{[round(p * 1e3, 1) for p in pauses]}; save durations s "
+                f"{[round(d, 2) for d in durations]}; on disk {megabytes(res['disk'][-1])} for "
+                f"{megabytes(res['live'][-1])} live"
+            )
+            shutil.rmtree(store, ignore_errors=True)
+        say(f"  round {round_ + 1}: load average {load_average()}")
+
+    # 3. Baselines on the same state, alternating, 1% of it changed before each round.
+    shell.run_line_magic("load_ext", "storemagic")
+    dill_times: list[float] = []
+    store_times: list[float] = []
+    dill_size = 0
+    for round_ in range(rounds):
+        ns["_bench_step"](FIRST + UNCHANGED + CHANGED + round_)  # 1% changed
+        for tool in ("dill", "store") if round_ % 2 == 0 else ("store", "dill"):
+            if tool == "dill":
+                took, dill_size = dill_dump(root, ns, names, str(round_))
+                dill_times.append(took)
+            else:
+                store_times.append(ipython_store(shell, names))
+        say(
+            f"3. baselines, round {round_ + 1}: dill.dump_module + fsync {dill_times[-1]:.2f} s, "
+            f"%store {store_times[-1]:.2f} s; load average {load_average()}"
+        )
+    store_disk = dir_bytes(Path(shell.profile_dir.location) / "db")
+    dill_s = statistics.median(dill_times)
+    say(
+        f"   dill.dump_module + fsync (the whole state each time): {median_range(dill_times)}, "
+        f"{megabytes(dill_size)} file; %store: {median_range(store_times)}, "
+        f"{megabytes(store_disk)} (no fsync); medians (min-max) of {rounds} rounds"
     )
     kishu_python = args.kishu_python or sys.executable
     kishu_version = kishu_available(kishu_python)
-    kishu: dict[str, float] = {}
+    kishu: dict[str, Any] = {}
     if kishu_version is not None:
         try:
-            kishu = kishu_side(root, kishu_python, args.scale, say)
+            kishu = kishu_side(root, kishu_python, args.scale, rounds, say)
         except Exception as e:  # optional: report, do not fail
             say(f"  Kishu could not be measured: {type(e).__name__}: {str(e)[:400]}")
 
-    # 4. The table.
+    # 4. The table: medians over the rounds of each round's median (or max), with ranges.
     fork, inline = results["fork"], results["inline"]
-    gib = (fork["live"] or buffers) / GiB
-    fork_changed = statistics.median(fork["changed"]) if fork["changed"] else None
-    fork_all = fork["pauses"]
+
+    def med(values: list[float]) -> float | None:
+        return statistics.median(values) if values else None
+
+    def rng_(values: list[float], fmt: Callable[[float], str] = seconds) -> str:
+        return median_range(values, fmt) if values else "-"
+
+    live = med(fork["live"]) or buffers
+    gib = live / GiB
+    per_gib = [p / gib for p in inline["unchanged"]]
     rows = [
         Row(
             "fork: pause per snapshot, median",
-            statistics.median(fork_all) if fork_all else None,
-            dill_first,
+            med(fork["median"]),
+            dill_s,
             "abs",
             TARGET_FORK_PAUSE,
-            note=f"max {seconds(max(fork_all) if fork_all else None)}; baseline = dill.dump_module (blocks for all of it)",
+            note=f"median of {rounds} rounds' medians {rng_(fork['median'])}; all "
+            f"{len(fork['pauses'])} pauses {rng_(fork['pauses'])}; baseline = "
+            "dill.dump_module (blocks for all of it)",
         ),
         Row(
             "fork: pause, max over all snapshots",
-            max(fork_all) if fork_all else None,
-            dill_first,
+            max(fork["max"]) if fork["max"] else None,
+            dill_s,
             "abs",
             TARGET_FORK_PAUSE,
+            note=f"the max of all {len(fork['pauses'])}; each round's max {rng_(fork['max'])}",
         ),
         Row(
             "fork: pause, 1% changed vs dill",
-            fork_changed,
-            dill_second,
+            med(fork["changed"]),
+            dill_s,
             "ratio",
+            note=f"each round's median over {CHANGED} snapshots {rng_(fork['changed'])}; "
+            f"per-round ratio to dill {ratio_range(fork['changed'], dill_times)}",
         ),
         Row(
             "inline: pause, nothing changed, per GiB",
-            statistics.median(inline["unchanged"]) / gib if inline["unchanged"] else None,
+            med(per_gib),
             None,
             "abs",
             TARGET_INLINE_PER_GIB,
-            note=f"state {fork['live'] / GiB:.2f} GiB serialized; raw pauses ms "
-            f"{[round(p * 1e3, 1) for p in inline['unchanged']]}",
+            note=f"state {gib:.2f} GiB serialized; each round's median over {UNCHANGED} "
+            f"snapshots, per GiB {rng_(per_gib)}",
         ),
         Row(
             "inline: pause, 1% changed (median)",
-            statistics.median(inline["changed"]) if inline["changed"] else None,
-            dill_second,
+            med(inline["changed"]),
+            dill_s,
             "ratio",
+            note=f"each round's median over {CHANGED} snapshots {rng_(inline['changed'])}; "
+            f"per-round ratio to dill {ratio_range(inline['changed'], dill_times)}",
         ),
         Row(
             "save throughput: store.save vs raw",
@@ -545,38 +618,40 @@ def run(args: argparse.Namespace, root: Path) -> int:
             raw_s,
             "share",
             TARGET_THROUGHPUT,
-            note=f"medians of {THROUGHPUT_ROUNDS} alternating runs each; saves s "
-            f"{[round(t, 2) for t in save_times]}, raw s {[round(t, 2) for t in raw_times]}",
+            note=f"medians of {rounds} alternating runs each; store.save {rng_(save_times)}, "
+            f"raw {rng_(raw_times)}; per round {', '.join(shares)}",
         ),
         Row(
             "  fork child, first snapshot vs raw",
-            fork["durations"][0] if fork["durations"] else None,
+            med(fork["written_first"]),
             raw_s,
             "share",
-        ),
-        Row(
-            f"fork: on disk after {fork['count']} snapshots",
-            fork["disk"],
-            fork["live"],
-            "ratio",
-            TARGET_DISK,
-            "B",
-            note="baseline = the live state (serialized bytes of the last snapshot)",
-        ),
-        Row(
-            f"inline: on disk after {inline['count']} snapshots",
-            inline["disk"],
-            inline["live"],
-            "ratio",
-            TARGET_DISK,
-            "B",
+            note=f"{rounds} rounds: {rng_(fork['written_first'])}",
         ),
     ]
+    for mode, r in (("fork", fork), ("inline", inline)):
+        count = int(statistics.median(r["count"])) if r["count"] else 0
+        rows.append(
+            Row(
+                f"{mode}: on disk after {count} snapshots",
+                med(r["disk"]),
+                med(r["live"]),
+                "ratio",
+                TARGET_DISK,
+                "B",
+                note=f"{rounds} rounds: {rng_(r['disk'], megabytes)}"
+                + ("; baseline = the live state (serialized bytes of the last snapshot)")
+                * (mode == "fork"),
+            )
+        )
     say("")
     missed = print_table(rows, say)
 
     say("")
-    say("Side by side, one workload (pause = main thread blocked; written = until durable):")
+    say(
+        f"Side by side, one workload (pause = main thread blocked; written = until durable); "
+        f"medians of {rounds} rounds, ranges below:"
+    )
     say(f"{'tool':<26}{'first pause':>12}{'1% pause':>12}{'1% written':>12}{'on disk':>12}")
 
     def line(
@@ -590,24 +665,30 @@ def run(args: argparse.Namespace, root: Path) -> int:
         say(f"{tool:<26}{seconds(a):>12}{seconds(b):>12}{seconds(c):>12}{megabytes(d):>12}{extra}")
 
     for mode, r in (("fork", fork), ("inline", inline)):
-        changed_d = r["durations"][FIRST + UNCHANGED :]
         line(
             f"nbcheckpoint {mode}",
-            r["first"],
-            statistics.median(r["changed"]) if r["changed"] else None,
-            statistics.median(changed_d) if changed_d else None,
-            r["disk"],
-            f"  ({r['count']} snapshots)",
+            med(r["first"]),
+            med(r["changed"]),
+            med(r["written_changed"]),
+            med(r["disk"]),
+            f"  ({int(med(r['count']) or 0)} snapshots a round)",
+        )
+        say(
+            f"    ranges: first pause {rng_(r['first'])}; 1% pause {rng_(r['changed'])}; "
+            f"1% written {rng_(r['written_changed'])}"
         )
     line(
         "dill.dump_module",
-        dill_first,
-        dill_second,
-        dill_second,
+        dill_s,
+        dill_s,
+        dill_s,
         dill_size,
-        "  (one file, rewritten)",
+        "  (one file, rewritten whole each time)",
     )
-    line("IPython %store", store_first, store_second, store_second, store_disk, "  (no fsync)")
+    say(f"    range: {rng_(dill_times)}")
+    store_s = statistics.median(store_times)
+    line("IPython %store", store_s, store_s, store_s, store_disk, "  (no fsync)")
+    say(f"    range: {rng_(store_times)}")
     if kishu:
         line(
             f"Kishu {kishu_version}",
@@ -616,6 +697,10 @@ def run(args: argparse.Namespace, root: Path) -> int:
             kishu["changed"],
             kishu["disk"],
             "  (after a cell)",
+        )
+        say(
+            f"    first commit: one; 1% change: median of {rounds}, range "
+            f"{seconds(min(kishu['changed_range']))}-{seconds(max(kishu['changed_range']))}"
         )
     else:
         say(

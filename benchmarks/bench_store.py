@@ -5,10 +5,16 @@ The state (1 GiB of NumPy arrays, a 100 MB DataFrame, 10,000 small objects at
 as IPython installs a notebook's namespace; both tools save exactly the same
 variables of it, in the same run, side by side.
 
+Each of ``--repeat`` rounds (5 by default) runs both tools, taking turns going first: dill
+dumps and loads; the store saves into a new store, restores, saves 10 times with 1%
+changed before each and restores again. The table shows medians over the rounds with
+their ranges (min-max) and the range of the per-round ratios; the load average is printed
+at the start, after each round and at the end.
+
 Usage::
 
-    python benchmarks/bench_store.py                 # full size, ~1 minute
-    python benchmarks/bench_store.py --scale 0.25    # quicker
+    python benchmarks/bench_store.py                 # full size, a few minutes
+    python benchmarks/bench_store.py --scale 0.25 --repeat 2   # quicker
     python benchmarks/bench_store.py --profile       # and show where the time goes
 
 It is a benchmark, not a test: it exits 0 whether or not the targets are met and
@@ -24,28 +30,38 @@ import gc
 import importlib
 import inspect
 import os
-import platform
 import pstats
 import secrets
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import types
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 try:
     import nbcheckpoint  # noqa: F401
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# A sibling script: the table, the load average, machine facts (it imports no dill).
+from bench_capture import (
+    Row,
+    finish,
+    load_average,
+    machine_header,
+    median_range,
+    print_table,
+    ratio_range,
+    work_parent,
+)
 
 from nbcheckpoint.store import CheckpointStore, NotebookRef, SigningKey
 from nbcheckpoint.store.serializer import serialize
@@ -227,64 +243,6 @@ def dill_save(mod: types.ModuleType, path: Path) -> None:
         os.close(fd)
 
 
-def source_version() -> str:
-    """The checkout's commit, and whether the store code has uncommitted changes."""
-    repo = Path(__file__).resolve().parents[1]
-
-    def git(*cmd: str) -> str:
-        done = subprocess.run(
-            ["git", "-C", str(repo), *cmd], capture_output=True, text=True, timeout=30
-        )
-        return done.stdout.strip()
-
-    try:
-        head = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--", "nbcheckpoint/store")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (head or "unknown") + (" with uncommitted store changes" if dirty else "")
-
-
-def load_average() -> str:
-    """The 1-minute load average: other work on a shared machine skews timings."""
-    with contextlib.suppress(OSError, AttributeError):
-        return f"{os.getloadavg()[0]:.2f}"
-    return "?"
-
-
-def fs_type(path: Path) -> str:
-    """The filesystem type holding ``path``, from /proc/mounts (``?`` elsewhere)."""
-    best, kind = "", "?"
-    with contextlib.suppress(OSError), open("/proc/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) > 2 and str(path).startswith(parts[1]) and len(parts[1]) > len(best):
-                best, kind = parts[1], parts[2]
-    return kind
-
-
-def default_parent() -> Path:
-    """The system temp folder, unless it is in memory (tmpfs): then the working folder."""
-    tmp = Path(tempfile.gettempdir()).resolve()
-    return Path.cwd() if fs_type(tmp) in {"tmpfs", "ramfs"} else tmp
-
-
-@dataclass
-class Row:
-    operation: str
-    ours: float
-    dill: float | None
-    target: float | None
-
-    @property
-    def ratio(self) -> float | None:
-        return None if self.dill is None else self.ours / self.dill
-
-    @property
-    def met(self) -> bool | None:
-        return None if self.target is None or self.ratio is None else self.ratio <= self.target
-
-
 def fmt_mb(n: float) -> str:
     return f"{n / 1e6:,.1f} MB"
 
@@ -424,7 +382,10 @@ def main(argv: list[str] | None = None) -> int:
         "--saves", type=int, default=10, help="incremental saves with 1%% changed each"
     )
     parser.add_argument(
-        "--repeat", type=int, default=1, help="runs of each timed full operation (median)"
+        "--repeat",
+        type=int,
+        default=5,
+        help="alternating rounds (dill and the store take turns going first); medians and ranges",
     )
     parser.add_argument(
         "--profile", action="store_true", help="then show where save and restore time goes"
@@ -433,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     state = install_main()
 
-    parent = (args.dir or default_parent()).resolve()
+    parent = work_parent(args.dir)
     parent.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="nbcheckpoint-bench-", dir=parent))
     # Never touch the user's signing key: a throwaway key, and a key file inside the work folder.
@@ -452,6 +413,8 @@ def run(args: argparse.Namespace, root: Path, key: SigningKey, mod: types.Module
     def say(line: str = "") -> None:
         print(line, flush=True)
 
+    for line in machine_header("nbcheckpoint store benchmark", args.scale, root):
+        say(line)
     t_build, _ = timed(lambda: build_state(mod, args.scale))
     ns, names = vars(mod), state_names(mod)
     nb = NotebookRef.from_path(str(root / "analysis.ipynb"))
@@ -459,15 +422,12 @@ def run(args: argparse.Namespace, root: Path, key: SigningKey, mod: types.Module
     dill_path = root / "session.pkl"
     arrays = array_names(mod)
     array_bytes = sum(getattr(mod, n).nbytes for n in arrays)
+    rounds = max(1, args.repeat)
+    n_saves = args.saves + 1
+    hints = args.saves > 0 and "changed" in inspect.signature(CheckpointStore.save).parameters
     say(
-        f"nbcheckpoint store benchmark: scale {args.scale}, {os.cpu_count()} CPUs, Python "
-        f"{platform.python_version()}, dill {dill.__version__}, numpy {np.__version__}, "
-        f"pandas {pd.__version__}; load average {load_average()} at start"
-    )
-    say(f"nbcheckpoint at {source_version()}")
-    say(
-        f"work folder: {root} ({fs_type(root)}); page cache not dropped (needs root and "
-        "/proc/sys/vm/drop_caches): both restores read files that were just written"
+        f"dill {dill.__version__}, pandas {pd.__version__}; page cache not dropped (needs root "
+        "and /proc/sys/vm/drop_caches): both restores read files that were just written"
     )
     say(
         f"state (built in {t_build:.1f} s): {len(arrays)} float64 arrays x "
@@ -476,167 +436,218 @@ def run(args: argparse.Namespace, root: Path, key: SigningKey, mod: types.Module
         f"a str column), {len(mod.measurements) + len(mod.events) + len(mod.lookup):,} small "
         "objects, a class, a function"
     )
+    say(
+        f"{rounds} alternating rounds (dill first in odd-numbered rounds, the store first in "
+        f"even-numbered ones). dill: dump_module + fsync, then load_module. The store, in a new "
+        f"store each round: first save, restore, {args.saves} saves with 1% changed before each, "
+        "restore of the last" + (", one more save told what changed" if hints else "")
+    )
 
-    # 1. First save, side by side; alternate which tool goes first when repeating.
-    t_dill_save, t_first = [], []
+    t: dict[str, list[float]] = {
+        k: []
+        for k in ("dill_save", "dill_load", "first", "load", "second", "hinted", "later", "last")
+    }
+    b: dict[str, list[float]] = {
+        k: [] for k in ("first", "second", "second_new", "hinted", "later", "disk", "disk_of")
+    }
     store: CheckpointStore | None = None
-    first: Any = None
-    first_written = 0
-    for r in range(max(1, args.repeat)):
+    live = change = 0
+    step = 0
+    for r in range(rounds):
         for tool in ("dill", "ours") if r % 2 == 0 else ("ours", "dill"):
             if tool == "dill":
                 with contextlib.suppress(FileNotFoundError):
                     dill_path.unlink()
-                t, _ = timed(lambda: dill_save(mod, dill_path))
-                t_dill_save.append(t)
-            else:
-                if store is not None:
-                    shutil.rmtree(store.url, ignore_errors=True)
-                # Kept for the later saves, as a kernel keeps its store (and its caches).
-                store = CheckpointStore(str(root / f"store-{r}"), key=key)
-                t, first = timed(lambda s=store: s.save(ns, nb, names))
-                t_first.append(t)
-                first_written = dir_bytes(Path(store.url))
-    assert store is not None
-    url = store.url
-    live = first.total_bytes
-    dill_file = dill_path.stat().st_size
-    change = int(CHANGED * live)
-
-    # 2. Restore, side by side; each from a fresh store object, as a new kernel would.
-    t_dill_load, t_load = [], []
-    for r in range(max(1, args.repeat)):
-        for tool in ("dill", "ours") if r % 2 == 0 else ("ours", "dill"):
-            if tool == "dill":
-                # dill.load_module into a scratch __main__: the live state stays for the next saves.
-                t, loaded = timed(lambda: dill.load_module_asdict(str(dill_path)))
-                t_dill_load.append(t)
+                took, _ = timed(lambda: dill_save(mod, dill_path))
+                t["dill_save"].append(took)
+                # dill.load_module into a scratch __main__: the live state stays for the saves.
+                took, loaded = timed(lambda: dill.load_module_asdict(str(dill_path)))
+                t["dill_load"].append(took)
                 if r == 0 and (bad := mismatches(loaded, mod)):
                     say(f"WARNING: dill.load_module restored different values for {bad}")
                 del loaded
-            else:
-                t, restored = timed(lambda: CheckpointStore(url, key=key).load(nb))
-                t_load.append(t)
-                values = {**restored.values, **_modules(restored.modules)}
-                if r == 0 and (bad := mismatches(values, mod)):
-                    say(f"WARNING: the store restored different values for {bad}")
-                del restored, values
+                continue
+            if store is not None:
+                shutil.rmtree(store.url, ignore_errors=True)
+            # Kept for the later saves, as a kernel keeps its store (and its caches).
+            store = CheckpointStore(str(root / f"store-{r}"), key=key)
+            url = store.url
+            took, ck = timed(lambda s=store: s.save(ns, nb, names))
+            t["first"].append(took)
+            b["first"].append(dir_bytes(Path(url)))
+            if not live:
+                live, change = ck.total_bytes, int(CHANGED * ck.total_bytes)
+            # Restore from a fresh store object, as a new kernel would.
+            took, restored = timed(lambda u=url: CheckpointStore(u, key=key).load(nb))
+            t["load"].append(took)
+            if r == 0 and (
+                bad := mismatches({**restored.values, **_modules(restored.modules)}, mod)
+            ):
+                say(f"WARNING: the store restored different values for {bad}")
+            del restored
+            # Plain saves, as `%checkpoint save` and the in-cell writer do: every variable
+            # is pickled again.
+            for i in range(args.saves):
+                step += 1
+                mutate(mod, step, change, rng)
+                before = dir_bytes(Path(url))
+                took, ck = timed(lambda s=store: s.save(ns, nb, names))
+                grew = dir_bytes(Path(url)) - before
+                t["later"].append(took)
+                b["later"].append(grew)
+                if i == 0:
+                    t["second"].append(took)
+                    b["second"].append(grew)
+                    b["second_new"].append(ck.new_bytes)
+            b["disk"].append(dir_bytes(Path(url)))
+            b["disk_of"].append(ck.total_bytes)
+            took, restored = timed(lambda u=url: CheckpointStore(u, key=key).load(nb))
+            t["last"].append(took)
+            values = {**restored.values, **_modules(restored.modules)}
+            if r == 0 and (bad := mismatches(values, mod)):
+                say(f"WARNING: the store restored different values for {bad} after the saves")
+            del restored, values
+            if hints:  # one more, told which names changed, as auto mode does after a cell
+                step += 1
+                hint = [mutate(mod, step, change, rng), "measurements"]
+                before = dir_bytes(Path(url))
+                took, _ = timed(
+                    lambda s=store, c=ck, h=hint: s.save(ns, nb, names, base=c, changed=h)
+                )
+                t["hinted"].append(took)
+                b["hinted"].append(dir_bytes(Path(url)) - before)
+        say(
+            f"  round {r + 1}: first save {t['first'][-1]:.2f} s vs dill {t['dill_save'][-1]:.2f} s; "
+            f"restore {t['load'][-1]:.2f} s vs dill {t['dill_load'][-1]:.2f} s"
+            + (f"; second save {t['second'][-1]:.2f} s" if t["second"] else "")
+            + f"; load average {load_average()}"
+        )
+    assert store is not None
+    dill_file = dill_path.stat().st_size
 
-    # 3. Incremental saves, 1% of the state changed before each; plain saves, as
-    # `%checkpoint save` and the in-cell writer do: every variable is pickled again.
-    incremental = []
-    ck = first
-    for step in range(1, args.saves + 1):
-        changed = mutate(mod, step, change, rng)
-        before = dir_bytes(Path(url))
-        t, ck = timed(lambda: store.save(ns, nb, names))
-        incremental.append((t, dir_bytes(Path(url)) - before, ck.new_bytes, changed))
-    on_disk = dir_bytes(Path(url))
-    live_now = ck.total_bytes
-    t_load_last, restored = timed(lambda: CheckpointStore(url, key=key).load(nb))
-    values = {**restored.values, **_modules(restored.modules)}
-    if bad := mismatches(values, mod):
-        say(f"WARNING: the store restored different values for {bad} after the saves")
-    del restored, values
+    def note(ours: str, base: str) -> str:
+        return (
+            f"ours {median_range(t[ours])}, dill {median_range(t[base])}; "
+            f"per-round ratio {ratio_range(t[ours], t[base])}"
+        )
 
-    # 4. One more, told which names changed, as auto mode does after a cell.
-    hinted = None
-    if args.saves and "changed" in inspect.signature(CheckpointStore.save).parameters:
-        changed = mutate(mod, args.saves + 1, change, rng)
-        before = dir_bytes(Path(url))
-        hint = [changed, "measurements"]
-        t, _ = timed(lambda: store.save(ns, nb, names, base=ck, changed=hint))
-        hinted = (t, dir_bytes(Path(url)) - before)
-
-    dill_save_t = statistics.median(t_dill_save)
-    dill_load_t = statistics.median(t_dill_load)
-    n_saves = args.saves + 1
-    rows = [Row("first save (fsync'd)", statistics.median(t_first), dill_save_t, TARGET_FIRST)]
-    if incremental:
-        rows.append(Row("second save, 1% changed", incremental[0][0], dill_save_t, TARGET_SECOND))
-        if hinted:
-            rows.append(Row("  same, told what changed", hinted[0], dill_save_t, TARGET_SECOND))
-        median = statistics.median(t for t, *_ in incremental)
-        rows.append(Row(f"saves 2-{n_saves}, median", median, dill_save_t, None))
+    med = {k: statistics.median(v) for k, v in t.items() if v}
+    rows = [
+        Row(
+            "first save (fsync'd)",
+            med["first"],
+            med["dill_save"],
+            "ratio",
+            TARGET_FIRST,
+            note=note("first", "dill_save"),
+        )
+    ]
+    if t["second"]:
+        rows.append(
+            Row(
+                "second save, 1% changed",
+                med["second"],
+                med["dill_save"],
+                "ratio",
+                TARGET_SECOND,
+                note=note("second", "dill_save"),
+            )
+        )
+        if t["hinted"]:
+            rows.append(
+                Row(
+                    "  same, told what changed",
+                    med["hinted"],
+                    med["dill_save"],
+                    "ratio",
+                    TARGET_SECOND,
+                    note=f"after save {n_saves}; " + note("hinted", "dill_save"),
+                )
+            )
+        rows.append(
+            Row(
+                f"saves 2-{n_saves}, median",
+                med["later"],
+                med["dill_save"],
+                "ratio",
+                note=f"{len(t['later'])} saves ({args.saves} a round): {median_range(t['later'])}",
+            )
+        )
     rows.append(
-        Row("restore (hashes verified)", statistics.median(t_load), dill_load_t, TARGET_RESTORE)
+        Row(
+            "restore (hashes verified)",
+            med["load"],
+            med["dill_load"],
+            "ratio",
+            TARGET_RESTORE,
+            note=note("load", "dill_load"),
+        )
     )
-    rows.append(Row(f"restore after {n_saves} saves", t_load_last, dill_load_t, None))
+    rows.append(
+        Row(
+            f"restore after {n_saves} saves",
+            med["last"],
+            med["dill_load"],
+            "ratio",
+            note=note("last", "dill_load"),
+        )
+    )
 
     say()
     say(
         f"state: {fmt_mb(live)} serialized (pickles + buffers, uncompressed); dill.dump_module "
         f"file: {fmt_mb(dill_file)}; 1% change = {fmt_mb(change)} rewritten in one array + 1% "
-        f"of the measurements; runs per full operation: {max(1, args.repeat)} (median)"
+        f"of the measurements; ours and baseline (dill) are medians of {rounds} alternating "
+        "rounds, the ranges (min-max) below each row"
     )
+    say()
+    missed = print_table(rows, say)
+
     say()
     say(
-        f"{'operation':<28}{'nbcheckpoint s':>15}{'dill s':>9}{'ratio':>8}   {'target':<9}{'met?':>5}"
+        f"{'bytes (median of ' + str(rounds) + ' rounds)':<42}{'measured':>13}{'of state':>10}"
+        f"   {'target':<9}{'met?':>5}   range"
     )
-    missed = []
-    for row in rows:
-        dill_s = "" if row.dill is None else f"{row.dill:.2f}"
-        ratio = "" if row.ratio is None else f"{row.ratio:.2f}x"
-        target = "-" if row.target is None else f"<= {row.target}x"
-        say(
-            f"{row.operation:<28}{row.ours:>15.2f}{dill_s:>9}{ratio:>8}   {target:<9}"
-            f"{yes_no(row.met):>5}"
-        )
-        if row.met is False:
-            missed.append(
-                f"{row.operation.strip()}: {row.ratio:.2f}x dill's time, target <= {row.target}x"
-            )
-
-    say()
-    say(f"{'bytes':<42}{'measured':>13}{'of state':>10}   {'target':<9}{'met?':>5}")
-    byte_rows: list[tuple[str, int, float, str, bool | None]] = []
-    if incremental:
-        _, grew, new_bytes, _ = incremental[0]
-        frac = grew / live
+    byte_rows: list[tuple[str, list[float], float, str, float | None]] = []
+    if b["second"]:
         byte_rows.append(
-            ("written by the second save", grew, frac, "<= 2%", frac <= TARGET_SECOND_WRITTEN)
+            ("written by the second save", b["second"], live, "<= 2%", TARGET_SECOND_WRITTEN)
         )
         byte_rows.append(
-            ("  new data, uncompressed (changed chunks)", new_bytes, new_bytes / live, "-", None)
+            ("  new data, uncompressed (changed chunks)", b["second_new"], live, "-", None)
         )
-        if hinted:
-            byte_rows.append(("  same, told what changed", hinted[1], hinted[1] / live, "-", None))
-        grew_all = statistics.median(g for _, g, _, _ in incremental)
-        byte_rows.append(
-            (
-                f"written per save, saves 2-{n_saves} (median)",
-                int(grew_all),
-                grew_all / live,
-                "-",
-                None,
-            )
-        )
+        if b["hinted"]:
+            byte_rows.append(("  same, told what changed", b["hinted"], live, "-", None))
+        byte_rows.append((f"written per save, saves 2-{n_saves}", b["later"], live, "-", None))
+    byte_rows.append(("written by the first save (compressed)", b["first"], live, "-", None))
     byte_rows.append(
-        ("written by the first save (compressed)", first_written, first_written / live, "-", None)
+        (
+            f"on disk after {n_saves} saves, all kept",
+            b["disk"],
+            statistics.median(b["disk_of"]),
+            "<= 1.2x",
+            TARGET_DISK,
+        )
     )
-    frac = on_disk / live_now
-    byte_rows.append(
-        (f"on disk after {n_saves} saves, all kept", on_disk, frac, "<= 1.2x", frac <= TARGET_DISK)
-    )
-    for label, n, frac, target, met in byte_rows:
+    for label, values, of, target, limit in byte_rows:
+        n = statistics.median(values)
+        frac = n / of
+        met = None if limit is None else frac <= limit
         shown = f"{frac:.2f}x" if target.endswith("x") else f"{frac:.1%}"
-        say(f"{label:<42}{fmt_mb(n):>13}{shown:>10}   {target:<9}{yes_no(met):>5}")
+        say(
+            f"{label:<42}{fmt_mb(n):>13}{shown:>10}   {target:<9}{yes_no(met):>5}   "
+            f"{fmt_mb(min(values))} - {fmt_mb(max(values))}"
+        )
         if met is False:
-            missed.append(f"{label.strip()}: {shown} of the state, target {target}")
+            missed.append(f"{label.strip()}: {shown} of the state (target {target})")
 
     say()
-    if missed:
-        say(f"MISSED {len(missed)} target(s):")
-        for m in missed:
-            say(f"  - {m}")
-    else:
-        say("All targets met.")
     say(
         "Notes: buffers over 8 MB are stored in 4 MB chunks, so a save writes only the "
         "chunks a change touched (smaller buffers are one blob, written again whole); dill "
-        "rewrites the whole file on every save. "
-        f"Load average {load_average()} at the end."
+        "rewrites the whole file on every save."
     )
+    finish(missed, say)
 
     if args.profile:
         for line in run_profile(mod, root, key, nb, change, rng, store):

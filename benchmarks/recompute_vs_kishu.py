@@ -9,10 +9,13 @@ SIGKILLed, a new kernel brings the state back (nbcheckpoint: ``%checkpoint resto
 its last commit), and then the notebook's next cells run. The script reports, per tool and
 round, the time of the restore, which variables came back working, whether the next cells
 print what an uninterrupted run prints, and how often the log-appending cell ran again.
+In each round both tools run, taking turns going first; the restore times are given as
+medians with their ranges (min-max), with the range of the per-round ratios, and the load
+average is printed at the start, after each round and at the end.
 
 Usage::
 
-    python benchmarks/recompute_vs_kishu.py --kishu-python /tmp/kishu-venv/bin/python [--rounds 3]
+    python benchmarks/recompute_vs_kishu.py --kishu-python /tmp/kishu-venv/bin/python [--rounds 5]
 
 Kishu 0.3.4 is installed in its own virtual environment (it pins its own dependencies):
 ``python -m venv /tmp/kishu-venv && /tmp/kishu-venv/bin/pip install kishu==0.3.4 ipykernel``.
@@ -35,6 +38,8 @@ from bench_capture import (  # a script beside this one
     kernel,
     kishu_available,
     load_average,
+    median_range,
+    ratio_range,
     source_version,
 )
 
@@ -193,10 +198,19 @@ def kishu_round(root: Path, python: str, n: int) -> dict[str, Any]:
     }
 
 
+def ms(value: float) -> str:
+    return f"{value * 1000:.0f} ms"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kishu-python", help="an interpreter where kishu 0.3.4 is installed")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="alternating rounds (the tools take turns going first); medians and ranges",
+    )
     parser.add_argument("--out", type=Path, help="also write the report here")
     args = parser.parse_args()
     lines: list[str] = []
@@ -212,13 +226,22 @@ def main() -> None:
         root = Path(tmp)
         expected = reference(root, python)
         say(f"uninterrupted run, next cells print: {expected}")
-        ours = [nbcheckpoint_round(root, python, n) for n in range(args.rounds)]
         kishu_version = kishu_available(args.kishu_python) if args.kishu_python else None
-        theirs = (
-            [kishu_round(root, args.kishu_python, n) for n in range(args.rounds)]
-            if kishu_version
-            else []
-        )
+        ours: list[dict[str, Any]] = []
+        theirs: list[dict[str, Any]] = []
+        for n in range(max(1, args.rounds)):
+            order = ["nbcheckpoint", "kishu"] if n % 2 == 0 else ["kishu", "nbcheckpoint"]
+            for tool in order:
+                if tool == "nbcheckpoint":
+                    ours.append(nbcheckpoint_round(root, python, n))
+                elif kishu_version:
+                    theirs.append(kishu_round(root, args.kishu_python, n))
+            turns = " first, then ".join(order) if kishu_version else "nbcheckpoint only"
+            say(
+                f"  round {n + 1} ({turns}): nbcheckpoint {ours[-1]['seconds'] * 1000:.0f} ms"
+                + (f", Kishu {theirs[-1]['seconds'] * 1000:.0f} ms" if theirs else "")
+                + f"; load average {load_average()}"
+            )
     say("")
     say("nbcheckpoint: %checkpoint restore --recompute after %checkpoint save and SIGKILL")
     for r in ours:
@@ -227,7 +250,8 @@ def main() -> None:
             f"next cells as uninterrupted: {r['outputs'] == expected}; log cell ran "
             f"{r['log_runs']}x in all; its recipe shown before it ran: {r['shown_first']}"
         )
-    say(f"  median {statistics.median(r['seconds'] for r in ours) * 1000:.0f} ms")
+    ours_s = [r["seconds"] for r in ours]
+    say(f"  median (range) of {len(ours)} rounds: {median_range(ours_s, ms)}")
     if not theirs:
         say(f"Kishu: not installed for {args.kishu_python} (see --kishu-python)")
     else:
@@ -239,7 +263,12 @@ def main() -> None:
                 f"log cell ran {r['log_runs_before']}x before the checkout, "
                 f"{r['log_runs']}x after it"
             )
-        say(f"  median {statistics.median(r['seconds'] for r in theirs) * 1000:.0f} ms")
+        theirs_s = [r["seconds"] for r in theirs]
+        say(f"  median (range) of {len(theirs)} rounds: {median_range(theirs_s, ms)}")
+        say(
+            f"Kishu / nbcheckpoint: {statistics.median(theirs_s) / statistics.median(ours_s):.1f}x "
+            f"(medians); per round {ratio_range(theirs_s, ours_s)}"
+        )
     say(f"load average at the end: {load_average()}")
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")

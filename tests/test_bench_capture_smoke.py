@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,12 +48,16 @@ def test_bench_capture_tiny(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(150)
 def test_bench_snapshot_tiny(tmp_path: Path) -> None:
-    out = _run("bench_snapshot.py", tmp_path=tmp_path)
+    out = _run("bench_snapshot.py", "--rounds", "2", tmp_path=tmp_path)
     header = _table_header(out)
     assert header and all(
         col in header[0] for col in ("ours", "baseline", "ratio", "target", "met?")
     )
     assert "load average at start" in out
+    # Every figure is a median over alternating rounds with its range (min-max).
+    assert re.search(r"median of 2 rounds' medians [\d.]+ms \([\d.]+ms-[\d.]+ms\)", out), out
+    assert "round 2: load average" in out and "medians of 2 rounds, ranges below" in out
+    assert re.search(r"dill.dump_module \+ fsync .*: [\d.]+ms \([\d.]+ms-[\d.]+ms\)", out), out
     for tool in ("nbcheckpoint fork", "nbcheckpoint inline", "dill.dump_module", "IPython %store"):
         assert tool in out
     assert "MISSED" in out or "All targets met." in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,3 +30,6 @@ def test_recompute_benchmark_one_round(tmp_path: Path, subprocess_env: dict[str,
     assert "next cells as uninterrupted: True" in line
     assert "its recipe shown before it ran: True" in line
     assert "Kishu: not installed" in report
+    # The restore time as a median with its range, and the load average around the rounds.
+    assert re.search(r"median \(range\) of 1 rounds: \d+ ms \(\d+ ms-\d+ ms\)", report), report
+    assert report.count("load average") >= 3, "at start, after the round and at the end"

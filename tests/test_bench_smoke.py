@@ -21,6 +21,8 @@ def test_benchmark_prints_the_table_and_exits_0(tmp_path: Path) -> None:
             "0.01",
             "--dir",
             str(work),
+            "--repeat",
+            "2",
         ],
         capture_output=True,
         text=True,
@@ -29,8 +31,14 @@ def test_benchmark_prints_the_table_and_exits_0(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     header = next(line for line in out.splitlines() if line.startswith("operation"))
-    for column in ("nbcheckpoint s", "dill s", "ratio", "target", "met?"):
+    for column in ("ours", "baseline", "ratio", "target", "met?"):
         assert column in header
+    # Medians of alternating rounds, each with its range and the per-round ratios.
+    assert "medians of 2 alternating rounds" in out
+    lines = out.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("first save (fsync'd)"))
+    assert "per-round ratio" in lines[first + 1] and "dill " in lines[first + 1], lines[first + 1]
+    assert out.count("load average") >= 4, "at start, after each round and at the end"
     for row in (
         "first save (fsync'd)",
         "second save, 1% changed",
