@@ -895,7 +895,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=7, help="alternating runs per measurement")
     parser.add_argument(
-        "--restore-runs", type=int, default=3, help="fresh-kernel restores per tool"
+        "--restore-runs", type=int, default=5, help="fresh-kernel restores per tool"
     )
     parser.add_argument("--dir", type=Path, default=None, help="folder for stores (not tmpfs)")
     parser.add_argument(
