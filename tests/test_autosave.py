@@ -418,6 +418,35 @@ def test_write_tracking_sees_writes_past_one_batch_of_page_regions():
     assert last[first] == after[first] and last[second] != after[second]
 
 
+def test_write_tracking_tells_chunks_apart_after_scattered_writes():
+    """The store's 4 MiB chunks of a buffer are spans too: each is changed exactly when one
+    of its pages was written, whatever the number of written regions."""
+    from nbcheckpoint.capture.pages import PAGE, tracker
+
+    watch = tracker()
+    if not watch.active:
+        pytest.skip(f"write tracking is not available here: {watch.reason}")
+    data = np.zeros(64 << 20, dtype=np.uint8)
+    address = data.__array_interface__["data"][0]
+    chunk = 4 << 20
+    whole = (address, data.nbytes)
+    chunks = [(address + at, chunk) for at in range(0, data.nbytes, chunk)]
+    spans = [whole, *chunks]
+    before = watch.tokens(spans)
+    assert watch.tokens(spans) == before
+    data[3 * chunk : 4 * chunk : PAGE * 2] = 1  # every other page of chunk 3: 512 regions
+    data[9 * chunk + 5] = 1  # one byte near the start of chunk 9
+    data[13 * chunk - 1] = 1  # the last byte of chunk 12
+    after = watch.tokens(spans)
+    changed = {i for i, span in enumerate(chunks) if after[span] != before[span]}
+    # A page can hold the end of one chunk and the start of the next (the array need not
+    # start on a page): a write next to a seam may count for both neighbours.
+    assert {3, 9, 12} <= changed
+    assert changed <= {2, 3, 4, 8, 9, 11, 12, 13}
+    assert after[whole] != before[whole]
+    assert watch.tokens(spans) == after
+
+
 # ------------------------------------------- only the chunks written are hashed again
 def _hashed_bytes(monkeypatch):
     """Count the bytes the store fast-hashes or BLAKE3-hashes from now on."""

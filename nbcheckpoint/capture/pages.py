@@ -17,6 +17,7 @@ and clearing them is a separate step from reading them.
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import sys
 from collections.abc import Iterable
@@ -275,10 +276,15 @@ class WriteTracker:
                 if not trackable:
                     unwatchable.add((lo, hi))
                 continue
+            # Written ranges come sorted and apart: one binary search per span, since a
+            # buffer's chunks are spans too (thousands at 10 GiB, against as many ranges
+            # after scattered writes).
+            written.sort()
+            ends = [w_hi for _, w_hi in written]
             for span in members:
                 old = self._tokens.get(span)
-                end = span[0] + span[1]
-                hit = any(w_lo < end and span[0] < w_hi for w_lo, w_hi in written)
+                first = bisect.bisect_right(ends, span[0])  # the first range ending past it
+                hit = first < len(written) and written[first][0] < span[0] + span[1]
                 tokens[span] = self._fresh() if old is None or hit else old
         self._tokens = tokens  # spans not asked about now start afresh when asked again
         self._unwatchable = unwatchable
