@@ -240,7 +240,9 @@ def test_scanner_sees_writes_to_large_arrays_with_and_without_write_tracking(tra
     # save, never a stale value. Left for issue #17's 1 GiB edit work.
     ns["half"][1] = 2.0  # through the strided view: big[2]
     fourth = scanner.scan(ns, names)
-    assert fourth.changed_since(third) == {"big", "half"}
+    # `other` may again be flagged needlessly (seen once on 3.12 under a CPU burner): a
+    # needless save, never a stale value. What was written must be seen.
+    assert {"big", "half"} <= fourth.changed_since(third) <= {"big", "half", "other"}
     assert scanner.scan(ns, names).changed_since(fourth) == set()
 
 
