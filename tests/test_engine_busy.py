@@ -68,22 +68,25 @@ def _run(tmp_path: Any, every: float) -> tuple[CellRun, FakeWriter]:
 
 def test_a_due_checkpoint_the_busy_writer_refused_is_due_again_shortly(tmp_path):
     run, writer = _run(tmp_path, every=30.0)
+    before = time.monotonic()
     run.safepoint(None)
+    after = time.monotonic()
     assert writer.jobs == [] and run.skipped_busy == 1
-    # The timer waits until _last + every: BUSY_RETRY from now, not 30 s.
-    next_due = run._last + run.options.every - time.monotonic()
-    assert 0 < next_due <= BUSY_RETRY
+    # The timer waits until _last + every: BUSY_RETRY after the safe point, not 30 s.
+    due = run._last + run.options.every
+    assert before + BUSY_RETRY <= due <= after + BUSY_RETRY
     writer.is_busy = False
+    before = time.monotonic()
     run.safepoint(None)
     assert len(writer.jobs) == 1
-    next_due = run._last + run.options.every - time.monotonic()
-    assert next_due > 29
+    assert run._last + run.options.every >= before + 30.0
 
 
 def test_an_interval_shorter_than_the_retry_stays_as_asked(tmp_path):
     run, _ = _run(tmp_path, every=0.05)
     run.safepoint(None)
-    assert run._last + 0.05 - time.monotonic() <= 0.05
+    after = time.monotonic()
+    assert run._last + 0.05 <= after + 0.05  # due again after at most --every
 
 
 def test_the_status_line_says_the_interval_really_kept(tmp_path):
