@@ -140,6 +140,8 @@ class WriteTracker:
         self._pagemap = -1
         self._libc: Any = None
         self._tokens: dict[tuple[int, int], int] = {}
+        # A copy of a span's own bytes in each of its edge pages (see ``tokens``).
+        self._edges: dict[tuple[tuple[int, int], int], bytes] = {}
         self._unwatchable: set[tuple[int, int]] = set()
         self._next = 0
         self._vec = (_PageRegion * 256)()
@@ -161,6 +163,8 @@ class WriteTracker:
             libc.syscall.restype = ctypes.c_long
             libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
             libc.ioctl.restype = ctypes.c_int
+            libc.memcmp.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+            libc.memcmp.restype = ctypes.c_int
         except (OSError, AttributeError) as e:  # pragma: no cover - no C library
             self.reason = f"no C library ({e})"
             return
@@ -246,7 +250,15 @@ class WriteTracker:
 
     def tokens(self, spans: Iterable[tuple[int, int]]) -> dict[tuple[int, int], int | None]:
         """For each span ``(address, size)``: a number that stays the same while none of
-        its pages is written, or None when its memory cannot be watched (hash it)."""
+        its bytes is written, or None when its memory cannot be watched (hash it).
+
+        Pages are the kernel's unit, bytes are ours: a span that does not start or end on
+        a page boundary shares its first or last page with whatever lies beside it (on the
+        heap, other objects, written all the time). Such a page, unless other spans asked
+        about cover the rest of it, is an *edge*: its written mark says nothing about the
+        span. The span's own bytes there (at most a page at each end) are compared with a
+        copy kept from the last look instead.
+        """
         wanted = sorted(set(spans))
         out: dict[tuple[int, int], int | None] = {}
         # Page-aligned, merged: each page is looked at once, since a look protects it again.
@@ -260,6 +272,7 @@ class WriteTracker:
             else:
                 intervals.append([lo, hi, [span]])
         tokens: dict[tuple[int, int], int] = {}
+        edges: dict[tuple[tuple[int, int], int], bytes] = {}
         unwatchable: set[tuple[int, int]] = set()
         for lo, hi, members in intervals:
             # Memory found not to be private anonymous is hashed; asked again only
@@ -275,25 +288,70 @@ class WriteTracker:
                         out[span] = None
                 if not trackable:
                     unwatchable.add((lo, hi))
-                continue
-            # Written ranges come sorted and apart: one binary search per span, since a
-            # buffer's chunks are spans too (thousands at 10 GiB, against as many ranges
-            # after scattered writes).
+                    continue
+                written = []
+            exposed = _edge_pages(members)
+            # Written ranges come sorted and apart: one binary search per range asked,
+            # since a buffer's chunks are spans too (thousands at 10 GiB, against as many
+            # ranges after scattered writes).
             written.sort()
             ends = [w_hi for _, w_hi in written]
             for span in members:
-                old = self._tokens.get(span)
-                first = bisect.bisect_right(ends, span[0])  # the first range ending past it
-                hit = first < len(written) and written[first][0] < span[0] + span[1]
-                tokens[span] = self._fresh() if old is None or hit else old
+                start, end = span[0], span[0] + span[1]
+                own = {start // PAGE * PAGE, max(start, end - 1) // PAGE * PAGE} & exposed
+                inner_lo = start // PAGE * PAGE + PAGE if start // PAGE * PAGE in own else start
+                inner_hi = (end - 1) // PAGE * PAGE if (end - 1) // PAGE * PAGE in own else end
+                changed = span not in self._tokens or (
+                    inner_lo < inner_hi and _hit(written, ends, inner_lo, inner_hi)
+                )
+                for page in sorted(own):
+                    lo_byte, hi_byte = max(start, page), min(end, page + PAGE)
+                    before = self._edges.get((span, page))
+                    if before is not None and self._same(lo_byte, before):
+                        edges[span, page] = before
+                    else:
+                        edges[span, page] = ctypes.string_at(lo_byte, hi_byte - lo_byte)
+                        changed = True
+                if span not in tokens:
+                    tokens[span] = self._fresh() if changed else self._tokens[span]
         self._tokens = tokens  # spans not asked about now start afresh when asked again
+        self._edges = edges
         self._unwatchable = unwatchable
         out.update(tokens)
         return out
 
+    def _same(self, address: int, copy: bytes) -> bool:
+        """Whether memory at ``address`` holds ``copy``'s bytes. Compared in place: an
+        allocation here could land beside the span and write the very page looked at."""
+        return bool(self._libc.memcmp(address, copy, len(copy)) == 0)
+
     def _fresh(self) -> int:
         self._next += 1
         return self._next
+
+
+def _hit(written: list[tuple[int, int]], ends: list[int], start: int, end: int) -> bool:
+    """Whether a range of ``written`` (sorted, apart; ``ends`` their ends) meets
+    ``[start, end)``."""
+    first = bisect.bisect_right(ends, start)  # the first range ending past it
+    return first < len(written) and written[first][0] < end
+
+
+def _edge_pages(spans: list[tuple[int, int]]) -> set[int]:
+    """The pages that spans start or end in and that the spans together do not cover."""
+    covered: list[list[int]] = []
+    for address, size in sorted(spans):
+        if covered and address <= covered[-1][1]:
+            covered[-1][1] = max(covered[-1][1], address + size)
+        else:
+            covered.append([address, address + size])
+    exposed = set()
+    for lo, hi in covered:
+        if lo % PAGE:
+            exposed.add(lo // PAGE * PAGE)
+        if hi % PAGE:
+            exposed.add(hi // PAGE * PAGE)
+    return exposed
 
 
 def _private_anonymous(start: int, end: int) -> bool:
