@@ -146,13 +146,20 @@ def test_no_trace_while_the_cell_is_inside_a_call(arming_for):
         original(signum, frame)
 
     signal.signal(arming.signum, counting)
+    traced = []
     try:
-        with Poker(arming, cell.ns, 0.0):
-            exec(cell.code, cell.ns)
+        # Where a poke lands is up to the scheduler: on a loaded machine a whole run can
+        # pass with every poke handled outside work(). Run again until one lands there.
+        for _ in range(20):
+            with Poker(arming, cell.ns, 0.0):
+                exec(cell.code, cell.ns)
+            traced += cell.ns["traced"]
+            if "work" in handled:
+                break
     finally:
         signal.signal(arming.signum, original)
-    assert "work" in handled, "no poke landed inside work(): the test proved nothing"
-    assert all(t is None for t in cell.ns["traced"]), "a trace was on inside work()"
+    assert "work" in handled, "no poke landed inside work() in 20 runs: the test proved nothing"
+    assert all(t is None for t in traced), "a trace was on inside work()"
     assert sys.gettrace() is None
 
 

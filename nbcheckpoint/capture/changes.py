@@ -40,6 +40,7 @@ from typing import Any
 import xxhash
 
 from ..store.hashing import THREADS, _hash_pool, fast_hash
+from ..store.serializer import _storage_types
 from ..store.store import CHUNK_MIN, CHUNK_SIZE
 from .pages import TRACK_MIN, buffer_address, tracker
 
@@ -101,6 +102,7 @@ class _Pickler(pickle.Pickler):
         numpy = sys.modules.get("numpy")
         self._ndarray = numpy.ndarray if numpy is not None else None
         self._uint8 = numpy.uint8 if numpy is not None else None
+        self._storages = _storage_types()
 
     def _buffer(self, buf: pickle.PickleBuffer) -> bool:
         raw = buf.raw()  # a non-contiguous buffer raises: the caller marks the variable volatile
@@ -118,6 +120,8 @@ class _Pickler(pickle.Pickler):
         kind = type(obj)
         if kind is self._ndarray:
             return self._reduce_array(obj)
+        if kind in self._storages:
+            return self._reduce_storage(obj)
         if kind is types.ModuleType:
             return _obj_marker, ("module", obj.__name__)
         if kind is bytearray and len(obj) >= LARGE:
@@ -150,6 +154,18 @@ class _Pickler(pickle.Pickler):
         if kind is property:
             return _obj_marker, ("property", obj.fget, obj.fset, obj.fdel)
         return NotImplemented
+
+    def _reduce_storage(self, obj: Any) -> Any:
+        """A PyTorch storage on the CPU: its span, as for an array's buffer (the store
+        saves its bytes as one buffer, see ``serializer._reduce_storage``)."""
+        if isinstance(obj, sys.modules["torch"].storage.TypedStorage):  # bytes: its untyped one's
+            return _nd_marker, ("typed storage", obj._untyped_storage, obj.dtype)
+        if obj.device.type != "cpu":
+            return NotImplemented  # memory this process cannot read: PyTorch's own copy
+        size = obj.nbytes()
+        if size < LARGE:
+            return _nd_marker, ("storage", ctypes.string_at(obj.data_ptr(), size))
+        return _nd_marker, ("storage", self._region(obj.data_ptr(), size, obj))
 
     def _reduce_array(self, a: Any) -> Any:
         if a.dtype.hasobject:

@@ -204,6 +204,15 @@ def _pickler_class() -> type:
     ndarray = numpy.ndarray if numpy is not None else None
 
     class Pickler(dill.Pickler):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._storages = _storage_types()
+
+        def reducer_override(self, obj: Any) -> Any:
+            if type(obj) in self._storages:
+                return _reduce_storage(obj)
+            return NotImplemented
+
         def save(self, obj: object, save_persistent_id: bool = True) -> None:
             if ndarray is not None and type(obj) is ndarray:
                 self.framer.commit_frame()
@@ -225,6 +234,76 @@ def _pickler_class() -> type:
     if ndarray is not None:
         _PICKLER = Pickler  # numpy may be imported later: only cache once it was seen
     return Pickler
+
+
+def _storage_types() -> frozenset[type]:
+    """PyTorch's storage classes, when PyTorch is imported (never imported here)."""
+    torch = sys.modules.get("torch")
+    storage = getattr(torch, "storage", None)
+    try:
+        return frozenset({storage.TypedStorage, torch.UntypedStorage})  # type: ignore[union-attr]
+    except AttributeError:  # no torch, or one without these classes: its own pickling
+        return frozenset()
+
+
+def _reduce_storage(obj: Any) -> Any:
+    """A PyTorch storage as its raw bytes, handed out of band like an array's.
+
+    PyTorch's own pickling runs ``torch.save`` on each storage into an in-band bytes
+    object: a copy of the whole model inside the pickle, never chunked or deduplicated.
+    Here a tensor pickles as PyTorch pickles it (dtype, shape, strides, ``requires_grad``)
+    except for its storage, whose bytes go to the store as a buffer; tensors sharing a
+    storage share it again after a restore (PyTorch keeps one Python object per storage,
+    so the pickle's memo sees it once). A storage on another device is saved from a CPU
+    copy and goes back to that device when it exists (see ``_storage_from_buffer``).
+    """
+    torch = sys.modules["torch"]
+    if isinstance(obj, torch.storage.TypedStorage):
+        return _typed_storage, (obj._untyped_storage, obj.dtype)
+    numpy = sys.modules.get("numpy")
+    device = obj.device
+    if numpy is None or device.type == "meta":
+        return NotImplemented  # PyTorch's own way: no data, or no array to hand over
+    cpu = obj if device.type == "cpu" else obj.cpu()
+    if cpu.nbytes() == 0:
+        return _storage_from_buffer, (bytearray(), str(device))
+    data = torch.empty(0, dtype=torch.uint8).set_(cpu).numpy()  # the storage's bytes, no copy
+    return _storage_from_buffer, (pickle.PickleBuffer(data), str(device))
+
+
+def _storage_from_buffer(data: Any, device: str) -> Any:
+    """Counterpart of ``_reduce_storage``: a storage over the restored bytes (no copy)."""
+    torch: Any = importlib.import_module("torch")
+
+    view = memoryview(data)
+    if view.readonly:  # PyTorch writes into its storages: give it memory of its own
+        data = bytearray(view)
+    storage = (
+        torch.frombuffer(data, dtype=torch.uint8).untyped_storage()
+        if view.nbytes
+        else torch.UntypedStorage(0)
+    )
+    if device == "cpu":
+        return storage
+    try:
+        return storage.to(device=torch.device(device))
+    except (RuntimeError, AssertionError, AttributeError, TypeError) as e:
+        import warnings
+
+        warnings.warn(
+            f"a tensor saved on {device} was restored on the CPU: {device} is not available "
+            f"here ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__}); "
+            f"move it with .to('{device}') once it is",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return storage
+
+
+def _typed_storage(untyped: Any, dtype: Any) -> Any:
+    torch: Any = importlib.import_module("torch")
+
+    return torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
 
 
 def _keep(buffers: list[memoryview], on_buffer: OnBuffer | None = None) -> Any:
@@ -269,10 +348,16 @@ class _FastPickler(pickle.Pickler):
     objects or string columns; most of a notebook's state needs none of its powers.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._storages = _storage_types()
+
     def reducer_override(self, obj: Any) -> Any:
         kind = type(obj)
         if kind is types.ModuleType:
             return importlib.import_module, (obj.__name__,)
+        if kind in self._storages:
+            return _reduce_storage(obj)
         if (kind is types.FunctionType or isinstance(obj, type)) and _by_value(obj):
             if not _alone(obj):
                 raise _NeedsDill(obj)

@@ -1,0 +1,135 @@
+"""PyTorch tensors: their bytes go to the store out of band, chunked and deduplicated.
+
+PyTorch's own pickling puts a ``torch.save`` of each storage in the pickle; here only the
+storage's bytes change hands, so a re-save writes the layers that changed and nothing else.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import pytest
+
+from nbcheckpoint.store import CheckpointStore, NotebookRef
+
+torch = pytest.importorskip(
+    "torch",
+    reason="PyTorch is installed for the tests on Python 3.11 on x86_64 only (a CPU build "
+    "lies on this machine's disk for that Python; other Pythons would download a CUDA build)"
+    if sys.version_info[:2] != (3, 11)
+    else "PyTorch is not installed: `make test` installs it (pyproject.toml, test extra)",
+)
+
+
+def _model_and_optimizer() -> tuple[object, object]:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(256, 512), torch.nn.ReLU(), torch.nn.Linear(512, 1024)
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.randn(8, 256)).sum().backward()
+    opt.step()
+    return model, opt
+
+
+def test_a_model_and_its_optimizer_come_back_sharing_their_tensors(
+    store: CheckpointStore, nb: NotebookRef
+) -> None:
+    model, opt = _model_and_optimizer()
+    flat = model[0].weight.data.view(-1)  # a view of a parameter, in another variable
+    extras = {
+        "half": torch.arange(6, dtype=torch.float16).reshape(2, 3).requires_grad_(),
+        "brain": torch.ones(3, dtype=torch.bfloat16),
+        "ids": torch.arange(10, dtype=torch.int64)[2:8:2],  # a strided view of a slice
+        "empty": torch.empty(0, 4),
+    }
+    store.save({"model": model, "opt": opt, "flat": flat, **extras}, nb)
+    back = CheckpointStore(store.url).load(nb).values
+
+    m2, o2 = back["model"], back["opt"]
+    for (name, a), (_, b) in zip(model.state_dict().items(), m2.state_dict().items()):
+        assert torch.equal(a, b), name
+    params = list(m2.parameters())
+    assert all(type(p) is torch.nn.Parameter and p.requires_grad for p in params)
+    # The optimizer steps the restored model's own parameters, not copies of them.
+    assert all(a is b for a, b in zip(o2.param_groups[0]["params"], params))
+    for key, value in opt.state_dict()["state"][0].items():
+        assert torch.equal(o2.state_dict()["state"][0][key], value), key
+    # The view still shares memory with the weight it was taken from.
+    back["flat"][0] = 123.0
+    assert m2[0].weight.data[0, 0].item() == 123.0
+    for name, value in extras.items():
+        got = back[name]
+        assert got.dtype == value.dtype and got.shape == value.shape, name
+        assert got.stride() == value.stride() and torch.equal(got, value), name
+        assert got.requires_grad == value.requires_grad, name
+    # Restored tensors are ordinary, writable memory: training goes on.
+    model(torch.randn(8, 256)).sum().backward()
+    m2(torch.randn(8, 256)).sum().backward()
+    o2.step()
+
+
+def test_tensor_bytes_are_chunked_and_a_resave_writes_only_the_changed_layer(
+    store: CheckpointStore, nb: NotebookRef
+) -> None:
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(1024, 2048), torch.nn.Linear(2048, 2048), torch.nn.Linear(2048, 512)
+    )
+    total = sum(p.nbytes for p in model.parameters())
+    first = store.save({"model": model}, nb)
+    # Out of band, not a torch.save copy inside the pickle.
+    assert first.new_bytes >= total * 0.9
+    payloads = [g for g in first.body["groups"] if "model" in g["names"]]
+    assert len(payloads[0]["buffers"]) >= len(list(model.parameters()))
+    with torch.no_grad():
+        model[2].weight.add_(1.0)  # one layer: 4 MiB of 37 MiB
+    layer = model[2].weight.nbytes
+    second = CheckpointStore(store.url).save({"model": model}, nb)
+    assert second.new_bytes <= layer * 1.2, (second.new_bytes, layer)
+    back = store.load(nb).values["model"]
+    assert torch.equal(back[2].weight, model[2].weight)
+    assert torch.equal(back[1].weight, model[1].weight)
+
+
+def test_a_tensor_saved_on_a_missing_device_comes_back_on_the_cpu_with_a_warning() -> None:
+    from nbcheckpoint.store.serializer import _storage_from_buffer
+
+    with pytest.warns(RuntimeWarning, match=r"saved on cuda:0 was restored on the CPU"):
+        storage = _storage_from_buffer(bytearray(b"\x00\x00\x80\x3f"), "cuda:0")
+    assert storage.device.type == "cpu"
+    tensor = torch.empty(0).set_(storage)
+    assert tensor.tolist() == [1.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _storage_from_buffer(memoryview(b"ab"), "cpu").nbytes() == 2  # read-only: copied
+
+
+def test_the_scanner_watches_tensor_memory_instead_of_copying_it(monkeypatch) -> None:
+    from nbcheckpoint.capture.changes import Scanner
+
+    def copied(self: object) -> object:
+        raise AssertionError("a scan copied a storage through torch.save")
+
+    monkeypatch.setattr(torch.storage.TypedStorage, "__reduce__", copied)
+    monkeypatch.setattr(torch.UntypedStorage, "__reduce__", copied)
+    model, opt = _model_and_optimizer()
+    small = torch.zeros(4)
+    ns = {"model": model, "opt": opt, "small": small, "other": torch.ones(1 << 20)}
+    names = list(ns)
+    scanner = Scanner()
+    first = scanner.scan(ns, names)
+    # Large storages are spans of memory, watched or hashed where they lie.
+    second = scanner.scan(ns, names)
+    assert second.changed_since(first) == set()
+    model(torch.randn(8, 256)).sum().backward()
+    opt.step()  # in place: the parameters and Adam's moments
+    third = scanner.scan(ns, names)
+    assert third.changed_since(second) == {"model", "opt"}
+    small[1] = 2.0
+    fourth = scanner.scan(ns, names)
+    assert fourth.changed_since(third) == {"small"}
+    with torch.no_grad():
+        ns["other"][-1] = 5.0
+    assert scanner.scan(ns, names).changed_since(fourth) == {"other"}
