@@ -133,3 +133,20 @@ def test_the_scanner_watches_tensor_memory_instead_of_copying_it(monkeypatch) ->
     with torch.no_grad():
         ns["other"][-1] = 5.0
     assert scanner.scan(ns, names).changed_since(fourth) == {"other"}
+
+
+def test_a_view_in_another_variable_is_pickled_with_its_base_and_others_apart() -> None:
+    """Tensors share memory through storages the garbage collector does not list: the
+    grouping walk links them by address. Tensors that share nothing (not even their class,
+    which is pickled by reference) go in groups of their own."""
+    from nbcheckpoint.store.serializer import deserialize, serialize
+
+    layer = torch.nn.Linear(4, 8)
+    ns = {"layer": layer, "cols": layer.weight.data[:, :2], "other": torch.ones(3)}
+    snap = serialize(ns)
+    assert sorted(sorted(g.names) for g in snap.groups) == [["cols", "layer"], ["other"]]
+    back: dict[str, object] = {}
+    for g in snap.groups:
+        back.update(deserialize(g.payload, [bytearray(b) for b in g.buffers], g.pickler))
+    back["cols"][0, 0] = 42.0
+    assert back["layer"].weight[0, 0].item() == 42.0

@@ -129,6 +129,11 @@ def _walk_roots(values: list[object], skip_ids: set[int]) -> list[int]:
         return i
 
     owner: dict[int, int] = {}
+    # Tensors share memory through their storage, which the garbage collector does not
+    # list among their referents (a NumPy view lists its base): by address, then.
+    torch = sys.modules.get("torch")
+    tensor = getattr(torch, "Tensor", None)
+    storages: dict[int, int] = {}
     visited = 0
     get_referents = gc.get_referents
     for index, value in enumerate(values):
@@ -138,27 +143,45 @@ def _walk_roots(values: list[object], skip_ids: set[int]) -> list[int]:
             oid = id(obj)
             if oid in skip_ids:
                 continue
+            if isinstance(obj, types.ModuleType) or (
+                isinstance(obj, (type, types.FunctionType)) and not _by_value(obj)
+            ):
+                # Pickled by reference: identity comes back on its own. Not owned either,
+                # or every instance of a library class would join one group through it.
+                continue
             other = owner.get(oid)
             if other is not None:
                 if find(other) != find(index):
                     parent[find(other)] = find(index)
                 continue
             owner[oid] = index
+            if tensor is not None and isinstance(obj, tensor):
+                address = _storage_address(obj)
+                if address:
+                    other = storages.setdefault(address, index)
+                    if find(other) != find(index):
+                        parent[find(other)] = find(index)
             visited += 1
             if visited > MAX_WALK:
                 # Too many objects to follow at a safe point: pickle everything as one
                 # group, which keeps every shared reference (only finer grouping is lost).
                 return [0] * len(values)
             if isinstance(obj, (type, types.FunctionType)) and not _is_main(obj):
-                continue  # pickled by reference: identity comes back on its own
-            if isinstance(obj, types.ModuleType):
-                continue
+                continue  # by value yet not the notebook's (a lambda in a library): as is
             refs = get_referents(obj)
             visited += len(refs)
             if visited > MAX_WALK:
                 return [0] * len(values)  # a big container: one group, as above
             stack.extend(ref for ref in refs if not isinstance(ref, _ATOMIC))
     return [find(i) for i in range(len(values))]
+
+
+def _storage_address(tensor: Any) -> int:
+    """Where a tensor's storage starts (0 when it has none to share: meta, sparse...)."""
+    try:
+        return int(tensor.untyped_storage().data_ptr())
+    except Exception:  # a tensor kind without a plain storage
+        return 0
 
 
 _MODULE_DICTS: tuple[int, set[int]] = (-1, set())

@@ -125,11 +125,15 @@ class Run:
 
     def broken_aliases(self) -> list[list[str]]:
         """Alias groups from before the kill that the restore split, among names both sides have
-        and the restore did not name."""
+        and the restore did not name (``name:where`` for tensors inside a variable)."""
         after = {tuple(g) for g in self.aliases_after}
         broken = []
         for group in self.aliases_before:
-            kept = [n for n in group if n in self.after and not self.named_with_reason(n)]
+            kept = [
+                n
+                for n in group
+                if (name := n.partition(":")[0]) in self.after and not self.named_with_reason(name)
+            ]
             if len(kept) > 1 and not any(set(kept) <= set(g) for g in after):
                 broken.append(kept)
         return broken

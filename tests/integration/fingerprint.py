@@ -97,6 +97,27 @@ def fp(value: Any, depth: int = 0, path: frozenset[int] = frozenset()) -> Any:
             return ["numpy Generator", fp(value.bit_generator.state, depth + 1)]
     if pd is not None and isinstance(value, (pd.DataFrame, pd.Series, pd.Index)):
         return pandas_fp(pd, value, depth)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        if isinstance(value, torch.Tensor):
+            data = value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+            return [
+                "tensor",
+                qualified(kind),
+                str(value.dtype),
+                list(value.shape),
+                list(value.stride()),
+                value.requires_grad,
+                str(value.device),
+                sha(data),
+            ]
+        if isinstance(value, torch.Generator):
+            return ["torch Generator", sha(value.get_state().numpy().tobytes())]
+        if isinstance(value, torch.optim.Optimizer):
+            return ["optimizer", qualified(kind), fp(value.state_dict(), depth + 1, path)]
+        if isinstance(value, torch.nn.Module):
+            state = {k: fp(v, depth + 1, path) for k, v in value.state_dict().items()}
+            return ["torch module", qualified(kind), value.training, state]
     if id(value) in path:
         return ["cycle", qualified(kind)]
     path = path | {id(value)}
@@ -217,12 +238,38 @@ def aliases(variables: dict[str, Any]) -> list[list[str]]:
     return sorted(sorted(names) for names in by_id.values() if len(names) > 1)
 
 
+def shared_tensors(variables: dict[str, Any]) -> list[list[str]]:
+    """Tensors that share memory (a view and its base, an optimizer's parameters and the
+    module's): a restore must keep them sharing. Named ``variable:where``."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return []
+    found: dict[int, set[str]] = {}
+
+    def add(label: str, tensor: Any) -> None:
+        if tensor.device.type == "cpu" and tensor.untyped_storage().nbytes():
+            found.setdefault(tensor.untyped_storage().data_ptr(), set()).add(label)
+
+    for name, value in variables.items():
+        if isinstance(value, torch.Tensor):
+            add(name, value)
+        elif isinstance(value, torch.nn.Module):
+            for key, tensor in value.state_dict(keep_vars=True).items():
+                add(f"{name}:{key}", tensor)
+        elif isinstance(value, torch.optim.Optimizer):
+            for g, group in enumerate(value.param_groups):
+                for i, param in enumerate(group["params"]):
+                    add(f"{name}:params[{g}][{i}]", param)
+    return sorted(sorted(labels) for labels in found.values() if len(labels) > 1)
+
+
 def main() -> None:
     from IPython import get_ipython
 
     variables = user_variables(get_ipython())
     report = {name: fp(value) for name, value in sorted(variables.items())}
-    print(json.dumps({"variables": report, "aliases": aliases(variables)}))
+    sharing = aliases(variables) + shared_tensors(variables)
+    print(json.dumps({"variables": report, "aliases": sharing}))
 
 
 if __name__ == "__main__":  # as the test runs it: exec(source, {"__name__": "__main__"})
