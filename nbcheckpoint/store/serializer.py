@@ -229,12 +229,11 @@ def _pickler_class() -> type:
     class Pickler(dill.Pickler):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self._storages = _storage_types()
+            self._special = _special_reducers()
 
         def reducer_override(self, obj: Any) -> Any:
-            if type(obj) in self._storages:
-                return _reduce_storage(obj)
-            return NotImplemented
+            special = self._special.get(type(obj))
+            return NotImplemented if special is None else special(obj)
 
         def save(self, obj: object, save_persistent_id: bool = True) -> None:
             if ndarray is not None and type(obj) is ndarray:
@@ -259,14 +258,54 @@ def _pickler_class() -> type:
     return Pickler
 
 
-def _storage_types() -> frozenset[type]:
-    """PyTorch's storage classes, when PyTorch is imported (never imported here)."""
+def _special_reducers() -> dict[type, Callable[[Any], Any]]:
+    """Reductions for library types whose own pickling copies their data in band, by type,
+    for the libraries imported now (none is imported here): PyTorch storages, polars frames.
+    """
+    out: dict[type, Callable[[Any], Any]] = {}
     torch = sys.modules.get("torch")
-    storage = getattr(torch, "storage", None)
     try:
-        return frozenset({storage.TypedStorage, torch.UntypedStorage})  # type: ignore[union-attr]
+        out[torch.storage.TypedStorage] = out[torch.UntypedStorage] = _reduce_storage  # type: ignore[union-attr]
     except AttributeError:  # no torch, or one without these classes: its own pickling
-        return frozenset()
+        pass
+    polars = sys.modules.get("polars")
+    try:
+        out[polars.DataFrame] = out[polars.Series] = _reduce_polars  # type: ignore[union-attr]
+    except AttributeError:
+        pass
+    return out
+
+
+def _storage_types() -> frozenset[type]:
+    """PyTorch's storage classes, when PyTorch is imported."""
+    return frozenset(k for k, v in _special_reducers().items() if v is _reduce_storage)
+
+
+def _reduce_polars(obj: Any) -> Any:
+    """A polars DataFrame or Series as an Arrow table, whose buffers go out of band.
+
+    polars pickles a frame as its own serialized bytes, in band: a copy of every column
+    inside the pickle. Arrow hands its buffers over without a copy. Used only when the
+    Arrow schema reads back as the same polars schema (checked on zero rows); otherwise
+    (an Object column, a type Arrow cannot carry) polars' own pickling, exact, is used.
+    """
+    pl = sys.modules["polars"]
+    series = isinstance(obj, pl.Series)
+    frame = obj.to_frame() if series else obj
+    try:
+        table = frame.to_arrow(compat_level=pl.CompatLevel.newest())
+        if pl.from_arrow(table.slice(0, 0), rechunk=False).schema != frame.schema:
+            return NotImplemented
+    except Exception:  # a column Arrow cannot carry: polars' own way
+        return NotImplemented
+    return _polars_from_arrow, (table, series)
+
+
+def _polars_from_arrow(table: Any, series: bool) -> Any:
+    """Counterpart of ``_reduce_polars``."""
+    pl: Any = importlib.import_module("polars")
+    frame = pl.from_arrow(table, rechunk=False)
+    return frame.to_series() if series else frame
 
 
 def _reduce_storage(obj: Any) -> Any:
@@ -373,14 +412,15 @@ class _FastPickler(pickle.Pickler):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._storages = _storage_types()
+        self._special = _special_reducers()
 
     def reducer_override(self, obj: Any) -> Any:
         kind = type(obj)
         if kind is types.ModuleType:
             return importlib.import_module, (obj.__name__,)
-        if kind in self._storages:
-            return _reduce_storage(obj)
+        special = self._special.get(kind)
+        if special is not None:
+            return special(obj)
         if (kind is types.FunctionType or isinstance(obj, type)) and _by_value(obj):
             if not _alone(obj):
                 raise _NeedsDill(obj)
