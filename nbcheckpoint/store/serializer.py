@@ -134,6 +134,7 @@ def _walk_roots(values: list[object], skip_ids: set[int]) -> list[int]:
     torch = sys.modules.get("torch")
     tensor = getattr(torch, "Tensor", None)
     storages: dict[int, int] = {}
+    by_reference: set[int] = set()
     visited = 0
     get_referents = gc.get_referents
     for index, value in enumerate(values):
@@ -143,11 +144,14 @@ def _walk_roots(values: list[object], skip_ids: set[int]) -> list[int]:
             oid = id(obj)
             if oid in skip_ids:
                 continue
+            if oid in by_reference:
+                continue
             if isinstance(obj, types.ModuleType) or (
                 isinstance(obj, (type, types.FunctionType)) and not _by_value(obj)
             ):
                 # Pickled by reference: identity comes back on its own. Not owned either,
                 # or every instance of a library class would join one group through it.
+                by_reference.add(oid)
                 continue
             other = owner.get(oid)
             if other is not None:
