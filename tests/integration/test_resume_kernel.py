@@ -15,6 +15,7 @@ independent of the machine's speed. Set ``NBCHECKPOINT_TEST_SEED`` to replay a f
 from __future__ import annotations
 
 import ast
+import importlib.util
 import os
 import queue
 import random
@@ -534,7 +535,51 @@ def context(seed_note: str, killed: Killed) -> str:
 # -- the matrix ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=[s.name for s in SHAPES])
+# A real PyTorch training loop over a shuffling DataLoader: the loader's generator is put
+# back to the loop's start before it is rebuilt, so the batches come in the same order.
+TORCH = Shape(
+    "torch_dataloader_shuffle",
+    """
+    import torch
+    torch.manual_seed(0)
+    X = torch.randn(240, 8)
+    Y = (X.sum(1, keepdim=True) > 0).float()
+    g = torch.Generator().manual_seed(7)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(X, Y), batch_size=8, shuffle=True, generator=g
+    )
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    losses = []
+    for xb, yb in loader:
+        tick()
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(xb), yb)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        time.sleep(DELAY)
+    """,
+    "[p.detach().numpy().tobytes() for p in model.parameters()], "
+    "[s['momentum_buffer'].numpy().tobytes() for s in opt.state.values()], "
+    "losses, xb.numpy().tobytes(), g.get_state().numpy().tobytes()",
+)
+NO_TORCH = importlib.util.find_spec("torch") is None
+MATRIX = [
+    *[pytest.param(s, id=s.name) for s in SHAPES],
+    pytest.param(
+        TORCH,
+        id=TORCH.name,
+        marks=pytest.mark.skipif(
+            NO_TORCH,
+            reason="PyTorch is not installed here (the test extra installs it on Python 3.11 "
+            "on x86_64 only)",
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("shape", MATRIX)
 def test_kill_at_random_safe_point_then_resume(labs: Any, shape: Shape) -> None:
     rnd = random.Random(f"{SEED}-{shape.name}")
     note = f"NBCHECKPOINT_TEST_SEED={SEED}"
