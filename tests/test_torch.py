@@ -150,3 +150,25 @@ def test_a_view_in_another_variable_is_pickled_with_its_base_and_others_apart() 
         back.update(deserialize(g.payload, [bytearray(b) for b in g.buffers], g.pickler))
     back["cols"][0, 0] = 42.0
     assert back["layer"].weight[0, 0].item() == 42.0
+
+
+def test_gradients_are_saved_with_their_tensors(store: CheckpointStore, nb: NotebookRef) -> None:
+    """PyTorch's pickling drops ``.grad``; a loop that accumulates gradients over batches
+    would resume with them gone. They are saved, and a change to them alone is seen."""
+    from nbcheckpoint.capture.changes import Scanner
+
+    model, opt = _model_and_optimizer()  # after one backward: every parameter has a grad
+    loose = torch.ones(3, requires_grad=True)
+    (loose * 2).sum().backward()
+    store.save({"model": model, "opt": opt, "loose": loose}, nb)
+    back = CheckpointStore(store.url).load(nb).values
+    for (name, p), q in zip(model.named_parameters(), back["model"].parameters()):
+        assert q.grad is not None and torch.equal(p.grad, q.grad), name
+    assert back["opt"].param_groups[0]["params"][0] is next(back["model"].parameters())
+    assert torch.equal(back["loose"].grad, torch.full((3,), 2.0))
+
+    ns = {"model": model, "loose": loose}
+    scanner = Scanner()
+    first = scanner.scan(ns, list(ns))
+    model(torch.randn(8, 256)).sum().backward()  # gradients accumulate; weights unchanged
+    assert scanner.scan(ns, list(ns)).changed_since(first) == {"model"}

@@ -40,7 +40,7 @@ from typing import Any
 import xxhash
 
 from ..store.hashing import THREADS, _hash_pool, fast_hash
-from ..store.serializer import _storage_types
+from ..store.serializer import _reduce_tensor_with_grad, _storage_types
 from ..store.store import CHUNK_MIN, CHUNK_SIZE
 from .pages import TRACK_MIN, buffer_address, tracker
 
@@ -103,6 +103,10 @@ class _Pickler(pickle.Pickler):
         self._ndarray = numpy.ndarray if numpy is not None else None
         self._uint8 = numpy.uint8 if numpy is not None else None
         self._storages = _storage_types()
+        torch = sys.modules.get("torch")
+        self._tensors = (
+            frozenset({torch.Tensor, torch.nn.Parameter}) if self._storages else frozenset()
+        )
 
     def _buffer(self, buf: pickle.PickleBuffer) -> bool:
         raw = buf.raw()  # a non-contiguous buffer raises: the caller marks the variable volatile
@@ -122,6 +126,8 @@ class _Pickler(pickle.Pickler):
             return self._reduce_array(obj)
         if kind in self._storages:
             return self._reduce_storage(obj)
+        if kind in self._tensors:
+            return _reduce_tensor_with_grad(obj)  # the gradient is state too
         if kind is types.ModuleType:
             return _obj_marker, ("module", obj.__name__)
         if kind is bytearray and len(obj) >= LARGE:

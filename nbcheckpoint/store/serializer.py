@@ -270,6 +270,7 @@ def _special_reducers() -> dict[type, Callable[[Any], Any]]:
     torch = sys.modules.get("torch")
     try:
         out[torch.storage.TypedStorage] = out[torch.UntypedStorage] = _reduce_storage  # type: ignore[union-attr]
+        out[torch.Tensor] = out[torch.nn.Parameter] = _reduce_tensor_with_grad  # type: ignore[union-attr]
     except AttributeError:  # no torch, or one without these classes: its own pickling
         pass
     polars = sys.modules.get("polars")
@@ -335,6 +336,28 @@ def _reduce_storage(obj: Any) -> Any:
         return _storage_from_buffer, (bytearray(), str(device))
     data = torch.empty(0, dtype=torch.uint8).set_(cpu).numpy()  # the storage's bytes, no copy
     return _storage_from_buffer, (pickle.PickleBuffer(data), str(device))
+
+
+def _reduce_tensor_with_grad(obj: Any) -> Any:
+    """A tensor whose ``.grad`` is set: PyTorch's own reduction, then the gradient.
+
+    PyTorch drops ``.grad`` when it pickles a tensor (so does ``torch.save``): a loop that
+    accumulates gradients over several batches would resume with them gone. A tensor
+    without a gradient is pickled as PyTorch pickles it.
+    """
+    if obj.grad is None:
+        return NotImplemented
+    reduced = obj.__reduce_ex__(PROTOCOL)
+    if not isinstance(reduced, tuple) or len(reduced) != 2:
+        return NotImplemented  # a shape of reduction not seen before: PyTorch's own
+    return _with_grad, (reduced[0], reduced[1], obj.grad)
+
+
+def _with_grad(rebuild: Callable[..., Any], args: tuple[Any, ...], grad: Any) -> Any:
+    """Counterpart of ``_reduce_tensor_with_grad``."""
+    tensor = rebuild(*args)
+    tensor.grad = grad
+    return tensor
 
 
 def _storage_from_buffer(data: Any, device: str) -> Any:

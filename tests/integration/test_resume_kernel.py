@@ -564,18 +564,46 @@ TORCH = Shape(
     "[s['momentum_buffer'].numpy().tobytes() for s in opt.state.values()], "
     "losses, xb.numpy().tobytes(), g.get_state().numpy().tobytes()",
 )
+# Gradients accumulated over 4 batches before each step: a resume between two steps needs
+# the gradients so far, which PyTorch's own pickling drops.
+TORCH_ACCUMULATE = Shape(
+    "torch_gradient_accumulation",
+    """
+    import torch
+    torch.manual_seed(1)
+    X = torch.randn(240, 8)
+    Y = X @ torch.randn(8, 1)
+    model = torch.nn.Linear(8, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for step in range(30):
+        tick()
+        xb, yb = X[step * 8 : step * 8 + 8], Y[step * 8 : step * 8 + 8]
+        (torch.nn.functional.mse_loss(model(xb), yb) / 4).backward()
+        if step % 4 == 3:
+            opt.step()
+            opt.zero_grad()
+        time.sleep(DELAY)
+    """,
+    "[p.detach().numpy().tobytes() for p in model.parameters()], "
+    "[None if p.grad is None else p.grad.numpy().tobytes() for p in model.parameters()], "
+    "[(k, v.numpy().tobytes()) for s in opt.state.values() for k, v in sorted(s.items())], "
+    "step",
+)
 NO_TORCH = importlib.util.find_spec("torch") is None
 MATRIX = [
     *[pytest.param(s, id=s.name) for s in SHAPES],
-    pytest.param(
-        TORCH,
-        id=TORCH.name,
-        marks=pytest.mark.skipif(
-            NO_TORCH,
-            reason="PyTorch is not installed here (the test extra installs it on Python 3.11 "
-            "on x86_64 only)",
-        ),
-    ),
+    *[
+        pytest.param(
+            shape,
+            id=shape.name,
+            marks=pytest.mark.skipif(
+                NO_TORCH,
+                reason="PyTorch is not installed here (the test extra installs it on Python "
+                "3.11 on x86_64 only)",
+            ),
+        )
+        for shape in [TORCH, TORCH_ACCUMULATE]
+    ],
 ]
 
 
