@@ -103,7 +103,7 @@ class _Pickler(pickle.Pickler):
         self._ndarray = numpy.ndarray if numpy is not None else None
         self._uint8 = numpy.uint8 if numpy is not None else None
         self._storages = _storage_types()
-        torch = sys.modules.get("torch")
+        torch: Any = sys.modules.get("torch")
         self._tensors = (
             frozenset({torch.Tensor, torch.nn.Parameter}) if self._storages else frozenset()
         )
