@@ -172,3 +172,15 @@ def test_gradients_are_saved_with_their_tensors(store: CheckpointStore, nb: Note
     first = scanner.scan(ns, list(ns))
     model(torch.randn(8, 256)).sum().backward()  # gradients accumulate; weights unchanged
     assert scanner.scan(ns, list(ns)).changed_since(first) == {"model"}
+
+
+def test_pytorchs_global_generator_is_saved_and_put_back() -> None:
+    from nbcheckpoint.store.serializer import capture_rng, restore_rng
+
+    torch.manual_seed(5)
+    torch.rand(3)
+    saved = capture_rng()
+    expected = torch.rand(4)
+    torch.manual_seed(99)
+    assert saved is not None and "torch" in restore_rng(saved)
+    assert torch.equal(torch.rand(4), expected)

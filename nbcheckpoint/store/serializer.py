@@ -530,13 +530,20 @@ def _reason(error: BaseException, value: object = None) -> str:
 
 
 def capture_rng() -> bytes | None:
-    """Pickle Python's ``random`` state and NumPy's global state, when numpy is imported."""
+    """Pickle Python's ``random`` state, NumPy's global state and PyTorch's global CPU
+    generator (dropout, ``torch.randn``), for the libraries imported now."""
     state: dict[str, Any] = {"random": random.getstate()}
     np = sys.modules.get("numpy")
     if np is not None:
         try:
             state["numpy"] = np.random.get_state()
         except Exception:  # pragma: no cover - a numpy without the legacy global state
+            pass
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:  # as bytes: nothing of PyTorch's own pickling in the manifest
+            state["torch"] = bytes(torch.get_rng_state().numpy().tobytes())
+        except Exception:  # a torch without the CPU generator API: not restored, not said
             pass
     return pickle.dumps(state, protocol=PROTOCOL)
 
@@ -553,6 +560,13 @@ def restore_rng(payload: bytes) -> list[str]:
 
         np.random.set_state(state["numpy"])
         restored.append("numpy.random")
+    if "torch" in state:
+        try:
+            torch: Any = importlib.import_module("torch")
+        except ImportError:  # the restore names the variables it could not bring back
+            return restored
+        torch.set_rng_state(torch.frombuffer(bytearray(state["torch"]), dtype=torch.uint8))
+        restored.append("torch")
     return restored
 
 

@@ -589,6 +589,28 @@ TORCH_ACCUMULATE = Shape(
     "[(k, v.numpy().tobytes()) for s in opt.state.values() for k, v in sorted(s.items())], "
     "step",
 )
+# Dropout draws from PyTorch's global generator: a resume must put it back too.
+TORCH_DROPOUT = Shape(
+    "torch_dropout_global_generator",
+    """
+    import torch
+    torch.manual_seed(2)
+    X = torch.randn(64, 8)
+    Y = X.sum(1, keepdim=True)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Dropout(0.3), torch.nn.Linear(32, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    noise = []
+    for step in range(30):
+        tick()
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(X), Y).backward()
+        opt.step()
+        noise.append(torch.rand(1).item())
+        time.sleep(DELAY)
+    """,
+    "[p.detach().numpy().tobytes() for p in model.parameters()], noise, step, "
+    "torch.get_rng_state().numpy().tobytes()",
+)
 NO_TORCH = importlib.util.find_spec("torch") is None
 MATRIX = [
     *[pytest.param(s, id=s.name) for s in SHAPES],
@@ -602,7 +624,7 @@ MATRIX = [
                 "3.11 on x86_64 only)",
             ),
         )
-        for shape in [TORCH, TORCH_ACCUMULATE]
+        for shape in [TORCH, TORCH_ACCUMULATE, TORCH_DROPOUT]
     ],
 ]
 
