@@ -479,6 +479,19 @@ def spread(values: list[float]) -> str:
     return f"[{min(values):.3f}-{max(values):.3f}]"
 
 
+def median_ms(values: list[float], digits: int = 0) -> str:
+    """``median X ms, range A-B ms`` of timings in seconds.
+
+    >>> median_ms([0.0101, 0.0123, 0.0112], 1)
+    'median 11.2 ms, range 10.1-12.3 ms'
+    """
+    ms = [v * 1e3 for v in values]
+    return (
+        f"median {statistics.median(ms):.{digits}f} ms, "
+        f"range {min(ms):.{digits}f}-{max(ms):.{digits}f} ms"
+    )
+
+
 def median_range(values: list[float], fmt: Callable[[float], str] | None = None) -> str:
     """``median (min-max)`` of timings (``seconds`` by default) or of ratios with ``fmt``.
 

@@ -48,6 +48,7 @@ from bench_capture import (
     kernel,
     load_average,
     machine_header,
+    median_ms,
     print_table,
     work_parent,
 )
@@ -68,7 +69,7 @@ RESET = "rows = None\nimport gc as _bench_gc\n_bench_gc.collect()"
 
 
 def spread(values: list[float]) -> str:
-    return f"median {statistics.median(values) * 1e3:.0f} ms, range {min(values) * 1e3:.0f}-{max(values) * 1e3:.0f} ms"
+    return median_ms(values)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,14 +35,11 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_capture import isolated_env, load_average, machine_header, work_parent
+from bench_capture import isolated_env, load_average, machine_header, median_ms, work_parent
 
 
 def spread(values: list[float]) -> str:
-    return (
-        f"median {statistics.median(values) * 1e3:.1f} ms, "
-        f"range {min(values) * 1e3:.1f}-{max(values) * 1e3:.1f} ms"
-    )
+    return median_ms(values, 1)
 
 
 def main(argv: list[str] | None = None) -> int:
