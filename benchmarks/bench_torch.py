@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="1.0 = 617 MB of state")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, help="also write the report to this file")
+    parser.add_argument("--dir", type=Path, help="work in this folder (default: a temporary one)")
     args = parser.parse_args(argv)
     try:
         import torch
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.rounds} rounds, load average {load_average()}"
     )
     results: dict[str, list[dict[str, float]]] = {"torch": [], "store": []}
-    with tempfile.TemporaryDirectory(prefix="nbc-bench-torch-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="nbc-bench-torch-", dir=args.dir) as tmp:
         root = Path(tmp)
         for i in range(args.rounds):
             order = ["torch", "store"] if i % 2 == 0 else ["store", "torch"]

@@ -1,4 +1,4 @@
-"""The end-of-cell and one-element-edit benchmarks run end to end at a tiny scale.
+"""The end-of-cell, one-element-edit and PyTorch benchmarks run end to end at a tiny scale.
 
 No timing is asserted (the machines are shared): only that each prints its medians and
 ranges for every variant it compares, with the load average.
@@ -47,3 +47,13 @@ def test_edit_hash_benchmark_compares_with_and_without_the_hint(tmp_path: Path) 
         assert f"{kind}: main thread (scan pickling and hashing) median" in out
     assert "main-thread time with the hint / without: median" in out
     assert "load average at end" in out
+
+
+def test_torch_benchmark_compares_with_torch_save_and_load(tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="PyTorch is installed for the tests on Python 3.11 only")
+    out = _run("bench_torch.py", "--scale", "0.01", "--rounds", "2", tmp_path=tmp_path)
+    assert "round 2 (store first, torch second)" in out
+    for row in ("save (+fsync)", "restore / torch.load", "re-save after one layer changed"):
+        assert row in out
+    assert "re-save after one layer <= 1.2x that layer" in out
+    assert "load average at the end" in out
