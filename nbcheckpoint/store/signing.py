@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import hashlib
 import hmac
 import os
@@ -93,9 +92,10 @@ def _frame(part: bytes) -> bytes:
 
 
 def _libc_memmem() -> Any:
+    """libc's memmem, or None. Looked up in the process's own symbols, where libc is:
+    ``ctypes.util.find_library`` would run ``ldconfig -p`` in a subprocess."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
-        fn = libc.memmem
+        fn = ctypes.CDLL(None).memmem
     except (OSError, AttributeError):  # pragma: no cover - no C library with memmem
         return None
     fn.restype = ctypes.c_void_p
