@@ -629,3 +629,30 @@ def test_a_store_whose_folder_is_a_file_fails_a_save_with_its_path(tmp_path: Pat
         store.save(ONE, nb)
     assert store.list(nb) == []
     assert blocker.read_text() == "a file where the store's folder should be"
+
+
+def test_a_record_replaced_while_it_is_read_is_read_not_refused(local_store_url: str) -> None:
+    """Leases and status records are replaced by rename while gc and listings read them:
+    a reader that finds another regular file than the one it looked at reads it (an old
+    or a new version, whole), where it used to refuse it as a swapped entry."""
+    import threading
+
+    backend = LocalBackend(local_store_url)
+    versions = [f"version {i}".encode() * 50 for i in range(3)]
+    backend.replace("leases/x.save", versions[0])
+    stop = threading.Event()
+
+    def replacer() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            backend.replace("leases/x.save", versions[i % 3])
+
+    thread = threading.Thread(target=replacer)
+    thread.start()
+    try:
+        seen = [backend.read("leases/x.save") for _ in range(3000)]
+    finally:
+        stop.set()
+        thread.join()
+    assert set(seen) <= set(versions)

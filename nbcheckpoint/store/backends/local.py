@@ -283,10 +283,10 @@ class LocalBackend:
             os.close(dir_fd)
         try:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (
-                before.st_dev,
-                before.st_ino,
-            ):
+            # Another inode than the one looked at is fine if it is a regular file: leases
+            # and status records are replaced by rename while others read them. Anything
+            # else swapped in (a FIFO, a device) is refused, unread.
+            if not stat.S_ISREG(st.st_mode):
                 raise self._refused(path, describe(st.st_mode) or "it changed while being opened")
         except BaseException:
             os.close(fd)
