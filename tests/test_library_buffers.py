@@ -108,3 +108,18 @@ def test_a_polars_column_arrow_cannot_carry_is_pickled_by_polars_or_skipped_with
     # polars itself cannot pickle Object columns: skipped and said why, the rest saved.
     assert "Object" in snap.skipped["frame"]["reason"]
     assert [g.names for g in snap.groups] == [["ok"]]
+
+
+def test_comparing_checkpoints_shows_polars_shapes_and_column_types(
+    store: CheckpointStore, nb: NotebookRef
+) -> None:
+    pl = pytest.importorskip("polars")
+    from nbcheckpoint.store.diff import diff_checkpoints
+
+    a = store.save({"frame": pl.DataFrame({"x": [1, 2], "s": ["a", "b"]})}, nb)
+    b = store.save({"frame": pl.DataFrame({"x": [1.0, 2.0, 3.0], "s": ["a", "b", "c"]})}, nb)
+    (row,) = diff_checkpoints(store, nb, a.id, b.id).rows
+    assert row.notes == (
+        "shape (2, 2) -> (3, 2)",
+        "dtype Int64 x1, String x1 -> Float64 x1, String x1",
+    )

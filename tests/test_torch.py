@@ -184,3 +184,15 @@ def test_pytorchs_global_generator_is_saved_and_put_back() -> None:
     torch.manual_seed(99)
     assert saved is not None and "torch" in restore_rng(saved)
     assert torch.equal(torch.rand(4), expected)
+
+
+def test_comparing_checkpoints_shows_tensor_shapes_and_dtypes(
+    store: CheckpointStore, nb: NotebookRef
+) -> None:
+    from nbcheckpoint.store.diff import diff_checkpoints
+
+    a = store.save({"w": torch.zeros(3, 4), "b": torch.ones(2)}, nb)
+    b = store.save({"w": torch.zeros(3, 5, dtype=torch.bfloat16), "b": torch.ones(2)}, nb)
+    rows = {r.name: r for r in diff_checkpoints(store, nb, a.id, b.id).rows}
+    assert rows["w"].notes == ("shape (3, 4) -> (3, 5)", "dtype float32 -> bfloat16")
+    assert rows["b"].change == "same"

@@ -69,9 +69,9 @@ def type_name(obj: object) -> str:
 
 
 def shape_of(obj: object) -> dict[str, Any] | None:
-    """``{"shape": [...], "dtype": "..."}`` for a NumPy array or a pandas DataFrame or
-    Series, else None. Reads attributes only, so it costs microseconds whatever the size;
-    a DataFrame's dtype counts its columns by dtype.
+    """``{"shape": [...], "dtype": "..."}`` for a NumPy array, a pandas or polars DataFrame
+    or Series, or a PyTorch tensor, else None. Reads attributes only, so it costs
+    microseconds whatever the size; a DataFrame's dtype counts its columns by dtype.
 
     Examples
     --------
@@ -85,6 +85,19 @@ def shape_of(obj: object) -> dict[str, Any] | None:
         numpy = sys.modules.get("numpy")
         if numpy is not None and isinstance(obj, numpy.ndarray):
             return {"shape": [int(n) for n in obj.shape], "dtype": str(obj.dtype)[:300]}
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(obj, torch.Tensor):
+            dtype = str(obj.dtype).removeprefix("torch.")
+            return {"shape": [int(n) for n in obj.shape], "dtype": dtype[:300]}
+        polars = sys.modules.get("polars")
+        if polars is not None and isinstance(obj, (polars.DataFrame, polars.Series)):
+            if isinstance(obj, polars.Series):
+                return {"shape": [int(obj.len())], "dtype": str(obj.dtype)[:300]}
+            counts: dict[str, int] = {}
+            for dtype in obj.dtypes:
+                counts[str(dtype)] = counts.get(str(dtype), 0) + 1
+            summary = ", ".join(f"{name} x{n}" for name, n in sorted(counts.items()))
+            return {"shape": [int(n) for n in obj.shape], "dtype": summary[:300]}
         pandas = sys.modules.get("pandas")
         if pandas is None:
             return None
