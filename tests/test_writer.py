@@ -129,7 +129,9 @@ def test_fork_child_learns_fast_hashes_back(store):
     assert first.checkpoint is not None
     w.submit(job(ns))
     [second] = w.drain(60)
-    assert second.checkpoint.new_bytes < 10_000  # the array was recognised as unchanged
+    # The array was recognised as unchanged; the manifest and random states (PyTorch's
+    # too, when another test imported it) are what is new.
+    assert second.checkpoint.new_bytes < 20_000
 
 
 def test_fork_child_does_not_deadlock_on_a_lock_held_by_another_thread(store):
