@@ -7,7 +7,9 @@ storage's bytes change hands, so a re-save writes the layers that changed and no
 from __future__ import annotations
 
 import sys
+import types
 import warnings
+from typing import Any
 
 import pytest
 
@@ -150,6 +152,55 @@ def test_a_view_in_another_variable_is_pickled_with_its_base_and_others_apart() 
         back.update(deserialize(g.payload, [bytearray(b) for b in g.buffers], g.pickler))
     back["cols"][0, 0] = 42.0
     assert back["layer"].weight[0, 0].item() == 42.0
+
+
+class _CompiledLib:
+    """What cffi puts in ``sys.modules`` for a compiled library (``_openssl.lib``, which
+    cryptography loads): an object whose ``__dict__`` is a new dict at each access."""
+
+    @property
+    def __dict__(self) -> dict[str, object]:  # type: ignore[override]
+        return {"OPENSSL_VERSION": 1}
+
+
+@pytest.mark.parametrize(
+    "entry", ["a library's namespace made on the fly", "a module imported again"]
+)
+def test_a_namespace_no_module_holds_anymore_does_not_split_a_model_from_its_optimizer(
+    entry: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The grouping walk skips module namespaces by id, and their ids are cached while
+    the number of modules stays the same. A namespace freed since (one made for a single
+    access, or the old one of a module imported again) gives its memory, so its id, to the
+    next new dict: the walk must enter that dict all the same. Skipped as a module's, it
+    left the optimizer inside apart from the model, and the optimizer came back stepping
+    copies of the model's parameters."""
+    from nbcheckpoint.store import serializer
+    from nbcheckpoint.store.serializer import deserialize, serialize
+
+    model, opt = _model_and_optimizer()
+    serialize({"model": model, "opt": opt})  # what a save imports is imported by now
+    name = "_nbcheckpoint_test_entry"
+    if entry == "a module imported again":
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+        serializer._module_dict_ids()  # a save while the first import is loaded
+        sys.modules[name] = types.ModuleType(name)  # as many modules: the first one is freed
+    else:
+        monkeypatch.setitem(sys.modules, name, _CompiledLib())
+    ids = serializer._module_dict_ids()
+    spare = []
+    shelf: dict[str, object] = {}
+    while id(shelf) not in ids and len(spare) < 10_000:  # CPython reuses a freed dict first
+        spare.append(shelf)
+        shelf = {}
+    shelf["opt"] = opt
+    snap = serialize({"model": model, "shelf": shelf})
+    assert [sorted(g.names) for g in snap.groups] == [["model", "shelf"]]
+    back: dict[str, Any] = {}
+    for g in snap.groups:
+        back.update(deserialize(g.payload, [bytearray(b) for b in g.buffers], g.pickler))
+    params = list(back["model"].parameters())
+    assert all(a is b for a, b in zip(back["shelf"]["opt"].param_groups[0]["params"], params))
 
 
 def test_gradients_are_saved_with_their_tensors(store: CheckpointStore, nb: NotebookRef) -> None:

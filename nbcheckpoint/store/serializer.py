@@ -201,7 +201,8 @@ def _storage_address(tensor: Any) -> int:
         return 0
 
 
-_MODULE_DICTS: tuple[int, set[int]] = (-1, set())
+# The number of modules, the ids of their namespaces, and the namespaces themselves.
+_MODULE_DICTS: tuple[int, set[int], list[object]] = (-1, set(), [])
 
 
 def _module_dict_ids() -> set[int]:
@@ -209,17 +210,31 @@ def _module_dict_ids() -> set[int]:
 
     Cached while the number of loaded modules stays the same: walking ``sys.modules``
     after every auto-saved cell would cost a millisecond each time.
+
+    The cache holds the namespaces themselves, not only their ids, for an id is unique
+    only while its object lives. Some entries of ``sys.modules`` make a new ``__dict__`` at
+    each access and drop it at once (cffi's compiled libraries, such as cryptography's
+    ``_openssl.lib``; ``typing.io``, a class); and the same number of modules is not the
+    same modules (one removed and imported again, or replaced), so a namespace freed since
+    keeps its id in the cache. A new dict may then take its memory, so its id: the walk
+    would skip it as a module's namespace and never see what it holds (an optimizer kept
+    in a dict was pickled apart from its model, and came back stepping copies of the
+    model's parameters). Held here, no namespace can be freed while its id is in use. At
+    worst the walk then skips a namespace no module has anymore, or enters a new module's,
+    which only joins groups (one group past ``MAX_WALK``): every shared reference is kept.
     """
     global _MODULE_DICTS
-    count, ids = _MODULE_DICTS
+    count, ids, _ = _MODULE_DICTS
     if count == len(sys.modules):
         return ids
     ids = {id(sys.modules)}
+    held: list[object] = []
     for module in list(sys.modules.values()):
         d = getattr(module, "__dict__", None)
         if d is not None:
             ids.add(id(d))
-    _MODULE_DICTS = (len(sys.modules), ids)
+            held.append(d)
+    _MODULE_DICTS = (len(sys.modules), ids, held)
     return ids
 
 
