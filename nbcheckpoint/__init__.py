@@ -4,7 +4,18 @@ from __future__ import annotations
 
 __version__ = "0.1.0.dev0"
 
-from .capture.engine import safepoint
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    # ``safepoint`` on first use: importing the package (the pager process, the command
+    # line) then does not load the capture engine.
+    if name == "safepoint":
+        from .capture.engine import safepoint
+
+        return safepoint
+    raise AttributeError(f"module 'nbcheckpoint' has no attribute {name!r}")
+
 
 __all__ = [
     "__version__",

@@ -141,3 +141,11 @@ class RestoreError(CheckpointError):
 
 class ConfigError(CheckpointError):
     """A setting has a value nbcheckpoint cannot use."""
+
+
+class DamagedData(CheckpointError, AttributeError):
+    """A variable whose lazily restored data failed its check was used.
+
+    Also an ``AttributeError``, so ``getattr(x, "shape", None)`` and ``hasattr`` in
+    display code answer quietly instead of failing.
+    """

@@ -40,6 +40,7 @@ from typing import Any
 import xxhash
 
 from ..store.hashing import THREADS, _hash_pool, fast_hash
+from ..store.pager import Pager, mapped_pieces
 from ..store.serializer import _reduce_tensor_with_grad, _storage_types
 from ..store.store import CHUNK_MIN, CHUNK_SIZE
 from .pages import TRACK_MIN, buffer_address, tracker
@@ -327,6 +328,16 @@ class Scanner:
         the kernel can watch writes, else a fast hash (large ones in pieces on threads)."""
         spans = {(r.address, r.size) for r in regions}
         states: dict[tuple[int, int], str] = {}
+        if Pager.any_mapped():
+            # Restored by mapping (lazy restore): a chunk never touched is still its blob,
+            # and reading it to hash it would load it. Those memories are the pager's to
+            # watch, not the write tracker's.
+            for span in spans:
+                parts = mapped_pieces(*span)
+                if parts is not None:
+                    hs = [h or _region_hash(a, n) for a, n, h in parts]
+                    states[span] = "mapped#" + fast_hash(memoryview("".join(hs).encode()))
+            spans -= set(states)
         watch = self.tracker if self.tracker is not None and self.tracker.active else None
         if watch is not None:
             large = [span for span in spans if span[1] >= TRACK_MIN]

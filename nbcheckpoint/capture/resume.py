@@ -42,6 +42,7 @@ def plan_resume(
     module: ast.Module,
     *,
     markers: bool = False,
+    lazy: bool = False,
 ) -> ResumePlan | Refusal | None:
     """Plan the resume of a re-run cell, when the newest checkpoint is an unfinished run of it.
 
@@ -86,7 +87,7 @@ def plan_resume(
             f"cannot resume; the cell runs from the start. {again}",
         )
     try:
-        restored = store.load(nb, latest.id)
+        restored = store.load(nb, latest.id, lazy=lazy)
     except CheckpointError as e:
         return Refusal(
             latest.id,

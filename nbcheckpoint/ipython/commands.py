@@ -44,6 +44,7 @@ from ..format import (
 from ..store import Checkpoint, Restored, load_key
 from ..store.diff import diff_sides, live_side, read_side, render
 from ..store.manifest import LeftOut
+from ..store.pager import unavailable as lazy_unavailable
 from ..store.serializer import restore_rng
 from ..store.store import DEFAULT_KEEP, DEFAULT_MAX_SIZE, UNLIMITED
 
@@ -410,7 +411,7 @@ class LineCommands:
                 ck = store.read_checkpoint(nb, ident, trust=args.trust)
                 self._recompute(ck, recompute)
                 return
-        restored = store.load(nb, ident, names or None, trust=args.trust)
+        restored = store.load(nb, ident, names or None, trust=args.trust, lazy=self.lazy_restore)
         self.apply(restored)
         print(self.describe_restore(restored))
         if not names:
@@ -498,6 +499,9 @@ class LineCommands:
         """Put restored variables, imports and random states into the user namespace."""
         ns = self.user_ns
         ns.update(restored.values)
+        if restored.mapped:
+            # Which objects came back, so damage found later takes away only those.
+            self._restored_ids.update((n, id(v)) for n, v in restored.values.items())
         # Restored values were not made by this kernel's cells; skipped ones keep their recipe.
         self.recipes.forget([*restored.values, *restored.modules])
         m = restored.checkpoint.manifest
@@ -552,6 +556,11 @@ class LineCommands:
             lines.append(f"  not restored: {name}: {why}")
         for ident, why in sorted(restored.passed_over.items(), reverse=True):
             lines.append(f"  passed over #{ident}: {why}")
+        if restored.mapped:
+            lines.append(
+                f"  {human_bytes(restored.mapped)} of arrays are mapped, not read: each part is "
+                "read, and checked, when first used."
+            )
         if not ck.verified:
             lines.append(f"  warning: restored without a valid signature ({ck.problem}).")
         return "\n".join(printable(line) for line in lines)
@@ -646,6 +655,7 @@ class LineCommands:
             ["auto", f"on (cells over {self.auto_min_duration:g} s)" if self.auto else "off"],
             ["resume", "on" if self.resume else "off"],
             ["mode", self._mode_reason()],
+            ["restore", self._restore_reason()],
             ["safe points", self._markers_reason()],
             ["credentials", "saved" if self.include_credentials else "withheld"],
             ["signing key", key_source],
@@ -670,6 +680,18 @@ class LineCommands:
         else:
             cap = f"{human_bytes(size)} for the whole store"
         return keep, cap
+
+    def _restore_reason(self) -> str:
+        """How a restore will bring large arrays back, and why."""
+        if not self.lazy_restore:
+            return "reads everything (Checkpoint.lazy_restore = False)"
+        try:
+            why = lazy_unavailable(self.open_store().backend)
+        except CheckpointError as e:
+            why = str(e)
+        if why is not None:
+            return f"reads everything ({why})"
+        return "maps arrays over 1 MB: each chunk read and checked when first used"
 
     def _markers_reason(self) -> str:
         if not self.markers:

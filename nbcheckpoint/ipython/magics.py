@@ -38,8 +38,11 @@ from ..errors import CheckpointError
 from ..format import cell_label, human_bytes, parse_duration, parse_size, printable, relative_time
 from ..store import CheckpointStore, NotebookRef, default_store_url
 from ..store.identity import ENV_NOTEBOOK_ID
+from ..store.pager import take_damage
 from ..store.store import DEFAULT_KEEP, DEFAULT_MAX_SIZE, UNLIMITED
 from .commands import LineCommands, help_text, parse_cell_args
+from .damage import describe as describe_damage
+from .damage import withdraw
 from .identity import notebook_ref
 from .reporter import DisplayReporter, after_cell_reports
 from .transform import BEGIN, CellTransformer, call_statement
@@ -109,6 +112,12 @@ class Checkpoint(LineCommands, Magics):
         True,
         help="Give loops without calls a marker line (a no-op, armed by a line trace only when a "
         "checkpoint is due) instead of a flag test on every iteration. False: flag tests only.",
+    ).tag(config=True)
+    lazy_restore = Bool(
+        True,
+        help="Restore large arrays by mapping them: each chunk is read, and its hash checked, "
+        "when first used (Linux userfaultfd; see %checkpoint config). False: read everything "
+        "at restore.",
     ).tag(config=True)
     auto = Bool(
         False, help="After each cell that ran at least auto_min_duration, save what it changed."
@@ -191,6 +200,8 @@ class Checkpoint(LineCommands, Magics):
         # recipes of the variables it cannot pickle (see capture/recipes.py).
         self.recipes = RecipeBook()
         self._recipes_from_history()
+        # Variables restored with mapped (lazily read) data: name -> id of the object.
+        self._restored_ids: dict[str, int] = {}
 
     # --------------------------------------------------------------- plumbing
     @property
@@ -395,7 +406,9 @@ class Checkpoint(LineCommands, Magics):
     ) -> ResumePlan | Refusal | None:
         """Resume from the newest checkpoint when it is an unfinished run of this cell."""
         self.wait_for_savers(store, nb)
-        return plan_resume(store, nb, cell.source_hash, cell_id, module, markers=markers)
+        return plan_resume(
+            store, nb, cell.source_hash, cell_id, module, markers=markers, lazy=self.lazy_restore
+        )
 
     def begin(self, token: int, depth: int = 1) -> None:
         """First statement of an instrumented cell: restore for a resume, then start the timer."""
@@ -470,6 +483,9 @@ class Checkpoint(LineCommands, Magics):
     def pre_run_cell(self, info: Any) -> None:
         for text in after_cell_reports():
             print(text, flush=True)
+        for damage in take_damage():
+            taken, kept = withdraw(self.user_ns, damage, self._restored_ids)
+            print(describe_damage(damage, taken, kept), file=sys.stderr, flush=True)
         self._cell_info = info
         self._cell_started = time.monotonic()
         self._record_recipes(info)

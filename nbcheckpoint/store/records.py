@@ -138,6 +138,8 @@ class Restored:
     rng: bytes | None
     failed: dict[str, str] = field(default_factory=dict)
     passed_over: dict[int, str] = field(default_factory=dict)
+    # Bytes of large buffers mapped, to be read and checked on first use (lazy restore).
+    mapped: int = 0
 
 
 @dataclass

@@ -50,6 +50,8 @@ from .leases import (
     scan_leases,
 )
 from .manifest import FORMAT, STATUSES, Manifest, complete, decode
+from .pager import LAZY_MIN, Pager
+from .pager import known_hash as mapped_hash
 from .records import Checkpoint, GcReport, PendingSave, Problem, ReadOnlyBody, Restored
 from .serializer import Snapshot, deserialize, serialize, type_name
 from .signing import SigningKey, load_key
@@ -174,6 +176,7 @@ class CheckpointStore:
         self.compress = compress
         self._manifest_cache: dict[tuple[str, int], tuple[int, Checkpoint]] = {}
         self._known_blobs: set[str] = set()
+        self._mapped_seen: set[str] = set()  # blobs found as untouched restored chunks
         self._fast: dict[tuple[int, str], str] = {}
         # Fast hash of a whole chunked buffer -> the addresses of its chunks.
         self._fast_whole: dict[tuple[int, str], tuple[str, ...]] = {}
@@ -262,48 +265,11 @@ class CheckpointStore:
         out: Any = bytearray(size) if into is None else into
         try:
             with self.backend.open_read(path, limit=_blob_limit(size)) as f:
-                header = f.read(HEADER_LEN)
-                if len(header) != HEADER_LEN or header[:-1] != BLOB_MAGIC:
-                    raise _BlobError(h, "its header is damaged")
-                codec = header[-1]
-                if codec == CODEC_RAW:
-                    view = memoryview(out)
-                    got = 0
-                    while got < size:
-                        n = f.readinto(view[got:])  # type: ignore[attr-defined]
-                        if not n:
-                            break
-                        got += n
-                    if got != size or f.read(1):
-                        raise _BlobError(h, "it has the wrong length (truncated or extended)")
-                elif codec == CODEC_ZSTD:
-                    dctx = zstandard.ZstdDecompressor()
-                    frame = ZstdFrameCheck(f)
-                    try:
-                        # Any object with read() will do as the source.
-                        with dctx.stream_reader(frame, closefd=False) as z:  # type: ignore[arg-type]
-                            view = memoryview(out)
-                            got = 0
-                            while got < size:
-                                n = z.readinto(view[got:])
-                                if not n:
-                                    break
-                                got += n
-                            if got != size or z.read(1):
-                                raise _BlobError(h, "it decompresses to the wrong length")
-                    except zstandard.ZstdError as e:
-                        raise _BlobError(h, f"it does not decompress ({e})") from e
-                    damage = frame.finish()
-                    if damage:
-                        raise _BlobError(h, damage)
-                else:
-                    raise _BlobError(h, f"it has an unknown codec {codec}")
+                decode_blob(f, h, size, out)
         except FileNotFoundError as e:
             raise _BlobError(h, "it is missing") from e
         except StoreEntryRefused as e:
             raise _BlobError(h, f"was refused: {e.reason}") from e
-        if digest(out) != h:
-            raise _BlobError(h, "its content does not match its hash")
         return out
 
     # -------------------------------------------------------------- manifests
@@ -756,7 +722,12 @@ class CheckpointStore:
         for flat, pieces in seams:
             if not any(h in data for h in pieces):
                 continue  # all stored already, and searched then
-            for edge in range(CHUNK_SIZE, flat.nbytes, CHUNK_SIZE):
+            for k, edge in enumerate(range(CHUNK_SIZE, flat.nbytes, CHUNK_SIZE), 1):
+                if pieces[k - 1] in self._mapped_seen and pieces[k] in self._mapped_seen:
+                    # Two restored chunks never touched, side by side as in the checkpoint
+                    # they came from, whose save searched this seam: reading it would
+                    # load both.
+                    continue
                 if key.found_in(bytes(flat[max(0, edge - reach) : edge + reach])):
                     hits.update(pieces)
                     break
@@ -936,6 +907,15 @@ class CheckpointStore:
         """
         buf, chunked = item
         pieces = _chunks(buf) if chunked else [buf]
+        if Pager.any_mapped():
+            # Restored chunks never touched since (lazy restore) are their blobs still.
+            mapped = [mapped_hash(piece) for piece in pieces]
+            if any(h is not None for h in mapped):
+                self._mapped_seen.update(h for h in mapped if h is not None)
+                return None, [
+                    self._address(piece) if h is None else (None, h, self._present(h))
+                    for piece, h in zip(pieces, mapped)
+                ]
         if len(pieces) == 1 or not THREADS["enabled"]:
             # On one thread (a forked child) there is no GIL to share, and a child's
             # caches die with it: one hash per chunk is all it needs.
@@ -998,6 +978,12 @@ class CheckpointStore:
             self._chunk_memo[span] = (cast(int, token), found[1], owner_ref)
             out.append(found)
         return out
+
+    def _present(self, h: str) -> bool:
+        """Whether the store holds blob ``h`` (of a published checkpoint): no need to write it."""
+        if h in self._known_blobs:
+            return True
+        return self.backend.exists(_blob_path(h))
 
     def _address(self, view: memoryview) -> tuple[tuple[int, str] | None, str, bool]:
         """The fast hash (None for small data), the address, and whether the store has it.
@@ -1142,18 +1128,22 @@ class CheckpointStore:
         names: Iterable[str] | None = None,
         *,
         trust: bool = False,
+        lazy: bool = False,
     ) -> Restored:
         """Verify and unpickle a checkpoint (default: the newest one that verifies).
 
-        The signature and every blob hash are checked BEFORE anything is unpickled.
+        The signature and every blob hash are checked BEFORE anything is unpickled. With
+        ``lazy``, where :func:`.pager.unavailable` allows, large buffers are not read:
+        they are mapped, and each chunk is read and its hash checked when the process first
+        touches it (see :mod:`.pager`); every other blob is checked before unpickling.
         """
         key = notebook.key if isinstance(notebook, NotebookRef) else notebook
         if ident is not None:
-            return self._load_one(key, ident, names, trust)
+            return self._load_one(key, ident, names, trust, lazy)
         passed_over: dict[int, str] = {}
         for candidate in reversed(self._manifest_ids(key)):
             try:
-                result = self._load_one(key, candidate, names, trust)
+                result = self._load_one(key, candidate, names, trust, lazy)
             except VerificationError as e:
                 passed_over[candidate] = e.reason
                 continue
@@ -1163,7 +1153,12 @@ class CheckpointStore:
             return result
         raise NoUsableCheckpoint(key, passed_over)
 
-    def _load_one(self, key: str, ident: int, names: Iterable[str] | None, trust: bool) -> Restored:
+    def _load_one(
+        self, key: str, ident: int, names: Iterable[str] | None, trust: bool, lazy: bool = False
+    ) -> Restored:
+        # The pager (lazy restore) starts first: it gets ready while the manifest and the
+        # pickles are read and checked.
+        pager = Pager.for_store(self.backend) if lazy else None
         ck = self.read_checkpoint(key, ident, trust=trust, use_cache=False)
         m = cast(Manifest, ck.manifest)  # read_checkpoint raises for an unreadable one
         wanted = None if names is None else set(names)
@@ -1179,17 +1174,18 @@ class CheckpointStore:
         # Each buffer gets one allocation; its chunks are read straight into their slices.
         reads: builtins.list[tuple[str, memoryview | None]] = []
         buffers: builtins.list[builtins.list[Any]] = []
+        to_map: builtins.list[tuple[builtins.list[Any], int, Any, tuple[str, ...]]] = []
         try:
             for g in groups:
                 reads.append((g.pickle, None))
-                group_buffers = []
+                group_buffers: builtins.list[Any] = []
                 for parts in g.buffer_pieces():
-                    buf = _allocate(sum(sizes[h] for h in parts))
-                    view, offset = memoryview(buf), 0
-                    for h in parts:
-                        reads.append((h, view[offset : offset + sizes[h]]))
-                        offset += sizes[h]
-                    group_buffers.append(buf)
+                    total = sum(sizes[h] for h in parts)
+                    if pager is not None and total >= LAZY_MIN:
+                        to_map.append((group_buffers, len(group_buffers), parts, g.names))
+                        group_buffers.append(None)  # mapped once the pickles are read
+                        continue
+                    group_buffers.append(self._read_into(reads, parts, sizes))
                 buffers.append(group_buffers)
         except (MemoryError, OverflowError, OSError) as e:
             raise VerificationError(
@@ -1197,12 +1193,23 @@ class CheckpointStore:
             ) from None
         if m.rng is not None:
             reads.append((m.rng, None))
+        mapped = 0
         try:
             # Reading, decompressing and hashing release the GIL: blobs go in parallel.
             results = _parallel(lambda r: self._read_blob(r[0], sizes[r[0]], r[1]), reads)
+            late: builtins.list[tuple[str, memoryview | None]] = []
+            for group_buffers, i, parts, group_names in to_map:
+                pieces = [(h, sizes[h]) for h in parts]
+                buf = None if pager is None else self._map(pager, ident, group_names, pieces)
+                if buf is None:  # the pager stopped: read it now
+                    buf = self._read_into(late, parts, sizes)
+                else:
+                    mapped += sum(size for _, size in pieces)
+                group_buffers[i] = buf
+            _parallel(lambda r: self._read_blob(r[0], sizes[r[0]], r[1]), late)
         except _BlobError as e:
             raise VerificationError(ident, f"blob {e.h[:12]} {e.why}") from None
-        except MemoryError:
+        except (MemoryError, OverflowError):
             raise VerificationError(ident, "its data does not fit in memory here") from None
         data = {h: blob for (h, into), blob in zip(reads, results) if into is None}
         values: dict[str, Any] = {}
@@ -1222,7 +1229,37 @@ class CheckpointStore:
                         failed[name] = "its group was saved without it"
         modules = {n: mod for n, mod in m.modules.items() if wanted is None or n in wanted}
         rng = bytes(data[m.rng]) if m.rng is not None and wanted is None else None
-        return Restored(ck, values, modules, rng, failed)
+        return Restored(ck, values, modules, rng, failed, mapped=mapped)
+
+    @staticmethod
+    def _read_into(
+        reads: builtins.list[tuple[str, memoryview | None]],
+        parts: Iterable[str],
+        sizes: Mapping[str, int],
+    ) -> Any:
+        """A new buffer for ``parts``, with a read of each into its slice added to ``reads``."""
+        parts = builtins.list(parts)
+        buf = _allocate(sum(sizes[h] for h in parts))
+        view, offset = memoryview(buf), 0
+        for h in parts:
+            reads.append((h, view[offset : offset + sizes[h]]))
+            offset += sizes[h]
+        return buf
+
+    def _map(
+        self, pager: Pager, ident: int, names: Iterable[str], pieces: builtins.list[tuple[str, int]]
+    ) -> Any:
+        """A buffer mapped for lazy reading, or None to read it now (the pager stopped)."""
+        for h, _ in pieces:
+            if not _valid_hash(h):
+                raise VerificationError(ident, f"the manifest names an invalid blob address {h!r}")
+        try:
+            return pager.map(pieces, ident, tuple(names))
+        except LookupError as e:
+            h, why = e.args[0]
+            raise VerificationError(ident, f"blob {h[:12]} {why}") from None
+        except OSError:
+            return None
 
     # ----------------------------------------------------------- maintenance
     def verify(self, notebook: NotebookRef | str | None = None) -> builtins.list[Problem]:
@@ -1447,6 +1484,53 @@ class CheckpointStore:
                 with contextlib.suppress(FileNotFoundError):
                     total += self.backend.size(f"blobs/{prefix}/{rest}")
         return total
+
+
+def decode_blob(f: Any, h: str, size: int, out: Any, *, threads: bool = True) -> None:
+    """Read one blob's data from ``f`` (its file, at its start) into ``out`` and check its hash.
+
+    ``threads=False`` hashes on this thread only (the caller runs several side by side).
+
+    Raises ``_BlobError`` saying what is wrong: header, codec, length or content.
+    """
+    header = f.read(HEADER_LEN)
+    if len(header) != HEADER_LEN or header[:-1] != BLOB_MAGIC:
+        raise _BlobError(h, "its header is damaged")
+    codec = header[-1]
+    if codec == CODEC_RAW:
+        view = memoryview(out)
+        got = 0
+        while got < size:
+            n = f.readinto(view[got:])
+            if not n:
+                break
+            got += n
+        if got != size or f.read(1):
+            raise _BlobError(h, "it has the wrong length (truncated or extended)")
+    elif codec == CODEC_ZSTD:
+        dctx = zstandard.ZstdDecompressor()
+        frame = ZstdFrameCheck(f)
+        try:
+            # Any object with read() will do as the source.
+            with dctx.stream_reader(frame, closefd=False) as z:  # type: ignore[arg-type]
+                view = memoryview(out)
+                got = 0
+                while got < size:
+                    n = z.readinto(view[got:])
+                    if not n:
+                        break
+                    got += n
+                if got != size or z.read(1):
+                    raise _BlobError(h, "it decompresses to the wrong length")
+        except zstandard.ZstdError as e:
+            raise _BlobError(h, f"it does not decompress ({e})") from e
+        damage = frame.finish()
+        if damage:
+            raise _BlobError(h, damage)
+    else:
+        raise _BlobError(h, f"it has an unknown codec {codec}")
+    if digest(out, threads=threads) != h:
+        raise _BlobError(h, "its content does not match its hash")
 
 
 def _blob_limit(size: int) -> int:

@@ -111,8 +111,10 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         earlier: Callable[[Checkpoint], bool] = from_earlier_kernel,
         hidden: Callable[[], Iterable[str]] = lambda: (),
         recompute: Callable[[Checkpoint, Callable[[str], None]], None] | None = None,
+        lazy: bool = False,
     ) -> None:
         self.store = store
+        self.lazy = lazy  # restore large arrays by mapping them (see store/pager.py)
         self.notebook = notebook
         self.namespace: MutableMapping[str, Any] = namespace if namespace is not None else {}
         self._apply = apply or self._update_namespace
@@ -275,6 +277,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
             describe=host.describe_restore,
             hidden=host.hidden_names,
             recompute=getattr(host, "recompute_text", None),
+            lazy=bool(getattr(host, "lazy_restore", False)),
         )
 
     # ------------------------------------------------------------ state
@@ -703,7 +706,7 @@ class CheckpointPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type h
         replaced = sorted(n for n in wanted if self._would_replace(ck, n))
 
         def restore() -> None:
-            restored = self.store.load(self.notebook, ck.id, names)
+            restored = self.store.load(self.notebook, ck.id, names, lazy=self.lazy)
             self._apply(restored)
             self._banner_done = True
             self._render_banner(self._clock())

@@ -420,6 +420,14 @@ class LocalBackend:
         except OSError as e:
             raise self._refused(path, e.strerror or str(e)) from e
 
+    def open_descriptor(self, path: str) -> tuple[int, int]:
+        """A descriptor of the regular file ``path`` (the caller closes it) and its size.
+
+        Links, FIFOs and devices are refused unopened, as by :meth:`open_read`. An open
+        descriptor keeps the file readable after ``gc`` or ``rm`` unlinks it.
+        """
+        return self._open(path)
+
     @contextlib.contextmanager
     def open_read(self, path: str, *, limit: int | None = None) -> Iterator[IO[bytes]]:
         fd, size = self._open(path)

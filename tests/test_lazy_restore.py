@@ -1,0 +1,308 @@
+"""Lazy restore: large buffers mapped, each chunk checked by the pager before the process reads it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nbcheckpoint.capture.changes import Scanner
+from nbcheckpoint.errors import VerificationError
+from nbcheckpoint.store import CheckpointStore, NotebookRef
+from nbcheckpoint.store.backends.memory import MemoryBackend
+from nbcheckpoint.store.pager import Pager, take_damage, unavailable, untouched
+from nbcheckpoint.store.store import CHUNK_SIZE, CODEC_ZSTD, HEADER_LEN
+
+
+def _why_not() -> str | None:
+    from nbcheckpoint.store.backends.local import LocalBackend
+
+    return unavailable(LocalBackend(os.getcwd()))
+
+
+pytestmark = pytest.mark.skipif(
+    _why_not() is not None and os.environ.get("CI") != "true",
+    reason=f"lazy restore is not available here: {_why_not()}",
+)
+
+NB = NotebookRef.from_path("lazy.ipynb")
+
+
+def _address(a: np.ndarray) -> int:
+    return int(a.__array_interface__["data"][0])
+
+
+def _untouched(a: np.ndarray) -> bool:
+    return untouched(_address(a), a.nbytes)
+
+
+def _blob_files(root: Path) -> list[Path]:
+    return sorted((root / "blobs").glob("*/*"), key=lambda p: p.stat().st_size)
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> tuple[Path, dict[str, object]]:
+    """A checkpoint with a 64 MiB random array, a compressible 80 MiB one and small values."""
+    rng = np.random.default_rng(0)
+    values = {
+        "noise": rng.random(8 << 20),  # 64 MiB, 16 raw chunks
+        "ramp": np.arange(10 << 20, dtype=np.int64),  # 80 MiB, compresses: zstd chunks
+        "small": np.ones(1000),
+        "words": ["a", "b"],
+    }
+    store = CheckpointStore(str(tmp_path))
+    store.save(values, NB)
+    return tmp_path, values
+
+
+def test_restore_maps_large_arrays_and_they_read_back_equal(saved):
+    root, want = saved
+    restored = CheckpointStore(str(root)).load(NB, lazy=True)
+    noise, ramp = restored.values["noise"], restored.values["ramp"]
+    assert restored.mapped == want["noise"].nbytes + want["ramp"].nbytes
+    # Nothing of the large arrays was read at restore.
+    assert _untouched(noise) and _untouched(ramp)
+    assert restored.values["words"] == ["a", "b"]
+    np.testing.assert_array_equal(restored.values["small"], want["small"])
+    np.testing.assert_array_equal(noise, want["noise"])
+    np.testing.assert_array_equal(ramp, want["ramp"])  # decompressed by the pager
+    assert not _untouched(noise)
+    # Written like any array, and the store's chunks stay as they were.
+    noise[:] = 0.5
+    assert float(noise.sum()) == 0.5 * noise.size
+    assert CheckpointStore(str(root)).verify() == []
+
+
+def test_one_chunk_read_loads_that_chunk_only(saved):
+    root, want = saved
+    noise = CheckpointStore(str(root)).load(NB, lazy=True).values["noise"]
+    per_chunk = CHUNK_SIZE // noise.itemsize
+    assert noise[3 * per_chunk + 7] == want["noise"][3 * per_chunk + 7]
+    assert noise[9 * per_chunk] == want["noise"][9 * per_chunk]
+    time.sleep(0.5)  # any read-ahead would have landed by now
+    chunks = [noise[i : i + per_chunk] for i in range(0, noise.size, per_chunk)]
+    assert [not _untouched(c) for c in chunks] == [i in (3, 9) for i in range(len(chunks))]
+    # Reads in order load ahead of the reader, up to the end.
+    assert float(noise[: 12 * per_chunk].sum()) == float(want["noise"][: 12 * per_chunk].sum())
+    deadline = time.monotonic() + 30
+    while _untouched(noise[12 * per_chunk : 13 * per_chunk]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _untouched(noise[12 * per_chunk : 13 * per_chunk])
+
+
+def test_a_save_of_untouched_restored_arrays_reads_none_of_them(saved):
+    root, want = saved
+    store = CheckpointStore(str(root))
+    restored = store.load(NB, lazy=True)
+    ns = dict(restored.values)
+    ck = store.save(ns, NB)
+    assert ck.manifest.stats.bytes_new == 0
+    assert _untouched(ns["noise"]) and _untouched(ns["ramp"])
+    # One element edited: that chunk is written, the others stay unread.
+    per_chunk = CHUNK_SIZE // 8
+    ns["noise"][5 * per_chunk + 1] = -1.0
+    ck = store.save(ns, NB)
+    assert ck.manifest.stats.bytes_new == CHUNK_SIZE
+    assert _untouched(ns["ramp"])
+    # The search for the signing key across the written chunk's seams reads the edges of
+    # its two neighbours (so they load, and the one after it reads ahead a little); no
+    # chunk before them is read, nor the rest.
+    assert _untouched(ns["noise"][: 4 * per_chunk]) and _untouched(ns["noise"][12 * per_chunk :])
+    back = CheckpointStore(str(root)).load(NB, ck.id).values["noise"]  # read, not mapped
+    expected = want["noise"].copy()
+    expected[5 * per_chunk + 1] = -1.0
+    np.testing.assert_array_equal(back, expected)
+
+
+def test_a_forked_child_reads_pages_the_parent_never_loaded(saved):
+    root, want = saved
+    noise = CheckpointStore(str(root)).load(NB, lazy=True).values["noise"]
+    with warnings.catch_warnings():
+        # (3.12+ warns of fork in a process with threads: the child here only reads memory.)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os._exit(0 if np.array_equal(noise, want["noise"]) else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert _untouched(noise)  # the child's reads filled the child's pages only
+
+
+def test_store_files_removed_after_the_restore_still_read(saved):
+    root, want = saved
+    store = CheckpointStore(str(root))
+    restored = store.load(NB, lazy=True)
+    store.delete(NB, restored.checkpoint.id)
+    report = store.gc(grace=0)
+    assert report.removed_blobs > 0
+    assert _blob_files(root) == []
+    np.testing.assert_array_equal(restored.values["noise"], want["noise"])
+    np.testing.assert_array_equal(restored.values["ramp"], want["ramp"])
+
+
+def test_a_missing_or_refused_blob_fails_the_restore_at_once(saved):
+    root, _ = saved
+    big = _blob_files(root)[-1]
+    big.unlink()
+    with pytest.raises(VerificationError, match=rf"blob {big.parent.name}\w* it is missing"):
+        CheckpointStore(str(root)).load(NB, 1, lazy=True)
+    big.symlink_to("/etc/passwd")
+    with pytest.raises(VerificationError, match="was refused"):
+        CheckpointStore(str(root)).load(NB, 1, lazy=True)
+
+
+def test_a_truncated_raw_blob_fails_the_restore_at_once(saved):
+    root, _ = saved
+    raw = [p for p in _blob_files(root) if p.read_bytes()[HEADER_LEN - 1] != CODEC_ZSTD]
+    victim = raw[-1]
+    with open(victim, "r+b") as f:
+        f.truncate(victim.stat().st_size - 1)
+    with pytest.raises(VerificationError, match="wrong length"):
+        CheckpointStore(str(root)).load(NB, 1, lazy=True)
+
+
+def test_damage_found_by_the_background_check_names_the_variables(saved):
+    root, _ = saved
+    raw = [p for p in _blob_files(root) if p.stat().st_size > (1 << 20)]
+    victim = raw[-1]
+    with open(victim, "r+b") as f:
+        f.seek(HEADER_LEN + 1000)
+        f.write(b"\xff" * 8)
+    take_damage()
+    restored = CheckpointStore(str(root)).load(NB, lazy=True)
+    found = []
+    deadline = time.monotonic() + 60
+    while not found and time.monotonic() < deadline:
+        found = take_damage()
+        time.sleep(0.05)
+    assert len(found) == 1, "the background check did not report the damaged chunk"
+    d = found[0]
+    assert d.checkpoint == restored.checkpoint.id
+    assert victim.parent.name + victim.name == d.blob
+    assert d.why == "its content does not match its hash"
+    assert set(d.names) <= {"noise", "ramp"} and d.names
+
+
+_READER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from pathlib import Path
+    from nbcheckpoint.store import CheckpointStore, NotebookRef
+    root = Path(sys.argv[1])
+    noise = CheckpointStore(str(root)).load(NotebookRef.from_path("lazy.ipynb"), lazy=True).values["noise"]
+    print("restored", flush=True)
+    for p in (root / "blobs").glob("*/*"):
+        if p.stat().st_size > (1 << 20):
+            with open(p, "r+b") as f:
+                f.seek(100 << 10)
+                f.write(b"junk")
+    print("sum", float(noise.sum()), flush=True)
+    """
+)
+
+
+def test_a_chunk_damaged_after_the_restore_stops_the_read_with_the_reason(saved):
+    root, _ = saved
+    proc = subprocess.run(
+        [sys.executable, "-c", _READER, str(root)], capture_output=True, text=True, timeout=120
+    )
+    assert "restored" in proc.stdout
+    assert "sum" not in proc.stdout, "a damaged chunk was read"
+    assert proc.returncode == -7  # SIGBUS
+    assert "failed its check when first read" in proc.stderr
+    assert "checkpoint #1, noise" in proc.stderr
+
+
+def test_the_change_scanner_reads_no_untouched_restored_chunk(saved):
+    root, _ = saved
+    ns = dict(CheckpointStore(str(root)).load(NB, lazy=True).values)
+    scanner = Scanner()
+    first = scanner.scan(ns, ["noise", "ramp", "small"]).fingerprints
+    assert _untouched(ns["noise"]) and _untouched(ns["ramp"])
+    assert scanner.scan(ns, ["noise", "ramp", "small"]).fingerprints == first
+    ns["noise"][-1] = 7.0
+    after = scanner.scan(ns, ["noise", "ramp", "small"]).fingerprints
+    assert after["noise"] != first["noise"]
+    assert after["ramp"] == first["ramp"]
+    assert _untouched(ns["ramp"])
+
+
+def test_where_lazy_restore_is_unavailable_it_says_why(monkeypatch, saved):
+    assert unavailable(MemoryBackend("memory://lazy-test")) == "the store is not a local folder"
+    monkeypatch.setenv("NBCHECKPOINT_LAZY", "0")
+    root, want = saved
+    store = CheckpointStore(str(root))
+    assert unavailable(store.backend) == "turned off (NBCHECKPOINT_LAZY=0)"
+    restored = store.load(NB, lazy=True)
+    assert restored.mapped == 0
+    np.testing.assert_array_equal(restored.values["noise"], want["noise"])
+
+
+def test_a_freed_restored_array_lets_its_memory_go(saved):
+    root, _ = saved
+    restored = CheckpointStore(str(root)).load(NB, lazy=True)
+    assert Pager.any_mapped()
+    [pager] = [p for (pid, at), p in Pager._pagers.items() if at == os.path.realpath(root)]
+
+    def blobs_held() -> int:
+        fds = Path(f"/proc/{pager.proc.pid}/fd")
+        return sum(1 for fd in fds.iterdir() if str(root) in os.path.realpath(fd))
+
+    assert blobs_held() > 0
+    del restored
+    import gc
+
+    gc.collect()
+    assert not Pager.any_mapped()
+    # The pager closes the blobs it held for the freed arrays (their disk space can go).
+    deadline = time.monotonic() + 30
+    while blobs_held() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert blobs_held() == 0
+
+
+def test_a_withdrawn_variable_raises_a_clear_error_and_is_not_saved(tmp_path):
+    from nbcheckpoint.errors import DamagedData
+    from nbcheckpoint.ipython.damage import DamagedVariable, describe, withdraw
+    from nbcheckpoint.store.pager import Damage
+
+    damage = Damage(4, ("x", "y", "z"), "ab" * 32, "its content does not match its hash")
+    x, y = np.zeros(3), np.ones(3)
+    ns = {"x": x, "y": y, "other": 1}
+    taken, kept = withdraw(ns, damage, {"x": id(x), "y": id(y) + 1})
+    assert (taken, kept) == (["x"], ["y"])
+    assert isinstance(ns["x"], DamagedVariable) and ns["y"] is y
+    with pytest.raises(DamagedData, match=r"x was restored from checkpoint #4.*blob abababababab"):
+        ns["x"].sum()
+    with pytest.raises(DamagedData):
+        ns["x"] + 1
+    assert getattr(ns["x"], "shape", None) is None  # display code asks quietly
+    assert "damaged" in repr(ns["x"])
+    text = describe(damage, taken, kept)
+    assert "checkpoint #4" in text and "x now raise an error" in text and "y were given" in text
+    ck = CheckpointStore(str(tmp_path)).save(ns, NB)
+    assert "x" in ck.manifest.skipped and "damaged" in str(ck.manifest.skipped["x"])
+    assert set(ck.manifest.variables) == {"y", "other"}
+
+
+def test_a_pager_that_ends_is_replaced(saved):
+    root, want = saved
+    restored = CheckpointStore(str(root)).load(NB, lazy=True)
+    [pager] = [p for (pid, at), p in Pager._pagers.items() if at == os.path.realpath(root)]
+    first = pager.proc
+    first.kill()
+    first.wait()
+    deadline = time.monotonic() + 30
+    while pager.proc is first and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pager.proc is not first and pager.proc.poll() is None
+    np.testing.assert_array_equal(restored.values["noise"], want["noise"])
+    np.testing.assert_array_equal(restored.values["ramp"], want["ramp"])
