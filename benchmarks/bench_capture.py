@@ -210,6 +210,23 @@ def machine_header(name: str, scale: float, root: Path) -> list[str]:
     ]
 
 
+def compile_package() -> str:
+    """Compile nbcheckpoint's bytecode, as ``pip install`` of the wheel does; say so.
+
+    A checkout installed with ``pip install -e .`` has none, and with
+    PYTHONDONTWRITEBYTECODE set (as on these machines) every kernel would compile the
+    extension from source at ``%load_ext``, while dill and the libraries it is compared
+    with come compiled from site-packages: a cost no installed user pays.
+    """
+    import compileall
+
+    import nbcheckpoint
+
+    folder = Path(nbcheckpoint.__file__).parent
+    ok = compileall.compile_dir(str(folder), quiet=1)
+    return f"nbcheckpoint's bytecode compiled in {folder} ({'ok' if ok else 'with errors'})"
+
+
 def isolated_env(root: Path) -> dict[str, str]:
     """Environment for kernels and shells: a throwaway signing key and IPython profile."""
     env = {

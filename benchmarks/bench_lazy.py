@@ -45,7 +45,14 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_capture import isolated_env, kernel, load_average, median_range, ratio_range
+from bench_capture import (
+    compile_package,
+    isolated_env,
+    kernel,
+    load_average,
+    median_range,
+    ratio_range,
+)
 
 TARGETS = {"prompt_vs_dill": 0.1, "largest_seconds": 1.0, "total_vs_eager": 1.1, "rss": 0.1}
 GIB = 1 << 30
@@ -142,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.rounds} rounds in turns, Python {sys.version.split()[0]}; "
         f"load average {load_average()}"
     )
+    say(compile_package())
     missed = []
     with tempfile.TemporaryDirectory(prefix="nbc-bench-lazy-", dir=args.dir) as tmp:
         results = {gib: bench_size(gib, args.rounds, Path(tmp), say) for gib in args.sizes}

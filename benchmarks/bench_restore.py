@@ -42,7 +42,14 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_capture import isolated_env, kernel, load_average, median_range, ratio_range
+from bench_capture import (
+    compile_package,
+    isolated_env,
+    kernel,
+    load_average,
+    median_range,
+    ratio_range,
+)
 
 TARGET = 0.8
 
@@ -150,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             f"bench_restore: scale {args.scale}, {args.rounds} alternating rounds, "
             f"Python {sys.version.split()[0]}; load average {load_average()}"
         )
+        say(compile_package())
         with kernel(sys.executable, folder, env) as k:
             built = k.run(state_code(args.scale)).check("building the state").seconds
             expected = k.value(CHECK)

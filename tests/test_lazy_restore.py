@@ -306,3 +306,47 @@ def test_a_pager_that_ends_is_replaced(saved):
     assert pager.proc is not first and pager.proc.poll() is None
     np.testing.assert_array_equal(restored.values["noise"], want["noise"])
     np.testing.assert_array_equal(restored.values["ramp"], want["ramp"])
+
+
+def test_the_pager_starts_before_the_restore_when_one_is_likely(saved, tmp_path_factory):
+    root, want = saved
+    store = CheckpointStore(str(root))
+    latest = store.read_checkpoint(NB, store.latest_id(NB))
+    key = (os.getpid(), os.path.realpath(root))
+    assert key not in Pager._pagers
+    assert store.prepare_lazy(latest)
+    pager = Pager._pagers[key]
+    assert pager.alive()
+    # The restore uses the pager already running.
+    restored = CheckpointStore(str(root)).load(NB, lazy=True)
+    assert Pager._pagers[key] is pager and restored.mapped > 0
+    np.testing.assert_array_equal(restored.values["noise"], want["noise"])
+    # Nothing large to map: no pager is started.
+    small_root = tmp_path_factory.mktemp("small")
+    small = CheckpointStore(str(small_root))
+    small.save({"small": np.ones(1000), "words": ["a"]}, NB)
+    assert not small.prepare_lazy(small.read_checkpoint(NB, small.latest_id(NB)))
+    assert (os.getpid(), os.path.realpath(small_root)) not in Pager._pagers
+
+
+def test_maps_asked_together_are_answered_each_its_own(saved):
+    """Maps go to the pager before any answer is awaited; answers find their own map."""
+    root, want = saved
+    store = CheckpointStore(str(root))
+    m = store.read_checkpoint(NB, 1).manifest
+    [noise_parts] = [
+        parts for g in m.groups for parts in g.buffer_pieces() if len(parts) == 16
+    ]  # noise: 16 raw chunks
+    pieces = [(h, m.blobs[h]) for h in noise_parts]
+    pager = Pager.for_store(store.backend)
+    first = pager.map_begin(pieces[:4], 1, ("first",))
+    broken = pager.map_begin([("ab" * 32, 100)], 1, ("broken",))  # no such blob
+    last = pager.map_begin(pieces[4:], 1, ("last",))
+    per_chunk = len(want["noise"]) // 16
+    tail = np.frombuffer(pager.map_end(last), dtype=np.float64)
+    np.testing.assert_array_equal(tail, want["noise"][4 * per_chunk :])
+    with pytest.raises(LookupError, match="it is missing"):
+        pager.map_end(broken)
+    head = np.frombuffer(pager.map_end(first), dtype=np.float64)
+    np.testing.assert_array_equal(head, want["noise"][: 4 * per_chunk])
+    assert not pager.waiting

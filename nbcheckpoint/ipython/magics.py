@@ -617,6 +617,8 @@ class Checkpoint(LineCommands, Magics):
             return None
         if not from_earlier_kernel(latest):
             return None
+        if self.lazy_restore:
+            store.prepare_lazy(latest)  # a restore is likely next: its pager gets ready now
         count = len(store.list(nb))
         m = latest.manifest
         bits = []

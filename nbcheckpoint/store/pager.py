@@ -25,6 +25,8 @@ import sys
 import threading
 import weakref
 from collections.abc import Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,6 +137,17 @@ class _Region:
     pieces: list[tuple[str, int]]
 
 
+@dataclass
+class MapTicket:
+    """A map asked for and not yet answered (see :meth:`Pager.map_begin`)."""
+
+    buf: mmap.mmap
+    region: _Region
+    checkpoint: int
+    names: tuple[str, ...]
+    answer: Future[dict[str, Any] | None]
+
+
 class Pager:
     """The kernel's end of lazy restore for one store folder (one per process and folder)."""
 
@@ -176,7 +189,7 @@ class Pager:
         self.restarts = 0
         self.owners: dict[int, tuple[int, tuple[str, ...]]] = {}
         self.damaged: queue.SimpleQueue[Damage] = queue.SimpleQueue()
-        self.replies: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self.waiting: dict[int, Future[dict[str, Any] | None]] = {}  # maps by id
         try:
             self._spawn()
         except BaseException:
@@ -213,7 +226,7 @@ class Pager:
         """
         if self.pid != os.getpid() or self.restarts >= MAX_RESTARTS:
             return False
-        self.replies.put(None)  # a map waiting for the old pager's answer gets none
+        self._answer_all(None)  # a map waiting for the old pager's answer gets none
         with self.lock:
             self.restarts += 1
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -251,7 +264,18 @@ class Pager:
         Raises ``LookupError((blob, why))`` when the pager cannot open a blob (missing,
         refused, the wrong length): the same errors a read finds at once.
         """
-        label = f"checkpoint #{checkpoint}, {', '.join(names)}"
+        return self.map_end(self.map_begin(pieces, checkpoint, names))
+
+    def map_begin(
+        self, pieces: Sequence[tuple[str, int]], checkpoint: int, names: Sequence[str]
+    ) -> MapTicket:
+        """Ask for a map and go on; :meth:`map_end` waits for the answer.
+
+        The pager opens and checks the blobs meanwhile: a restore asks for all its maps,
+        reads its pickles, then collects the answers. Memory of a map not yet answered
+        must not be touched (a read waits for the answer, or stops if the map fails).
+        Raises ``OSError`` when the pager has stopped.
+        """
         total = sum(size for _, size in pieces)
         buf = mmap.mmap(-1, total, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         start = address_of(memoryview(buf))
@@ -260,42 +284,57 @@ class Pager:
         for _, size in pieces:
             offsets.append(at)
             at += size
+        answer: Future[dict[str, Any] | None] = Future()
         with self.lock:
             self._flush_gone()
             ident = self.next_id
             self.next_id += 1
+            region = _Region(ident, start, length, offsets, list(pieces))
             uffd.register(self.fd, start, length)
+            self.waiting[ident] = answer
             request = {
                 "op": "map",
                 "id": ident,
                 "start": start,
                 "pieces": [[h, size] for h, size in pieces],
-                "label": label,
+                "label": f"checkpoint #{checkpoint}, {', '.join(names)}",
             }
             try:
                 send_frame(self.sock, request)
-                reply = self._reply()
             except (OSError, ValueError) as e:
-                uffd.unregister(self.fd, start, length)
-                raise OSError(f"the pager process stopped ({e})") from None
-            if not reply.get("ok"):
+                self.waiting.pop(ident, None)
                 uffd.unregister(self.fd, start, length)
                 buf.close()
-                raise LookupError((str(reply.get("blob", "?")), str(reply.get("why", "?"))))
-            self.regions[start] = _Region(ident, start, length, offsets, list(pieces))
-            self.owners[ident] = (checkpoint, tuple(names))
-            bisect.insort(self.starts, start)
-        weakref.finalize(buf, self._unmapped, ident, start)
-        return buf
+                raise OSError(f"the pager process stopped ({e})") from None
+        return MapTicket(buf, region, checkpoint, tuple(names), answer)
 
-    def _reply(self) -> dict[str, Any]:
+    def map_end(self, ticket: MapTicket) -> mmap.mmap:
+        """The mapped memory of ``ticket`` once the pager took it (see :meth:`map`)."""
+        region = ticket.region
         try:
-            reply = self.replies.get(timeout=REPLY_TIMEOUT)
-        except queue.Empty:
-            raise OSError("no answer") from None
-        if reply is None:
-            raise OSError("no answer")
-        return reply
+            reply = ticket.answer.result(timeout=REPLY_TIMEOUT)
+        except FutureTimeout:
+            reply = None
+        with self.lock:
+            self.waiting.pop(region.ident, None)
+            if reply is None or not reply.get("ok"):
+                with contextlib.suppress(OSError):
+                    uffd.unregister(self.fd, region.start, region.length)
+                ticket.buf.close()
+                if reply is None:
+                    raise OSError("the pager process stopped (no answer)")
+                raise LookupError((str(reply.get("blob", "?")), str(reply.get("why", "?"))))
+            self.regions[region.start] = region
+            self.owners[region.ident] = (ticket.checkpoint, ticket.names)
+            bisect.insort(self.starts, region.start)
+        weakref.finalize(ticket.buf, self._unmapped, region.ident, region.start)
+        return ticket.buf
+
+    def _answer_all(self, reply: dict[str, Any] | None) -> None:
+        for ident in list(self.waiting):
+            answer = self.waiting.pop(ident, None)
+            if answer is not None and not answer.done():
+                answer.set_result(reply)
 
     def _listen(self) -> None:
         """Replies to maps go to the caller; reports of damage wait for :meth:`take_damage`."""
@@ -307,14 +346,16 @@ class Pager:
             if message is None:
                 if self._restart():
                     continue
-                self.replies.put(None)
+                self._answer_all(None)
                 return
             if message.get("op") == "damaged":
                 checkpoint, names = self.owners.get(int(message.get("id", -1)), (-1, ()))
                 why = str(message.get("why", "?"))
                 self.damaged.put(Damage(checkpoint, names, str(message.get("blob", "?")), why))
             else:
-                self.replies.put(message)
+                answer = self.waiting.get(int(message.get("id", -1)))
+                if answer is not None and not answer.done():
+                    answer.set_result(message)
 
     def _unmapped(self, ident: int, start: int) -> None:
         """The buffer was freed: its memory is the process's again (maybe another map's)."""

@@ -34,16 +34,16 @@ from typing import Any
 from ..errors import StoreEntryRefused
 from . import uffd
 from .backends.local import LocalBackend
-from .pager import recv_frame, send_frame
-from .store import (
+from .blobs import (
     BLOB_MAGIC,
     CODEC_RAW,
     HEADER_LEN,
-    _blob_limit,
-    _blob_path,
-    _BlobError,
     decode_blob,
 )
+from .blobs import BlobError as _BlobError
+from .blobs import blob_limit as _blob_limit
+from .blobs import blob_path as _blob_path
+from .pager import recv_frame, send_frame
 
 PROBE_EVERY = 2.0
 IDLE = 0.5  # seconds without a fault before the background check goes on
@@ -207,11 +207,12 @@ class Pagerd:
         if request.get("op") == "map" and request.get("again"):
             self.map(request, again=True)  # for a pager that ended: nobody waits for it
         elif request.get("op") == "map":
+            reply: dict[str, Any] = {"id": request.get("id")}
             try:
                 self.map(request)
-                reply: dict[str, Any] = {"ok": True}
+                reply["ok"] = True
             except _BlobError as e:
-                reply = {"blob": e.h, "why": e.why}
+                reply.update(blob=e.h, why=e.why)
             self.send(reply)
         elif request.get("op") == "unmap":
             for ident in request.get("ids", []):

@@ -28,6 +28,17 @@ from ..errors import (
     VerificationError,
 )
 from .backends import Backend, FolderSync, UnsafeEntry, open_backend
+from .blobs import (
+    BLOB_MAGIC,
+    CODEC_RAW,
+    CODEC_ZSTD,
+    HEADER_LEN,
+    decode_blob,
+)
+from .blobs import BlobError as _BlobError
+from .blobs import blob_limit as _blob_limit
+from .blobs import blob_path as _blob_path
+from .blobs import valid_hash as _valid_hash
 from .credentials import redact
 from .hashing import (
     THREADS,
@@ -50,19 +61,14 @@ from .leases import (
     scan_leases,
 )
 from .manifest import FORMAT, STATUSES, Manifest, complete, decode
-from .pager import LAZY_MIN, Pager
+from .pager import LAZY_MIN, MapTicket, Pager
 from .pager import known_hash as mapped_hash
 from .records import Checkpoint, GcReport, PendingSave, Problem, ReadOnlyBody, Restored
 from .serializer import Snapshot, deserialize, serialize, type_name
 from .signing import SigningKey, load_key
-from .zstdframe import ZstdFrameCheck
 
 MANIFEST_MAGIC = b"NBCKPT1\n"
 MANIFEST_MAGIC_STEM = b"NBCKPT"
-BLOB_MAGIC = b"NBCB\x01"
-CODEC_RAW = 0
-CODEC_ZSTD = 1
-HEADER_LEN = len(BLOB_MAGIC) + 1
 CHUNK = 8 << 20
 COMPRESS_MIN = 4096
 COMPRESS_SAMPLE = 256 << 10
@@ -103,14 +109,6 @@ FAST_HASH_MIN = 64 << 10
 CHUNK_SIZE = 4 << 20
 CHUNK_MIN = 8 << 20
 FAST_CACHE_MAX = 1_000_000
-
-
-def _blob_path(h: str) -> str:
-    return f"blobs/{h[:2]}/{h[2:]}"
-
-
-def _valid_hash(h: object) -> bool:
-    return isinstance(h, str) and len(h) == 64 and set(h) <= _HEX
 
 
 def _manifest_name(ident: int) -> str:
@@ -1194,17 +1192,21 @@ class CheckpointStore:
         if m.rng is not None:
             reads.append((m.rng, None))
         mapped = 0
+        # The maps are asked for first: the pager opens their blobs while the pickles are
+        # read here. Nothing touches mapped memory before its map is answered.
+        tickets = self._begin_maps(pager, ident, to_map, sizes) if pager is not None else []
         try:
-            # Reading, decompressing and hashing release the GIL: blobs go in parallel.
-            results = _parallel(lambda r: self._read_blob(r[0], sizes[r[0]], r[1]), reads)
+            try:
+                # Reading, decompressing and hashing release the GIL: blobs go in parallel.
+                results = _parallel(lambda r: self._read_blob(r[0], sizes[r[0]], r[1]), reads)
+            finally:
+                bufs = self._end_maps(pager, ident, tickets)
             late: builtins.list[tuple[str, memoryview | None]] = []
-            for group_buffers, i, parts, group_names in to_map:
-                pieces = [(h, sizes[h]) for h in parts]
-                buf = None if pager is None else self._map(pager, ident, group_names, pieces)
+            for (group_buffers, i, parts, _), buf in zip(to_map, bufs):
                 if buf is None:  # the pager stopped: read it now
                     buf = self._read_into(late, parts, sizes)
                 else:
-                    mapped += sum(size for _, size in pieces)
+                    mapped += sum(sizes[h] for h in parts)
                 group_buffers[i] = buf
             _parallel(lambda r: self._read_blob(r[0], sizes[r[0]], r[1]), late)
         except _BlobError as e:
@@ -1231,6 +1233,24 @@ class CheckpointStore:
         rng = bytes(data[m.rng]) if m.rng is not None and wanted is None else None
         return Restored(ck, values, modules, rng, failed, mapped=mapped)
 
+    def prepare_lazy(self, checkpoint: Checkpoint) -> bool:
+        """Start the pager now when restoring ``checkpoint`` lazily would map a buffer.
+
+        A new kernel that finds a checkpoint from an earlier one calls this, so the pager
+        process is ready (started, imported) by the time the user restores: its start is
+        then off the restore's path. True when a pager is running for this store.
+        """
+        m = checkpoint.manifest
+        if m is None:
+            return False
+        if not any(
+            sum(m.blobs.get(h, 0) for h in parts) >= LAZY_MIN
+            for g in m.groups
+            for parts in g.buffer_pieces()
+        ):
+            return False
+        return Pager.for_store(self.backend) is not None
+
     @staticmethod
     def _read_into(
         reads: builtins.list[tuple[str, memoryview | None]],
@@ -1246,20 +1266,52 @@ class CheckpointStore:
             offset += sizes[h]
         return buf
 
-    def _map(
-        self, pager: Pager, ident: int, names: Iterable[str], pieces: builtins.list[tuple[str, int]]
-    ) -> Any:
-        """A buffer mapped for lazy reading, or None to read it now (the pager stopped)."""
-        for h, _ in pieces:
-            if not _valid_hash(h):
-                raise VerificationError(ident, f"the manifest names an invalid blob address {h!r}")
-        try:
-            return pager.map(pieces, ident, tuple(names))
-        except LookupError as e:
-            h, why = e.args[0]
-            raise VerificationError(ident, f"blob {h[:12]} {why}") from None
-        except OSError:
-            return None
+    @staticmethod
+    def _begin_maps(
+        pager: Pager,
+        ident: int,
+        to_map: Iterable[tuple[Any, int, Any, tuple[str, ...]]],
+        sizes: Mapping[str, int],
+    ) -> builtins.list[MapTicket | None]:
+        """Ask the pager for each buffer's map; None for one it cannot take (read it then)."""
+        tickets: builtins.list[MapTicket | None] = []
+        for _, _, parts, names in to_map:
+            for h in parts:
+                if not _valid_hash(h):
+                    raise VerificationError(
+                        ident, f"the manifest names an invalid blob address {h!r}"
+                    )
+            try:
+                tickets.append(pager.map_begin([(h, sizes[h]) for h in parts], ident, names))
+            except OSError:
+                tickets.append(None)
+        return tickets
+
+    @staticmethod
+    def _end_maps(
+        pager: Pager | None, ident: int, tickets: Iterable[MapTicket | None]
+    ) -> builtins.list[Any]:
+        """The mapped buffers (None: read it now, the pager stopped), every map answered.
+
+        Raises ``VerificationError`` naming the first blob the pager could not open, once
+        every answer is in (none is left half taken).
+        """
+        bufs: builtins.list[Any] = []
+        failed: tuple[str, str] | None = None
+        for ticket in tickets:
+            buf = None
+            if ticket is not None and pager is not None:
+                try:
+                    buf = pager.map_end(ticket)
+                except LookupError as e:
+                    failed = failed or e.args[0]
+                except OSError:
+                    pass
+            bufs.append(buf)
+        if failed is not None:
+            h, why = failed
+            raise VerificationError(ident, f"blob {h[:12]} {why}")
+        return bufs
 
     # ----------------------------------------------------------- maintenance
     def verify(self, notebook: NotebookRef | str | None = None) -> builtins.list[Problem]:
@@ -1486,58 +1538,6 @@ class CheckpointStore:
         return total
 
 
-def decode_blob(f: Any, h: str, size: int, out: Any, *, threads: bool = True) -> None:
-    """Read one blob's data from ``f`` (its file, at its start) into ``out`` and check its hash.
-
-    ``threads=False`` hashes on this thread only (the caller runs several side by side).
-
-    Raises ``_BlobError`` saying what is wrong: header, codec, length or content.
-    """
-    header = f.read(HEADER_LEN)
-    if len(header) != HEADER_LEN or header[:-1] != BLOB_MAGIC:
-        raise _BlobError(h, "its header is damaged")
-    codec = header[-1]
-    if codec == CODEC_RAW:
-        view = memoryview(out)
-        got = 0
-        while got < size:
-            n = f.readinto(view[got:])
-            if not n:
-                break
-            got += n
-        if got != size or f.read(1):
-            raise _BlobError(h, "it has the wrong length (truncated or extended)")
-    elif codec == CODEC_ZSTD:
-        dctx = zstandard.ZstdDecompressor()
-        frame = ZstdFrameCheck(f)
-        try:
-            # Any object with read() will do as the source.
-            with dctx.stream_reader(frame, closefd=False) as z:  # type: ignore[arg-type]
-                view = memoryview(out)
-                got = 0
-                while got < size:
-                    n = z.readinto(view[got:])
-                    if not n:
-                        break
-                    got += n
-                if got != size or z.read(1):
-                    raise _BlobError(h, "it decompresses to the wrong length")
-        except zstandard.ZstdError as e:
-            raise _BlobError(h, f"it does not decompress ({e})") from e
-        damage = frame.finish()
-        if damage:
-            raise _BlobError(h, damage)
-    else:
-        raise _BlobError(h, f"it has an unknown codec {codec}")
-    if digest(out, threads=threads) != h:
-        raise _BlobError(h, "its content does not match its hash")
-
-
-def _blob_limit(size: int) -> int:
-    """The most bytes a blob of ``size`` bytes can take stored: its header and zstd's worst case."""
-    return HEADER_LEN + size + (size >> 7) + (64 << 10)
-
-
 def _unsafe(entries: Iterable[UnsafeEntry], keys: Iterable[str] | None) -> builtins.list[Problem]:
     """``verify``'s problems for links and special files (store-wide ones, and ``keys``' own)."""
     found = []
@@ -1677,10 +1677,3 @@ def _compresses(data: memoryview, gain: float, budget: int = COMPRESS_SAMPLE) ->
     starts = sorted({0, max(0, data.nbytes // 2 - size // 2), data.nbytes - size})
     sample = b"".join(bytes(data[start : start + size]) for start in starts)
     return len(zstandard.ZstdCompressor(level=1).compress(sample)) < gain * len(sample)
-
-
-class _BlobError(Exception):
-    def __init__(self, h: str, why: str) -> None:
-        super().__init__(f"blob {h}: {why}")
-        self.h = h
-        self.why = why

@@ -78,6 +78,9 @@ def test_restore_maps_arrays_and_an_edit_saves_one_chunk(
     first.kill()
     kernel = start_kernel()
     assert "maps arrays over 1 MB" in kernel.run("%checkpoint config").check().stdout
+    # The extension found the earlier kernel's checkpoint and started the pager already.
+    pagers = "__import__('nbcheckpoint.store.pager', fromlist=['_']).Pager._pagers.values()"
+    assert kernel.value(f"[p.alive() for p in {pagers}]") == [True]
     before = rss_mb(kernel)
     said = kernel.run("%checkpoint restore").check().stdout
     assert "109 MB of arrays are mapped, not read" in said, said
