@@ -188,6 +188,14 @@ def test_damage_found_by_the_background_check_names_the_variables(saved):
     assert victim.parent.name + victim.name == d.blob
     assert d.why == "its content does not match its hash"
     assert set(d.names) <= {"noise", "ramp"} and d.names
+    # Checked twice, then set aside: the next restore says why at once.
+    deadline = time.monotonic() + 30
+    while victim.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (root / "tmp" / f"damaged-{d.blob}").is_file()
+    for lazy in (True, False):  # this process's pager knows; a fresh read finds it set aside
+        with pytest.raises(VerificationError, match="was found damaged when read"):
+            CheckpointStore(str(root)).load(NB, 1, lazy=lazy)
 
 
 _READER = textwrap.dedent(
@@ -219,6 +227,21 @@ def test_a_chunk_damaged_after_the_restore_stops_the_read_with_the_reason(saved)
     assert proc.returncode == -7  # SIGBUS
     assert "failed its check when first read" in proc.stderr
     assert "checkpoint #1, noise" in proc.stderr
+    # The damaged chunk was set aside: restoring again fails at once, saying why, instead
+    # of stopping the next kernel on the same read.
+    aside: list[Path] = []
+    deadline = time.monotonic() + 30
+    while not aside and time.monotonic() < deadline:
+        aside = list((root / "tmp").glob("damaged-*"))
+        time.sleep(0.05)
+    assert aside, "the damaged blob was not set aside"
+    h = aside[0].name.removeprefix("damaged-")
+    assert not (root / "blobs" / h[:2] / h[2:]).exists()
+    for lazy in (True, False):
+        with pytest.raises(VerificationError, match=r"blob (\w+) was found damaged when read") as e:
+            CheckpointStore(str(root)).load(NB, 1, lazy=lazy)
+        named = str(e.value).split("blob ")[1][:12]  # (the reader damaged several)
+        assert any(p.name.startswith(f"damaged-{named}") for p in (root / "tmp").iterdir())
 
 
 def test_the_change_scanner_reads_no_untouched_restored_chunk(saved):
@@ -350,3 +373,27 @@ def test_maps_asked_together_are_answered_each_its_own(saved):
     head = np.frombuffer(pager.map_end(first), dtype=np.float64)
     np.testing.assert_array_equal(head, want["noise"][: 4 * per_chunk])
     assert not pager.waiting
+
+
+def test_set_aside_moves_only_the_stores_own_files_and_cleanup_takes_them_later(tmp_path):
+    from nbcheckpoint.store.backends.local import LocalBackend
+
+    backend = LocalBackend(str(tmp_path / "store"))
+    h = "ab" * 32
+    blob = tmp_path / "store" / "blobs" / h[:2] / h[2:]
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(b"damaged")
+    os.utime(blob, (1, 1))  # an old blob: set aside, it is dated now
+    assert backend.set_aside(f"blobs/{h[:2]}/{h[2:]}", f"damaged-{h}")
+    aside = tmp_path / "store" / "tmp" / f"damaged-{h}"
+    assert aside.read_bytes() == b"damaged" and not blob.exists()
+    assert backend.cleanup_tmp(3600) == 0  # kept a while: restores say why they fail
+    os.utime(aside, (1, 1))
+    assert backend.cleanup_tmp(3600) == 1 and not aside.exists()
+    # A link where a blob should be is left alone, and what it points at is never moved.
+    outside = tmp_path / "outside.txt"
+    outside.write_text("yours")
+    blob.symlink_to(outside)
+    assert not backend.set_aside(f"blobs/{h[:2]}/{h[2:]}", f"damaged-{h}")
+    assert blob.is_symlink() and outside.read_text() == "yours"
+    assert not backend.set_aside("blobs/cd/missing", f"damaged-{'cd' * 32}")

@@ -11,6 +11,7 @@ from typing import Any
 
 import zstandard
 
+from .backends.base import TMP, set_aside_name
 from .hashing import digest
 from .zstdframe import ZstdFrameCheck
 
@@ -24,6 +25,14 @@ _HEX = frozenset("0123456789abcdef")
 def blob_path(h: str) -> str:
     """The path of blob ``h`` inside the store."""
     return f"blobs/{h[:2]}/{h[2:]}"
+
+
+SET_ASIDE_WHY = "was found damaged when read (its content did not match its hash) and was set aside"
+
+
+def set_aside_path(h: str) -> str:
+    """Where blob ``h`` is once found damaged and set aside (see ``LocalBackend.set_aside``)."""
+    return f"{TMP}/{set_aside_name(h)}"
 
 
 def valid_hash(h: object) -> bool:
@@ -90,3 +99,13 @@ def decode_blob(f: Any, h: str, size: int, out: Any, *, threads: bool = True) ->
 def blob_limit(size: int) -> int:
     """The most bytes a blob of ``size`` bytes can take stored: its header and zstd's worst case."""
     return HEADER_LEN + size + (size >> 7) + (64 << 10)
+
+
+def missing_why(backend: Any, h: str) -> str:
+    """Why blob ``h`` is not in the store: set aside as damaged, or just missing."""
+    try:
+        if backend.exists(set_aside_path(h)):
+            return SET_ASIDE_WHY
+    except Exception:
+        pass
+    return "it is missing"

@@ -33,12 +33,14 @@ from typing import Any
 
 from ..errors import StoreEntryRefused
 from . import uffd
+from .backends.base import set_aside_name
 from .backends.local import LocalBackend
 from .blobs import (
     BLOB_MAGIC,
     CODEC_RAW,
     HEADER_LEN,
     decode_blob,
+    missing_why,
 )
 from .blobs import BlobError as _BlobError
 from .blobs import blob_limit as _blob_limit
@@ -80,6 +82,7 @@ class Blob:
     users: int = 0
     damaged: str | None = None  # why, once a check failed
     checked: bool = False  # passed the background check (reads still check again)
+    set_aside: bool = False  # (tried to) move it out of the store, see Pagerd.set_aside
 
 
 @dataclass
@@ -175,6 +178,7 @@ class Checker:
             except _BlobError as e:
                 blob.damaged = e.why
                 self.pager.tell(region, blob, e.why, read=False)
+                self.pager.set_aside(blob)
             except OSError:
                 continue
 
@@ -255,11 +259,13 @@ class Pagerd:
 
     def open_blob(self, h: str, size: int) -> Blob:
         blob = self.blobs.get(h)
+        if blob is not None and blob.damaged:  # known bad: a map of it fails at once
+            raise _BlobError(h, f"was found damaged when read ({blob.damaged})")
         if blob is None:
             try:
                 fd, on_disk = self.backend.open_descriptor(_blob_path(h))
             except FileNotFoundError:
-                raise _BlobError(h, "it is missing") from None
+                raise _BlobError(h, missing_why(self.backend, h)) from None
             except StoreEntryRefused as e:
                 raise _BlobError(h, f"was refused: {e.reason}") from None
             try:
@@ -276,6 +282,44 @@ class Pagerd:
             blob = self.blobs[h] = Blob(h, size, fd)
         blob.users += 1
         return blob
+
+    def set_aside(self, blob: Blob) -> None:
+        """Move a blob whose bytes failed their check out of the store's blobs, into tmp/.
+
+        Read again first, from the file the store now has: only a blob that fails twice
+        goes (a flaky read, or a file replaced by a good one since, stays). Then the next
+        restore that needs it fails at once, saying why, instead of mapping it again (a
+        lazy read that fails stops the kernel). Once per blob; a store this process may
+        not write to keeps it.
+        """
+        if blob.set_aside:
+            return
+        blob.set_aside = True
+        path = _blob_path(blob.h)
+        try:
+            fd, _ = self.backend.open_descriptor(path)
+        except (OSError, StoreEntryRefused):
+            return  # gone already, or not a file of the store's
+        try:
+            decode_blob(
+                _At(fd, _blob_limit(blob.size) + 1), blob.h, blob.size, bytearray(blob.size),
+                threads=False,
+            )  # fmt: skip
+            return  # it reads well now
+        except _BlobError:
+            pass
+        except OSError:
+            return
+        finally:
+            os.close(fd)
+        try:
+            if not self.backend.set_aside(path, set_aside_name(blob.h)):
+                return
+            note = f"blob {blob.h[:12]} failed its check twice: set aside in the store's tmp/"
+        except OSError as e:
+            note = f"blob {blob.h[:12]} failed its check; it could not be set aside ({e})"
+        with contextlib.suppress(OSError):
+            os.write(2, f"nbcheckpoint: {note}.\n".encode())
 
     def release(self, blob: Blob) -> None:
         if blob.fd < 0:
@@ -397,6 +441,8 @@ class Pagerd:
             self.tell(region, blob, why, read=True)
             with contextlib.suppress(OSError):
                 uffd.poison(fd, dst, length)
+            if isinstance(e, _BlobError):
+                self.set_aside(blob)
         finally:
             space.pending.discard((region.ident, i))
             os.close(fd)

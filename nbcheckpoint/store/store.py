@@ -34,6 +34,7 @@ from .blobs import (
     CODEC_ZSTD,
     HEADER_LEN,
     decode_blob,
+    missing_why,
 )
 from .blobs import BlobError as _BlobError
 from .blobs import blob_limit as _blob_limit
@@ -265,7 +266,7 @@ class CheckpointStore:
             with self.backend.open_read(path, limit=_blob_limit(size)) as f:
                 decode_blob(f, h, size, out)
         except FileNotFoundError as e:
-            raise _BlobError(h, "it is missing") from e
+            raise _BlobError(h, missing_why(self.backend, h)) from e
         except StoreEntryRefused as e:
             raise _BlobError(h, f"was refused: {e.reason}") from e
         return out

@@ -145,6 +145,15 @@ def test_a_chunk_damaged_after_the_restore_is_never_read(
     else:
         wait_for(kernel.exited, 30, "the kernel to stop")
     assert "sum" not in (reply.stdout if reply else "")
+    # The pager set the damaged chunk aside: the next kernel's restore fails at once and
+    # says why, instead of mapping it again and stopping on the same read.
+    tmp = Path(store_probe.url) / "tmp"
+    wait_for(lambda: any(tmp.glob("damaged-*")), 30, "the damaged chunk to be set aside")
+    again = start_kernel()
+    reply = again.run("%checkpoint restore")
+    told = f"{reply.stdout}{reply.stderr}{reply.error}"
+    assert "was found damaged when read" in told, told
+    assert again.value("'noise' in globals()") is False
 
 
 def test_damage_found_in_the_background_takes_the_variable_away(

@@ -165,6 +165,23 @@ def is_tmp_name(name: str) -> bool:
     return _TMP_NAME.match(name) is not None
 
 
+_SET_ASIDE = re.compile(r"damaged-[0-9a-f]{64}\Z")
+
+
+def set_aside_name(h: str) -> str:
+    """The name in ``tmp/`` of blob ``h`` once found damaged and set aside."""
+    return f"damaged-{h}"
+
+
+def is_set_aside_name(name: str) -> bool:
+    """Whether ``name`` is one :func:`set_aside_name` makes.
+
+    >>> is_set_aside_name(set_aside_name("ab" * 32)), is_set_aside_name("damaged-../x")
+    (True, False)
+    """
+    return _SET_ASIDE.match(name) is not None
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -28,6 +28,7 @@ from .base import (
     FolderSync,
     UnsafeEntry,
     Writer,
+    is_set_aside_name,
     is_tmp_name,
     leftover_is_dead,
     tmp_name,
@@ -477,13 +478,37 @@ class LocalBackend:
         except OSError as e:
             raise StoreWriteError(self._abs(path), e.strerror or str(e)) from e
 
+    def set_aside(self, path: str, name: str) -> bool:
+        """Move the regular file ``path`` to ``tmp/name``, dated now; False if it is not there.
+
+        A link, FIFO or device is left where it is (False): only the store's own files
+        move, and nothing outside the store is touched. :meth:`cleanup_tmp` removes it
+        once older than its ``max_age``.
+        """
+        try:
+            with (
+                self._parent(path) as (src, src_name, _),
+                self._folder([TMP], create=True) as tmp,
+            ):
+                st = os.stat(src_name, dir_fd=src, follow_symlinks=False)
+                if not stat.S_ISREG(st.st_mode):
+                    return False
+                os.rename(src_name, name, src_dir_fd=src, dst_dir_fd=tmp)
+                os.utime(name, dir_fd=tmp, follow_symlinks=False)
+        except (FileNotFoundError, StoreEntryRefused):
+            return False
+        except OSError as e:
+            raise StoreWriteError(self._abs(path), e.strerror or str(e)) from e
+        return True
+
     def cleanup_tmp(self, max_age: float) -> int:
         removed = 0
         now = time.time()
         try:
             with self._folder([TMP]) as fd:
                 for name in os.listdir(fd):
-                    if not is_tmp_name(name):
+                    set_aside = is_set_aside_name(name)
+                    if not (set_aside or is_tmp_name(name)):
                         continue  # not one of ours: a temp file of this package never has it
                     try:
                         st = os.stat(name, dir_fd=fd, follow_symlinks=False)
@@ -491,7 +516,8 @@ class LocalBackend:
                         continue
                     if not stat.S_ISREG(st.st_mode):
                         continue  # reported by verify, never touched
-                    if leftover_is_dead(name, now - st.st_mtime, max_age):
+                    age = now - st.st_mtime
+                    if age > max_age if set_aside else leftover_is_dead(name, age, max_age):
                         with contextlib.suppress(FileNotFoundError):
                             os.unlink(name, dir_fd=fd)
                             removed += 1
