@@ -23,6 +23,8 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from ..store.uffd import SYSCALL, UFFDIO_API, UFFDIO_REGISTER, USER_MODE_ONLY, Api, Range, Register
+
 PAGE = 4096
 
 
@@ -60,24 +62,8 @@ def _iowr(kind: int, nr: int, size: int) -> int:
     return (3 << 30) | (size << 16) | (kind << 8) | nr
 
 
-class _UffdApi(ctypes.Structure):
-    _fields_ = [
-        ("api", ctypes.c_uint64),
-        ("features", ctypes.c_uint64),
-        ("ioctls", ctypes.c_uint64),
-    ]
-
-
-class _UffdRange(ctypes.Structure):
-    _fields_ = [("start", ctypes.c_uint64), ("len", ctypes.c_uint64)]
-
-
-class _UffdRegister(ctypes.Structure):
-    _fields_ = [("range", _UffdRange), ("mode", ctypes.c_uint64), ("ioctls", ctypes.c_uint64)]
-
-
 class _UffdWriteProtect(ctypes.Structure):
-    _fields_ = [("range", _UffdRange), ("mode", ctypes.c_uint64)]
+    _fields_ = [("range", Range), ("mode", ctypes.c_uint64)]
 
 
 class _PageRegion(ctypes.Structure):
@@ -108,12 +94,8 @@ class _ScanArg(ctypes.Structure):
     ]
 
 
-_SYS_USERFAULTFD = {"x86_64": 323, "aarch64": 282}
-_UFFD_USER_MODE_ONLY = 1
 _UFFD_FEATURE_WP_UNPOPULATED = 1 << 13
 _UFFD_FEATURE_WP_ASYNC = 1 << 15
-_UFFDIO_API = _iowr(0xAA, 0x3F, ctypes.sizeof(_UffdApi))
-_UFFDIO_REGISTER = _iowr(0xAA, 0x00, ctypes.sizeof(_UffdRegister))
 _UFFDIO_WRITEPROTECT = _iowr(0xAA, 0x06, ctypes.sizeof(_UffdWriteProtect))
 _REGISTER_MODE_WP = 1 << 1
 _WRITEPROTECT_MODE_WP = 1 << 0
@@ -154,7 +136,7 @@ class WriteTracker:
         if os.environ.get("NBCHECKPOINT_NO_WRITE_TRACKING"):
             self.reason = "NBCHECKPOINT_NO_WRITE_TRACKING is set"
             return
-        number = _SYS_USERFAULTFD.get(platform.machine())
+        number = SYSCALL.get(platform.machine())
         if not sys.platform.startswith("linux") or number is None:
             self.reason = "write tracking needs Linux on x86_64 or aarch64"
             return
@@ -168,12 +150,12 @@ class WriteTracker:
         except (OSError, AttributeError) as e:  # pragma: no cover - no C library
             self.reason = f"no C library ({e})"
             return
-        fd = int(libc.syscall(number, os.O_CLOEXEC | os.O_NONBLOCK | _UFFD_USER_MODE_ONLY))
+        fd = int(libc.syscall(number, os.O_CLOEXEC | os.O_NONBLOCK | USER_MODE_ONLY))
         if fd < 0:
             self.reason = f"userfaultfd is not allowed here ({os.strerror(ctypes.get_errno())})"
             return
-        api = _UffdApi(0xAA, _UFFD_FEATURE_WP_ASYNC | _UFFD_FEATURE_WP_UNPOPULATED, 0)
-        if libc.ioctl(fd, _UFFDIO_API, ctypes.byref(api)) != 0:
+        api = Api(0xAA, _UFFD_FEATURE_WP_ASYNC | _UFFD_FEATURE_WP_UNPOPULATED, 0)
+        if libc.ioctl(fd, UFFDIO_API, ctypes.byref(api)) != 0:
             os.close(fd)
             self.reason = "the kernel has no asynchronous write-protect (Linux 6.7 or later)"
             return
@@ -213,10 +195,10 @@ class WriteTracker:
     def _protect(self, start: int, end: int) -> bool:
         if not _private_anonymous(start, end):
             return False  # others can change these pages without writing through ours
-        register = _UffdRegister(_UffdRange(start, end - start), _REGISTER_MODE_WP, 0)
-        if self._libc.ioctl(self._uffd, _UFFDIO_REGISTER, ctypes.byref(register)) != 0:
+        register = Register(Range(start, end - start), _REGISTER_MODE_WP, 0)
+        if self._libc.ioctl(self._uffd, UFFDIO_REGISTER, ctypes.byref(register)) != 0:
             return False
-        protect = _UffdWriteProtect(_UffdRange(start, end - start), _WRITEPROTECT_MODE_WP)
+        protect = _UffdWriteProtect(Range(start, end - start), _WRITEPROTECT_MODE_WP)
         return bool(self._libc.ioctl(self._uffd, _UFFDIO_WRITEPROTECT, ctypes.byref(protect)) == 0)
 
     def _written(self, start: int, end: int) -> list[tuple[int, int]] | None:

@@ -16,7 +16,7 @@ import struct
 PAGE = mmap.PAGESIZE
 
 # The syscall's number differs by architecture; others have no lazy restore.
-_SYSCALL = {"x86_64": 323, "aarch64": 282}
+SYSCALL = {"x86_64": 323, "aarch64": 282}
 USER_MODE_ONLY = 1
 
 EVENT_PAGEFAULT = 0x12
@@ -51,7 +51,7 @@ class Range(ctypes.Structure):
     _fields_ = [("start", ctypes.c_uint64), ("len", ctypes.c_uint64)]
 
 
-class _Api(ctypes.Structure):
+class Api(ctypes.Structure):
     _fields_ = [
         ("api", ctypes.c_uint64),
         ("features", ctypes.c_uint64),
@@ -59,7 +59,7 @@ class _Api(ctypes.Structure):
     ]
 
 
-class _Register(ctypes.Structure):
+class Register(ctypes.Structure):
     _fields_ = [("range", Range), ("mode", ctypes.c_uint64), ("ioctls", ctypes.c_uint64)]
 
 
@@ -92,7 +92,7 @@ def open_uffd() -> int:
     (without them the child would read zeros there); poisoning lets a chunk that fails
     its check stop the reader instead of handing it wrong bytes.
     """
-    nr = _SYSCALL.get(platform.machine())
+    nr = SYSCALL.get(platform.machine())
     if nr is None or not hasattr(os, "fork"):
         raise OSError(errno.ENOSYS, f"no userfaultfd on {platform.system()} {platform.machine()}")
     fd = int(_libc.syscall(nr, os.O_CLOEXEC | os.O_NONBLOCK))
@@ -107,7 +107,7 @@ def open_uffd() -> int:
                     "is 0 and /dev/userfaultfd is not open to it)",
                 )
             raise OSError(first, f"userfaultfd is not available ({os.strerror(first)})")
-    api = _Api(0xAA, FEATURE_EVENT_FORK | FEATURE_POISON, 0)
+    api = Api(0xAA, FEATURE_EVENT_FORK | FEATURE_POISON, 0)
     try:
         _ioctl(fd, UFFDIO_API, api)
     except OSError as e:
@@ -132,7 +132,7 @@ def _from_device() -> int:
 
 
 def register(fd: int, start: int, length: int) -> None:
-    _ioctl(fd, UFFDIO_REGISTER, _Register(Range(start, length), MODE_MISSING, 0))
+    _ioctl(fd, UFFDIO_REGISTER, Register(Range(start, length), MODE_MISSING, 0))
 
 
 def unregister(fd: int, start: int, length: int) -> None:
