@@ -397,3 +397,28 @@ def test_set_aside_moves_only_the_stores_own_files_and_cleanup_takes_them_later(
     assert not backend.set_aside(f"blobs/{h[:2]}/{h[2:]}", f"damaged-{h}")
     assert blob.is_symlink() and outside.read_text() == "yours"
     assert not backend.set_aside("blobs/cd/missing", f"damaged-{'cd' * 32}")
+
+
+def test_the_opener_walks_each_folder_once_and_refuses_links(tmp_path):
+    from nbcheckpoint.errors import StoreEntryRefused
+    from nbcheckpoint.store.backends.local import LocalBackend
+
+    store = tmp_path / "store"
+    (store / "blobs" / "ab").mkdir(parents=True)
+    (store / "blobs" / "ab" / "one").write_bytes(b"1")
+    (store / "blobs" / "ab" / "two").write_bytes(b"22")
+    (store / "blobs" / "ab" / "link").symlink_to(store / "blobs" / "ab" / "one")
+    backend = LocalBackend(str(store))
+    walked = []
+    real_walk = backend._walk
+    backend._walk = lambda parts, *a, **k: walked.append(tuple(parts)) or real_walk(parts, *a, **k)
+    with backend.opener() as open_file:
+        sizes = []
+        for name in ("one", "two"):
+            fd, size = open_file(f"blobs/ab/{name}")
+            os.close(fd)
+            sizes.append(size)
+        with pytest.raises(StoreEntryRefused):
+            open_file("blobs/ab/link")
+    assert sizes == [1, 2]
+    assert walked == [("blobs", "ab")]

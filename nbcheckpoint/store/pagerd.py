@@ -27,6 +27,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -231,15 +232,16 @@ class Pagerd:
         offsets: list[int] = []
         at = 0
         try:
-            for h, size in request["pieces"]:
-                try:
-                    blobs.append(self.open_blob(str(h), int(size)))
-                except _BlobError as e:
-                    if not again:
-                        raise
-                    blobs.append(Blob(e.h, int(size), -1, damaged=e.why))
-                offsets.append(at)
-                at += int(size)
+            with self.backend.opener() as open_file:
+                for h, size in request["pieces"]:
+                    try:
+                        blobs.append(self.open_blob(str(h), int(size), open_file))
+                    except _BlobError as e:
+                        if not again:
+                            raise
+                        blobs.append(Blob(e.h, int(size), -1, damaged=e.why))
+                    offsets.append(at)
+                    at += int(size)
         except BaseException:
             for blob in blobs:
                 self.release(blob)
@@ -257,13 +259,15 @@ class Pagerd:
             if blob.damaged:  # (a map again) gone since the restore: the kernel hears now
                 self.tell(region, blob, blob.damaged, read=False)
 
-    def open_blob(self, h: str, size: int) -> Blob:
+    def open_blob(
+        self, h: str, size: int, open_file: Callable[[str], tuple[int, int]] | None = None
+    ) -> Blob:
         blob = self.blobs.get(h)
         if blob is not None and blob.damaged:  # known bad: a map of it fails at once
             raise _BlobError(h, f"was found damaged when read ({blob.damaged})")
         if blob is None:
             try:
-                fd, on_disk = self.backend.open_descriptor(_blob_path(h))
+                fd, on_disk = (open_file or self.backend.open_descriptor)(_blob_path(h))
             except FileNotFoundError:
                 raise _BlobError(h, missing_why(self.backend, h)) from None
             except StoreEntryRefused as e:

@@ -16,7 +16,7 @@ import errno
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from ...errors import StoreEntryRefused, StoreWriteError
@@ -256,17 +256,18 @@ class LocalBackend:
         finally:
             os.close(dir_fd)
 
-    def _open(self, path: str) -> tuple[int, int]:
+    def _open(self, path: str, walk: Callable[[list[str]], int] | None = None) -> tuple[int, int]:
         """A descriptor (the caller closes it) of the regular file ``path`` and its size.
 
         Looked at with ``lstat`` first, so a link, FIFO or device is never opened; opened
-        non-blocking and checked with ``fstat``, in case it was swapped meanwhile.
+        non-blocking and checked with ``fstat``, in case it was swapped meanwhile. ``walk``
+        gives folder descriptors it keeps open itself (see :meth:`opener`).
         """
         parts = _split(path)
         if not parts:
             raise self._refused(path, "it is the store itself")
         name = parts[-1]
-        dir_fd = self._walk(parts[:-1])
+        dir_fd = self._walk(parts[:-1]) if walk is None else walk(parts[:-1])
         try:
             before = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             why = describe(before.st_mode)
@@ -281,7 +282,8 @@ class LocalBackend:
                     raise self._refused(path, self._why(dir_fd, name, path)) from None
                 raise
         finally:
-            os.close(dir_fd)
+            if walk is None:
+                os.close(dir_fd)
         try:
             st = os.fstat(fd)
             # Another inode than the one looked at is fine if it is a regular file: leases
@@ -428,6 +430,28 @@ class LocalBackend:
         descriptor keeps the file readable after ``gc`` or ``rm`` unlinks it.
         """
         return self._open(path)
+
+    @contextlib.contextmanager
+    def opener(self) -> Iterator[Callable[[str], tuple[int, int]]]:
+        """:meth:`open_descriptor` for many files: each folder is walked to once, not per file.
+
+        The folders' descriptors stay open until the block ends: files opened through them
+        are in the folders that were checked when walked to, even if one is renamed or
+        replaced by a link meanwhile.
+        """
+        folders: dict[tuple[str, ...], int] = {}
+
+        def walk(parts: list[str]) -> int:
+            fd = folders.get(tuple(parts))
+            if fd is None:
+                fd = folders[tuple(parts)] = self._walk(parts)
+            return fd
+
+        try:
+            yield lambda path: self._open(path, walk)
+        finally:
+            for fd in folders.values():
+                os.close(fd)
 
     @contextlib.contextmanager
     def open_read(self, path: str, *, limit: int | None = None) -> Iterator[IO[bytes]]:
