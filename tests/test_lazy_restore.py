@@ -422,3 +422,51 @@ def test_the_opener_walks_each_folder_once_and_refuses_links(tmp_path):
             open_file("blobs/ab/link")
     assert sizes == [1, 2]
     assert walked == [("blobs", "ab")]
+
+
+def test_tensors_and_frames_come_back_mapped_and_whole(tmp_path):
+    """PyTorch parameters with their optimizer, pandas, Arrow and polars columns: mapped."""
+    torch = pytest.importorskip(
+        "torch",
+        reason="PyTorch is installed for the tests on Python 3.11 on x86_64 only"
+        if sys.version_info[:2] != (3, 11)
+        else "PyTorch is not installed: `make test` installs it (pyproject.toml, test extra)",
+    )
+    import pandas as pd
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(1024, 1024), torch.nn.Linear(1024, 512))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.randn(4, 1024)).sum().backward()
+    opt.step()
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"x": rng.random(300_000), "k": np.arange(300_000)})
+    values: dict[str, object] = {"model": model, "opt": opt, "frame": frame}
+    pa = pytest.importorskip("pyarrow", reason="pyarrow is a test dependency")
+    pl = pytest.importorskip("polars", reason="polars is a test dependency")
+    values["table"] = pa.table({"y": rng.random(300_000)})
+    values["pf"] = pl.DataFrame({"z": rng.random(300_000)})
+    store = CheckpointStore(str(tmp_path))
+    store.save(values, NB)
+
+    restored = CheckpointStore(str(tmp_path)).load(NB, lazy=True)
+    back = restored.values
+    # Weights and Adam's moments (4 MiB and 2 MiB each) and the columns (2.4 MB each).
+    assert restored.mapped >= 3 * (4 << 20)
+    m2, o2 = back["model"], back["opt"]
+    assert _untouched(m2[0].weight.detach().numpy())
+    for (name, a), (_, b) in zip(model.state_dict().items(), m2.state_dict().items()):
+        assert torch.equal(a, b), name
+    params = list(m2.parameters())
+    assert all(p.requires_grad for p in params)
+    assert all(a is b for a, b in zip(o2.param_groups[0]["params"], params))
+    for key, value in opt.state_dict()["state"][0].items():
+        assert torch.equal(o2.state_dict()["state"][0][key], value), key
+    pd.testing.assert_frame_equal(back["frame"], frame)
+    assert back["table"].equals(values["table"])
+    assert back["pf"].equals(values["pf"])
+    # Training goes on in the mapped memory; the store's chunks stay as they were.
+    m2(torch.randn(4, 1024)).sum().backward()
+    o2.step()
+    assert not torch.equal(m2[0].weight, model[0].weight)
+    assert CheckpointStore(str(tmp_path)).verify() == []
