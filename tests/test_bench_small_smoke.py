@@ -57,3 +57,13 @@ def test_torch_benchmark_compares_with_torch_save_and_load(tmp_path: Path) -> No
         assert row in out
     assert "re-save after one layer <= 1.2x that layer" in out
     assert "load average at the end" in out
+
+
+def test_first_save_benchmark_compares_store_pickle_and_raw(tmp_path: Path) -> None:
+    out = _run("bench_first_save.py", "--sizes", "0.02", "--rounds", "2", tmp_path=tmp_path)
+    for what in ("store.save (new store):", "pickle.dump + fsync:", "raw write + fsync:"):
+        assert what in out
+    assert "store / pickle: median" in out and "target <= 1.3x" in out
+    assert "store's throughput / raw write's: median" in out and "target >= 80%" in out
+    assert "round 2 (pickle > raw > store)" in out  # the three take turns going first
+    assert "load average at the end" in out
