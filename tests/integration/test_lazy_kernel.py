@@ -54,15 +54,19 @@ def rss_mb(kernel: Kernel) -> float:
     raise AssertionError("no VmRSS")
 
 
-def saved_then_restored(start_kernel: StartKernel) -> tuple[Kernel, str]:
-    """Save the arrays in one kernel, kill it, restore in a new one: (kernel, what it said)."""
+def saved_then_killed(start_kernel: StartKernel) -> Kernel:
+    """Save the arrays in one kernel and kill it: a new kernel, nothing restored yet."""
     first = start_kernel()
     first.run(MAKE).check()
     first.run("%checkpoint save").check()
     first.kill()
-    kernel = start_kernel()
-    said = kernel.run("%checkpoint restore").check().stdout
-    return kernel, said
+    return start_kernel()
+
+
+def saved_then_restored(start_kernel: StartKernel) -> tuple[Kernel, str]:
+    """Save the arrays in one kernel, kill it, restore in a new one: (kernel, what it said)."""
+    kernel = saved_then_killed(start_kernel)
+    return kernel, kernel.run("%checkpoint restore").check().stdout
 
 
 def blob_files(store: Path) -> list[Path]:
@@ -72,11 +76,7 @@ def blob_files(store: Path) -> list[Path]:
 def test_restore_maps_arrays_and_an_edit_saves_one_chunk(
     start_kernel: StartKernel, store_probe: StoreProbe
 ) -> None:
-    first = start_kernel()
-    first.run(MAKE).check()
-    first.run("%checkpoint save").check()
-    first.kill()
-    kernel = start_kernel()
+    kernel = saved_then_killed(start_kernel)
     assert "maps arrays over 1 MB" in kernel.run("%checkpoint config").check().stdout
     # The extension found the earlier kernel's checkpoint and started the pager already.
     pagers = "__import__('nbcheckpoint.store.pager', fromlist=['_']).Pager._pagers.values()"
@@ -159,10 +159,7 @@ def test_a_chunk_damaged_after_the_restore_is_never_read(
 def test_damage_found_in_the_background_takes_the_variable_away(
     start_kernel: StartKernel, store_probe: StoreProbe
 ) -> None:
-    first = start_kernel()
-    first.run(MAKE).check()
-    first.run("%checkpoint save").check()
-    first.kill()
+    kernel = saved_then_killed(start_kernel)
     raw = [
         p
         for p in blob_files(Path(store_probe.url))
@@ -171,7 +168,6 @@ def test_damage_found_in_the_background_takes_the_variable_away(
     with open(raw[-1], "r+b") as f:
         f.seek(HEADER_LEN + 4096)
         f.write(b"\x01\x02\x03\x04")
-    kernel = start_kernel()
     assert "mapped, not read" in kernel.run("%checkpoint restore").check().stdout
     told: list[str] = []
 
