@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from nbcheckpoint.capture.changes import Scanner
-from nbcheckpoint.errors import VerificationError
+from nbcheckpoint.errors import StoreWriteError, VerificationError
 from nbcheckpoint.store import CheckpointStore, NotebookRef
 from nbcheckpoint.store.backends.memory import MemoryBackend
 from nbcheckpoint.store.pager import Pager, take_damage, unavailable, untouched
@@ -397,6 +397,13 @@ def test_set_aside_moves_only_the_stores_own_files_and_cleanup_takes_them_later(
     assert not backend.set_aside(f"blobs/{h[:2]}/{h[2:]}", f"damaged-{h}")
     assert blob.is_symlink() and outside.read_text() == "yours"
     assert not backend.set_aside("blobs/cd/missing", f"damaged-{'cd' * 32}")
+    # Something else where the set-aside file goes: a clear error, the blob stays.
+    blob.unlink()
+    blob.write_bytes(b"damaged again")
+    (tmp_path / "store" / "tmp" / f"damaged-{h}").mkdir()
+    with pytest.raises(StoreWriteError):
+        backend.set_aside(f"blobs/{h[:2]}/{h[2:]}", f"damaged-{h}")
+    assert blob.read_bytes() == b"damaged again"
 
 
 def test_the_opener_walks_each_folder_once_and_refuses_links(tmp_path):

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import StoreEntryRefused
+from ..errors import StoreEntryRefused, StoreError
 from . import uffd
 from .backends.base import set_aside_name
 from .backends.local import LocalBackend
@@ -299,6 +299,13 @@ class Pagerd:
         if blob.set_aside:
             return
         blob.set_aside = True
+        try:
+            self._set_aside(blob)
+        except Exception as e:  # never stop serving reads for this
+            with contextlib.suppress(OSError):
+                os.write(2, f"nbcheckpoint: blob {blob.h[:12]} not set aside ({e!r}).\n".encode())
+
+    def _set_aside(self, blob: Blob) -> None:
         path = _blob_path(blob.h)
         try:
             fd, _ = self.backend.open_descriptor(path)
@@ -320,7 +327,7 @@ class Pagerd:
             if not self.backend.set_aside(path, set_aside_name(blob.h)):
                 return
             note = f"blob {blob.h[:12]} failed its check twice: set aside in the store's tmp/"
-        except OSError as e:
+        except (OSError, StoreError) as e:  # read-only, or tmp/ holds something else there
             note = f"blob {blob.h[:12]} failed its check; it could not be set aside ({e})"
         with contextlib.suppress(OSError):
             os.write(2, f"nbcheckpoint: {note}.\n".encode())
