@@ -1275,13 +1275,15 @@ class CheckpointStore:
         sizes: Mapping[str, int],
     ) -> builtins.list[MapTicket | None]:
         """Ask the pager for each buffer's map; None for one it cannot take (read it then)."""
-        tickets: builtins.list[MapTicket | None] = []
-        for _, _, parts, names in to_map:
+        to_map = builtins.list(to_map)
+        for _, _, parts, _ in to_map:  # all checked before any map is asked for
             for h in parts:
                 if not _valid_hash(h):
                     raise VerificationError(
                         ident, f"the manifest names an invalid blob address {h!r}"
                     )
+        tickets: builtins.list[MapTicket | None] = []
+        for _, _, parts, names in to_map:
             try:
                 tickets.append(pager.map_begin([(h, sizes[h]) for h in parts], ident, names))
             except OSError:
