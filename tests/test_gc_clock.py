@@ -7,6 +7,8 @@ import json
 import math
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -176,10 +178,9 @@ def test_leases_of_dead_writers_expire(local_store_url: str, nb: NotebookRef) ->
     far = f"{LEASES}/otherhost-1-{'0' * 32}.save"
     store.backend.create(far, lambda f: f.write(json.dumps({"blobs": [old]}).encode()))
     # A lease of this host whose process is gone (a young one).
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0)
-    os.waitpid(pid, 0)
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])  # (not fork: threads run here)
+    ended.wait()
+    pid = ended.pid
     mine = f"{LEASES}/{socket.gethostname()}-{pid}-{'1' * 32}.save"
     store.backend.create(mine, lambda f: f.write(json.dumps({"blobs": [dead]}).encode()))
     # While young and of a live host, a lease holds.
