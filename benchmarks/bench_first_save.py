@@ -45,6 +45,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_capture import fs_type, load_average, median_range, ratio_range
+from bench_snapshot import raw_write
 
 TARGETS = {"vs_pickle": 1.3, "share_of_raw": 0.8}
 GIB = 1 << 30
@@ -78,27 +79,6 @@ def build_state(gib: float, seed: int = 0) -> dict[str, Any]:
 def fsync_file(f: Any) -> None:
     f.flush()
     os.fsync(f.fileno())
-
-
-def raw_write(root: Path, state: dict[str, Any]) -> tuple[float, int]:
-    """Write + fsync the bytes a save writes (pickles and buffers), uncompressed; time and size."""
-    from nbcheckpoint.store.serializer import serialize
-
-    snap = serialize(state, list(state))
-    path = root / "raw.bin"
-    total = 0
-    start = time.perf_counter()
-    with open(path, "wb") as f:
-        for group in snap.groups:
-            f.write(group.payload)
-            total += len(group.payload)
-            for buf in group.buffers:
-                f.write(buf)
-                total += memoryview(buf).nbytes
-        fsync_file(f)
-    took = time.perf_counter() - start
-    path.unlink()
-    return took, total
 
 
 def pickle_dump(root: Path, state: dict[str, Any]) -> float:
@@ -141,7 +121,7 @@ def bench_size(gib: float, rounds: int, root: Path, say: Any) -> dict[str, list[
             elif what == "pickle":
                 took = pickle_dump(root, state)
             else:
-                took, raw_bytes = raw_write(root, state)
+                took, raw_bytes = raw_write(root, state, list(state))
             times[what].append(took)
         say(
             f"  round {r + 1} ({' > '.join(order)}): store {times['store'][-1]:.2f} s, pickle "

@@ -49,6 +49,18 @@ class BlobError(Exception):
         self.why = why
 
 
+def _fill(reader: Any, out: Any, size: int) -> bool:
+    """Read exactly ``size`` bytes from ``reader`` into ``out``; False if it has more or fewer."""
+    view = memoryview(out)
+    got = 0
+    while got < size:
+        n = reader.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got == size and not reader.read(1)
+
+
 def decode_blob(f: Any, h: str, size: int, out: Any, *, threads: bool = True) -> None:
     """Read one blob's data from ``f`` (its file, at its start) into ``out`` and check its hash.
 
@@ -61,14 +73,7 @@ def decode_blob(f: Any, h: str, size: int, out: Any, *, threads: bool = True) ->
         raise BlobError(h, "its header is damaged")
     codec = header[-1]
     if codec == CODEC_RAW:
-        view = memoryview(out)
-        got = 0
-        while got < size:
-            n = f.readinto(view[got:])
-            if not n:
-                break
-            got += n
-        if got != size or f.read(1):
+        if not _fill(f, out, size):
             raise BlobError(h, "it has the wrong length (truncated or extended)")
     elif codec == CODEC_ZSTD:
         dctx = zstandard.ZstdDecompressor()
@@ -76,14 +81,7 @@ def decode_blob(f: Any, h: str, size: int, out: Any, *, threads: bool = True) ->
         try:
             # Any object with read() will do as the source.
             with dctx.stream_reader(frame, closefd=False) as z:  # type: ignore[arg-type]
-                view = memoryview(out)
-                got = 0
-                while got < size:
-                    n = z.readinto(view[got:])
-                    if not n:
-                        break
-                    got += n
-                if got != size or z.read(1):
+                if not _fill(z, out, size):
                     raise BlobError(h, "it decompresses to the wrong length")
         except zstandard.ZstdError as e:
             raise BlobError(h, f"it does not decompress ({e})") from e
