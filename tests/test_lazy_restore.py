@@ -352,6 +352,31 @@ def test_the_pager_starts_before_the_restore_when_one_is_likely(saved, tmp_path_
     assert (os.getpid(), os.path.realpath(small_root)) not in Pager._pagers
 
 
+def test_a_state_with_little_to_map_is_read_whole_without_a_pager(tmp_path):
+    """Arrays over 1 MB adding up to under 64 MiB: a pager would cost what it saves."""
+    from nbcheckpoint.store import pager as pager_module
+
+    rng = np.random.default_rng(5)
+    values = {"a": rng.random(3 << 20), "b": rng.random(3 << 20)}  # 24 MiB each: 48 MiB
+    store = CheckpointStore(str(tmp_path))
+    store.save(values, NB)
+    key = (os.getpid(), os.path.realpath(tmp_path))
+    assert not store.prepare_lazy(store.read_checkpoint(NB, store.latest_id(NB)))
+    restored = CheckpointStore(str(tmp_path)).load(NB, lazy=True)
+    assert restored.mapped == 0 and key not in Pager._pagers
+    np.testing.assert_array_equal(restored.values["a"], values["a"])
+    np.testing.assert_array_equal(restored.values["b"], values["b"])
+    # The same state just over the limit is mapped.
+    lower = pager_module.LAZY_TOTAL_MIN
+    try:
+        pager_module.LAZY_TOTAL_MIN = 40 << 20
+        again = CheckpointStore(str(tmp_path)).load(NB, lazy=True)
+        assert again.mapped == 2 * values["a"].nbytes and key in Pager._pagers
+        np.testing.assert_array_equal(again.values["b"], values["b"])
+    finally:
+        pager_module.LAZY_TOTAL_MIN = lower
+
+
 def test_maps_asked_together_are_answered_each_its_own(saved):
     """Maps go to the pager before any answer is awaited; answers find their own map."""
     root, want = saved
@@ -431,8 +456,11 @@ def test_the_opener_walks_each_folder_once_and_refuses_links(tmp_path):
     assert walked == [("blobs", "ab")]
 
 
-def test_tensors_and_frames_come_back_mapped_and_whole(tmp_path):
+def test_tensors_and_frames_come_back_mapped_and_whole(tmp_path, monkeypatch):
     """PyTorch parameters with their optimizer, pandas, Arrow and polars columns: mapped."""
+    from nbcheckpoint.store import pager as pager_module
+
+    monkeypatch.setattr(pager_module, "LAZY_TOTAL_MIN", 0)  # a small state, mapped all the same
     torch = pytest.importorskip(
         "torch",
         reason="PyTorch is installed for the tests on Python 3.11 on x86_64 only"

@@ -691,7 +691,10 @@ class LineCommands:
             why = str(e)
         if why is not None:
             return f"reads everything ({why})"
-        return "maps arrays over 1 MB: each chunk read and checked when first used"
+        return (
+            "maps arrays over 1 MB when they add up to 64 MB or more (a smaller state is "
+            "read whole): each chunk read and checked when first used"
+        )
 
     def _markers_reason(self) -> str:
         if not self.markers:

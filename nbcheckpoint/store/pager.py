@@ -34,6 +34,9 @@ from . import uffd
 from .hashing import address_of
 
 LAZY_MIN = 1 << 20  # smaller buffers are read at once: their reads go in parallel anyway
+# Below this much to map in all, a restore reads everything: reading 64 MiB takes about as
+# long as starting the pager, which would then stay resident (~25 MB) for nothing.
+LAZY_TOTAL_MIN = 64 << 20
 MAX_FRAME = 64 << 20
 MAX_RESTARTS = 3
 REPLY_TIMEOUT = 120.0  # opening every blob of a map: a slow disk, a loaded machine

@@ -27,6 +27,7 @@ from ..errors import (
     UntrustedCheckpoint,
     VerificationError,
 )
+from . import pager as _pager
 from .backends import Backend, FolderSync, UnsafeEntry, open_backend
 from .blobs import (
     BLOB_MAGIC,
@@ -61,8 +62,8 @@ from .leases import (
     savers_of,
     scan_leases,
 )
-from .manifest import FORMAT, STATUSES, Manifest, complete, decode
-from .pager import LAZY_MIN, MapTicket, Pager
+from .manifest import FORMAT, STATUSES, Group, Manifest, complete, decode
+from .pager import MapTicket, Pager
 from .pager import known_hash as mapped_hash
 from .records import Checkpoint, GcReport, PendingSave, Problem, ReadOnlyBody, Restored
 from .serializer import Snapshot, deserialize, serialize, type_name
@@ -1155,9 +1156,6 @@ class CheckpointStore:
     def _load_one(
         self, key: str, ident: int, names: Iterable[str] | None, trust: bool, lazy: bool = False
     ) -> Restored:
-        # The pager (lazy restore) starts first: it gets ready while the manifest and the
-        # pickles are read and checked.
-        pager = Pager.for_store(self.backend) if lazy else None
         ck = self.read_checkpoint(key, ident, trust=trust, use_cache=False)
         m = cast(Manifest, ck.manifest)  # read_checkpoint raises for an unreadable one
         wanted = None if names is None else set(names)
@@ -1170,6 +1168,11 @@ class CheckpointStore:
                 )
         groups = [g for g in m.groups if wanted is None or wanted & set(g.names)]
         sizes = m.blobs
+        # The pager (lazy restore) gets ready while the pickles are read and checked (or
+        # already is: see prepare_lazy). A small state is read whole: see LAZY_TOTAL_MIN.
+        pager = None
+        if lazy and _mappable_bytes(groups, sizes) >= _pager.LAZY_TOTAL_MIN:
+            pager = Pager.for_store(self.backend)
         # Each buffer gets one allocation; its chunks are read straight into their slices.
         reads: builtins.list[tuple[str, memoryview | None]] = []
         buffers: builtins.list[builtins.list[Any]] = []
@@ -1180,7 +1183,7 @@ class CheckpointStore:
                 group_buffers: builtins.list[Any] = []
                 for parts in g.buffer_pieces():
                     total = sum(sizes[h] for h in parts)
-                    if pager is not None and total >= LAZY_MIN:
+                    if pager is not None and total >= _pager.LAZY_MIN:
                         to_map.append((group_buffers, len(group_buffers), parts, g.names))
                         group_buffers.append(None)  # mapped once the pickles are read
                         continue
@@ -1235,20 +1238,14 @@ class CheckpointStore:
         return Restored(ck, values, modules, rng, failed, mapped=mapped)
 
     def prepare_lazy(self, checkpoint: Checkpoint) -> bool:
-        """Start the pager now when restoring ``checkpoint`` lazily would map a buffer.
+        """Start the pager now when restoring ``checkpoint`` lazily would map its buffers.
 
         A new kernel that finds a checkpoint from an earlier one calls this, so the pager
         process is ready (started, imported) by the time the user restores: its start is
         then off the restore's path. True when a pager is running for this store.
         """
         m = checkpoint.manifest
-        if m is None:
-            return False
-        if not any(
-            sum(m.blobs.get(h, 0) for h in parts) >= LAZY_MIN
-            for g in m.groups
-            for parts in g.buffer_pieces()
-        ):
+        if m is None or _mappable_bytes(m.groups, m.blobs) < _pager.LAZY_TOTAL_MIN:
             return False
         return Pager.for_store(self.backend) is not None
 
@@ -1641,6 +1638,12 @@ def _writer(data: bytes) -> Callable[[IO[bytes]], None]:
         f.write(data)
 
     return write
+
+
+def _mappable_bytes(groups: Iterable[Group], sizes: Mapping[str, int]) -> int:
+    """How much of ``groups``' buffers a lazy restore would map (each buffer of LAZY_MIN on)."""
+    totals = (sum(sizes.get(h, 0) for h in parts) for g in groups for parts in g.buffer_pieces())
+    return sum(t for t in totals if t >= _pager.LAZY_MIN)
 
 
 def _allocate(size: int) -> Any:
