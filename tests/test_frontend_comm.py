@@ -150,3 +150,20 @@ def test_a_save_and_a_restore_are_told_to_the_frontend(ip: Any, sent: list[dict[
     ip.run_line_magic("checkpoint", "restore")
     assert sent[-1]["event"] == "restored" and sent[-1]["id"] == 1
     assert sent[-1]["key"] == sent[0]["key"]
+
+
+def test_publish_in_a_plain_shell_imports_no_kernel() -> None:
+    """No ipykernel imported means no kernel to tell: publishing imports none (80 ms inside a loop)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from nbcheckpoint.frontend.comm import publish\n"
+        "assert 'ipykernel' not in sys.modules, 'imported by nbcheckpoint itself'\n"
+        "print(publish({'event': 'checkpoint'}), 'ipykernel.kernelbase' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.split() == ["False", "False"]

@@ -81,10 +81,12 @@ def publish(content: dict[str, Any]) -> bool:
     restore) went to that widget's output hook, and nbclient's hook (papermill, nbconvert
     --execute) raises on a message type it does not know.
     """
-    try:
-        from ipykernel.kernelbase import Kernel
-    except ImportError:  # plain IPython: no frontend to tell
+    # A running kernel has imported ipykernel already: importing it here (80 ms) would only
+    # pause the cell of a plain IPython shell, which has no frontend to tell.
+    kernelbase = sys.modules.get("ipykernel.kernelbase")
+    if kernelbase is None:
         return False
+    Kernel = kernelbase.Kernel
     if not Kernel.initialized():
         return False
     kernel = Kernel.instance()

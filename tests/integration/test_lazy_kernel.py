@@ -77,7 +77,10 @@ def test_restore_maps_arrays_and_an_edit_saves_one_chunk(
     start_kernel: StartKernel, store_probe: StoreProbe
 ) -> None:
     kernel = saved_then_killed(start_kernel)
-    assert "maps arrays over 1 MB when they add up to 64 MB" in kernel.run("%checkpoint config").check().stdout
+    assert (
+        "maps arrays over 1 MB when they add up to 64 MB"
+        in kernel.run("%checkpoint config").check().stdout
+    )
     # The extension found the earlier kernel's checkpoint and started the pager already.
     pagers = "__import__('nbcheckpoint.store.pager', fromlist=['_']).Pager._pagers.values()"
     assert kernel.value(f"[p.alive() for p in {pagers}]") == [True]
