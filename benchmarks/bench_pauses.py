@@ -64,7 +64,7 @@ from bench_capture import (
     seconds,
     work_parent,
 )
-from bench_snapshot import GiB, MiB, build_state, make_shell, state_bytes
+from bench_snapshot import GiB, MiB, build_state, make_shell, raw_write, state_bytes
 
 TARGET_FORK_PAUSE = 0.050
 TARGET_INLINE_PER_GIB = 0.100
@@ -127,12 +127,16 @@ def run_cell(shell: Any, code: str) -> float:
 
 
 def checkpoints(root: Path, store: Path) -> list[Any]:
-    """The snapshots the loop took (the cell's final checkpoint left out), oldest first."""
+    """The snapshots the loop took, oldest first.
+
+    The cell's final checkpoint has no position in the loop and is left out; when nothing
+    changed after the last snapshot, that snapshot is marked complete instead, and stays.
+    """
     from nbcheckpoint.store import CheckpointStore, NotebookRef
 
     nb = NotebookRef.from_path(str(root / "train.ipynb"))
-    cks = [ck for ck in CheckpointStore(str(store)).list(nb) if ck.status != "complete"]
-    return sorted(cks, key=lambda ck: ck.id)
+    cks = CheckpointStore(str(store)).list(nb)
+    return sorted((ck for ck in cks if ck.body.get("position")), key=lambda ck: ck.id)
 
 
 def bare_forks(count: int = 5) -> list[float]:
@@ -233,7 +237,12 @@ def inline_loop(shell: Any, root: Path, names: list[str], tag: str) -> list[floa
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=8.0, help="8 = about 10 GiB")
-    parser.add_argument("--seconds", type=float, default=30.0, help="length of the fork loop")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=90.0,
+        help="length of the fork loop (long enough for the first child's write and more)",
+    )
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds")
     parser.add_argument("--dir", type=Path, default=None, help="folder for stores (not tmpfs)")
     args = parser.parse_args(argv)
@@ -267,6 +276,11 @@ def run(args: argparse.Namespace, root: Path) -> int:
     say(
         f"state built in {time.perf_counter() - t0:.0f} s: {megabytes(buffers)} of buffers "
         f"({gib:.2f} GiB) and {len(ns['objs']):,} small dicts"
+    )
+    took, raw_bytes = raw_write(root, ns, names)
+    say(
+        f"raw write + fsync of the same {megabytes(raw_bytes)} (one run, the disk's pace): "
+        f"{took:.1f} s, {raw_bytes / took / 1e6:,.0f} MB/s; load average {load_average()}"
     )
     rounds = max(1, args.rounds)
     parts = ("bare", "fork", "inline")

@@ -352,6 +352,47 @@ def test_the_pager_starts_before_the_restore_when_one_is_likely(saved, tmp_path_
     assert (os.getpid(), os.path.realpath(small_root)) not in Pager._pagers
 
 
+def test_a_pager_started_ahead_and_never_used_stops(saved, monkeypatch):
+    """A kernel that never restores does not keep an idle pager for its whole life."""
+    from nbcheckpoint.store import pager as pager_module
+
+    root, want = saved
+    store = CheckpointStore(str(root))
+    latest = store.read_checkpoint(NB, store.latest_id(NB))
+    key = (os.getpid(), os.path.realpath(root))
+    monkeypatch.setattr(pager_module, "IDLE_RETIRE", 0.3)
+    assert store.prepare_lazy(latest)
+    idle = Pager._pagers[key]
+    assert idle.proc.wait(timeout=30) is not None  # the process ended
+    deadline = time.monotonic() + 30
+    while key in Pager._pagers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert key not in Pager._pagers and not idle.alive()
+    # A restore afterwards starts another pager and maps as before.
+    restored = CheckpointStore(str(root)).load(NB, lazy=True)
+    used = Pager._pagers[key]
+    assert used is not idle and restored.mapped > 0
+    np.testing.assert_array_equal(restored.values["noise"], want["noise"])
+    # A pager that served a restore is never stopped for idleness.
+    assert not used._retire_if_unused() and used.alive()
+
+
+def test_a_pager_started_ahead_and_then_used_keeps_serving(saved, monkeypatch):
+    from nbcheckpoint.store import pager as pager_module
+
+    root, want = saved
+    store = CheckpointStore(str(root))
+    key = (os.getpid(), os.path.realpath(root))
+    monkeypatch.setattr(pager_module, "IDLE_RETIRE", 1.0)
+    assert store.prepare_lazy(store.read_checkpoint(NB, store.latest_id(NB)))
+    pager = Pager._pagers[key]
+    restored = CheckpointStore(str(root)).load(NB, lazy=True)  # before the second is up
+    assert restored.mapped > 0 and _untouched(restored.values["noise"])
+    time.sleep(1.5)
+    assert pager.alive() and Pager._pagers[key] is pager
+    np.testing.assert_array_equal(restored.values["noise"], want["noise"])  # read after it
+
+
 def test_a_state_with_little_to_map_is_read_whole_without_a_pager(tmp_path):
     """Arrays over 1 MB adding up to under 64 MiB: a pager would cost what it saves."""
     from nbcheckpoint.store import pager as pager_module

@@ -38,6 +38,9 @@ LAZY_MIN = 1 << 20  # smaller buffers are read at once: their reads go in parall
 # long as starting the pager, which would then stay resident (~25 MB) for nothing.
 LAZY_TOTAL_MIN = 64 << 20
 MAX_FRAME = 64 << 20
+# A pager started ahead of a restore (see ``retire_unless_used``) that no restore used
+# within this many seconds stops; a later restore starts another (about 50 ms).
+IDLE_RETIRE = 600.0
 MAX_RESTARTS = 3
 REPLY_TIMEOUT = 120.0  # opening every blob of a map: a slow disk, a loaded machine
 ENV_SWITCH = "NBCHECKPOINT_LAZY"
@@ -193,6 +196,7 @@ class Pager:
         self.owners: dict[int, tuple[int, tuple[str, ...]]] = {}
         self.damaged: queue.SimpleQueue[Damage] = queue.SimpleQueue()
         self.waiting: dict[int, Future[dict[str, Any] | None]] = {}  # maps by id
+        self.retired = False
         try:
             self._spawn()
         except BaseException:
@@ -227,7 +231,7 @@ class Pager:
         Its blobs are opened anew: one that ``gc`` removed since the restore can no longer
         be read, and reads of it stop (SIGBUS) instead of waiting for ever.
         """
-        if self.pid != os.getpid() or self.restarts >= MAX_RESTARTS:
+        if self.pid != os.getpid() or self.restarts >= MAX_RESTARTS or self.retired:
             return False
         self._answer_all(None)  # a map waiting for the old pager's answer gets none
         with self.lock:
@@ -256,7 +260,38 @@ class Pager:
         return any(pager.regions for pager in list(cls._pagers.values()))
 
     def alive(self) -> bool:
-        return self.pid == os.getpid() and self.proc.poll() is None
+        return not self.retired and self.pid == os.getpid() and self.proc.poll() is None
+
+    def retire_unless_used(self, after: float | None = None) -> None:
+        """Stop this pager ``after`` seconds (IDLE_RETIRE) from now if no map was asked of it.
+
+        A pager started ahead of a restore the user never runs would otherwise stay
+        resident (about 25 MB) for the kernel's whole life.
+        """
+        timer = threading.Timer(IDLE_RETIRE if after is None else after, self._retire_if_unused)
+        timer.daemon = True
+        timer.start()
+
+    def _retire_if_unused(self) -> bool:
+        with Pager._guard, self.lock:
+            if self.retired or self.next_id or self.regions or self.pid != os.getpid():
+                return False
+            self.retired = True
+            key = (self.pid, self.root)
+            if Pager._pagers.get(key) is self:
+                del Pager._pagers[key]
+            # No memory was ever registered with it: nothing can wait on it.
+            self.proc.terminate()
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)  # the listener thread ends
+            self.sock.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.fd)
+        return True
 
     def map(
         self, pieces: Sequence[tuple[str, int]], checkpoint: int, names: Sequence[str]
@@ -289,6 +324,9 @@ class Pager:
             at += size
         answer: Future[dict[str, Any] | None] = Future()
         with self.lock:
+            if self.retired:
+                buf.close()
+                raise OSError("the pager process was stopped unused")
             self._flush_gone()
             ident = self.next_id
             self.next_id += 1

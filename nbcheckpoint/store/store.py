@@ -1242,12 +1242,17 @@ class CheckpointStore:
 
         A new kernel that finds a checkpoint from an earlier one calls this, so the pager
         process is ready (started, imported) by the time the user restores: its start is
-        then off the restore's path. True when a pager is running for this store.
+        then off the restore's path. True when a pager is running for this store. If no
+        restore uses it within ``pager.IDLE_RETIRE`` seconds, it stops.
         """
         m = checkpoint.manifest
         if m is None or _mappable_bytes(m.groups, m.blobs) < _pager.LAZY_TOTAL_MIN:
             return False
-        return Pager.for_store(self.backend) is not None
+        pager = Pager.for_store(self.backend)
+        if pager is None:
+            return False
+        pager.retire_unless_used()  # no restore within IDLE_RETIRE: it stops
+        return True
 
     @staticmethod
     def _read_into(
