@@ -337,6 +337,9 @@ def run(args: argparse.Namespace, root: Path) -> int:
     def med(values: list[float]) -> float | None:
         return statistics.median(values) if values else None
 
+    def span(values: list[float]) -> str:
+        return median_range(values, seconds) if values else "none"
+
     bare_s = med(bare)
     taken = sum(c for c, _, _ in counts)
     due = sum(d for _, d, _ in counts)
@@ -347,9 +350,9 @@ def run(args: argparse.Namespace, root: Path) -> int:
             bare_s,
             "abs",
             TARGET_FORK_PAUSE,
-            note=f"median of {len(fork_later)} rounds' medians {median_range(fork_later, seconds)}; "
-            f"all {len(fork_all)} pauses {median_range(fork_all, seconds)}; baseline = a bare "
-            f"os.fork() of the same process {median_range(bare, seconds)}",
+            note=f"median of {len(fork_later)} rounds' medians {span(fork_later)}; "
+            f"all {len(fork_all)} pauses {span(fork_all)}; baseline = a bare "
+            f"os.fork() of the same process {span(bare)}",
         ),
         Row(
             "fork: pause, max after the first",
@@ -357,14 +360,14 @@ def run(args: argparse.Namespace, root: Path) -> int:
             bare_s,
             "abs",
             TARGET_FORK_PAUSE,
-            note=f"each round's max {median_range(fork_max, seconds)}",
+            note=f"each round's max {span(fork_max)}",
         ),
         Row(
             "fork: first pause (the whole state new)",
             med(fork_first),
             bare_s,
             "ratio",
-            note=f"{median_range(fork_first, seconds)}",
+            note=f"{span(fork_first)}",
         ),
         Row(
             "fork: snapshot late, median",
@@ -373,7 +376,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
             "abs",
             TARGET_LATE,
             note=f"late = taken after max(previous + --every, previous landed); {len(waits)} "
-            f"snapshots {median_range(waits, seconds)}, max "
+            f"snapshots {span(waits)}, max "
             f"{seconds(max(waits) if waits else None)}. {taken} snapshots "
             f"taken over {sum(w for _, _, w in counts):.0f} s of loops where {due} were due at "
             f"--every {EVERY:g} (each waits while the previous one is written)",
@@ -385,8 +388,8 @@ def run(args: argparse.Namespace, root: Path) -> int:
             "abs",
             TARGET_INLINE_PER_GIB,
             note=f"{gib:.2f} GiB of buffers; each round's median over {UNCHANGED} snapshots, "
-            f"per GiB {median_range(inline_per_gib, seconds)}; first inline pause "
-            f"{median_range(inline_first, seconds)}",
+            f"per GiB {span(inline_per_gib)}; first inline pause "
+            f"{span(inline_first)}",
         ),
     ]
     say("")
