@@ -727,3 +727,91 @@ def test_a_small_final_checkpoint_is_written_before_the_cell_returns(ip, tmp_pat
     assert "being written after the cell" not in capsys.readouterr().out
     store, nb = store_of(tmp_path)
     assert [ck.status for ck in store.list(nb)] == ["complete"]
+
+
+WATCHED_LOOP = """%%checkpoint --every 0.01 --mode inline
+import time
+for step in range(30):
+    if step % 3 == 0:
+        big[(step % 16) * (1 << 19) + 7] = step  # one element, in chunk step % 16
+    done = step
+    time.sleep(0.03)
+"""
+
+
+def test_a_loops_snapshots_hash_only_the_chunks_written_since_the_last_one(
+    ip, tmp_path, monkeypatch
+):
+    """Inline snapshots of a loop ask the write tracker which chunks changed: each one after
+    the first two hashes at most the chunks the loop wrote, and every one holds the array
+    exactly as it was at its safe point."""
+    import numpy as np
+
+    from nbcheckpoint.capture.pages import tracker
+    from nbcheckpoint.store import store as store_module
+
+    base = np.random.default_rng(3).random(8 << 20)  # 64 MiB: 16 chunks of 4 MiB
+    ip.user_ns["big"] = base.copy()
+    hashed = {"bytes": 0}
+    per_save: list[int] = []
+    real_fast, real_digest, real_prepare = (
+        store_module.fast_hash,
+        store_module.digest,
+        CheckpointStore.prepare,
+    )
+
+    def fast(view, *a, **kw):
+        hashed["bytes"] += memoryview(view).nbytes
+        return real_fast(view, *a, **kw)
+
+    def digest(view, *a, **kw):
+        hashed["bytes"] += memoryview(view).nbytes
+        return real_digest(view, *a, **kw)
+
+    def prepare(self, *a, **kw):
+        before = hashed["bytes"]
+        try:
+            return real_prepare(self, *a, **kw)
+        finally:
+            per_save.append(hashed["bytes"] - before)
+
+    monkeypatch.setattr(store_module, "fast_hash", fast)
+    monkeypatch.setattr(store_module, "digest", digest)
+    monkeypatch.setattr(CheckpointStore, "prepare", prepare)
+    run(ip, WATCHED_LOOP)
+
+    store, nb = store_of(tmp_path)
+    checkpoints = store.list(nb)
+    running = [c for c in checkpoints if c.status == "running"]
+    assert len(running) >= 4, [c.status for c in checkpoints]
+    for ck in checkpoints:
+        values = store.load(nb, ck.id).values
+        expected = base.copy()
+        for step in range(0, values["done"] + 1, 3):
+            expected[(step % 16) * (1 << 19) + 7] = step
+        assert np.array_equal(values["big"], expected), (ck.id, values["done"])
+    if not tracker().active:
+        pytest.skip(f"values checked; write tracking is not available here: {tracker().reason}")
+    # The first save hashes all 64 MiB (and BLAKE3 of every new chunk), the second too
+    # (the tracker starts watching then). From the third on, at most the two chunks one
+    # edit can touch, fast-hashed and BLAKE3-hashed, plus the small pickles.
+    assert len(per_save) >= len(running) + 1  # older ones may have been let go (--keep)
+    assert all(n >= 64 << 20 for n in per_save[:2]), per_save
+    assert all(n <= 4 * (4 << 20) + (1 << 20) for n in per_save[2:]), per_save
+
+
+def test_a_buffer_the_loop_rewrites_whole_is_not_watched_until_it_rests():
+    """Watching costs a page fault per page written after each snapshot: a buffer whose
+    chunks were mostly new again at the last save is hashed instead, until it rests."""
+    from nbcheckpoint.capture.changes import ChunkWatch
+
+    watch = ChunkWatch()
+    size = 64 << 20
+    watch.saw([(1 << 30, size, 16)])  # first seen: all of it new to the store
+    assert len(watch.spans) == 16
+    watch.saw([(1 << 30, size, 12)])  # rewritten since
+    assert watch.spans == []
+    watch.saw([(1 << 30, size, 1)])  # resting now
+    assert len(watch.spans) == 16
+    watch.saw([(1 << 30, 4 << 20, 1)])  # too small to watch
+    assert watch.spans == []

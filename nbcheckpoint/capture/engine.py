@@ -13,7 +13,7 @@ import time
 import types
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import CheckpointError
 from ..store import Checkpoint, CheckpointStore, NotebookRef
@@ -33,6 +33,9 @@ from .writer import (
     fork_unsafe_reason,
     write_after_cell,
 )
+
+if TYPE_CHECKING:
+    from .changes import ChunkWatch
 
 DUE = "_nbc_due_"
 SP = "__nbc_sp__"
@@ -235,6 +238,7 @@ class CellRun:
         self._resumed: dict[str, Any] | None = None
         # How variables were made (the magics' recipe book): recorded for those skipped.
         self.recipes: Mapping[str, Mapping[str, Any]] | None = None
+        self._watch: ChunkWatch | None = None
 
     # --------------------------------------------------------------- timing
     def start(self, filename: str | None = None) -> None:
@@ -340,7 +344,10 @@ class CellRun:
                 self.skipped_busy += 1
                 retry = True
                 return
-            self.writer.submit(self._job("running", self._position(sp, pairs)))
+            job = self._job("running", self._position(sp, pairs))
+            if self.writer.mode == "inline":  # saved in this process: its writes are watched
+                job.watch = self._chunk_watch()
+            self.writer.submit(job)
             self._collect()
         finally:
             now = time.monotonic()
@@ -377,6 +384,14 @@ class CellRun:
             max_size=self.options.max_size,
             recipes=self.recipes,
         )
+
+    def _chunk_watch(self) -> ChunkWatch:
+        """What the cell's in-process saves share to hash only the chunks written since."""
+        if self._watch is None:
+            from .changes import ChunkWatch
+
+            self._watch = ChunkWatch()
+        return self._watch
 
     def _position(self, sp: int | None, pairs: tuple[int | None, ...]) -> dict[str, Any]:
         counters = [int(c) for c in pairs[0::2] if c is not None]
@@ -510,6 +525,7 @@ class CellRun:
 
     def _snapshot_job(self, job: Job) -> Checkpoint | None:
         before = len(self.taken)
+        job.watch = self._chunk_watch()
         writer = InlineWriter(self.store)
         writer.submit(job)
         for outcome in writer.poll():

@@ -19,12 +19,15 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import CheckpointError
 from ..store import Checkpoint, CheckpointStore, NotebookRef
 from ..store.hashing import single_threaded
 from ..store.records import PendingSave
+
+if TYPE_CHECKING:
+    from .changes import ChunkWatch
 
 MODES = ("auto", "inline", "fork")
 FORK_MIN_BYTES = 64 << 20
@@ -55,6 +58,9 @@ class Job:
     recipes: Mapping[str, Mapping[str, Any]] | None = None
     # Write-tracking numbers of the chunks of large buffers (``Scanner.written_now``).
     written: Mapping[tuple[int, int], int] | None = None
+    # Or the watch that gives them, asked right before the save and told what it held
+    # (a loop's snapshots on this process's main thread; never in a forked child).
+    watch: ChunkWatch | None = None
 
 
 @dataclass
@@ -82,7 +88,8 @@ class Writer(Protocol):
 
 
 def _prepare(store: CheckpointStore, job: Job) -> PendingSave:
-    return store.prepare(
+    watch = job.watch
+    pending = store.prepare(
         job.ns,
         job.notebook,
         job.names,
@@ -94,8 +101,11 @@ def _prepare(store: CheckpointStore, job: Job) -> PendingSave:
         base=job.base,
         changed=job.changed,
         recipes=job.recipes,
-        written=job.written,
+        written=watch.written() if watch is not None else job.written,
     )
+    if watch is not None:
+        watch.saw(pending.buffers)
+    return pending
 
 
 def _save(store: CheckpointStore, job: Job) -> Checkpoint:

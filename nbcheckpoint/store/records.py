@@ -170,6 +170,9 @@ class PendingSave:
     learned: dict[tuple[int, str], str]
     started: float
     learned_whole: dict[tuple[int, str], tuple[str, ...]] = field(default_factory=dict)
+    # Each large buffer's memory ``(address, size)`` and how many of its chunks were new:
+    # what a caller watching writes between saves needs (see ``capture.pages.ChunkWatch``).
+    buffers: list[tuple[int, int, int]] = field(default_factory=list)
 
     @property
     def new_bytes(self) -> int:

@@ -634,10 +634,13 @@ class CheckpointStore:
                 learned_whole[whole] = tuple(hashes)
             if len(hashes) > 1:
                 seams.append((_flat(buf), hashes))
+                flat = _flat(buf)
+                spans[address_of(flat), flat.nbytes] = sum(not p[2] for p in parts)
             return hashes
 
         # Chunked buffers, whose chunks are separate blobs: the key could straddle a seam.
         seams: builtins.list[tuple[memoryview, builtins.list[str]]] = []
+        spans: dict[tuple[int, int], int] = {}  # chunked buffers: how many chunks were new
 
         group_blobs: builtins.list[tuple[builtins.list[str], set[str]]] = []
         for group in snap.groups:
@@ -698,6 +701,7 @@ class CheckpointStore:
             "recipes": _recipes(recipes, snap.skipped, secrets),
         }
         pending = PendingSave(notebook, body, data, learned, started, learned_whole)
+        pending.buffers = [(*span, new) for span, new in spans.items()]
         return pending, found
 
     def _key_carriers(
