@@ -99,3 +99,13 @@ def test_the_status_line_says_the_interval_really_kept(tmp_path):
     assert "one every 3.5 s: each waited for the previous one to be written (--every 1 s)" in line
     run.taken = taken[:1]  # type: ignore[assignment]
     assert "one every" not in run.status_line(ck)  # type: ignore[arg-type]
+
+
+def test_the_status_line_gives_a_short_interval_in_milliseconds(tmp_path):
+    run, _ = _run(tmp_path, every=0.01)
+    run.skipped_busy = 2
+    run.taken = [
+        SimpleNamespace(created=t, manifest=None, id=i) for i, t in enumerate([0, 0.03, 0.06])
+    ]  # type: ignore[assignment]
+    ck = SimpleNamespace(created=0.06, manifest=None, id=2, total_bytes=10)
+    assert "one every 30 ms: each waited" in run.status_line(ck)  # type: ignore[arg-type]

@@ -616,8 +616,9 @@ class CellRun:
             first, last = self.taken[0].created, self.taken[-1].created
             effective = (last - first) / (len(self.taken) - 1)
             if effective > self.options.every * 1.5:
+                gap = f"{effective:.1f} s" if effective >= 1 else f"{effective * 1000:.0f} ms"
                 parts.append(
-                    f"one every {effective:.1f} s: each waited for the previous one to be "
+                    f"one every {gap}: each waited for the previous one to be "
                     f"written (--every {self.options.every:g} s)"
                 )
         if self.overdue:
