@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -330,3 +331,68 @@ def test_a_watcher_that_opens_the_store_while_reporting_does_not_wait_for_itself
     writer_mod.write_after_cell(store, job({"y": 1}, "complete"), on_done)
     assert writer_mod.settle(timeout=60)
     assert seen == [True]
+
+
+def _huge_kb(address: int) -> int | None:
+    """AnonHugePages of the mapping holding ``address`` (kB), from /proc/self/smaps."""
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and all(c in "0123456789abcdef-" for c in head):
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                inside = lo <= address < hi
+            elif inside and line.startswith("AnonHugePages:"):
+                return int(line.split()[1])
+    return None
+
+
+def test_huge_pages_split_by_writes_during_a_fork_are_put_back():
+    """The cell's writes while a fork child lives split huge pages; once it has exited,
+    collapse_huge_pages maps them huge again, and what the memory holds is unchanged."""
+    from nbcheckpoint.capture.pages import HUGE, collapse_huge_pages
+
+    a = np.random.default_rng(5).random((64 << 20) // 8)  # NumPy asks for huge pages
+    lo = -(-a.ctypes.data // HUGE) * HUGE
+    interior = ((a.ctypes.data + a.nbytes) // HUGE * HUGE - lo) >> 10  # kB in whole huge pages
+    middle = lo + HUGE
+    before = _huge_kb(middle)  # of the whole mapping, which may hold more than this array
+    if not before or before < interior // 2:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            pytest.skip(f"no transparent huge pages for this array (THP: {f.read().strip()})")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r".*multi-threaded.*fork", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        time.sleep(1.0)
+        os._exit(0)
+    a[:: 4096 // 8] += 1.0  # one write per page while the child shares them: all split
+    expected = a.copy()
+    os.waitpid(pid, 0)
+    split = _huge_kb(middle)
+    assert split is not None and split <= before - interior // 2, (before, split, interior)
+    assert collapse_huge_pages([(a.ctypes.data, a.nbytes)]) == interior << 10
+    after = _huge_kb(middle)
+    assert after is not None and after >= interior and after > split, (split, after, interior)
+    assert np.array_equal(a, expected)
+    assert collapse_huge_pages([(a.ctypes.data, 100)]) == 0  # no whole huge page in it
+
+
+def test_a_slow_fork_puts_the_saved_buffers_back_on_huge_pages_after_the_child(store, monkeypatch):
+    from nbcheckpoint.capture import pages
+
+    asked: list[list[tuple[int, int]]] = []
+    monkeypatch.setattr(pages, "collapse_huge_pages", lambda spans: asked.append(spans) or 0)
+    big = np.ones(2_000_000)  # 16 MB: a chunked buffer
+    w = ForkWriter(store)
+    w.submit(job({"big": big}))
+    w.fork_pause = 1.0  # as if the fork had copied many page tables
+    [outcome] = w.drain(60)
+    assert outcome.checkpoint is not None
+    w._collapsing.join(10)
+    assert asked == [[(big.ctypes.data, big.nbytes)]]
+    asked.clear()
+    w.submit(job({"big": big}))
+    w.fork_pause = 0.0  # a quick fork: nothing to put back
+    w.drain(60)
+    assert asked == []

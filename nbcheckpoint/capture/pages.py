@@ -372,3 +372,44 @@ def tracker() -> WriteTracker:
     if _TRACKER is None:
         _TRACKER = WriteTracker()
     return _TRACKER
+
+
+# ----------------------------------------------------- huge pages after a fork
+HUGE = 2 << 20
+_MADV_COLLAPSE = 25  # Linux 6.1 and later
+
+
+def collapse_huge_pages(spans: Iterable[tuple[int, int]]) -> int:
+    """Ask Linux to map ``spans`` (address, size) with huge pages again; returns the bytes
+    it was asked about without an error.
+
+    A fork snapshot shares the kernel's memory with its child copy-on-write, and each page
+    the cell writes while the child lives is copied, which splits the transparent huge
+    page it lay in into 512 small ones. They stay split after the child exits, and every
+    later ``fork`` copies 512 page-table entries for each of them instead of one: measured
+    here, a bare fork of a 4 GiB process went from 3 ms to 29 ms once writes had split most
+    of its arrays, and back to 3 ms after ``MADV_COLLAPSE`` (0.85 s to copy 3 GB back into
+    huge pages, on a thread, the GIL released). Call it only once the child has exited:
+    collapsing memory still shared with the child would copy it.
+
+    Only the 2 MiB-aligned interior of each span is asked about (the rest cannot be a huge
+    page, and may lie in a neighbouring mapping). Memory already mapped huge costs almost
+    nothing; memory unmapped meanwhile, or a kernel without ``MADV_COLLAPSE``, gives an
+    error that is ignored: this only changes how memory is mapped, never what it holds.
+    """
+    if not sys.platform.startswith("linux"):
+        return 0
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        madvise = libc.madvise
+    except (OSError, AttributeError):  # pragma: no cover - no C library
+        return 0
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    madvise.restype = ctypes.c_int
+    done = 0
+    for address, size in spans:
+        lo = -(-address // HUGE) * HUGE
+        hi = (address + size) // HUGE * HUGE
+        if hi > lo and madvise(lo, hi - lo, _MADV_COLLAPSE) == 0:
+            done += hi - lo
+    return done

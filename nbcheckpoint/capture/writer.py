@@ -33,6 +33,9 @@ MODES = ("auto", "inline", "fork")
 FORK_MIN_BYTES = 64 << 20
 COPY_BUDGET = 256 << 20
 FORK_TIMEOUT = 600.0
+# A fork that held the kernel this long (its page tables are many) is followed, once the
+# child exits, by putting the saved buffers back on huge pages (``ForkWriter._after_child``).
+COLLAPSE_AFTER = 0.010
 # What a detached child writes first, once its lease is in the store; how long to wait for it.
 ANNOUNCED = b"+"
 ANNOUNCE_TIMEOUT = 10.0
@@ -300,6 +303,10 @@ class ForkWriter:
         self._child: tuple[int, int, float, Job] | None = None
         self._buffer = b""
         self._done: list[Outcome] = []
+        # How long the last fork held the kernel, and the thread putting the large buffers
+        # back on huge pages after a child ended (see ``_after_child``).
+        self.fork_pause = 0.0
+        self._collapsing: threading.Thread | None = None
 
     def busy(self) -> bool:
         self._reap(block=False)
@@ -321,6 +328,7 @@ class ForkWriter:
             # some). The child runs no thread's code: it saves with plain file calls and
             # leaves with os._exit, and ``single_threaded`` keeps its hashing on one thread.
             warnings.filterwarnings("ignore", r".*multi-threaded.*fork", DeprecationWarning)
+            forked = time.perf_counter()
             pid = os.fork()
         if pid == 0:  # the child: never returns
             status = 1
@@ -335,9 +343,11 @@ class ForkWriter:
                 if self.detach:
                     os.write(write_fd, ANNOUNCED)
                 known = set(self.store._fast)
-                ck = _save(self.store, job)
+                pending = _prepare(self.store, job)
+                ck = self.store.commit(pending, keep=job.keep, max_size=job.max_size)
                 learned = [[k[0], k[1], v] for k, v in self.store._fast.items() if k not in known]
-                report = {"id": ck.id, "learned": learned}
+                spans = [[address, size] for address, size, _ in pending.buffers]
+                report = {"id": ck.id, "learned": learned, "spans": spans}
                 status = 0
             except BaseException as e:
                 report = {"error": _error_text(e)}
@@ -352,6 +362,7 @@ class ForkWriter:
             finally:
                 os._exit(status)
         os.close(write_fd)
+        self.fork_pause = time.perf_counter() - forked
         self._buffer = b""
         if self.detach:
             # The cell returns once the child has left the kernel's process group and its
@@ -427,10 +438,35 @@ class ForkWriter:
                 job, error=report.get("error") or f"the checkpoint writer failed (exit {status})"
             )
         self.store.learn({(int(n), str(x)): str(h) for n, x, h in report.get("learned", [])})
+        self._after_child(report.get("spans"))
         try:
             return Outcome(job, self.store.read_checkpoint(job.notebook, int(report["id"])))
         except CheckpointError as e:
             return Outcome(job, error=str(e))
+
+    def _after_child(self, spans: Any) -> None:
+        """Once a child has exited: map the large buffers it saved with huge pages again.
+
+        The cell's writes while the child lived split the huge pages they touched (see
+        :func:`.pages.collapse_huge_pages`), and the next fork would pay for every split
+        one: a fork of a 10 GiB state went from 14 ms to 100 ms over a few minutes of
+        snapshots. Done on a thread (the GIL released), only when the last fork took
+        ``COLLAPSE_AFTER`` or more, one at a time.
+        """
+        if self.fork_pause < COLLAPSE_AFTER or not isinstance(spans, list):
+            return
+        if self._collapsing is not None and self._collapsing.is_alive():
+            return
+        try:
+            pairs = [(int(a), int(n)) for a, n in spans]
+        except (TypeError, ValueError):
+            return
+        from .pages import collapse_huge_pages
+
+        self._collapsing = threading.Thread(
+            target=collapse_huge_pages, args=(pairs,), name="nbcheckpoint-huge-pages", daemon=True
+        )
+        self._collapsing.start()
 
     def poll(self) -> list[Outcome]:
         self._reap(block=False)

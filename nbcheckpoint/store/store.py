@@ -933,8 +933,35 @@ class CheckpointStore:
         known = self._fast_whole.get(whole)
         stored = known is not None and len(known) == len(pieces)
         if stored and all(h in self._known_blobs for h in known or ()):
+            if written:  # the chunks' numbers start here: the next save reads none of them
+                self._remember_chunks(buf, pieces, written, known or ())
             return None, [(None, h, True) for h in known or ()]
-        return whole, [self._address(piece) for piece in pieces]
+        parts = [self._address(piece) for piece in pieces]
+        if written:
+            self._remember_chunks(buf, pieces, written, [part[1] for part in parts])
+        return whole, parts
+
+    def _remember_chunks(
+        self,
+        buf: memoryview,
+        pieces: builtins.list[memoryview],
+        written: Mapping[tuple[int, int], int],
+        hashes: Iterable[str],
+    ) -> None:
+        """Pair each chunk's write-tracking number with its address (see
+        :meth:`_by_write_tokens`, which reads these pairs)."""
+        try:
+            owner_ref = weakref.ref(buf.obj)
+        except TypeError:
+            return
+        start = address_of(_flat(buf))
+        if len(self._chunk_memo) > FAST_CACHE_MAX:
+            self._chunk_memo.clear()
+        for i, (piece, h) in enumerate(zip(pieces, hashes)):
+            span = (start + i * CHUNK_SIZE, piece.nbytes)
+            token = written.get(span)
+            if token is not None:
+                self._chunk_memo[span] = (token, h, owner_ref)
 
     def _by_write_tokens(
         self,
@@ -961,6 +988,14 @@ class CheckpointStore:
         spans = [(start + i * CHUNK_SIZE, piece.nbytes) for i, piece in enumerate(pieces)]
         tokens = [written.get(span) for span in spans]
         if any(token is None for token in tokens):
+            return None
+        if not any(
+            (memo := self._chunk_memo.get(span)) is not None and memo[0] == token
+            for span, token in zip(spans, tokens)
+        ):
+            # No chunk known by its number (the watch just began, or all were written): one
+            # hash of the whole finds an unchanged buffer faster than one per chunk, and
+            # pairs the numbers with the addresses (``_remember_chunks``).
             return None
         if len(self._chunk_memo) > FAST_CACHE_MAX:
             self._chunk_memo.clear()
