@@ -798,6 +798,11 @@ def test_a_loops_snapshots_hash_only_the_chunks_written_since_the_last_one(
     assert len(per_save) >= len(running) + 1  # older ones may have been let go (--keep)
     assert all(n >= 64 << 20 for n in per_save[:2]), per_save
     assert all(n <= 4 * (4 << 20) + (1 << 20) for n in per_save[2:]), per_save
+    # The cell is over: its pages are no longer watched (no fault per page written, no
+    # huge page split to watch it).
+    big = ip.user_ns["big"]
+    lo = big.ctypes.data // 4096 * 4096
+    assert tracker()._written(lo + 4096, lo + (1 << 20)) is None
 
 
 def test_a_buffer_the_loop_rewrites_whole_is_not_watched_until_it_rests():

@@ -208,13 +208,24 @@ class ChunkWatch:
         self.tracker = tracker()
         self.spans: list[tuple[int, int]] = []
         self._held: set[tuple[int, int]] = set()  # the large buffers of the last save
+        self._asked: set[tuple[int, int]] = set()  # every span the tracker was asked about
 
     def written(self) -> dict[tuple[int, int], int] | None:
         """The tracker's number for each watched chunk, asked now (None: hash everything)."""
         if not self.spans or not self.tracker.active:
             return None
+        self._asked.update(self.spans)
         tokens = self.tracker.tokens(self.spans)
         return {span: t for span in self.spans if (t := tokens.get(span)) is not None}
+
+    def close(self) -> None:
+        """The cell is over: stop watching (its pages no longer fault when written, and
+        huge pages are no longer split to watch them)."""
+        if self._asked and self.tracker.active:
+            self.tracker.release(self._asked)
+        self.spans = []
+        self._held = set()
+        self._asked = set()
 
     def saw(self, buffers: Iterable[tuple[int, int, int]]) -> None:
         """After a save: its large buffers ``(address, size, chunks new)``; watch the

@@ -634,6 +634,8 @@ class CellRun:
             return self._finish(error)
         finally:
             clear_cell_names(self.ns)
+            if self._watch is not None:
+                self._watch.close()
 
     def _finish(self, error: BaseException | None) -> Checkpoint | None:
         self.stop()

@@ -23,7 +23,16 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from ..store.uffd import SYSCALL, UFFDIO_API, UFFDIO_REGISTER, USER_MODE_ONLY, Api, Range, Register
+from ..store.uffd import (
+    SYSCALL,
+    UFFDIO_API,
+    UFFDIO_REGISTER,
+    UFFDIO_UNREGISTER,
+    USER_MODE_ONLY,
+    Api,
+    Range,
+    Register,
+)
 
 PAGE = 4096
 
@@ -301,6 +310,29 @@ class WriteTracker:
         self._unwatchable = unwatchable
         out.update(tokens)
         return out
+
+    def release(self, spans: Iterable[tuple[int, int]]) -> None:
+        """Stop watching the pages of ``spans``: writes to them no longer fault.
+
+        While watched, a page that is written after a look costs a page fault, and a huge
+        page is split to be watched in pieces (which makes every later ``fork`` slower).
+        A span asked about again after this is watched afresh, and reported changed once.
+        """
+        if not self.active:
+            return
+        hulls: list[list[int]] = []
+        for address, size in sorted(set(spans)):
+            lo = address // PAGE * PAGE
+            hi = -(-(address + size) // PAGE) * PAGE
+            if hulls and lo <= hulls[-1][1]:
+                hulls[-1][1] = max(hulls[-1][1], hi)
+            else:
+                hulls.append([lo, hi])
+        for lo, hi in hulls:
+            # An error (unmapped since, never registered) leaves nothing to release.
+            self._libc.ioctl(self._uffd, UFFDIO_UNREGISTER, ctypes.byref(Range(lo, hi - lo)))
+            for span in [s for s in self._tokens if lo <= s[0] < hi]:
+                del self._tokens[span]
 
     def _same(self, address: int, copy: bytes) -> bool:
         """Whether memory at ``address`` holds ``copy``'s bytes. Compared in place: an
