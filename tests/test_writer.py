@@ -385,14 +385,14 @@ def test_a_slow_fork_puts_the_saved_buffers_back_on_huge_pages_after_the_child(s
     monkeypatch.setattr(pages, "collapse_huge_pages", lambda spans: asked.append(spans) or 0)
     big = np.ones(2_000_000)  # 16 MB: a chunked buffer
     w = ForkWriter(store)
+    monkeypatch.setattr(writer_mod, "COLLAPSE_AFTER", 0.0)  # as if every fork were slow
     w.submit(job({"big": big}))
-    w.fork_pause = 1.0  # as if the fork had copied many page tables
     [outcome] = w.drain(60)
     assert outcome.checkpoint is not None
     w._collapsing.join(10)
     assert asked == [[(big.ctypes.data, big.nbytes)]]
     asked.clear()
+    monkeypatch.setattr(writer_mod, "COLLAPSE_AFTER", 1e9)  # a quick fork: nothing to do
     w.submit(job({"big": big}))
-    w.fork_pause = 0.0  # a quick fork: nothing to put back
     w.drain(60)
     assert asked == []
