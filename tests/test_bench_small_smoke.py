@@ -53,7 +53,13 @@ def test_torch_benchmark_compares_with_torch_save_and_load(tmp_path: Path) -> No
     pytest.importorskip("torch", reason="PyTorch is installed for the tests on Python 3.11 only")
     out = _run("bench_torch.py", "--scale", "0.01", "--rounds", "2", tmp_path=tmp_path)
     assert "round 2 (store first, torch second)" in out
-    for row in ("save (+fsync)", "restore / torch.load", "re-save after one layer changed"):
+    for row in (
+        "save (+fsync)",
+        "restore, read whole / torch.load",
+        "restore, lazy / torch.load",
+        "same, then every element read",
+        "re-save after one layer changed",
+    ):
         assert row in out
     assert "re-save after one layer <= 1.2x that layer" in out
     assert "load average at the end" in out
