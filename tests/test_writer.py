@@ -396,3 +396,24 @@ def test_a_slow_fork_puts_the_saved_buffers_back_on_huge_pages_after_the_child(s
     w.submit(job({"big": big}))
     w.drain(60)
     assert asked == []
+
+
+def test_the_next_snapshot_waits_a_little_for_huge_pages_to_be_put_back(store, monkeypatch):
+    """A fork while Linux copies pages back into huge ones would wait on that work: the
+    writer counts as busy meanwhile, for COLLAPSE_WAIT seconds at most."""
+    from nbcheckpoint.capture import pages
+
+    release = threading.Event()
+    monkeypatch.setattr(pages, "collapse_huge_pages", lambda spans: release.wait(10))
+    monkeypatch.setattr(writer_mod, "COLLAPSE_AFTER", 0.0)
+    w = ForkWriter(store)
+    w.submit(job({"big": np.ones(2_000_000)}))
+    [outcome] = w.drain(60)
+    assert outcome.checkpoint is not None
+    assert w.busy()  # putting huge pages back
+    monkeypatch.setattr(writer_mod, "COLLAPSE_WAIT", 0.0)
+    assert not w.busy()  # waited long enough: the next snapshot goes ahead
+    release.set()
+    w._collapsing.join(10)
+    monkeypatch.setattr(writer_mod, "COLLAPSE_WAIT", 60.0)
+    assert not w.busy()

@@ -36,6 +36,8 @@ FORK_TIMEOUT = 600.0
 # A fork that held the kernel this long (its page tables are many) is followed, once the
 # child exits, by putting the saved buffers back on huge pages (``ForkWriter._after_child``).
 COLLAPSE_AFTER = 0.010
+# The next snapshot waits this long at most for that (see ``ForkWriter.busy``).
+COLLAPSE_WAIT = 1.0
 # What a detached child writes first, once its lease is in the store; how long to wait for it.
 ANNOUNCED = b"+"
 ANNOUNCE_TIMEOUT = 10.0
@@ -307,6 +309,7 @@ class ForkWriter:
         # back on huge pages after a child ended (see ``_after_child``).
         self.fork_pause = 0.0
         self._collapsing: threading.Thread | None = None
+        self._collapse_started = 0.0
         # Each child is waited for by a thread, which also reads its report and the
         # checkpoint it wrote (about 10-30 ms for a 10 GB state): none of that is done at
         # the safe point where the next snapshot is taken. ``_lock`` guards ``_done``.
@@ -316,8 +319,17 @@ class ForkWriter:
         self._last_pid: int | None = None
 
     def busy(self) -> bool:
+        """A child is writing, or huge pages are being put back after one (for at most
+        ``COLLAPSE_WAIT`` seconds: a fork meanwhile would wait on that work and pause)."""
         watcher = self._watcher
-        return watcher is not None and watcher.is_alive()
+        if watcher is not None and watcher.is_alive():
+            return True
+        collapsing = self._collapsing
+        return (
+            collapsing is not None
+            and collapsing.is_alive()
+            and time.monotonic() - self._collapse_started < COLLAPSE_WAIT
+        )
 
     @property
     def pid(self) -> int | None:
@@ -325,7 +337,8 @@ class ForkWriter:
         return self._last_pid
 
     def submit(self, job: Job) -> None:
-        if self.busy():
+        watcher = self._watcher
+        if watcher is not None and watcher.is_alive():
             raise RuntimeError("one checkpoint child at a time")
         _ = self.store.key  # load the signing key before forking, not in the child
         read_fd, write_fd = os.pipe()
@@ -486,6 +499,7 @@ class ForkWriter:
         self._collapsing = threading.Thread(
             target=collapse_huge_pages, args=(pairs,), name="nbcheckpoint-huge-pages", daemon=True
         )
+        self._collapse_started = time.monotonic()
         self._collapsing.start()
 
     def poll(self) -> list[Outcome]:
