@@ -133,7 +133,7 @@ def _opt_tensors(state: Any) -> list[Any]:
 
 def read_all(tensors: list[Any]) -> float:
     """Every element read once (what the first use after a restore does)."""
-    return sum(float(t.float().sum()) for t in tensors)
+    return sum(float(t.detach().float().sum()) for t in tensors)
 
 
 def store_round(model: Any, opt: Any, root: Path) -> dict[str, float]:
