@@ -109,3 +109,14 @@ def test_the_status_line_gives_a_short_interval_in_milliseconds(tmp_path):
     ]  # type: ignore[assignment]
     ck = SimpleNamespace(created=0.06, manifest=None, id=2, total_bytes=10)
     assert "one every 30 ms: each waited" in run.status_line(ck)  # type: ignore[arg-type]
+
+
+def test_the_status_line_gives_the_recent_interval_not_one_stretched_by_the_first_write(
+    tmp_path,
+):
+    run, _ = _run(tmp_path, every=1.0)
+    run.skipped_busy = 30
+    times = [0, 40, 42, 44, 46, 48, 50]  # the first, whole write took 40 s
+    run.taken = [SimpleNamespace(created=t, manifest=None, id=i) for i, t in enumerate(times)]  # type: ignore[assignment]
+    ck = SimpleNamespace(created=50, manifest=None, id=6, total_bytes=10)
+    assert "one every 2.0 s: each waited" in run.status_line(ck)  # type: ignore[arg-type]

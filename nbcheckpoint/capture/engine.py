@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from .changes import ChunkWatch
 
 DUE = "_nbc_due_"
+# The status line's "one every ..." is the mean of the last this many intervals.
+RECENT_INTERVALS = 5
 SP = "__nbc_sp__"
 LOOP = "__nbc_loop__"
 RESUME_LOOP = "__nbc_resume_loop__"
@@ -613,8 +615,11 @@ class CellRun:
         if m is not None and m.position is not None and m.position.description:
             parts.append(m.position.description)
         if self.skipped_busy and len(self.taken) > 1:
-            first, last = self.taken[0].created, self.taken[-1].created
-            effective = (last - first) / (len(self.taken) - 1)
+            # Over the last few: how often they come now (a first, whole write of a large
+            # state can take far longer than the ones after it).
+            recent = self.taken[-(RECENT_INTERVALS + 1) :]
+            first, last = recent[0].created, recent[-1].created
+            effective = (last - first) / (len(recent) - 1)
             if effective > self.options.every * 1.5:
                 gap = f"{effective:.1f} s" if effective >= 1 else f"{effective * 1000:.0f} ms"
                 parts.append(
