@@ -123,8 +123,16 @@ def torch_round(model: Any, opt: Any, root: Path) -> dict[str, float]:
     read = time.perf_counter() - start
     assert torch.equal(back["model"]["6.weight"], model[6].weight)
     del back
+    size = float(path.stat().st_size)
     path.unlink()
-    return {"save": saved, "load": loaded, "lazy": loaded, "read": read, "memory": memory.extra}
+    return {
+        "save": saved,
+        "load": loaded,
+        "lazy": loaded,
+        "read": read,
+        "bytes": size,
+        "memory": memory.extra,
+    }
 
 
 def _opt_tensors(state: Any) -> list[Any]:
@@ -146,7 +154,7 @@ def store_round(model: Any, opt: Any, root: Path) -> dict[str, float]:
     nb = NotebookRef.from_path(str(root / "bench.ipynb"))
     with PeakMemory() as memory:
         start = time.perf_counter()
-        store.save({"model": model, "opt": opt}, nb)
+        first = store.save({"model": model, "opt": opt}, nb)
         saved = time.perf_counter() - start
     start = time.perf_counter()
     back = CheckpointStore(url).load(nb).values
@@ -176,6 +184,7 @@ def store_round(model: Any, opt: Any, root: Path) -> dict[str, float]:
         "load": loaded,
         "lazy": lazy,
         "read": read,
+        "bytes": float(first.body["stats"].get("bytes_new", 0)),
         "memory": memory.extra,
         "resave": second.new_bytes / layer.nbytes,
     }
@@ -237,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
         return f"{x / 1e6:.0f} MB"
 
     model_bytes = sum(p.nbytes for p in model.parameters())
+    say(
+        f"bytes saved: the store {mb(statistics.median(column('store', 'bytes')))} (the module "
+        f"and optimizer as they are, each parameter's gradient included), torch.save "
+        f"{mb(statistics.median(column('torch', 'bytes')))} (the two state dicts)"
+    )
     say("")
     say(f"{'':34}{'nbcheckpoint':>28}{'torch.save/load':>28}{'ratio':>22}")
     for key, label in [
