@@ -10,6 +10,7 @@ import pickle
 
 import numpy as np
 import pytest
+from helpers import count_hashed_bytes
 
 from nbcheckpoint.store import CheckpointStore, NotebookRef
 
@@ -485,24 +486,6 @@ def test_write_tracking_tells_a_span_from_what_shares_its_first_and_last_page():
 
 
 # ------------------------------------------- only the chunks written are hashed again
-def _hashed_bytes(monkeypatch):
-    """Count the bytes the store fast-hashes or BLAKE3-hashes from now on."""
-    from nbcheckpoint.store import store as store_module
-
-    counted = {"bytes": 0}
-    real_fast, real_digest = store_module.fast_hash, store_module.digest
-
-    def fast(view, *a, **kw):
-        counted["bytes"] += memoryview(view).nbytes
-        return real_fast(view, *a, **kw)
-
-    def digest(view, *a, **kw):
-        counted["bytes"] += memoryview(view).nbytes
-        return real_digest(view, *a, **kw)
-
-    monkeypatch.setattr(store_module, "fast_hash", fast)
-    monkeypatch.setattr(store_module, "digest", digest)
-    return counted
 
 
 EDITS = {
@@ -524,7 +507,7 @@ def test_an_edit_rehashes_only_the_chunks_it_wrote(ip, tmp_path, monkeypatch, ed
     auto_on(ip)
     run(ip, "pass")  # a save after the first: the chunk memo knows every chunk now
     settle(ip)
-    counted = _hashed_bytes(monkeypatch)
+    counted = count_hashed_bytes(monkeypatch)
     run(ip, edit)
     settle(ip)
     # At most the two 4 MiB chunks beside the edit (a page can hold the end of one and the
@@ -563,7 +546,7 @@ def test_without_write_tracking_every_chunk_is_hashed_and_the_save_is_right(
     auto_on(ip)
     run(ip, "pass")
     settle(ip)
-    counted = _hashed_bytes(monkeypatch)
+    counted = count_hashed_bytes(monkeypatch)
     run(ip, "big[12345] = -3.0")
     settle(ip)
     assert counted["bytes"] >= 64 << 20  # no numbers to trust: the whole array again

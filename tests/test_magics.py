@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from helpers import count_hashed_bytes
 from IPython.core.error import UsageError
 
 from nbcheckpoint.ipython.transform import MARKER, input_transform
@@ -748,25 +749,12 @@ def test_a_loops_snapshots_hash_only_the_chunks_written_since_the_last_one(
     import numpy as np
 
     from nbcheckpoint.capture.pages import tracker
-    from nbcheckpoint.store import store as store_module
 
     base = np.random.default_rng(3).random(8 << 20)  # 64 MiB: 16 chunks of 4 MiB
     ip.user_ns["big"] = base.copy()
-    hashed = {"bytes": 0}
+    hashed = count_hashed_bytes(monkeypatch)
     per_save: list[int] = []
-    real_fast, real_digest, real_prepare = (
-        store_module.fast_hash,
-        store_module.digest,
-        CheckpointStore.prepare,
-    )
-
-    def fast(view, *a, **kw):
-        hashed["bytes"] += memoryview(view).nbytes
-        return real_fast(view, *a, **kw)
-
-    def digest(view, *a, **kw):
-        hashed["bytes"] += memoryview(view).nbytes
-        return real_digest(view, *a, **kw)
+    real_prepare = CheckpointStore.prepare
 
     def prepare(self, *a, **kw):
         before = hashed["bytes"]
@@ -775,8 +763,6 @@ def test_a_loops_snapshots_hash_only_the_chunks_written_since_the_last_one(
         finally:
             per_save.append(hashed["bytes"] - before)
 
-    monkeypatch.setattr(store_module, "fast_hash", fast)
-    monkeypatch.setattr(store_module, "digest", digest)
     monkeypatch.setattr(CheckpointStore, "prepare", prepare)
     run(ip, WATCHED_LOOP)
 

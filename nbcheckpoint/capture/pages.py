@@ -250,18 +250,9 @@ class WriteTracker:
         span. The span's own bytes there (at most a page at each end) are compared with a
         copy kept from the last look instead.
         """
-        wanted = sorted(set(spans))
         out: dict[tuple[int, int], int | None] = {}
         # Page-aligned, merged: each page is looked at once, since a look protects it again.
-        intervals: list[list[Any]] = []
-        for span in wanted:
-            lo = span[0] // PAGE * PAGE
-            hi = -(-(span[0] + span[1]) // PAGE) * PAGE
-            if intervals and lo <= intervals[-1][1]:
-                intervals[-1][1] = max(intervals[-1][1], hi)
-                intervals[-1][2].append(span)
-            else:
-                intervals.append([lo, hi, [span]])
+        intervals = _page_hulls(spans)
         tokens: dict[tuple[int, int], int] = {}
         edges: dict[tuple[tuple[int, int], int], bytes] = {}
         unwatchable: set[tuple[int, int]] = set()
@@ -320,15 +311,7 @@ class WriteTracker:
         """
         if not self.active:
             return
-        hulls: list[list[int]] = []
-        for address, size in sorted(set(spans)):
-            lo = address // PAGE * PAGE
-            hi = -(-(address + size) // PAGE) * PAGE
-            if hulls and lo <= hulls[-1][1]:
-                hulls[-1][1] = max(hulls[-1][1], hi)
-            else:
-                hulls.append([lo, hi])
-        for lo, hi in hulls:
+        for lo, hi, _ in _page_hulls(spans):
             # An error (unmapped since, never registered) leaves nothing to release.
             self._libc.ioctl(self._uffd, UFFDIO_UNREGISTER, ctypes.byref(Range(lo, hi - lo)))
             for span in [s for s in self._tokens if lo <= s[0] < hi]:
@@ -342,6 +325,22 @@ class WriteTracker:
     def _fresh(self) -> int:
         self._next += 1
         return self._next
+
+
+def _page_hulls(
+    spans: Iterable[tuple[int, int]],
+) -> list[tuple[int, int, list[tuple[int, int]]]]:
+    """The spans' pages as merged page-aligned ranges ``(lo, hi, the spans in it)``."""
+    hulls: list[list[Any]] = []
+    for span in sorted(set(spans)):
+        lo = span[0] // PAGE * PAGE
+        hi = -(-(span[0] + span[1]) // PAGE) * PAGE
+        if hulls and lo <= hulls[-1][1]:
+            hulls[-1][1] = max(hulls[-1][1], hi)
+            hulls[-1][2].append(span)
+        else:
+            hulls.append([lo, hi, [span]])
+    return [(lo, hi, members) for lo, hi, members in hulls]
 
 
 def _hit(written: list[tuple[int, int]], ends: list[int], start: int, end: int) -> bool:

@@ -954,11 +954,9 @@ class CheckpointStore:
             owner_ref = weakref.ref(buf.obj)
         except TypeError:
             return
-        start = address_of(_flat(buf))
         if len(self._chunk_memo) > FAST_CACHE_MAX:
             self._chunk_memo.clear()
-        for i, (piece, h) in enumerate(zip(pieces, hashes)):
-            span = (start + i * CHUNK_SIZE, piece.nbytes)
+        for span, h in zip(_chunk_spans(buf, pieces), hashes):
             token = written.get(span)
             if token is not None:
                 self._chunk_memo[span] = (token, h, owner_ref)
@@ -984,8 +982,7 @@ class CheckpointStore:
             owner_ref = weakref.ref(owner)
         except TypeError:
             return None  # no way to tell this memory from a later owner's at the same place
-        start = address_of(_flat(buf))
-        spans = [(start + i * CHUNK_SIZE, piece.nbytes) for i, piece in enumerate(pieces)]
+        spans = _chunk_spans(buf, pieces)
         tokens = [written.get(span) for span in spans]
         if any(token is None for token in tokens):
             return None
@@ -1706,6 +1703,14 @@ def _allocate(size: int) -> Any:
 def _flat(view: memoryview) -> memoryview:
     """The same memory as a one-dimensional view of bytes."""
     return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
+def _chunk_spans(
+    buf: memoryview, pieces: builtins.list[memoryview]
+) -> builtins.list[tuple[int, int]]:
+    """The memory ``(address, size)`` of each of ``buf``'s pieces (see :func:`_chunks`)."""
+    start = address_of(_flat(buf))
+    return [(start + i * CHUNK_SIZE, piece.nbytes) for i, piece in enumerate(pieces)]
 
 
 def _chunks(view: memoryview) -> builtins.list[memoryview]:

@@ -76,3 +76,23 @@ def blob_paths(backend: Any) -> list[str]:
 
 def manifest_paths(backend: Any) -> list[str]:
     return sorted(p for p in store_files(backend, "notebooks") if p.endswith(".ckpt"))
+
+
+def count_hashed_bytes(monkeypatch: Any) -> dict[str, int]:
+    """Count the bytes the store fast-hashes or BLAKE3-hashes from now on (``["bytes"]``)."""
+    from nbcheckpoint.store import store as store_module
+
+    counted = {"bytes": 0}
+    real_fast, real_digest = store_module.fast_hash, store_module.digest
+
+    def fast(view: Any, *a: Any, **kw: Any) -> Any:
+        counted["bytes"] += memoryview(view).nbytes
+        return real_fast(view, *a, **kw)
+
+    def digest(view: Any, *a: Any, **kw: Any) -> Any:
+        counted["bytes"] += memoryview(view).nbytes
+        return real_digest(view, *a, **kw)
+
+    monkeypatch.setattr(store_module, "fast_hash", fast)
+    monkeypatch.setattr(store_module, "digest", digest)
+    return counted
