@@ -80,6 +80,39 @@ def test_restore_maps_large_arrays_and_they_read_back_equal(saved):
     assert CheckpointStore(str(root)).verify() == []
 
 
+def test_groups_with_no_mapped_buffer_are_unpickled_while_the_pager_answers(saved, monkeypatch):
+    """The pager opens the mapped blobs while the small variables are unpickled: only the
+    groups that hold a mapped buffer wait for its answer. The variables keep their order."""
+    from nbcheckpoint.store import store as store_module
+
+    root, _ = saved
+    events: list[str] = []
+    real_end, real_deserialize = Pager.map_end, store_module.deserialize
+
+    def map_end(self, ticket):
+        events.append("map answered")
+        return real_end(self, ticket)
+
+    def deserialize(payload, buffers, pickler):
+        loaded = real_deserialize(payload, buffers, pickler)
+        events.append("unpickled " + ",".join(sorted(loaded)))
+        return loaded
+
+    monkeypatch.setattr(Pager, "map_end", map_end)
+    monkeypatch.setattr(store_module, "deserialize", deserialize)
+    store = CheckpointStore(str(root))
+    saved_order = list(store.list(NB)[-1].manifest.variables)
+    restored = store.load(NB, lazy=True)
+    assert restored.mapped > 0
+    first_map = events.index("map answered")
+    before = [e for e in events[:first_map] if e.startswith("unpickled")]
+    after = [e for e in events[first_map:] if e.startswith("unpickled")]
+    assert before and after
+    assert not any("noise" in e or "ramp" in e for e in before)
+    assert all("noise" in e or "ramp" in e for e in after)
+    assert list(restored.values) == [n for n in saved_order if n in restored.values]
+
+
 def test_one_chunk_read_loads_that_chunk_only(saved):
     root, want = saved
     noise = CheckpointStore(str(root)).load(NB, lazy=True).values["noise"]

@@ -1233,12 +1233,20 @@ class CheckpointStore:
             reads.append((m.rng, None))
         mapped = 0
         # The maps are asked for first: the pager opens their blobs while the pickles are
-        # read here. Nothing touches mapped memory before its map is answered.
+        # read and the groups that need no mapped buffer are unpickled here. Nothing
+        # touches mapped memory before its map is answered.
         tickets = self._begin_maps(pager, ident, to_map, sizes) if pager is not None else []
+        waits = {id(group_buffers) for group_buffers, _, _, _ in to_map}
+        values: dict[str, Any] = {}
+        failed: dict[str, str] = {}
         try:
             try:
                 # Reading, decompressing and hashing release the GIL: blobs go in parallel.
                 results = _parallel(lambda r: self._read_blob(r[0], sizes[r[0]], r[1]), reads)
+                data = {h: blob for (h, into), blob in zip(reads, results) if into is None}
+                for g, group_buffers in zip(groups, buffers):
+                    if id(group_buffers) not in waits:
+                        self._unpickle(g, group_buffers, data, wanted, values, failed)
             finally:
                 bufs = self._end_maps(pager, ident, tickets)
             late: builtins.list[tuple[str, memoryview | None]] = []
@@ -1253,25 +1261,37 @@ class CheckpointStore:
             raise VerificationError(ident, f"blob {e.h[:12]} {e.why}") from None
         except (MemoryError, OverflowError):
             raise VerificationError(ident, "its data does not fit in memory here") from None
-        data = {h: blob for (h, into), blob in zip(reads, results) if into is None}
-        values: dict[str, Any] = {}
-        failed: dict[str, str] = {}
         for g, group_buffers in zip(groups, buffers):
-            try:
-                loaded = deserialize(bytes(data[g.pickle]), group_buffers, g.pickler)
-            except Exception as e:  # an unpickling failure names the variables it cost
-                for name in g.names:
-                    failed[name] = f"{type(e).__name__}: {e}"
-                continue
-            for name in g.names:
-                if wanted is None or name in wanted:
-                    if name in loaded:
-                        values[name] = loaded[name]
-                    else:
-                        failed[name] = "its group was saved without it"
+            if id(group_buffers) in waits:
+                self._unpickle(g, group_buffers, data, wanted, values, failed)
+        order = [name for g in groups for name in g.names]  # the manifest's order, as saved
+        values = {name: values[name] for name in order if name in values}
         modules = {n: mod for n, mod in m.modules.items() if wanted is None or n in wanted}
         rng = bytes(data[m.rng]) if m.rng is not None and wanted is None else None
         return Restored(ck, values, modules, rng, failed, mapped=mapped)
+
+    @staticmethod
+    def _unpickle(
+        g: Group,
+        group_buffers: builtins.list[Any],
+        data: Mapping[str, Any],
+        wanted: set[str] | None,
+        values: dict[str, Any],
+        failed: dict[str, str],
+    ) -> None:
+        """Unpickle group ``g`` into ``values``; a failure names the variables it cost."""
+        try:
+            loaded = deserialize(bytes(data[g.pickle]), group_buffers, g.pickler)
+        except Exception as e:
+            for name in g.names:
+                failed[name] = f"{type(e).__name__}: {e}"
+            return
+        for name in g.names:
+            if wanted is None or name in wanted:
+                if name in loaded:
+                    values[name] = loaded[name]
+                else:
+                    failed[name] = "its group was saved without it"
 
     def prepare_lazy(self, checkpoint: Checkpoint) -> bool:
         """Start the pager now when restoring ``checkpoint`` lazily would map its buffers.
