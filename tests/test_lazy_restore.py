@@ -18,7 +18,7 @@ from nbcheckpoint.errors import StoreWriteError, VerificationError
 from nbcheckpoint.store import CheckpointStore, NotebookRef
 from nbcheckpoint.store.backends.memory import MemoryBackend
 from nbcheckpoint.store.pager import Pager, take_damage, unavailable, untouched
-from nbcheckpoint.store.store import CHUNK_SIZE, CODEC_ZSTD, HEADER_LEN
+from nbcheckpoint.store.store import CHUNK_SIZE, CODEC_RAW, HEADER_LEN
 
 
 def _why_not() -> str | None:
@@ -193,7 +193,7 @@ def test_a_missing_or_refused_blob_fails_the_restore_at_once(saved):
 
 def test_a_truncated_raw_blob_fails_the_restore_at_once(saved):
     root, _ = saved
-    raw = [p for p in _blob_files(root) if p.read_bytes()[HEADER_LEN - 1] != CODEC_ZSTD]
+    raw = [p for p in _blob_files(root) if p.read_bytes()[HEADER_LEN - 1] == CODEC_RAW]
     victim = raw[-1]
     with open(victim, "r+b") as f:
         f.truncate(victim.stat().st_size - 1)

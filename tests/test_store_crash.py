@@ -336,29 +336,34 @@ def _damage(data: bytes, rng: random.Random) -> tuple[str, bytes]:
 
 
 def _zstd_frame_start(blob: bytes) -> tuple[int, int] | None:
-    """For a zstd-coded blob: (offset of the frame, offset of its first block header)."""
-    if len(blob) < 12 or blob[:4] != b"NBCB" or blob[5] != 1:
+    """For a zstd-coded blob, plain or byte-shuffled: (offset of the frame, offset of its
+    first block header)."""
+    if len(blob) < 13 or blob[:4] != b"NBCB" or blob[5] not in (1, 2):
         return None
-    descriptor = blob[10]
+    frame = 6 if blob[5] == 1 else 7  # a shuffled blob: one more byte, the element width
+    descriptor = blob[frame + 4]
     single = descriptor >> 5 & 1
     first_block = (
-        11 + (1 - single) + (0, 1, 2, 4)[descriptor & 3] + (single, 2, 4, 8)[descriptor >> 6]
+        frame + 5 + (1 - single) + (0, 1, 2, 4)[descriptor & 3] + (single, 2, 4, 8)[descriptor >> 6]
     )
-    return 6, first_block
+    return frame, first_block
 
 
 def _zstd_ignores(blob: bytes, pos: int, bit: int) -> bool:
     """Whether no zstd decoder reads this bit of a frame's header.
 
-    Layout: 6 bytes of blob header, then the frame: magic (4), frame header descriptor (1),
-    then a window descriptor unless the single-segment flag is set. Decoders ignore the
-    descriptor's bit 4 ("unused"), and a larger window decodes the same content. (Inside
-    compressed blocks, too, a few flips decode to the same content.) Only a hash of the
-    stored bytes could see such a flip; the store hashes content, not its encoding.
+    Layout: 6 bytes of blob header (7 for a shuffled blob), then the frame: magic (4), frame
+    header descriptor (1), then a window descriptor unless the single-segment flag is set.
+    Decoders ignore the descriptor's bit 4 ("unused"), and a larger window decodes the same
+    content. (Inside compressed blocks, too, a few flips decode to the same content.) Only a
+    hash of the stored bytes could see such a flip; the store hashes content, not its
+    encoding.
     """
-    if _zstd_frame_start(blob) is None:
+    start = _zstd_frame_start(blob)
+    if start is None:
         return False
-    return (pos == 10 and bit == 4) or (pos == 11 and not blob[10] >> 5 & 1)
+    d = start[0] + 4
+    return (pos == d and bit == 4) or (pos == d + 1 and not blob[d] >> 5 & 1)
 
 
 def _write_in_place(store: CheckpointStore, path: str, data: bytes) -> None:
@@ -480,19 +485,20 @@ def test_compressed_blob_damage_is_reported_or_harmless(
     """
     nb = NotebookRef.from_path(str(tmp_path / "zstd.ipynb"))
     store = CheckpointStore(local_store_url)
+    blocks = np.repeat(np.random.default_rng(1).integers(0, 9, 40_000), 4)
     state = {
-        "rle": np.zeros(600),  # one RLE block
+        "rle": np.zeros(600),  # one RLE block (byte-shuffled, as every numeric array)
         "smooth": np.repeat(np.arange(40.0), 100),  # one compressed block
-        "blocks": np.repeat(
-            np.random.default_rng(1).integers(0, 9, 40_000).astype(np.float64), 4
-        ),  # many
+        "blocks": blocks.astype(np.float64),  # many
+        "bytes": blocks.astype(np.uint8),  # nothing to regroup: plain zstd, many blocks
     }
     ck = store.save(state, nb)
     paths = [f"blobs/{h[:2]}/{h[2:]}" for h in ck.body["blobs"]]
     compressed = {
         p: store.backend.read(p) for p in paths if _zstd_frame_start(store.backend.read(p))
     }
-    assert len(compressed) == 3
+    assert len(compressed) == 4
+    assert sorted(blob[5] for blob in compressed.values()) == [1, 2, 2, 2]
     missed: list[str] = []
     harmless = flips = 0
     for path, original in compressed.items():
@@ -529,7 +535,11 @@ def test_compressed_blob_damage_is_reported_or_harmless(
             harmless += 1
         _write_in_place(store, path, original)
     assert missed == [], f"{len(missed)} damages unreported: {missed[:8]}"
-    assert harmless <= flips // 200, f"{harmless} of {flips} flips unreported"
+    # Flips inside compressed blocks that decode to the same content (unused entries of a
+    # block's Huffman or FSE tables) are a property of zstd's encoding, about 1-2% of the
+    # bits of these blobs (measured: 1.6% for the shuffled float64s, 1.2% for the bytes).
+    # Each restored exactly above; many more would mean content went unchecked.
+    assert harmless <= flips // 25, f"{harmless} of {flips} flips unreported"
     assert store.verify() == []
     print(
         f"\nzstd blobs: {flips} flips and every cut/extension; {harmless} flips decode identically, unseen"

@@ -173,6 +173,8 @@ class PendingSave:
     # Each large buffer's memory ``(address, size)`` and how many of its chunks were new:
     # what a caller watching writes between saves needs (see ``capture.pages.ChunkWatch``).
     buffers: list[tuple[int, int, int]] = field(default_factory=list)
+    # New blobs of numeric arrays: the size of their numbers (byte-shuffled when compressed).
+    widths: dict[str, int] = field(default_factory=dict)
 
     @property
     def new_bytes(self) -> int:

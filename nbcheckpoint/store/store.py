@@ -32,10 +32,13 @@ from .backends import Backend, FolderSync, UnsafeEntry, open_backend
 from .blobs import (
     BLOB_MAGIC,
     CODEC_RAW,
+    CODEC_SHUFFLE,
     CODEC_ZSTD,
     HEADER_LEN,
+    SHUFFLE_WIDTHS,
     decode_blob,
     missing_why,
+    shuffle,
 )
 from .blobs import BlobError as _BlobError
 from .blobs import blob_limit as _blob_limit
@@ -201,11 +204,14 @@ class CheckpointStore:
         self._initialized = True
 
     # ------------------------------------------------------------------ blobs
-    def _write_blob(self, h: str, data: memoryview, folders: FolderSync | None = None) -> int:
+    def _write_blob(
+        self, h: str, data: memoryview, folders: FolderSync | None = None, width: int = 1
+    ) -> int:
         """Store ``data`` under its address unless present; returns the bytes written.
 
         With ``folders``, the blob is durable, and known to this store, only once the
-        caller's ``folders.sync()`` has succeeded.
+        caller's ``folders.sync()`` has succeeded. ``width``: the size of the numbers it
+        holds (2, 4 or 8: it is byte-shuffled before zstd, see ``blobs``), else 1.
         """
         path = _blob_path(h)
         if h in self._known_blobs or self.backend.exists(path):
@@ -226,10 +232,14 @@ class CheckpointStore:
             # writer hands each 128 KiB of output to Python), and kept if it gains enough.
             # A small probe first spares data that clearly will not compress.
             codec = CODEC_RAW
-            if _compresses(data, (1.0 + gain) / 2, COMPRESS_PROBE):
-                packed = zstandard.ZstdCompressor(level=1, write_content_size=True).compress(data)
+            width = width if width in SHUFFLE_WIDTHS else 1
+            if _compresses(data, (1.0 + gain) / 2, COMPRESS_PROBE, width):
+                source = shuffle(data, width) if width > 1 else data
+                packed = zstandard.ZstdCompressor(level=1, write_content_size=True).compress(source)
                 if len(packed) < gain * data.nbytes:
-                    codec = CODEC_ZSTD
+                    codec = CODEC_ZSTD if width == 1 else CODEC_SHUFFLE
+                    if width > 1:
+                        packed = bytes([width]) + packed
                 else:
                     packed = None
         else:
@@ -619,6 +629,7 @@ class CheckpointStore:
             """The addresses of a buffer's pieces (large buffers are stored in chunks)."""
             whole, parts = cast(tuple[Any, builtins.list[Any]], results[index])
             buf, chunked = queue.items[index]
+            width = _element_width(buf)
             hashes = []
             for position, (view, (fast, h, stored)) in enumerate(
                 zip(_chunks(buf) if chunked else [buf], parts)
@@ -629,6 +640,8 @@ class CheckpointStore:
                         learned[fast] = h
                     data[h] = view
                     rank.setdefault(h, position)
+                    if width > 1:
+                        widths[h] = width
                 hashes.append(h)
             if whole is not None:
                 learned_whole[whole] = tuple(hashes)
@@ -638,6 +651,7 @@ class CheckpointStore:
                 spans[address_of(flat), flat.nbytes] = sum(not p[2] for p in parts)
             return hashes
 
+        widths: dict[str, int] = {}  # new blobs of numeric arrays: their elements' size
         # Chunked buffers, whose chunks are separate blobs: the key could straddle a seam.
         seams: builtins.list[tuple[memoryview, builtins.list[str]]] = []
         spans: dict[tuple[int, int], int] = {}  # chunked buffers: how many chunks were new
@@ -702,6 +716,7 @@ class CheckpointStore:
         }
         pending = PendingSave(notebook, body, data, learned, started, learned_whole)
         pending.buffers = [(*span, new) for span, new in spans.items()]
+        pending.widths = widths
         return pending, found
 
     def _key_carriers(
@@ -819,7 +834,7 @@ class CheckpointStore:
         items = list(pending.data.items())
 
         def write(item: tuple[str, memoryview]) -> int:
-            written = self._write_blob(item[0], item[1], folders)
+            written = self._write_blob(item[0], item[1], folders, pending.widths.get(item[0], 1))
             lease.renew_if_due()
             return written
 
@@ -848,7 +863,7 @@ class CheckpointStore:
         for h, view in pending.data.items():
             if not self.backend.exists(_blob_path(h)):
                 self._known_blobs.discard(h)
-                self._write_blob(h, view)
+                self._write_blob(h, view, width=pending.widths.get(h, 1))
         # A gc that looked at the leases just before ours was written may have judged a blob
         # we reuse unused, between our check of it and now. Without its bytes we cannot
         # put it back: the checkpoint is withdrawn, never acknowledged broken.
@@ -1701,6 +1716,19 @@ def _writer(data: bytes) -> Callable[[IO[bytes]], None]:
     return write
 
 
+def _element_width(view: memoryview) -> int:
+    """The size of the numbers in the buffer of a NumPy array (2, 4 or 8: see ``blobs``),
+    else 1 (bytes, text, pickles, buffers of unknown layout)."""
+    try:
+        dtype = getattr(view.obj, "dtype", None)
+        kind, size = getattr(dtype, "kind", None), int(getattr(dtype, "itemsize", 0))
+    except Exception:
+        return 1
+    if kind == "c":  # complex: two floats
+        kind, size = "f", size // 2
+    return size if kind in ("i", "u", "f", "M", "m") and size in SHUFFLE_WIDTHS else 1
+
+
 def _mappable_bytes(groups: Iterable[Group], sizes: Mapping[str, int]) -> int:
     """How much of ``groups``' buffers a lazy restore would map (each buffer of LAZY_MIN on)."""
     totals = (sum(sizes.get(h, 0) for h in parts) for g in groups for parts in g.buffer_pieces())
@@ -1741,14 +1769,18 @@ def _chunks(view: memoryview) -> builtins.list[memoryview]:
     return [view[start : start + CHUNK_SIZE] for start in range(0, view.nbytes, CHUNK_SIZE)]
 
 
-def _compresses(data: memoryview, gain: float, budget: int = COMPRESS_SAMPLE) -> bool:
+def _compresses(
+    data: memoryview, gain: float, budget: int = COMPRESS_SAMPLE, width: int = 1
+) -> bool:
     """Whether zstd pays for this buffer, judged on samples from its start, middle and end.
 
-    ``budget`` is the bytes sampled in all.
+    ``budget`` is the bytes sampled in all; ``width`` > 1: each sample byte-shuffled, as
+    it would be stored (the samples then start and end on whole elements).
     """
     if data.nbytes < COMPRESS_MIN:
         return False
-    size = min(budget // 3, data.nbytes)
-    starts = sorted({0, max(0, data.nbytes // 2 - size // 2), data.nbytes - size})
-    sample = b"".join(bytes(data[start : start + size]) for start in starts)
+    size = min(budget // 3, data.nbytes) // width * width
+    starts = {0, max(0, data.nbytes // 2 - size // 2), max(0, data.nbytes - size)}
+    pieces = [data[start : start + size] for start in sorted(s // width * width for s in starts)]
+    sample = b"".join(shuffle(p, width) if width > 1 else bytes(p) for p in pieces)
     return len(zstandard.ZstdCompressor(level=1).compress(sample)) < gain * len(sample)

@@ -13,7 +13,7 @@ import pytest
 from nbcheckpoint.store import CheckpointStore
 from nbcheckpoint.store.backends.local import LocalBackend
 from nbcheckpoint.store.pager import unavailable
-from nbcheckpoint.store.store import CHUNK_SIZE, CODEC_ZSTD, HEADER_LEN
+from nbcheckpoint.store.store import CHUNK_SIZE, CODEC_RAW, HEADER_LEN
 
 from .conftest import StoreProbe
 from .kernel import Kernel, wait_for
@@ -166,7 +166,7 @@ def test_damage_found_in_the_background_takes_the_variable_away(
     raw = [
         p
         for p in blob_files(Path(store_probe.url))
-        if p.stat().st_size > (1 << 20) and p.read_bytes()[HEADER_LEN - 1] != CODEC_ZSTD
+        if p.stat().st_size > (1 << 20) and p.read_bytes()[HEADER_LEN - 1] == CODEC_RAW
     ]
     with open(raw[-1], "r+b") as f:
         f.seek(HEADER_LEN + 4096)
