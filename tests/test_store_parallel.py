@@ -6,6 +6,7 @@ import errno
 import os
 import pickle
 import threading
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -501,3 +502,45 @@ def test_the_hash_queue_says_when_it_is_working() -> None:
     release.set()
     assert queue.finish() == [3]
     assert not queue.working()
+
+
+# ------------------------------------------------ the search for the signing key
+def test_each_new_blob_is_searched_for_the_key_once_as_it_is_hashed(
+    local_store_url: str, nb: NotebookRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hashing threads search each new blob right after hashing it; the check before
+    writing uses their results instead of reading every blob again."""
+    from nbcheckpoint.store.signing import SigningKey
+
+    searches: list[int] = []
+    hashing: list[bool] = []  # whether each search ran where the blob was just hashed
+    real = SigningKey.found_in
+
+    def counting(self: SigningKey, data: Any) -> bool:
+        if isinstance(data, memoryview):  # a blob (seams and the manifest are bytes)
+            searches.append(data.nbytes)
+            stack = [frame.name for frame in traceback.extract_stack()]
+            hashing.append("_address_buffer" in stack)
+        return real(self, data)
+
+    monkeypatch.setattr(SigningKey, "found_in", counting)
+    store = CheckpointStore(local_store_url)
+    state = {
+        "arr": np.random.default_rng(0).random(3 * CHUNK_SIZE // 8 + 5),  # 4 chunks
+        "mid": np.random.default_rng(1).random(100_000),
+        "words": ["a"] * 5000,
+    }
+    ck = store.save(state, nb)
+    assert sorted(searches) == sorted(ck.body["blobs"][h]["size"] for h in ck.body["blobs"])
+    assert searches.count(CHUNK_SIZE) == 3 and all(hashing)
+    searches.clear()
+    store.save(state, nb)  # nothing new: only small pickles (not fast-hashed) are searched
+    assert searches and all(size < store_module.FAST_HASH_MIN for size in searches)
+    # A key inside a chunk is still found, and its variable withheld.
+    leak = np.random.default_rng(2).random(3 * CHUNK_SIZE // 8)
+    raw = store.key.patterns[0]
+    leak.view(np.uint8)[CHUNK_SIZE + 100 : CHUNK_SIZE + 100 + len(raw)] = np.frombuffer(
+        raw, np.uint8
+    )
+    ck = store.save({"leak": leak, "mid": state["mid"]}, nb)
+    assert "leak" in ck.body["withheld"] and "mid" in ck.body["variables"]

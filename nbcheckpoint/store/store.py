@@ -589,7 +589,14 @@ class CheckpointStore:
         # Worker threads hash each buffer the moment the pickler hands it over, so the
         # fast hashes of large buffers (which release the GIL) overlap with the pickling of
         # small objects (which cannot). All of it is done before this method returns.
-        queue = _HashQueue(lambda item: self._address_buffer(item, written), _hash_threads())
+        # Each new blob is searched for the signing key right after it is hashed, on the
+        # same worker thread (it is still in the CPU's cache, and the search overlaps with
+        # the pickling); ``_key_carriers`` reads the results.
+        searched: dict[str, bool] = {}
+        key = self.key
+        queue = _HashQueue(
+            lambda item: self._address_buffer(item, written, (key, searched)), _hash_threads()
+        )
         # Each buffer is kept with its queue position: its id must stay its own.
         queued: dict[int, tuple[memoryview, int]] = {}
 
@@ -690,7 +697,7 @@ class CheckpointStore:
                 }
         rng_hash = address(rng_index)[0] if rng_index is not None else None
         data = {h: data[h] for h in sorted(data, key=rank.__getitem__)}  # a stable sort
-        found = self._key_carriers(namespace, data, group_blobs, seams)
+        found = self._key_carriers(namespace, data, group_blobs, seams, searched)
         withheld = {**snap.withheld, **exclude}
         secrets = [*snap.secrets, *self.key.text_patterns]
         body: dict[str, Any] = {
@@ -725,18 +732,24 @@ class CheckpointStore:
         data: Mapping[str, memoryview],
         group_blobs: builtins.list[tuple[builtins.list[str], set[str]]],
         seams: builtins.list[tuple[memoryview, builtins.list[str]]],
+        searched: Mapping[str, bool] | None = None,
     ) -> dict[str, dict[str, str]]:
         """The variables whose new blobs hold the signing key, with why they are withheld.
 
         Only blobs about to be written are searched: the others are in the store already,
-        and were searched when they were written.
+        and were searched when they were written. ``searched``: blobs searched already
+        (by the hashing threads), and whether the key was found in each.
         """
         key = self.key
-        items = builtins.list(data.items())
+        searched = searched or {}
+        hits = {h for h in data if searched.get(h)}
+        items = [(h, v) for h, v in data.items() if h not in searched]
         total = sum(v.nbytes for _, v in items)
         # memmem releases the GIL: large saves are searched on a few threads.
         search = _parallel if total > (64 << 20) else lambda fn, xs: [fn(x) for x in xs]
-        hits = {h for (h, _), hit in zip(items, search(lambda i: key.found_in(i[1]), items)) if hit}
+        hits |= {
+            h for (h, _), hit in zip(items, search(lambda i: key.found_in(i[1]), items)) if hit
+        }
         reach = max(len(p) for p in key.patterns) - 1
         for flat, pieces in seams:
             if not any(h in data for h in pieces):
@@ -914,6 +927,7 @@ class CheckpointStore:
         self,
         item: tuple[memoryview, bool],
         written: Mapping[tuple[int, int], int] | None = None,
+        search: tuple[SigningKey, dict[str, bool]] | None = None,
     ) -> tuple[Any, builtins.list[Any]]:
         """For a buffer and whether it may be chunked: the fast hash of the whole when it is
         chunked and new (else None), and ``_address`` of each of its pieces.
@@ -923,26 +937,44 @@ class CheckpointStore:
         start (see ``_HashQueue``). With ``written`` (see :meth:`_by_write_tokens`), only
         the chunks written since they were last hashed are read. Runs on hashing threads:
         it only reads the caches (and adds to the chunk memo, which only this uses).
+
+        With ``search`` (the signing key, and where to note the results), each new piece is
+        searched for the key as soon as it is addressed, while it is still in the cache.
         """
         buf, chunked = item
         pieces = _chunks(buf) if chunked else [buf]
+        found: dict[str, bool] = search[1] if search is not None else {}
+
+        def each(piece: memoryview) -> Any:
+            part = self._address(piece)
+            if search is not None and not part[2] and part[1] not in found:
+                found[part[1]] = search[0].found_in(piece)
+            return part
+
+        def told(parts: builtins.list[Any]) -> builtins.list[Any]:
+            if search is not None:
+                for piece, part in zip(pieces, parts):
+                    if not part[2] and part[1] not in found:
+                        found[part[1]] = search[0].found_in(piece)
+            return parts
+
         if Pager.any_mapped():
             # Restored chunks never touched since (lazy restore) are their blobs still.
             mapped = [mapped_hash(piece) for piece in pieces]
             if any(h is not None for h in mapped):
                 self._mapped_seen.update(h for h in mapped if h is not None)
                 return None, [
-                    self._address(piece) if h is None else (None, h, self._present(h))
+                    each(piece) if h is None else (None, h, self._present(h))
                     for piece, h in zip(pieces, mapped)
                 ]
         if len(pieces) == 1 or not THREADS["enabled"]:
             # On one thread (a forked child) there is no GIL to share, and a child's
             # caches die with it: one hash per chunk is all it needs.
-            return None, [self._address(piece) for piece in pieces]
+            return None, [each(piece) for piece in pieces]
         if written:
-            found = self._by_write_tokens(buf, pieces, written)
-            if found is not None:
-                return None, found
+            by_tokens = self._by_write_tokens(buf, pieces, written)
+            if by_tokens is not None:
+                return None, told(by_tokens)
         flat = _flat(buf)
         whole = (flat.nbytes, fast_hash(flat))
         known = self._fast_whole.get(whole)
@@ -951,7 +983,7 @@ class CheckpointStore:
             if written:  # the chunks' numbers start here: the next save reads none of them
                 self._remember_chunks(buf, pieces, written, known or ())
             return None, [(None, h, True) for h in known or ()]
-        parts = [self._address(piece) for piece in pieces]
+        parts = [each(piece) for piece in pieces]
         if written:
             self._remember_chunks(buf, pieces, written, [part[1] for part in parts])
         return whole, parts
