@@ -66,17 +66,19 @@ def _fill(reader: Any, out: Any, size: int) -> bool:
     return got == size and not reader.read(1)
 
 
-def shuffle(data: memoryview, width: int) -> bytes:
+def shuffle(data: memoryview, width: int) -> memoryview:
     """``data``'s bytes grouped by their place in each ``width``-byte element (a tail that
     is not a whole element stays last, as it was)."""
     n = data.nbytes // width
     np = _numpy()
-    head: bytes
-    if np is not None:
-        head = np.frombuffer(data, np.uint8, n * width).reshape(n, width).T.tobytes()
-    else:
+    if np is None:
         head = b"".join(bytes(data[i : n * width : width]) for i in range(width))
-    return head + bytes(data[n * width :])
+        return memoryview(head + bytes(data[n * width :]))
+    src = np.frombuffer(data, np.uint8)
+    out = np.empty(data.nbytes, np.uint8)
+    np.copyto(out[: n * width].reshape(width, n), src[: n * width].reshape(n, width).T)
+    out[n * width :] = src[n * width :]
+    return memoryview(out)
 
 
 def unshuffle(src: Any, width: int, out: memoryview) -> None:
