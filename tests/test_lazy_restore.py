@@ -18,6 +18,7 @@ from nbcheckpoint.errors import StoreWriteError, VerificationError
 from nbcheckpoint.store import CheckpointStore, NotebookRef
 from nbcheckpoint.store.backends.memory import MemoryBackend
 from nbcheckpoint.store.pager import Pager, take_damage, unavailable, untouched
+from nbcheckpoint.store.pagerd import IDLE
 from nbcheckpoint.store.store import CHUNK_SIZE, CODEC_RAW, HEADER_LEN
 
 
@@ -209,13 +210,16 @@ def test_damage_found_by_the_background_check_names_the_variables(saved):
         f.seek(HEADER_LEN + 1000)
         f.write(b"\xff" * 8)
     take_damage()
+    started = time.monotonic()
     restored = CheckpointStore(str(root)).load(NB, lazy=True)
     found = []
     deadline = time.monotonic() + 60
     while not found and time.monotonic() < deadline:
         found = take_damage()
-        time.sleep(0.05)
+        time.sleep(0.02)
     assert len(found) == 1, "the background check did not report the damaged chunk"
+    # It waited as after a read, leaving the CPU to the restore that was still unpickling.
+    assert time.monotonic() - started >= 0.9 * IDLE
     d = found[0]
     assert d.checkpoint == restored.checkpoint.id
     assert victim.parent.name + victim.name == d.blob

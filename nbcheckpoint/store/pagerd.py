@@ -49,7 +49,7 @@ from .blobs import blob_path as _blob_path
 from .pager import recv_frame, send_frame
 
 PROBE_EVERY = 2.0
-IDLE = 0.5  # seconds without a fault before the background check goes on
+IDLE = 0.5  # seconds without a fault (or a new map) before the background check goes on
 MAX_AHEAD = 16  # pieces read ahead of an in-order fault, at most (64 MiB of 4 MiB chunks)
 WORKERS = min(4, os.cpu_count() or 2)  # threads reading, checking and copying chunks
 
@@ -254,6 +254,10 @@ class Pagerd:
         for old in self.main.overlapping(region.start, region.start + region.length):
             self.drop(self.main, old)
         self.main.add(region)
+        # The background check waits as after a read: the restore that asked for this map
+        # is still unpickling, and a check now (hashing, decompressing, importing NumPy
+        # for shuffled chunks) would take the CPU from it.
+        self.last_fault = time.monotonic()
         self.checker.add(region)
         for blob in blobs:
             if blob.damaged:  # (a map again) gone since the restore: the kernel hears now
