@@ -943,20 +943,18 @@ class CheckpointStore:
         """
         buf, chunked = item
         pieces = _chunks(buf) if chunked else [buf]
-        found: dict[str, bool] = search[1] if search is not None else {}
 
-        def each(piece: memoryview) -> Any:
-            part = self._address(piece)
-            if search is not None and not part[2] and part[1] not in found:
-                found[part[1]] = search[0].found_in(piece)
+        def note(piece: memoryview, part: Any) -> Any:
+            """Search a new piece for the key (once per address); ``part`` unchanged."""
+            if search is not None and not part[2] and part[1] not in search[1]:
+                search[1][part[1]] = search[0].found_in(piece)
             return part
 
+        def each(piece: memoryview) -> Any:
+            return note(piece, self._address(piece))
+
         def told(parts: builtins.list[Any]) -> builtins.list[Any]:
-            if search is not None:
-                for piece, part in zip(pieces, parts):
-                    if not part[2] and part[1] not in found:
-                        found[part[1]] = search[0].found_in(piece)
-            return parts
+            return [note(piece, part) for piece, part in zip(pieces, parts)]
 
         if Pager.any_mapped():
             # Restored chunks never touched since (lazy restore) are their blobs still.
