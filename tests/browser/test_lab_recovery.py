@@ -241,10 +241,16 @@ def test_while_a_cell_runs_the_kernel_reads_busy_and_the_sidebar_lists_from_the_
 
     during = [s for s in samples if s[2]]  # from the first checkpoint on
     assert len(during) >= 10, samples
-    assert all(bar.endswith("Busy") for bar, _, _ in during), during
+    # The kernel's idle status and the cell's reply travel on two channels: the bar may read
+    # Idle a moment before the prompt loses its star. One such reading, at the very end, is
+    # the cell ending; any other reading that is not Busy is a wrong status.
+    last_busy = max(i for i, (bar, _, _) in enumerate(during) if bar.endswith("Busy"))
+    wrong = [(i, bar) for i, (bar, _, _) in enumerate(during) if not bar.endswith("Busy")]
+    ending = [(i, bar) for i, bar in wrong if i > last_busy and bar.endswith("Idle")]
+    assert len(ending) <= 1 and len(wrong) == len(ending), (wrong, len(during))
     # The toolbar's execution indicator moves into the toolbar's overflow menu when the
     # sidebar opens and narrows the notebook: judged while it is on the page.
-    indicators = [indicator for _, indicator, _ in during if indicator]
+    indicators = [indicator for _, indicator, _ in during[: last_busy + 1] if indicator]
     assert len(indicators) >= 3 and set(indicators) == {"busy"}, during
     # The server's list grew while the kernel could not render its panel.
     assert max(server_rows) >= 3 and max(server_rows) > min(server_rows), server_rows
