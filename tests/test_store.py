@@ -415,6 +415,58 @@ def test_identical_arrays_in_two_notebooks_are_stored_once(
     assert_same(store.load(nb2).values["weights"], weights)
 
 
+def test_small_buffers_travel_in_the_pickle_and_come_back_as_they_were(
+    store: CheckpointStore, nb: NotebookRef
+) -> None:
+    """A figure-like state of many tiny arrays is one pickle, not a blob per array; each
+    array comes back equal, writable or read-only as it was."""
+    tiny = [np.arange(i % 7 + 1, dtype=np.float64) * i for i in range(300)]
+    frozen = np.arange(50, dtype=np.int32)
+    frozen.flags.writeable = False
+    big = np.random.default_rng(5).standard_normal(2_000)  # 16 kB: a blob of its own
+    saved = store.save({"tiny": tiny, "frozen": frozen, "big": big}, nb)
+    buffers = [h for g in saved.body["groups"] for h in g["buffers"]]
+    assert buffers == [digest(big.tobytes())]
+    values = store.load(nb).values
+    for got, want in zip(values["tiny"], tiny, strict=True):
+        assert_same(got, want)
+        assert got.flags.writeable
+    assert_same(values["frozen"], frozen) and not values["frozen"].flags.writeable
+    assert_same(values["big"], big) and values["big"].flags.writeable
+
+
+def test_a_blob_named_by_several_buffers_is_read_and_checked_once(
+    store: CheckpointStore, nb: NotebookRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same content in several buffers (copies, runs of zero chunks) is read once and
+    copied; damage to it is still found, whichever buffer names it."""
+    block = np.random.default_rng(6).standard_normal(4_000)
+    state = {"a": block, "b": block.copy(), "c": [block.copy(), block.copy()]}
+    store.save(state, nb)
+    reads: list[str] = []
+    read_blob = CheckpointStore._read_blob
+
+    def counted(self: CheckpointStore, h: str, *args: Any) -> Any:
+        reads.append(h)
+        return read_blob(self, h, *args)
+
+    monkeypatch.setattr(CheckpointStore, "_read_blob", counted)
+    values = store.load(nb).values
+    assert reads.count(digest(block.tobytes())) == 1 and len(reads) == len(set(reads))
+    restored = [values["a"], values["b"], *values["c"]]
+    for array in restored:
+        assert_same(array, block)
+    restored[1][0] = 99.0  # each buffer is its own copy
+    assert all(a[0] == block[0] for i, a in enumerate(restored) if i != 1)
+
+    path = f"blobs/{digest(block.tobytes())[:2]}/{digest(block.tobytes())[2:]}"
+    data = bytearray(store.backend.read(path))
+    data[-1] ^= 1
+    store.backend.replace(path, bytes(data))
+    with pytest.raises(NoUsableCheckpoint, match=r"#1.*does not match"):
+        store.load(nb)
+
+
 # ---------------------------------------------------------------- fallback
 @pytest.mark.parametrize("damage", ["flip", "truncate", "garbage", "blob_missing"])
 def test_latest_falls_back_past_a_damaged_checkpoint(

@@ -423,12 +423,20 @@ def _typed_storage(untyped: Any, dtype: Any) -> Any:
     return torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
 
 
+#: Buffers under this many bytes are pickled in band. Out of band each would be a blob of
+#: its own: a file to open, hash and check at every restore (a matplotlib figure holds
+#: hundreds of arrays of a few bytes), for content too small to gain from dedup.
+IN_BAND_MAX = 4096
+
+
 def _keep(buffers: list[memoryview], on_buffer: OnBuffer | None = None) -> Any:
     def keep(buf: pickle.PickleBuffer) -> bool:
         try:
             raw = buf.raw()
         except BufferError:
             return True  # not contiguous: let pickle copy it in-band
+        if raw.nbytes < IN_BAND_MAX:
+            return True
         buffers.append(raw)
         if on_buffer is not None:
             on_buffer(raw)

@@ -1286,8 +1286,7 @@ class CheckpointStore:
         failed: dict[str, str] = {}
         try:
             try:
-                # Reading, decompressing and hashing release the GIL: blobs go in parallel.
-                results = _parallel(lambda r: self._read_blob(r[0], sizes[r[0]], r[1]), reads)
+                results = self._read_blobs(reads, sizes)
                 data = {h: blob for (h, into), blob in zip(reads, results) if into is None}
                 for g, group_buffers in zip(groups, buffers):
                     if id(group_buffers) not in waits:
@@ -1301,7 +1300,7 @@ class CheckpointStore:
                 else:
                     mapped += sum(sizes[h] for h in parts)
                 group_buffers[i] = buf
-            _parallel(lambda r: self._read_blob(r[0], sizes[r[0]], r[1]), late)
+            self._read_blobs(late, sizes)
         except _BlobError as e:
             raise VerificationError(ident, f"blob {e.h[:12]} {e.why}") from None
         except (MemoryError, OverflowError):
@@ -1369,6 +1368,32 @@ class CheckpointStore:
             reads.append((h, view[offset : offset + sizes[h]]))
             offset += sizes[h]
         return buf
+
+    def _read_blobs(
+        self, reads: builtins.list[tuple[str, memoryview | None]], sizes: Mapping[str, int]
+    ) -> builtins.list[Any]:
+        """Each read's blob (into its slice, or a new bytearray), each blob read and checked once.
+
+        A blob named again (the same bytes in several buffers, a run of zero chunks) is
+        copied from its first read: a copy is cheaper than another read and hash.
+        """
+        first: dict[str, int] = {}
+        for i, (h, _) in enumerate(reads):
+            first.setdefault(h, i)
+        once = [reads[i] for i in first.values()]
+        # Reading, decompressing and hashing release the GIL: blobs go in parallel.
+        got = _parallel(lambda r: self._read_blob(r[0], sizes[r[0]], r[1]), once)
+        done = {h: blob for h, blob in zip(first, got)}
+        results = []
+        for i, (h, into) in enumerate(reads):
+            if i == first[h]:
+                results.append(done[h])
+            elif into is None:
+                results.append(done[h])  # unpickling only reads it
+            else:
+                into[:] = done[h]
+                results.append(into)
+        return results
 
     @staticmethod
     def _begin_maps(
