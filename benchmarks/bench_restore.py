@@ -4,7 +4,7 @@ The synthetic states of the other benchmarks are a few large arrays. A real note
 is mostly small things: DataFrames of mixed columns, a groupby and a pivot, 50,000 records
 as dicts with a lookup table over them, a Counter, a least-squares fit and a notebook class
 around it, lambdas and helper functions, nested configuration and result dicts, and
-matplotlib figures when matplotlib is installed (``pip install matplotlib``).
+matplotlib figures (it refuses to run without matplotlib: ``pip install -e ".[bench]"``).
 
 The state is built once in a kernel, saved by ``%checkpoint save`` and by
 ``dill.dump_module``, and the kernel is SIGKILLed. Then ``--rounds`` times (5 by default),
@@ -30,6 +30,7 @@ MISSED when it is not.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
@@ -139,6 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, help="work in this folder (default: a temporary one)")
     parser.add_argument("--out", type=Path, help="also write the report to this file")
     args = parser.parse_args(argv)
+    if importlib.util.find_spec("matplotlib") is None:
+        # Without figures the state, and so the ratio, is another one: runs would not compare.
+        print(
+            "bench_restore needs matplotlib (its state holds four figures): "
+            'pip install -e ".[bench]"',
+            file=sys.stderr,
+        )
+        return 2
     lines: list[str] = []
 
     def say(line: str = "") -> None:
