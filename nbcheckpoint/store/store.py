@@ -1386,10 +1386,8 @@ class CheckpointStore:
         done = {h: blob for h, blob in zip(first, got)}
         results = []
         for i, (h, into) in enumerate(reads):
-            if i == first[h]:
+            if i == first[h] or into is None:  # a pickle: unpickling only reads it
                 results.append(done[h])
-            elif into is None:
-                results.append(done[h])  # unpickling only reads it
             else:
                 into[:] = done[h]
                 results.append(into)
