@@ -199,6 +199,65 @@ def test_shared_references_survive(store: CheckpointStore, nb: NotebookRef) -> N
     assert v["a"].flags.writeable and v["model"][0].flags.writeable
 
 
+def test_numpy_views_come_back_views_of_the_same_array(
+    store: CheckpointStore, nb: NotebookRef
+) -> None:
+    """``X_train = X[:800]`` and friends: the same memory after a restore (and after a
+    restore, a save and a restore again), not copies; the array is stored once."""
+    X = np.random.default_rng(2).random((1000, 60))
+    frozen = X[5:9]
+    frozen.flags.writeable = False
+    fortran = np.asfortranarray(X[:200, :20])
+    views = {
+        "train": X[:800],
+        "test": X[800:],
+        "column": X[:, 3],
+        "reversed": X[::-1, ::2],
+        "transposed": X.T,
+        "row": X[7],
+        "nested": X[:800][10:20],
+        "frozen": frozen,
+        "as_bytes": X.view(np.uint8)[:64],
+    }
+    namespace = {"X": X, **views, "fortran": fortran, "fortran_part": fortran[1:, 2:]}
+    first = store.save(namespace, nb)
+    assert first.new_bytes < X.nbytes * 1.2 + fortran.nbytes  # no copy of X stored
+    for cycle in range(2):
+        back = store.load(nb).values
+        for name, view in views.items():
+            got = back[name]
+            assert_same(got, view)
+            assert got.strides == view.strides, name
+            assert got.flags.writeable == view.flags.writeable, name
+            assert np.shares_memory(got, back["X"]), (cycle, name)
+        assert np.shares_memory(back["fortran_part"], back["fortran"])
+        back["X"][7, 0] = -1.0  # seen through every view of that row
+        assert back["row"][0] == -1.0 and back["transposed"][0, 7] == -1.0
+        back["X"][7, 0] = X[7, 0]
+        store.save(back, nb)  # the restored views, saved again
+
+
+def test_a_view_nothing_else_holds_is_saved_as_what_it_shows(
+    store: CheckpointStore, nb: NotebookRef
+) -> None:
+    """The array under a lone view is nobody else's: only the view's bytes are saved. Two
+    views of one array nothing else holds come back over one array."""
+    lone = np.arange(1_000_000.0)[10:20]
+    scratch = np.arange(1_000_000.0)
+    halves = [scratch[:10], scratch[10:20]]
+    del scratch
+    objects = np.array([1, "a", None, [2]], dtype=object)[1:]  # no memory to share
+    ck = store.save({"lone": lone, "objects": objects}, nb)
+    assert ck.new_bytes < 100_000  # not the 8 MB array under `lone` (random states aside)
+    back = store.load(nb).values
+    assert_same(back["lone"], lone)
+    assert list(back["objects"]) == list(objects)
+    store.save({"halves": halves}, nb)
+    a, b = store.load(nb).values["halves"]
+    assert_same(a, halves[0]) and assert_same(b, halves[1])
+    assert a.base is b.base and a.base.nbytes == 8_000_000
+
+
 def test_modules_are_recorded_as_imports(store: CheckpointStore, nb: NotebookRef) -> None:
     import os.path as osp
 

@@ -143,9 +143,12 @@ def _walk_roots(values: list[object], skip_ids: set[int]) -> list[int]:
 
     owner: dict[int, int] = {}
     # Tensors share memory through their storage, which the garbage collector does not
-    # list among their referents (a NumPy view lists its base): by address, then.
+    # list among their referents: by address, then. NumPy arrays list nothing (they are
+    # not tracked): a view is followed to the array it views (pickled with it, see
+    # ``_reduce_view``).
     torch = sys.modules.get("torch")
     tensor = getattr(torch, "Tensor", None)
+    ndarray = getattr(sys.modules.get("numpy"), "ndarray", None)
     storages: dict[int, int] = {}
     by_reference: set[int] = set()
     visited = 0
@@ -186,6 +189,10 @@ def _walk_roots(values: list[object], skip_ids: set[int]) -> list[int]:
             if isinstance(obj, (type, types.FunctionType)) and not _is_main(obj):
                 continue  # by value yet not the notebook's (a lambda in a library): as is
             refs = get_referents(obj)
+            if ndarray is not None and type(obj) is ndarray:
+                base: Any = getattr(obj, "base", None)
+                if type(base) is ndarray:
+                    refs = [*refs, base]
             visited += len(refs)
             if visited > MAX_WALK:
                 return [0] * len(values)  # a big container: one group, as above
@@ -274,7 +281,10 @@ def _pickler_class() -> type:
                 if memo is not None:
                     self.write(self.get(memo[0]))
                     return
-                self.save_reduce(*obj.__reduce_ex__(self.proto), obj=obj)
+                reduced = _reduce_view(obj)
+                if reduced is NotImplemented:
+                    reduced = obj.__reduce_ex__(self.proto)
+                self.save_reduce(*reduced, obj=obj)
                 return
             why = handle_reason(obj)
             if why is not None:
@@ -295,6 +305,9 @@ def _special_reducers() -> dict[type, Callable[[Any], Any]]:
     for the libraries imported now (none is imported here): PyTorch storages, polars frames.
     """
     out: dict[type, Callable[[Any], Any]] = {}
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        out[numpy.ndarray] = _reduce_view
     torch = sys.modules.get("torch")
     try:
         out[torch.storage.TypedStorage] = out[torch.UntypedStorage] = _reduce_storage  # type: ignore[union-attr]
@@ -307,6 +320,67 @@ def _special_reducers() -> dict[type, Callable[[Any], Any]]:
     except AttributeError:
         pass
     return out
+
+
+def _reduce_view(obj: Any) -> Any:
+    """A NumPy view of another array: that array, pickled once and shared, and where in
+    its memory the view lies. NotImplemented for any other array (NumPy's own pickling).
+
+    NumPy pickles a view as a copy of what it shows: ``X_train = X[:800]`` came back as a
+    second array, and a restore needed memory the kernel never did (and the copy was
+    stored too). When something besides the view holds the array it views (a variable,
+    another view, any object), that whole array is saved, as the kernel held it. An array
+    only this view holds (NumPy's own restores make one per array) is nobody else's to
+    see: the view is pickled as NumPy does. Only plain arrays laid out in one block (which
+    pickling keeps as it is, be it a view itself), without Python objects, and only when
+    the view can be rebuilt from that block now.
+    """
+    if _holders(obj) <= _held_by_view_alone():
+        return NotImplemented
+    base = obj.base
+    numpy = sys.modules["numpy"]
+    if (
+        type(base) is not numpy.ndarray
+        or obj.dtype.hasobject
+        or base.dtype.hasobject
+        or not obj.size
+        or not (base.flags.c_contiguous or base.flags.f_contiguous)
+    ):
+        return NotImplemented
+    offset = obj.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+    args = (base, offset, obj.shape, obj.strides, obj.dtype, obj.flags.writeable)
+    try:
+        _view_of(*args)  # what a restore will do, on a block of the same layout
+    except (TypeError, ValueError):
+        return NotImplemented
+    return _view_of, args
+
+
+def _holders(obj: Any) -> int:
+    """How many references the array ``obj`` views has (``sys.getrefcount``'s count)."""
+    return sys.getrefcount(obj.base)
+
+
+_ALONE: list[int] = []
+
+
+def _held_by_view_alone() -> int:
+    """``_holders`` of a view whose array nothing else holds, measured once here (the
+    count differs between Python versions)."""
+    if not _ALONE:
+        numpy: Any = importlib.import_module("numpy")
+        _ALONE.append(_holders(numpy.arange(2)[:1]))
+    return _ALONE[0]
+
+
+def _view_of(base: Any, offset: int, shape: Any, strides: Any, dtype: Any, writeable: bool) -> Any:
+    """Counterpart of ``_reduce_view``: the view, over the restored array's memory."""
+    numpy: Any = importlib.import_module("numpy")
+
+    view = numpy.ndarray(shape, dtype, buffer=base, offset=offset, strides=strides)
+    if not writeable:
+        view.flags.writeable = False
+    return view
 
 
 def _storage_types() -> frozenset[type]:

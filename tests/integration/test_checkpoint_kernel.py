@@ -417,6 +417,9 @@ import numpy as np
 
 a = np.arange(1000.0)
 b = a
+head = a[:10]  # a view: `a += 1` shows in it
+X = np.random.default_rng(0).random((200, 8))
+X_train, X_test = X[:150], X[150:]
 
 class Model:
     def __init__(self):
@@ -441,6 +444,8 @@ SHARED_LOOP = """\
 %%checkpoint --every 0.5
 for step in range(100):
     assert b is a and opt.params is model.params
+    assert np.shares_memory(head, a) and np.shares_memory(X_train, X)
+    assert np.shares_memory(X_test, X)
     opt.step()
     a += 1
     time.sleep(0.1)
@@ -464,9 +469,13 @@ def test_shared_references_survive_restore_in_new_kernel(
     assert k2.value("(type(model).__name__, type(opt).__name__)") == ("Model", "SGD")
     step = k2.value("step")
     assert k2.value("float(a[0])") == step  # `a += 1` ran once per finished iteration
+    # NumPy views come back views of the restored arrays, not copies.
+    views = "[np.shares_memory(head, a), np.shares_memory(X_train, X), np.shares_memory(X_test, X)]"
+    assert k2.value(views) == [True, True, True]
+    assert k2.value("float(head[0]) == float(a[0]) and X_test.shape == (50, 8)") is True
     # Still shared, not merely equal: in-place updates through one name show through the other.
     k2.run("a[0] = -7.0\nopt.step()").check()
-    assert k2.value("float(b[0])") == -7.0
+    assert k2.value("float(b[0])") == -7.0 and k2.value("float(head[0])") == -7.0
     assert k2.value("bool((opt.params['w'] == model.params['w']).all())") is True
     assert k2.value("float(model.params['b'][0]) == float(opt.params['b'][0]) != 0.0") is True
 
