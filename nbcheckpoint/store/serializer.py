@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import importlib
 import io
@@ -361,16 +362,12 @@ def _holders(obj: Any) -> int:
     return sys.getrefcount(obj.base)
 
 
-_ALONE: list[int] = []
-
-
+@functools.cache
 def _held_by_view_alone() -> int:
     """``_holders`` of a view whose array nothing else holds, measured once here (the
     count differs between Python versions)."""
-    if not _ALONE:
-        numpy: Any = importlib.import_module("numpy")
-        _ALONE.append(_holders(numpy.arange(2)[:1]))
-    return _ALONE[0]
+    numpy: Any = importlib.import_module("numpy")
+    return _holders(numpy.arange(2)[:1])
 
 
 def _view_of(base: Any, offset: int, shape: Any, strides: Any, dtype: Any, writeable: bool) -> Any:
