@@ -7,6 +7,7 @@ save, and loads the newest checkpoint from the store: the value must be the new 
 from __future__ import annotations
 
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -217,6 +218,31 @@ def test_scanner_sees_class_attributes_and_instances_of_notebook_classes():
     assert second.changed_since(first) == {"Counter", "c"}
     ns["c"].x = 1
     assert scanner.scan(ns, list(ns)).changed_since(second) == {"c"}
+
+
+def test_the_scanner_keeps_nothing_it_scanned_alive():
+    """The fingerprint pickler's memo held the last variable it pickled until the next
+    scan: a deleted variable stayed in memory, and the store's grouping, which reads
+    reference counts, took the variable as held by something else."""
+    import weakref
+
+    from nbcheckpoint.capture.changes import Scanner
+
+    class Box:
+        pass
+
+    big = np.ones((1 << 20) // 8 * 2)  # large enough to be hashed apart from the pickle
+    ns = {"a": [1], "big": big, "box": [Box()]}
+    del big
+    gone = weakref.ref(ns["box"][0])
+    held = sys.getrefcount(ns["box"]), sys.getrefcount(ns["big"])
+    scanner = Scanner()
+    for names in (["a", "box", "big"], ["a", "big", "box"]):  # each one scanned last
+        scanner.scan(ns, names)
+        after = sys.getrefcount(ns["box"]), sys.getrefcount(ns["big"])  # (not in the assert,
+        assert after == held  # which would hold them too)
+    del ns["box"]
+    assert gone() is None
 
 
 @pytest.mark.parametrize("track_writes", [True, False], ids=["write-tracking", "hashing"])

@@ -590,3 +590,52 @@ def test_store_files_are_listed_for_both_backends(store: CheckpointStore, nb: No
     assert ".gitignore" in files
     assert len(manifest_paths(store.backend)) == 1
     assert len(blob_paths(store.backend)) >= 2
+
+
+class _Point:
+    """Pickled by value in these tests (as a notebook's class is): see the next test."""
+
+    def __init__(self, x: int) -> None:
+        self.x = x
+
+
+def test_an_incremental_save_keeps_links_to_groups_it_does_not_pickle_again(
+    store: CheckpointStore, nb: NotebookRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A save with ``base`` and ``changed`` keeps the unchanged groups as they are. When a
+    changed variable now holds an object of an unchanged one, both are pickled together."""
+    from nbcheckpoint.store import serializer
+
+    monkeypatch.setattr(_Point, "__module__", "__main__")  # by value, like a notebook's class
+    records = [{"id": i} for i in range(5)]
+    ns: dict[str, Any] = {"records": records, "x": [0], "pts": [_Point(1)], "other": {"n": 1}}
+    ck = store.save(ns, nb)
+    walked: list[int] = []
+    real_add = serializer._Grouping.add
+
+    def add(self: Any, values: list[object]) -> None:
+        walked.append(len(values))
+        real_add(self, values)
+
+    monkeypatch.setattr(serializer._Grouping, "add", add)
+
+    def groups(ck: Any) -> list[list[str]]:
+        return sorted(sorted(g["names"]) for g in ck.body["groups"])
+
+    # A change that shares nothing: the other groups are kept, and not even walked.
+    ns["x"] = [1]
+    ck = store.save(ns, nb, base=ck, changed=["x"])
+    assert walked == [1] and groups(ck) == [["other"], ["pts"], ["records"], ["x"]]
+    cases = [
+        ("x", lambda: ns["x"].append(records[0])),  # an object inside `records`
+        ("alias", lambda: ns.update(alias=records[1])),  # a variable that is one of them
+        ("more", lambda: ns.update(more=[_Point(2)])),  # the same class, pickled by value
+    ]
+    for name, change in cases:
+        change()
+        ck = store.save(ns, nb, base=ck, changed=[name])
+    assert groups(ck) == [["alias", "records", "x"], ["more", "pts"], ["other"]]
+    back = store.load(nb).values
+    assert back["x"][1] is back["records"][0] and back["alias"] is back["records"][1]
+    assert type(back["more"][0]) is type(back["pts"][0])
+    assert back["other"] == {"n": 1}

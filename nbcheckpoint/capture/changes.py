@@ -350,6 +350,7 @@ class Scanner:
             head = (kind, id(value), payload)
             if self._regions:
                 pending.append((name, head, list(self._regions)))
+                del self._regions[:]  # they hold the buffers: kept no longer than the scan
             else:
                 out.fingerprints[name] = head
         if pending:
@@ -373,6 +374,11 @@ class Scanner:
         except BaseException:
             del self._regions[:]
             raise
+        finally:
+            # The memo holds what it pickled: let go of it, so that nothing here keeps a
+            # variable's objects alive, or makes them look held by something else (the
+            # store's grouping reads reference counts).
+            pickler.memo = {}
         with file.getbuffer() as view:
             if view.nbytes <= SMALL_PICKLE:
                 return bytes(view)  # the pickle itself: cheaper than a hash

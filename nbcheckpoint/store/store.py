@@ -581,9 +581,10 @@ class CheckpointStore:
         blobs: dict[str, dict[str, int]] = {}
         groups: list[dict[str, Any]] = []
         variables: dict[str, dict[str, Any]] = {}
-        reused: set[str] = set()
+        reusable: builtins.list[dict[str, Any]] = []
         if base is not None and changed is not None and snapshot is None:
-            reused = self._reuse_groups(base, set(chosen), set(changed), groups, variables, blobs)
+            reusable = self._reusable_groups(base, set(chosen), set(changed))
+        reused = {name for group in reusable for name in group["names"]}
         data: dict[str, memoryview] = {}
         learned: dict[tuple[int, str], str] = {}
         # Worker threads hash each buffer the moment the pickler hands it over, so the
@@ -617,7 +618,13 @@ class CheckpointStore:
                     include_credentials=include_credentials,
                     on_buffer=plan,
                     share_gil=queue.working if queue.threads else None,
+                    kept=[group["names"] for group in reusable],
                 )
+            # Kept as they are in ``base``, but for those a variable saved now joined.
+            redone = set(snap.redone)
+            for index, kept_group in enumerate(reusable):
+                if base is not None and index not in redone:
+                    self._reuse_group(base, kept_group, groups, variables, blobs)
             for group in snap.groups:
                 indexes = [plan(buf) for buf in group.buffers]
                 # Pickles are stored whole, however large (only buffers are chunked).
@@ -1096,16 +1103,12 @@ class CheckpointStore:
             self._fast_whole.update(whole)
         self._known_blobs.update(fast.values())
 
-    def _reuse_groups(
-        self,
-        base: Checkpoint,
-        chosen: set[str],
-        changed: set[str],
-        groups: list[dict[str, Any]],
-        variables: dict[str, dict[str, Any]],
-        blobs: dict[str, dict[str, int]],
-    ) -> set[str]:
-        reused: set[str] = set()
+    def _reusable_groups(
+        self, base: Checkpoint, chosen: set[str], changed: set[str]
+    ) -> builtins.list[dict[str, Any]]:
+        """The groups of ``base`` that hold only variables saved now and none that changed,
+        and whose blobs are still there."""
+        reusable = []
         for group in base.body["groups"]:
             names = set(group["names"])
             if not names <= chosen or names & changed:
@@ -1116,14 +1119,24 @@ class CheckpointStore:
             unsure = [h for h in hashes if h not in self._known_blobs]
             if not all(self.backend.exists(_blob_path(h)) for h in unsure):
                 continue  # collected since: pickle it again
-            for h in hashes:
-                blobs[h] = dict(base.body["blobs"][h])
-            index = len(groups)
-            groups.append(dict(group))
-            for name in group["names"]:
-                variables[name] = {**base.body["variables"][name], "group": index}
-            reused |= names
-        return reused
+            reusable.append(group)
+        return reusable
+
+    @staticmethod
+    def _reuse_group(
+        base: Checkpoint,
+        group: dict[str, Any],
+        groups: builtins.list[dict[str, Any]],
+        variables: dict[str, dict[str, Any]],
+        blobs: dict[str, dict[str, int]],
+    ) -> None:
+        """Record a group of ``base`` in the new checkpoint as it is."""
+        for h in [group["pickle"], *group["buffers"]]:
+            blobs[h] = dict(base.body["blobs"][h])
+        index = len(groups)
+        groups.append(dict(group))
+        for name in group["names"]:
+            variables[name] = {**base.body["variables"][name], "group": index}
 
     def _publish(
         self, key: str, body: dict[str, Any], started: float, bytes_new: int, bytes_written: int

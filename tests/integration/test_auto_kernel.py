@@ -90,6 +90,32 @@ def test_auto_mode_change_survives_sigkill(
     assert k2.value(expr) == before
 
 
+def test_a_variable_that_comes_to_share_with_an_unchanged_one_keeps_the_link(
+    start_kernel: StartKernel, store_probe: StoreProbe
+) -> None:
+    """Auto mode saves only what changed and keeps the other groups as they were. A cell
+    that makes a changed variable hold an object of an unchanged one (``x.append(r[0])``,
+    ``alias = r[1]``) must save them together: before, `records` was kept as it was and
+    `x` pickled alone, and the restore gave a copy of ``records[0]`` in `x`."""
+    k1 = start_kernel()
+    k1.run("records = [{'id': i} for i in range(5)]\nx = [0]\nother = {'n': 1}").check()
+    k1.run("%checkpoint auto on --min-duration 0").check()
+    k1.run("pass").check()
+    settle(k1)
+    k1.run("x.append(records[0])").check()
+    settle(k1)
+    k1.run("alias = records[1]").check()
+    settle(k1)
+    k1.kill()
+    k2 = start_kernel()
+    k2.run("%checkpoint restore").check()
+    linked = "(x[1] is records[0], alias is records[1], x[1] == {'id': 0}, other == {'n': 1})"
+    assert k2.value(linked) == (True, True, True, True)
+    latest = store_probe.list()[-1]
+    groups = sorted(sorted(g["names"]) for g in latest.body["groups"])
+    assert ["alias", "records", "x"] in groups and ["other"] in groups, groups
+
+
 def test_dill_dump_module_with_the_extension_loaded(
     start_kernel: StartKernel, tmp_path: pytest.TempPathFactory
 ) -> None:
