@@ -237,6 +237,34 @@ def test_numpy_views_come_back_views_of_the_same_array(
         store.save(back, nb)  # the restored views, saved again
 
 
+def test_pandas_frames_over_an_array_still_share_it_after_a_restore(
+    store: CheckpointStore, nb: NotebookRef
+) -> None:
+    """``pd.DataFrame(X, copy=False)``: the frame's block is a view of `X`. pandas pickles a
+    block with protocol 5 as a contiguous copy: the restored frame and `X` were two copies."""
+    X = np.random.default_rng(3).random((1000, 6))
+    namespace = {
+        "X": X,
+        "left": pd.DataFrame(X[:, :3], copy=False),  # a transposed, strided view of X
+        "whole": pd.DataFrame(X, copy=False),
+        "col": pd.Series(X[:, 4], copy=False),
+    }
+    namespace["arr"] = namespace["whole"].to_numpy()
+    assert all(np.shares_memory(namespace[n].to_numpy(), X) for n in ("left", "whole", "col"))
+    store.save(namespace, nb)
+    for cycle in range(2):
+        back = store.load(nb).values
+        pd.testing.assert_frame_equal(back["left"], namespace["left"])
+        pd.testing.assert_frame_equal(back["whole"], namespace["whole"])
+        pd.testing.assert_series_equal(back["col"], namespace["col"])
+        assert_same(back["arr"], namespace["arr"])
+        for name in ("left", "whole", "col", "arr"):
+            value = back[name]
+            memory = value if isinstance(value, np.ndarray) else value.to_numpy()
+            assert np.shares_memory(memory, back["X"]), (cycle, name)
+        store.save(back, nb)  # the restored frames, saved again
+
+
 def test_a_view_nothing_else_holds_is_saved_as_what_it_shows(
     store: CheckpointStore, nb: NotebookRef
 ) -> None:

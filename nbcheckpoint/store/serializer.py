@@ -430,7 +430,25 @@ def _special_reducers() -> dict[type, Callable[[Any], Any]]:
         out[polars.DataFrame] = out[polars.Series] = _reduce_polars  # type: ignore[union-attr]
     except AttributeError:
         pass
+    blocks = sys.modules.get("pandas.core.internals.blocks")
+    block = getattr(blocks, "NumpyBlock", None)
+    if isinstance(block, type):
+        out[block] = _reduce_block
     return out
+
+
+def _reduce_block(obj: Any) -> Any:
+    """A pandas block whose values view an array something else holds (``pd.DataFrame(X,
+    copy=False)``, ``df.to_numpy()``): pickled the older way, values as they are, so that
+    ``_reduce_view`` keeps them a view of that array. pandas' own protocol-5 pickling makes
+    a contiguous copy of them first, and the restored frame no longer shared ``X``."""
+    values = getattr(obj, "values", None)
+    if (
+        type(getattr(values, "base", None)) is not type(values)
+        or _reduce_view(values) is NotImplemented
+    ):
+        return NotImplemented
+    return obj.__reduce__()
 
 
 def _reduce_view(obj: Any) -> Any:
