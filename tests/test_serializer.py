@@ -693,3 +693,25 @@ def test_a_long_list_of_records_is_grouped_apart_from_the_rest() -> None:
         frozenset({"arrays"}),
         frozenset({"x"}),
     }
+
+
+def test_a_state_too_large_to_walk_is_one_group_found_without_listing_it(monkeypatch) -> None:
+    """Past the walk's bound every variable goes in one group (every shared reference
+    kept). The walk sees that from the containers' lengths, before it lists what they
+    hold: listing the keys and values of a million dicts took a third of a second."""
+    from nbcheckpoint.store import serializer
+
+    listed: list[int] = []
+    real = serializer.gc.get_referents
+
+    def get_referents(*objs: Any) -> list[Any]:
+        listed.append(len(objs))
+        return real(*objs)
+
+    monkeypatch.setattr(serializer.gc, "get_referents", get_referents)
+    many = serializer.MAX_WALK // 3
+    records = [{"id": i, "name": "n", "score": 0.5} for i in range(many)]
+    assert _groups_of({"records": records, "x": [3], "y": np.zeros(3)}) == {
+        frozenset({"records", "x", "y"})
+    }
+    assert max(listed) == 1, listed  # the list itself: its dicts were never listed
