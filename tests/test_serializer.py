@@ -715,3 +715,23 @@ def test_a_state_too_large_to_walk_is_one_group_found_without_listing_it(monkeyp
         frozenset({"records", "x", "y"})
     }
     assert max(listed) == 1, listed  # the list itself: its dicts were never listed
+
+
+def test_frames_that_share_only_their_dtypes_are_grouped_apart() -> None:
+    """Every string column of every frame holds the same ``StringDtype`` object (pandas 3),
+    and dtypes are never changed and come back equal: sharing one must not make one group
+    of all the notebook's frames, which a change to any of them would pickle again."""
+    sales = pd.DataFrame({"store": ["north", "south", "north"], "qty": [1.0, 2.0, 3.0]})
+    frames = {
+        "sales": sales,
+        "by_store": sales.groupby("store").sum(),  # pandas 3: the same dtype object
+        "kinds": pd.Series(pd.Categorical(["a", "b"])),
+        "arr": np.zeros(3),
+    }
+    frames["also"] = {"view": frames["arr"][1:]}  # a real link: still grouped
+    assert _groups_of(frames) == {
+        frozenset({"sales"}),
+        frozenset({"by_store"}),
+        frozenset({"kinds"}),
+        frozenset({"arr", "also"}),
+    }

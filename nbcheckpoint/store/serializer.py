@@ -183,6 +183,7 @@ class _Grouping:
         # ``_reduce_view``).
         self.tensor = getattr(sys.modules.get("torch"), "Tensor", None)
         self.ndarray = getattr(sys.modules.get("numpy"), "ndarray", None)
+        self.dtypes = _dtype_types()
 
     def find(self, i: int) -> int:
         parent = self.parent
@@ -212,7 +213,7 @@ class _Grouping:
         tensor = self.tensor
         for kind in set(map(type, objs)) - self.looked:
             self.looked.add(kind)
-            if issubclass(kind, _ATOMIC):
+            if issubclass(kind, _ATOMIC) or issubclass(kind, self.dtypes):
                 continue
             self.followed.add(kind)
             if issubclass(kind, (types.ModuleType, type, types.FunctionType)) or (
@@ -307,6 +308,21 @@ class _Grouping:
                 shared = list(compress(refs, flags))
                 once = list(compress(refs, map(operator.not_, flags)))
                 del refs, flags
+
+
+def _dtype_types() -> tuple[type, ...]:
+    """NumPy's and pandas' dtype classes: their instances are shared by every array or
+    column of that type (one ``StringDtype()`` for all the string columns of every frame),
+    are never changed, and come back equal, so sharing one joins no groups."""
+    found = []
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        found.append(numpy.dtype)
+    extensions = sys.modules.get("pandas.api.extensions")
+    dtype = getattr(extensions, "ExtensionDtype", None)
+    if isinstance(dtype, type):
+        found.append(dtype)
+    return tuple(found)
 
 
 @functools.cache
