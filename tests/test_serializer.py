@@ -629,8 +629,12 @@ def _shared_namespace(rng: random.Random, trial: int) -> tuple[dict[str, Any], s
     cyclic: list[Any] = []
     cyclic.append(cyclic)
     pool.append(cyclic)
+    holder = np.empty(2, dtype=object)  # an array of objects holding the untracked dict
+    holder[:] = [pool[0], "text"]
+    pool.append(holder)
     sharing = {i: {i} for i in range(len(pool))}
     sharing[2] = sharing[3] = {2, 3}
+    sharing[0] = sharing[len(pool) - 1] = {0, len(pool) - 1}
     used: dict[str, set[int]] = {}
 
     def build(depth: int, name: str) -> Any:

@@ -630,12 +630,15 @@ def test_an_incremental_save_keeps_links_to_groups_it_does_not_pickle_again(
         ("x", lambda: ns["x"].append(records[0])),  # an object inside `records`
         ("alias", lambda: ns.update(alias=records[1])),  # a variable that is one of them
         ("more", lambda: ns.update(more=[_Point(2)])),  # the same class, pickled by value
+        # An item of an array of objects (the garbage collector does not list those).
+        ("column", lambda: ns.update(column=np.array([records[2], None], dtype=object))),
     ]
     for name, change in cases:
         change()
         ck = store.save(ns, nb, base=ck, changed=[name])
-    assert groups(ck) == [["alias", "records", "x"], ["more", "pts"], ["other"]]
+    assert groups(ck) == [["alias", "column", "records", "x"], ["more", "pts"], ["other"]]
     back = store.load(nb).values
     assert back["x"][1] is back["records"][0] and back["alias"] is back["records"][1]
+    assert back["column"][0] is back["records"][2]
     assert type(back["more"][0]) is type(back["pts"][0])
     assert back["other"] == {"n": 1}

@@ -29,6 +29,8 @@ MAX_WALK = 1_000_000
 # Plain containers: often many small objects, the slow part of pickling, and no buffers.
 _CONTAINERS = (list, dict, set, frozenset, tuple)
 _SIZED = frozenset(_CONTAINERS)
+# The walk follows the items of arrays of Python objects up to this many items each.
+OBJECT_ITEMS = 65_536
 
 OnBuffer = Callable[[memoryview], object]
 ShareGil = Callable[[], bool]
@@ -281,6 +283,10 @@ class _Grouping:
                             base: Any = getattr(obj, "base", None)
                             if type(base) is ndarray:
                                 extra.append(base)
+                            if obj.dtype.hasobject and obj.size <= OBJECT_ITEMS:
+                                # Its items, which the gc does not list (a big column of
+                                # strings in pandas 2 is left out: it would use the bound).
+                                extra.extend(obj.ravel().tolist())
                         else:  # a tensor
                             address = _storage_address(obj)
                             if address:
