@@ -81,6 +81,25 @@ def test_data_that_does_not_compress_is_stored_raw_and_text_unshuffled(tmp_path,
     assert back["text"] == text
 
 
+def test_numbers_that_recur_whole_are_compressed_unshuffled(tmp_path, nb):
+    # Prices rounded to cents: the same 8-byte values come back again and again, which
+    # zstd matches whole (about 19% of the size); shuffled, it gets only 50%, too little
+    # to be worth it on a local disk, and the array was stored raw.
+    steps = np.random.default_rng(1).standard_normal(2_000_000) * 0.05
+    prices = np.round(100.0 + np.cumsum(steps), 2)
+    ramp = np.arange(1_500_000, dtype=np.float64)  # a shuffle still wins here
+    store = CheckpointStore(str(tmp_path / "s"))
+    ck = store.save({"prices": prices, "ramp": ramp}, nb)
+    kinds = [codec for codec, _ in _codecs(tmp_path / "s").values()]
+    assert kinds.count(CODEC_SHUFFLE) == 3  # the ramp's three chunks
+    assert kinds.count(CODEC_ZSTD) == 4  # the prices' four chunks, unshuffled
+    on_disk = sum(p.stat().st_size for p in (tmp_path / "s" / "blobs").glob("*/*"))
+    assert on_disk < 0.3 * prices.nbytes
+    back = CheckpointStore(str(tmp_path / "s")).load(nb, ck.id).values
+    np.testing.assert_array_equal(back["prices"], prices)
+    np.testing.assert_array_equal(back["ramp"], ramp)
+
+
 @pytest.mark.parametrize("width", [2, 4, 8])
 @pytest.mark.parametrize("numpy", [True, False], ids=["numpy", "pure-python"])
 def test_shuffle_and_unshuffle_are_inverse_with_a_tail(width, numpy, monkeypatch):

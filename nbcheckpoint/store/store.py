@@ -232,7 +232,7 @@ class CheckpointStore:
             # writer hands each 128 KiB of output to Python), and kept if it gains enough.
             # A small probe first spares data that clearly will not compress.
             codec = CODEC_RAW
-            width = width if width in SHUFFLE_WIDTHS else 1
+            width = _layout(data, width)
             if _compresses(data, (1.0 + gain) / 2, COMPRESS_PROBE, width):
                 source = shuffle(data, width) if width > 1 else data
                 packed = zstandard.ZstdCompressor(level=1, write_content_size=True).compress(source)
@@ -1845,8 +1845,29 @@ def _compresses(
     """
     if data.nbytes < COMPRESS_MIN:
         return False
+    return _sampled_ratio(data, budget, width) < gain
+
+
+def _sampled_ratio(data: memoryview, budget: int, width: int) -> float:
+    """zstd's size over the original's, on samples from the start, middle and end."""
     size = min(budget // 3, data.nbytes) // width * width
     starts = {0, max(0, data.nbytes // 2 - size // 2), max(0, data.nbytes - size)}
     pieces = [data[start : start + size] for start in sorted(s // width * width for s in starts)]
     sample = b"".join(shuffle(p, width) if width > 1 else bytes(p) for p in pieces)
-    return len(zstandard.ZstdCompressor(level=1).compress(sample)) < gain * len(sample)
+    return len(zstandard.ZstdCompressor(level=1).compress(sample)) / max(1, len(sample))
+
+
+def _layout(data: memoryview, width: int) -> int:
+    """The element width to byte-shuffle by before zstd, or 1 to leave the bytes as they are.
+
+    Shuffling is right for most numbers (neighbours share their high bytes: a smooth
+    float64 column shrinks to under 1% instead of 10%), wrong for values that recur whole
+    (prices rounded to cents: 19% as they are, 50% shuffled, where zstd's matches of whole
+    8-byte values are cut apart). Both are tried on a small sample: the bytes are left as
+    they are only when that is clearly smaller, as shuffled data compresses about three
+    times faster.
+    """
+    if width not in SHUFFLE_WIDTHS or data.nbytes < COMPRESS_MIN:
+        return 1
+    shuffled = _sampled_ratio(data, COMPRESS_PROBE, width)
+    return 1 if _sampled_ratio(data, COMPRESS_PROBE, 1) < 0.75 * shuffled else width
