@@ -220,6 +220,49 @@ def test_scanner_sees_class_attributes_and_instances_of_notebook_classes():
     assert scanner.scan(ns, list(ns)).changed_since(second) == {"c"}
 
 
+def test_scanner_sees_a_part_replaced_by_an_equal_object_another_variable_holds():
+    """A pickle shows content, not identity: ``x[0] = records[0]`` where ``x[0]`` was an
+    equal copy left the fingerprint of ``x`` as it was, so auto mode kept ``x`` as saved,
+    and the restore gave two objects where the notebook had one."""
+    import re
+
+    from nbcheckpoint.capture.changes import Scanner
+
+    class Model:
+        def __init__(self) -> None:
+            self.best = {"id": 1}  # equal to records[1]
+            self.epoch = 1000
+
+    records = [{"id": i} for i in range(3)]
+    ns = {
+        "records": records,
+        "x": [dict(records[0]), 7],
+        "cfg": {"row": dict(records[1]), "n": 10**6, "shape": (3, 4), "flag": re.IGNORECASE},
+        "pair": (dict(records[2]), 1),
+        "model": Model(),
+    }
+    scanner = Scanner()
+    names = list(ns)
+    before = scanner.scan(ns, names)
+    assert not before.volatile
+    ns["x"][0] = records[0]
+    ns["cfg"]["row"] = records[1]
+    ns["pair"] = (records[2], 1)
+    ns["model"].best = ns["cfg"]["row"]
+    after = scanner.scan(ns, names)
+    assert after.changed_since(before) == {"x", "cfg", "pair", "model"}
+    ns["x"][0] = dict(records[0])  # and back to an equal copy
+    back = scanner.scan(ns, names)
+    assert back.changed_since(after) == {"x"}
+    # Equal values computed again are new objects whose identity does not matter: no change.
+    ns["x"][1] = int("7")
+    ns["cfg"]["n"] = int("1" + "0" * 6)
+    ns["cfg"]["shape"] = tuple([3, 4])
+    ns["cfg"]["flag"] = re.RegexFlag(re.IGNORECASE.value)
+    ns["model"].epoch = int("1000")
+    assert scanner.scan(ns, names).changed_since(back) == set()
+
+
 def test_the_scanner_keeps_nothing_it_scanned_alive():
     """The fingerprint pickler's memo held the last variable it pickled until the next
     scan: a deleted variable stayed in memory, and the store's grouping, which reads

@@ -96,7 +96,9 @@ def test_a_variable_that_comes_to_share_with_an_unchanged_one_keeps_the_link(
     """Auto mode saves only what changed and keeps the other groups as they were. A cell
     that makes a changed variable hold an object of an unchanged one (``x.append(r[0])``,
     ``alias = r[1]``) must save them together: before, `records` was kept as it was and
-    `x` pickled alone, and the restore gave a copy of ``records[0]`` in `x`."""
+    `x` pickled alone, and the restore gave a copy of ``records[0]`` in `x`. The same for
+    an equal copy replaced by the object itself (``copies[0] = records[2]``), which leaves
+    the pickle of `copies` as it was."""
     k1 = start_kernel()
     k1.run("records = [{'id': i} for i in range(5)]\nx = [0]\nother = {'n': 1}").check()
     k1.run("%checkpoint auto on --min-duration 0").check()
@@ -106,14 +108,22 @@ def test_a_variable_that_comes_to_share_with_an_unchanged_one_keeps_the_link(
     settle(k1)
     k1.run("alias = records[1]").check()
     settle(k1)
+    # An equal copy replaced by the object itself: the pickle of `copies` is the same.
+    k1.run("copies = [dict(records[2])]").check()
+    settle(k1)
+    k1.run("copies[0] = records[2]").check()
+    settle(k1)
     k1.kill()
     k2 = start_kernel()
     k2.run("%checkpoint restore").check()
-    linked = "(x[1] is records[0], alias is records[1], x[1] == {'id': 0}, other == {'n': 1})"
-    assert k2.value(linked) == (True, True, True, True)
+    linked = (
+        "(x[1] is records[0], alias is records[1], copies[0] is records[2], "
+        "x[1] == {'id': 0}, other == {'n': 1})"
+    )
+    assert k2.value(linked) == (True, True, True, True, True)
     latest = store_probe.list()[-1]
     groups = sorted(sorted(g["names"]) for g in latest.body["groups"])
-    assert ["alias", "records", "x"] in groups and ["other"] in groups, groups
+    assert ["alias", "copies", "records", "x"] in groups and ["other"] in groups, groups
 
 
 def test_dill_dump_module_with_the_extension_loaded(
