@@ -263,6 +263,40 @@ def test_scanner_sees_a_part_replaced_by_an_equal_object_another_variable_holds(
     assert scanner.scan(ns, names).changed_since(back) == set()
 
 
+def test_a_matplotlib_figure_is_unchanged_until_it_changes(tmp_path):
+    """matplotlib's CallbackRegistry takes the next callback id each time it is pickled,
+    so a figure never pickled the same twice: auto mode saved every figure after every
+    cell. Pickling (the scan's, and a save's) now leaves the counter as it was."""
+    import matplotlib
+
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+
+    from nbcheckpoint.capture.changes import Scanner
+
+    fig, ax = plt.subplots()
+    ax.plot([1, 2, 3])
+    ns = {"fig": fig, "ax": ax, "other": [1]}
+    scanner = Scanner(track_writes=False)
+    first = scanner.scan(ns, list(ns))
+    assert not first.volatile
+    store = CheckpointStore(str(tmp_path / "s"))
+    nb = NotebookRef.from_path(str(tmp_path / "figures.ipynb"))
+    store.save(ns, nb)
+    store.save(ns, nb)
+    second = scanner.scan(ns, list(ns))
+    assert second.changed_since(first) == set()
+    first_id = ax.callbacks.connect("xlim_changed", print)
+    third = scanner.scan(ns, list(ns))
+    assert third.changed_since(second) == {"fig", "ax"}  # a callback connected: a change
+    store.save(ns, nb)
+    assert ax.callbacks.connect("ylim_changed", print) == first_id + 1  # no id was used up
+    back = CheckpointStore(str(tmp_path / "s")).load(nb).values
+    assert back["ax"].figure is back["fig"]
+    assert back["ax"].callbacks.connect("xlim_changed", print) == first_id + 1
+    plt.close("all")
+
+
 def test_the_scanner_keeps_nothing_it_scanned_alive():
     """The fingerprint pickler's memo held the last variable it pickled until the next
     scan: a deleted variable stayed in memory, and the store's grouping, which reads

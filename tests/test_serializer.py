@@ -373,6 +373,9 @@ def test_functions_and_classes_from_main_survive_a_new_process(
         "dataclass": {"lr": 0.1, "epochs": 3},
         "generator_function": [0, 1, 4],
         "decorated": 9,
+        # Notebook enums: dill pickled them by name (a new kernel has none), and a restore
+        # lost them and every variable saved with them.
+        "enums": [True, True, "blue", 5.97e24, True, 6],
     }
 
 

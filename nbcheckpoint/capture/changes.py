@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import functools
 import io
 import operator
 import pickle
@@ -45,7 +46,13 @@ import xxhash
 
 from ..store.hashing import THREADS, _hash_pool, fast_hash
 from ..store.pager import Pager, mapped_pieces
-from ..store.serializer import _dtype_types, _reduce_tensor_with_grad, _storage_types
+from ..store.serializer import (
+    _callback_registry,
+    _dtype_types,
+    _reduce_registry,
+    _reduce_tensor_with_grad,
+    _storage_types,
+)
 from ..store.store import CHUNK_MIN, CHUNK_SIZE
 from .pages import TRACK_MIN, buffer_address, tracker
 
@@ -112,6 +119,7 @@ class _Pickler(pickle.Pickler):
         self._tensors = (
             frozenset({torch.Tensor, torch.nn.Parameter}) if self._storages else frozenset()
         )
+        self.registry = _callback_registry()  # looked up again at each scan
 
     def _buffer(self, buf: pickle.PickleBuffer) -> bool:
         raw = buf.raw()  # a non-contiguous buffer raises: the caller marks the variable volatile
@@ -135,6 +143,15 @@ class _Pickler(pickle.Pickler):
             return _reduce_tensor_with_grad(obj)  # the gradient is state too
         if kind is types.ModuleType:
             return _obj_marker, ("module", obj.__name__)
+        if kind is functools.partial:
+            # Its state holds its __dict__, or None until something asks for it (the
+            # store's search for credentials does): an empty one is no change.
+            _, args, (func, fargs, keywords, attrs) = obj.__reduce__()
+            return _obj_marker, ("partial", args, func, fargs, keywords, attrs or None)
+        if kind is self.registry:
+            # Without its callback-id counter, which each pickling steps (then set back).
+            func, args, state, *rest = _reduce_registry(obj)
+            return (func, args, {k: v for k, v in state.items() if k != "_cid_gen"}, *rest)
         if kind is bytearray and len(obj) >= LARGE:
             return _obj_marker, (
                 "bytearray",
@@ -152,11 +169,16 @@ class _Pickler(pickle.Pickler):
                 cells,
                 obj.__dict__,
             )
+        if isinstance(obj, enum.Enum) and _by_value(kind):
+            # A member of a notebook's enum: its class is pickled by value, and its members
+            # with it, each of which names its class again: that never ended.
+            return _obj_marker, ("enum member", id(kind), obj._name_)
         if isinstance(obj, type) and _by_value(obj):
             attrs = {
                 k: _describe_attr(v)
                 for k, v in vars(obj).items()
-                if k not in ("__dict__", "__weakref__")
+                # __slotnames__: a cache copyreg adds the first time an instance is pickled
+                if k not in ("__dict__", "__weakref__", "__slotnames__")
             }
             bases = tuple(obj.__bases__)
             return _obj_marker, ("class", obj.__module__, obj.__qualname__, id(obj), bases, attrs)
@@ -406,6 +428,7 @@ class Scanner:
         out = Scan()
         if self._pickler._ndarray is None and "numpy" in sys.modules:
             self._pickler = _Pickler(self._file, self._regions)  # numpy came since
+        self._pickler.registry = _callback_registry()
         pending: list[tuple[str, tuple[Any, ...], list[_Region]]] = []
         for name in names:
             value = ns[name]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import functools
 import gc
 import importlib
 import io
+import itertools
 import operator
 import pickle
 import random
@@ -216,6 +218,12 @@ class _Grouping:
         tensor = self.tensor
         for kind in set(map(type, objs)) - self.looked:
             self.looked.add(kind)
+            if issubclass(kind, enum.Enum):
+                # A member of a library's enum comes back by name, itself; one of a
+                # notebook's enum (an IntEnum member is an int too) leads to its class.
+                if _by_value(kind):
+                    self.followed.add(kind)
+                continue
             if issubclass(kind, _ATOMIC) or issubclass(kind, self.dtypes):
                 continue
             self.followed.add(kind)
@@ -465,7 +473,72 @@ def _special_reducers() -> dict[type, Callable[[Any], Any]]:
     block = getattr(blocks, "NumpyBlock", None)
     if isinstance(block, type):
         out[block] = _reduce_block
+    registry = _callback_registry()
+    if registry is not None:
+        out[registry] = _reduce_registry
+    out[enum.EnumMeta] = _reduce_enum_class
     return out
+
+
+def _reduce_enum_class(cls: Any) -> Any:
+    """An enum class defined in the notebook: rebuilt from its members and methods.
+
+    dill cannot pickle one by value (each member names its class again: it gives up on
+    the recursion and pickles the class by name, which a new kernel does not have), so a
+    restore lost the class and every variable saved with it. A class whose own ``__new__``
+    sets the members' values is left to dill as before.
+    """
+    if not _by_value(cls):
+        return NotImplemented
+    prefix = f"{cls.__qualname__}."
+    attrs: dict[str, Any] = {"__module__": cls.__module__, "__doc__": cls.__doc__}
+    for key, value in vars(cls).items():
+        func = getattr(value, "__func__", getattr(value, "fget", value))
+        if isinstance(func, types.FunctionType) and func.__qualname__.startswith(prefix):
+            attrs[key] = value
+    if "__new__" in attrs:
+        return NotImplemented
+    members = [(name, member._value_) for name, member in cls._member_map_.items()]
+    return _rebuild_enum, (type(cls), cls.__name__, cls.__qualname__, cls.__bases__, members, attrs)
+
+
+def _rebuild_enum(
+    meta: type,
+    name: str,
+    qualname: str,
+    bases: tuple[type, ...],
+    members: list[tuple[str, Any]],
+    attrs: dict[str, Any],
+) -> Any:
+    """Counterpart of ``_reduce_enum_class``: the class body made again, then the class."""
+    body = meta.__prepare__(name, bases)
+    for key, value in [*attrs.items(), *members]:
+        body[key] = value
+    cls = meta(name, bases, body)
+    cls.__qualname__ = qualname
+    return cls
+
+
+def _callback_registry() -> type | None:
+    """matplotlib's ``CallbackRegistry``, if matplotlib is imported."""
+    found = getattr(sys.modules.get("matplotlib.cbook"), "CallbackRegistry", None)
+    return found if isinstance(found, type) else None
+
+
+def _reduce_registry(obj: Any) -> Any:
+    """A matplotlib ``CallbackRegistry`` (every figure and axes holds some), pickled as
+    matplotlib pickles it, with its callback-id counter set back afterwards.
+
+    Its ``__getstate__`` takes the next id from the counter (``next(self._cid_gen)``), so
+    each pickling changed the figure: the change scan, which pickles every variable, found
+    every figure changed after every cell, and auto mode saved them again each time.
+    """
+    reduced = obj.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
+    state = reduced[2] if isinstance(reduced, tuple) and len(reduced) > 2 else None
+    step = state.get("_cid_gen") if isinstance(state, dict) else None
+    if type(step) is int:
+        obj._cid_gen = itertools.count(step)  # the id __getstate__ took is given out next
+    return reduced
 
 
 def _reduce_block(obj: Any) -> Any:

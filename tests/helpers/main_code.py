@@ -13,6 +13,7 @@ from nbcheckpoint.store import CheckpointStore, NotebookRef
 
 CELL = """
 import dataclasses
+import enum
 import functools
 
 SCALE = 10
@@ -58,9 +59,27 @@ def shout(fn):
 def decorated(x):
     return x * 4
 
+class Color(enum.Enum):
+    RED = 1
+    BLUE = 2
+    CRIMSON = 1  # an alias
+    def label(self):
+        return self.name.lower()
+
+class Planet(enum.Enum):
+    EARTH = (5.97e24, 6.37e6)
+    def __init__(self, mass, radius):
+        self.mass = mass
+        self.radius = radius
+
+class Perm(enum.IntFlag):
+    R = 4
+    W = 2
+
 model = Model(4.0)
 derived = Derived(2)
 config = Config(0.1, 3)
+settings = {"color": Color.BLUE, "planet": Planet.EARTH, "perm": Perm.R | Perm.W}
 """
 
 
@@ -98,6 +117,14 @@ def main() -> None:
                 "dataclass": _asdict(v["config"]),
                 "generator_function": list(v["squares"](3)),
                 "decorated": v["decorated"](2),
+                "enums": [
+                    v["settings"]["color"] is v["Color"].BLUE,
+                    v["Color"].CRIMSON is v["Color"].RED,
+                    v["Color"].BLUE.label(),
+                    v["settings"]["planet"].mass,
+                    type(v["settings"]["perm"]) is v["Perm"],
+                    int(v["settings"]["perm"]),
+                ],
             }
         )
     )

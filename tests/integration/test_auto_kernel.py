@@ -126,6 +126,80 @@ def test_a_variable_that_comes_to_share_with_an_unchanged_one_keeps_the_link(
     assert ["alias", "copies", "records", "x"] in groups and ["other"] in groups, groups
 
 
+NOTEBOOK_STATE = """
+import collections, enum, functools
+import numpy as np, pandas as pd, matplotlib
+matplotlib.use("agg")
+import matplotlib.pyplot as plt
+class Color(enum.Enum):
+    RED = 1
+    BLUE = 2
+class Model:
+    def __init__(self):
+        self.w = np.zeros(10)
+        self.history = []
+        self.color = Color.RED
+        self.scale = functools.partial(np.multiply, 2)
+model = Model()
+df = pd.DataFrame({"a": np.arange(1000), "b": [f"x{i % 7}" for i in range(1000)]})
+s = df["a"]
+records = [{"id": i, "name": f"r{i}"} for i in range(1000)]
+cfg = {"color": Color.RED, "sizes": (1, 2), "opts": {"a": 1}}
+counter = collections.Counter("hello")
+fig, ax = plt.subplots()
+ax.plot([1, 2, 3])
+"""
+READ_ONLY = [
+    "print(len(records))",
+    "df.head()",
+    "df.describe()",
+    "s.mean()",
+    "df['b'].str.upper().head()",
+    "df.groupby('b').size()",
+    "cfg['color'], model.color, model.scale(3)",
+    "counter.most_common(2)",
+    "len(ax.lines)",
+]
+
+
+def test_cells_that_change_nothing_make_no_checkpoint(
+    start_kernel: StartKernel, store_probe: StoreProbe
+) -> None:
+    """A notebook with a figure, a notebook enum and class, a partial: reading them makes
+    no checkpoint. Before, every cell saved again: matplotlib steps a counter each time a
+    figure is pickled, a notebook enum could not be fingerprinted (its members name their
+    class, which was pickled by value again), and the first save of an instance added
+    ``__slotnames__`` to its class. Each cell then pushed one more checkpoint into the
+    history and an older one out of it. The restore brings the enum back too: dill had
+    pickled it by name, and a new kernel lost it with every variable saved beside it."""
+    k = start_kernel()
+    k.run(NOTEBOOK_STATE).check()
+    k.run("%checkpoint auto on --min-duration 0").check()
+    k.run("pass").check()
+    settle(k)
+    k.run("pass").check()
+    settle(k)
+    before = [ck.id for ck in store_probe.list()]
+    for cell in READ_ONLY:
+        k.run(cell).check()
+        settle(k)
+    assert [ck.id for ck in store_probe.list()] == before
+    k.run("cfg['color'] = Color.BLUE").check()  # a real change is still seen
+    settle(k)
+    assert len(store_probe.list()) == len(before) + 1
+    k.kill()
+    k2 = start_kernel()
+    restored = k2.run("%checkpoint restore").check()
+    assert "not restored" not in restored.stdout, restored.stdout
+    assert k2.value(
+        "(cfg['color'] is Color.BLUE, model.color is Color.RED, int(model.scale(3)))"
+    ) == (
+        True,
+        True,
+        6,
+    )
+
+
 def test_dill_dump_module_with_the_extension_loaded(
     start_kernel: StartKernel, tmp_path: pytest.TempPathFactory
 ) -> None:
