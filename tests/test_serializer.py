@@ -788,3 +788,24 @@ def test_unpickling_pauses_the_garbage_collector_and_leaves_it_as_it_was(
     finally:
         gc.enable() if was else gc.disable()
     assert _SEEN_GC == [False, False]
+
+
+def test_a_notebook_enum_with_its_own_new_is_skipped_with_why(
+    store: CheckpointStore, nb: NotebookRef
+) -> None:
+    """dill pickles such a class by name, which a new kernel does not have: the save said
+    nothing and the restore lost it. Now the save skips it, and whatever holds a member."""
+    import enum
+
+    class Coin(enum.Enum):
+        def __new__(cls, cents: int) -> Coin:
+            member = object.__new__(cls)
+            member._value_ = cents * 10
+            return member
+
+        PENNY = 1
+
+    ck = store.save({"Coin": Coin, "purse": [Coin.PENNY], "other": [1]}, nb)
+    assert set(ck.body["skipped"]) == {"Coin", "purse"}
+    assert "own __new__" in ck.body["skipped"]["purse"]["reason"]
+    assert store.load(nb).values == {"other": [1]}

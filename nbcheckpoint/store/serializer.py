@@ -486,7 +486,8 @@ def _reduce_enum_class(cls: Any) -> Any:
     dill cannot pickle one by value (each member names its class again: it gives up on
     the recursion and pickles the class by name, which a new kernel does not have), so a
     restore lost the class and every variable saved with it. A class whose own ``__new__``
-    sets the members' values is left to dill as before.
+    sets the members' values cannot be made again this way: it is refused, so that the
+    save says so (the variable is skipped, with why), rather than the restore.
     """
     if not _by_value(cls):
         return NotImplemented
@@ -496,8 +497,12 @@ def _reduce_enum_class(cls: Any) -> Any:
         func = getattr(value, "__func__", getattr(value, "fget", value))
         if isinstance(func, types.FunctionType) and func.__qualname__.startswith(prefix):
             attrs[key] = value
-    if "__new__" in attrs:
-        return NotImplemented
+    # Enum moves a body's __new__ aside (to _new_member_, or __new_member__ in 3.10).
+    if any(getattr(v, "__name__", None) == "__new__" for v in attrs.values()):
+        raise pickle.PicklingError(
+            f"the enum {cls.__qualname__} defined in the notebook has its own __new__, which "
+            "the store cannot rebuild; define it in a module the notebook imports to keep it"
+        )
     members = [(name, member._value_) for name, member in cls._member_map_.items()]
     return _rebuild_enum, (type(cls), cls.__name__, cls.__qualname__, cls.__bases__, members, attrs)
 
