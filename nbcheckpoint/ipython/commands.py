@@ -41,6 +41,7 @@ from ..format import (
     relative_time,
     table,
 )
+from ..gcpause import paused
 from ..store import Checkpoint, Restored, load_key
 from ..store.diff import diff_sides, live_side, read_side, render
 from ..store.manifest import LeftOut
@@ -389,6 +390,13 @@ class LineCommands:
         print(render(diff_sides(before, after, method), show_same=args.all))
 
     def _cmd_restore(self, args: argparse.Namespace) -> None:
+        # The collector stays off until the cell's output is written, not only while the
+        # store loads: turned on between the two, it would run at once the collections the
+        # load put off (and those of the extension's import, when it was just loaded).
+        with paused():
+            self._restore(args)
+
+    def _restore(self, args: argparse.Namespace) -> None:
         ident = None
         names = list(args.args)
         if names and names[0].lstrip("#").isdigit():

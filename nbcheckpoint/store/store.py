@@ -27,6 +27,7 @@ from ..errors import (
     UntrustedCheckpoint,
     VerificationError,
 )
+from ..gcpause import paused
 from . import pager as _pager
 from .backends import Backend, FolderSync, UnsafeEntry, open_backend
 from .blobs import (
@@ -1232,6 +1233,19 @@ class CheckpointStore:
         they are mapped, and each chunk is read and its hash checked when the process first
         touches it (see :mod:`.pager`); every other blob is checked before unpickling.
         """
+        # The collector is paused for all of it, not only for each unpickling: the imports
+        # the pickles ask for (matplotlib's is 200 ms) make objects by the thousand too.
+        with paused():
+            return self._load(notebook, ident, names, trust, lazy)
+
+    def _load(
+        self,
+        notebook: NotebookRef | str,
+        ident: int | None,
+        names: Iterable[str] | None,
+        trust: bool,
+        lazy: bool,
+    ) -> Restored:
         key = notebook.key if isinstance(notebook, NotebookRef) else notebook
         if ident is not None:
             return self._load_one(key, ident, names, trust, lazy)
