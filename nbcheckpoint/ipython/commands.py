@@ -43,7 +43,6 @@ from ..format import (
 )
 from ..gcpause import paused
 from ..store import Checkpoint, Restored, load_key
-from ..store.diff import diff_sides, live_side, read_side, render
 from ..store.manifest import LeftOut
 from ..store.pager import unavailable as lazy_unavailable
 from ..store.serializer import restore_rng
@@ -374,6 +373,9 @@ class LineCommands:
                     print(printable("    " + line))
 
     def _cmd_diff(self, args: argparse.Namespace) -> None:
+        # Imported here: %load_ext, on the way to a restore after a crash, does not need it.
+        from ..store.diff import diff_sides, live_side, read_side, render
+
         first = _short_id(args.before)
         second = None if args.after is None else _short_id(args.after)
         store = self.open_store(args.store)
