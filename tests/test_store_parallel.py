@@ -347,7 +347,10 @@ def test_a_failed_folder_sync_removes_the_new_blobs_and_publishes_nothing(
     with pytest.raises(StoreWriteError, match=os.strerror(errno.EIO)):
         store.save(state, nb)
     monkeypatch.setattr(FolderSync, "sync", real_sync)
-    assert len(fsyncs) == 1, "a failed folder fsync was retried, or others followed it"
+    # Folders are synced on up to 8 threads: those already in flight fail too, but no folder
+    # is synced twice, and none is started after the failure.
+    assert len(fsyncs) == len(set(fsyncs)), "a failed folder fsync was retried"
+    assert 1 <= len(fsyncs) <= 8, "folder fsyncs were started after the failure"
     assert store._manifest_ids(nb.key) == [1]
     assert set(_blob_files(local_store_url)) == before, "blobs of the failed save remain"
     assert store.verify() == []

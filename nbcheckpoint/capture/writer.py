@@ -92,7 +92,7 @@ class Writer(Protocol):
     def close(self) -> None: ...
 
 
-def _prepare(store: CheckpointStore, job: Job) -> PendingSave:
+def _prepare(store: CheckpointStore, job: Job, stage: bool = False) -> PendingSave:
     watch = job.watch
     pending = store.prepare(
         job.ns,
@@ -107,6 +107,7 @@ def _prepare(store: CheckpointStore, job: Job) -> PendingSave:
         changed=job.changed,
         recipes=job.recipes,
         written=watch.written() if watch is not None else job.written,
+        stage=stage,
     )
     if watch is not None:
         watch.saw(pending.buffers)
@@ -114,7 +115,8 @@ def _prepare(store: CheckpointStore, job: Job) -> PendingSave:
 
 
 def _save(store: CheckpointStore, job: Job) -> Checkpoint:
-    return store.commit(_prepare(store, job), keep=job.keep, max_size=job.max_size)
+    # Committed at once: new blobs are written while the rest is still pickled.
+    return store.commit(_prepare(store, job, stage=True), keep=job.keep, max_size=job.max_size)
 
 
 def _error_text(error: BaseException) -> str:

@@ -162,14 +162,24 @@ def _hash_threads() -> int:
     return max(0, min(4, cores - 1))
 
 
-def _hash_pool() -> Any:
-    pool = _HASH_POOL.get("pool")
+def _pool(name: str) -> Any:
+    """The process's pool of 4 threads for ``name`` work, made on first use."""
+    pool = _HASH_POOL.get(name)
     if pool is None:
         from concurrent.futures import ThreadPoolExecutor
 
-        pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="nbcheckpoint-hash")
-        _HASH_POOL["pool"] = pool
+        pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"nbcheckpoint-{name}")
+        _HASH_POOL[name] = pool
     return pool
+
+
+def _hash_pool() -> Any:
+    return _pool("hash")
+
+
+def _stage_pool() -> Any:
+    """Threads that write a save's new blobs to temp files while it is still pickling."""
+    return _pool("stage")
 
 
 if hasattr(os, "register_at_fork"):

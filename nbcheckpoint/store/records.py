@@ -175,6 +175,9 @@ class PendingSave:
     buffers: list[tuple[int, int, int]] = field(default_factory=list)
     # New blobs of numeric arrays: the size of their numbers (byte-shuffled when compressed).
     widths: dict[str, int] = field(default_factory=dict)
+    # New blobs already written to temp files while pickling (a synchronous save on a local
+    # store): ``(Staged, bytes written)`` by address, linked in place by the commit.
+    staged: dict[str, Any] = field(default_factory=dict)
 
     @property
     def new_bytes(self) -> int:

@@ -9,6 +9,7 @@ import mmap
 import os
 import platform
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -29,7 +30,7 @@ from ..errors import (
 )
 from ..gcpause import paused
 from . import pager as _pager
-from .backends import Backend, FolderSync, UnsafeEntry, open_backend
+from .backends import Backend, FolderSync, Staged, StagingBackend, UnsafeEntry, open_backend
 from .blobs import (
     BLOB_MAGIC,
     CODEC_RAW,
@@ -51,6 +52,7 @@ from .hashing import (
     _hash_threads,
     _HashQueue,
     _parallel,
+    _stage_pool,
     address_of,
     digest,
     fast_hash,
@@ -207,16 +209,25 @@ class CheckpointStore:
 
     # ------------------------------------------------------------------ blobs
     def _write_blob(
-        self, h: str, data: memoryview, folders: FolderSync | None = None, width: int = 1
+        self,
+        h: str,
+        data: memoryview,
+        folders: FolderSync | None = None,
+        width: int = 1,
+        staged: tuple[Staged, int] | None = None,
     ) -> int:
         """Store ``data`` under its address unless present; returns the bytes written.
 
         With ``folders``, the blob is durable, and known to this store, only once the
         caller's ``folders.sync()`` has succeeded. ``width``: the size of the numbers it
         holds (2, 4 or 8: it is byte-shuffled before zstd, see ``blobs``), else 1.
+        ``staged``: the blob already written to a temp file (see :meth:`_stage_blob`), and
+        its size there: it is linked in place, or written again if that file is gone.
         """
         path = _blob_path(h)
         if h in self._known_blobs or self.backend.exists(path):
+            if staged is not None:
+                cast(StagingBackend, self.backend).discard(staged[0])
             # Renew its age so a concurrent gc, which spares young blobs, keeps it.
             self.backend.touch(path)
             if folders is None:
@@ -225,6 +236,28 @@ class CheckpointStore:
                 # Perhaps another writer's, linked but with its folder not yet synced.
                 self.backend.sync_later(path, folders)
             return 0
+        if staged is not None:
+            try:
+                created = cast(StagingBackend, self.backend).adopt(staged[0], path, folders=folders)
+            except FileNotFoundError:
+                pass  # its temp file is gone (taken for a dead writer's): written below
+            else:
+                if folders is None:
+                    self._known_blobs.add(h)
+                elif not created:
+                    self.backend.sync_later(path, folders)
+                return staged[1] if created else 0
+        write, written = self._blob_writer(data, width)
+        self.backend.create(path, write, folders=folders)
+        if folders is None:
+            self._known_blobs.add(h)
+        return written[0]
+
+    def _blob_writer(
+        self, data: memoryview, width: int
+    ) -> tuple[Callable[[IO[bytes]], None], builtins.list[int]]:
+        """What writes ``data``'s blob file (header, codec, data), and the bytes it wrote
+        (set once it has written)."""
         gain = COMPRESS_GAIN["local" if self.backend.local else "remote"]
         packed = None
         if not self.compress or data.nbytes < COMPRESS_MIN:
@@ -261,10 +294,15 @@ class CheckpointStore:
                     z.write(data[start : start + CHUNK])
             written[0] = f.tell() if f.seekable() else HEADER_LEN + data.nbytes
 
-        self.backend.create(path, write, folders=folders)
-        if folders is None:
-            self._known_blobs.add(h)
-        return written[0]
+        return write, written
+
+    def _stage_blob(self, h: str, data: memoryview, width: int) -> tuple[Staged, int] | None:
+        """Write blob ``h`` to a temp file now, for the commit to link in place (see
+        :class:`_Stager`); None when the store has it already."""
+        if self._present(h):
+            return None
+        write, written = self._blob_writer(data, width)
+        return cast(StagingBackend, self.backend).stage(write), written[0]
 
     def _read_blob(self, h: str, size: int, into: memoryview | None = None) -> Any:
         """Read, decompress and check one blob against its signed address and size.
@@ -497,6 +535,7 @@ class CheckpointStore:
             base=base,
             changed=changed,
             recipes=recipes,
+            stage=True,
         )
         return self.commit(pending, keep=keep, max_size=max_size)
 
@@ -516,8 +555,14 @@ class CheckpointStore:
         changed: Iterable[str] | None = None,
         recipes: Mapping[str, Mapping[str, Any]] | None = None,
         written: Mapping[tuple[int, int], int] | None = None,
+        stage: bool = False,
     ) -> PendingSave:
         """The part of a save that must see the namespace: pickle it and address every blob.
+
+        With ``stage``, on a local store, new blobs are also written to temp files (written
+        and fsynced on worker threads, as soon as each is hashed and searched for the key)
+        while the rest is pickled; the commit then only links them in place. For a caller
+        that commits right away: it takes longer to return, and it reads live memory.
 
         Unchanged large buffers are recognised by a fast hash (xxh3; for a chunked buffer,
         one of the whole, then of each chunk only when the whole changed) and cost no
@@ -533,22 +578,36 @@ class CheckpointStore:
             raise ValueError(f"unknown status {status!r}")
         carriers: dict[str, dict[str, str]] = {}
         for _attempt in range(4):
-            pending, found = self._prepare_once(
-                namespace,
-                notebook,
-                names,
-                status=status,
-                cell=cell,
-                position=position,
-                kernel=kernel,
-                include_credentials=include_credentials,
-                snapshot=snapshot,
-                base=base,
-                changed=changed,
-                exclude=carriers,
-                recipes=recipes,
-                written=written,
-            )
+            stager = _Stager(self) if stage and _Stager.possible(self) else None
+            try:
+                pending, found = self._prepare_once(
+                    namespace,
+                    notebook,
+                    names,
+                    status=status,
+                    cell=cell,
+                    position=position,
+                    kernel=kernel,
+                    include_credentials=include_credentials,
+                    snapshot=snapshot,
+                    base=base,
+                    changed=changed,
+                    exclude=carriers,
+                    recipes=recipes,
+                    written=written,
+                    stager=stager,
+                )
+            except BaseException:
+                if stager is not None:
+                    stager.abandon()
+                raise
+            staged = stager.finish() if stager is not None else {}
+            # Only blobs of this checkpoint are linked: none of a variable withheld for
+            # carrying the key (the next attempt stages again without it).
+            pending.staged = {h: s for h, s in staged.items() if not found and h in pending.data}
+            for h, s in staged.items():
+                if h not in pending.staged:
+                    cast(StagingBackend, self.backend).discard(s[0])
             if not found:
                 return pending
             carriers.update(found)
@@ -575,6 +634,7 @@ class CheckpointStore:
         exclude: Mapping[str, dict[str, str]],
         recipes: Mapping[str, Mapping[str, Any]] | None = None,
         written: Mapping[tuple[int, int], int] | None = None,
+        stager: _Stager | None = None,
     ) -> tuple[PendingSave, dict[str, dict[str, str]]]:
         """One attempt at :meth:`prepare`; also returns the variables found carrying the key."""
         started = time.perf_counter()
@@ -598,7 +658,8 @@ class CheckpointStore:
         searched: dict[str, bool] = {}
         key = self.key
         queue = _HashQueue(
-            lambda item: self._address_buffer(item, written, (key, searched)), _hash_threads()
+            lambda item: self._address_buffer(item, written, (key, searched), stager),
+            _hash_threads(),
         )
         # Each buffer is kept with its queue position: its id must stay its own.
         queued: dict[int, tuple[memoryview, int]] = {}
@@ -807,17 +868,28 @@ class CheckpointStore:
         clocks say. Retention follows: ``keep`` and ``max_size`` default to
         DEFAULT_KEEP and DEFAULT_MAX_SIZE; UNLIMITED turns either off.
         """
-        self._init_root()
-        lease = Lease.take(self.backend, pending.notebook.key, pending.body["blobs"])
+        try:
+            self._init_root()
+            lease = Lease.take(self.backend, pending.notebook.key, pending.body["blobs"])
+        except BaseException:
+            self._discard_staged(pending)
+            raise
         try:
             self._cleanup_tmp(DEFAULT_GRACE, lease.path)
             ident = self._commit_leased(pending, lease)
         except BaseException:
             delete_quietly(self.backend, lease.path)  # nothing published: its blobs are garbage
+            self._discard_staged(pending)
             raise
         lease.release()
         self._retain_after_save(pending, keep, max_size)
         return self.read_checkpoint(pending.notebook, ident)
+
+    def _discard_staged(self, pending: PendingSave) -> None:
+        """Remove the temp files of ``pending``'s staged blobs that were not linked."""
+        for staged, _ in pending.staged.values():
+            cast(StagingBackend, self.backend).discard(staged)
+        pending.staged = {}
 
     def _cleanup_tmp(self, max_age: float, fresh: str) -> int:
         """Remove dead writers' temp files older than ``max_age`` on the store's clock.
@@ -856,7 +928,10 @@ class CheckpointStore:
         items = list(pending.data.items())
 
         def write(item: tuple[str, memoryview]) -> int:
-            written = self._write_blob(item[0], item[1], folders, pending.widths.get(item[0], 1))
+            h = item[0]
+            written = self._write_blob(
+                h, item[1], folders, pending.widths.get(h, 1), pending.staged.get(h)
+            )
             lease.renew_if_due()
             return written
 
@@ -933,6 +1008,47 @@ class CheckpointStore:
         self.retain(pending.notebook, keep=keep_limit, max_size=size_limit)
 
     def _address_buffer(
+        self,
+        item: tuple[memoryview, bool],
+        written: Mapping[tuple[int, int], int] | None = None,
+        search: tuple[SigningKey, dict[str, bool]] | None = None,
+        stager: _Stager | None = None,
+    ) -> tuple[Any, builtins.list[Any]]:
+        """:meth:`_address_pieces`, then (with ``stager`` and ``search``) each new piece
+        handed to ``stager`` when neither it nor a seam between two of the buffer's pieces
+        holds the key: not a byte of the key goes to a temp file either."""
+        whole, parts = self._address_pieces(item, written, search)
+        if stager is None or search is None:
+            return whole, parts
+        key, searched = search
+        buf, chunked = item
+        pieces = _chunks(buf) if chunked else [buf]
+        new = [i for i, part in enumerate(parts) if not part[2] and searched.get(part[1]) is False]
+        if not new:
+            return whole, parts
+        flat = _flat(buf)
+        reach = max(len(p) for p in key.patterns) - 1
+        seams: dict[int, bool] = {}
+
+        def seam(k: int) -> bool:
+            """Whether the key straddles the seam before piece ``k`` (read only when a new
+            piece is beside it: a mapped chunk untouched since a restore stays unread)."""
+            if not 0 < k < len(pieces):
+                return False
+            if k not in seams:
+                edge = k * CHUNK_SIZE
+                seams[k] = key.found_in(bytes(flat[max(0, edge - reach) : edge + reach]))
+            return seams[k]
+
+        width = _element_width(buf)
+        for i in new:
+            # A piece beside a seam that holds the key is left to the commit, which
+            # withholds the variable once ``_key_carriers`` has seen the seam.
+            if not (seam(i) or seam(i + 1)):
+                stager.add(parts[i][1], pieces[i], width)
+        return whole, parts
+
+    def _address_pieces(
         self,
         item: tuple[memoryview, bool],
         written: Mapping[tuple[int, int], int] | None = None,
@@ -1693,6 +1809,76 @@ class CheckpointStore:
                 with contextlib.suppress(FileNotFoundError):
                     total += self.backend.size(f"blobs/{prefix}/{rest}")
         return total
+
+
+class _Stager:
+    """A save's new blobs written to temp files on worker threads while it still pickles.
+
+    The hashing threads hand over each new blob once it is hashed and searched for the
+    key; writing, compressing and fsync release the GIL, so the writes overlap with the
+    pickling, and the commit only links each file in place (under its lease, as before).
+    A blob the store has already is not written. A temp file is no blob: a crash leaves
+    only temp files, which a later save removes once their writer is dead.
+    """
+
+    def __init__(self, store: CheckpointStore) -> None:
+        store._init_root()  # the temp folder is inside it
+        self._store = store
+        self._lock = threading.Lock()
+        self._futures: dict[str, Any] = {}
+        self._closed = False  # no further blob is taken
+        self._stopped = False  # no further write is started (a write failed, or abandoned)
+
+    @staticmethod
+    def possible(store: CheckpointStore) -> bool:
+        """Whether ``store`` can stage: a local folder, with worker threads (not in a child)."""
+        return bool(getattr(store.backend, "local", False) and hasattr(store.backend, "stage"))
+
+    def add(self, h: str, data: memoryview, width: int) -> None:
+        with self._lock:
+            if self._closed or h in self._futures or not THREADS["enabled"]:
+                return
+            self._futures[h] = _stage_pool().submit(self._stage, h, data, width)
+
+    def _stage(self, h: str, data: memoryview, width: int) -> tuple[Staged, int] | None:
+        if self._stopped:
+            return None
+        try:
+            return self._store._stage_blob(h, data, width)
+        except BaseException:
+            self._stopped = True  # the save fails: start no further write
+            raise
+
+    def finish(self) -> dict[str, tuple[Staged, int]]:
+        """The blobs staged, once every write is done; the first error of a write is raised
+        (a failed fsync fails the save, as it would have in the commit), every temp file
+        then removed."""
+        with self._lock:
+            self._closed = True
+        staged: dict[str, tuple[Staged, int]] = {}
+        error: BaseException | None = None
+        for h, future in self._futures.items():
+            try:
+                result = future.result()
+            except BaseException as e:
+                error = error or e
+                continue
+            if result is not None:
+                staged[h] = result
+        if error is not None:
+            self._discard(staged)
+            raise error
+        return staged
+
+    def abandon(self) -> None:
+        """Stop, and remove every temp file written."""
+        self._stopped = True
+        with contextlib.suppress(Exception):  # finish removed them then
+            self._discard(self.finish())
+
+    def _discard(self, staged: dict[str, tuple[Staged, int]]) -> None:
+        for temp, _ in staged.values():
+            cast(StagingBackend, self._store.backend).discard(temp)
 
 
 def _unsafe(entries: Iterable[UnsafeEntry], keys: Iterable[str] | None) -> builtins.list[Problem]:

@@ -6,7 +6,7 @@ their own; ``registry`` maps a URL's protocol to its class. Only ``base``, ``loc
 ``registry`` load with this package: fsspec loads for the first URL that needs it.
 """
 
-from .base import READ_LIMIT, TMP, Backend, FolderSync, UnsafeEntry, Writer
+from .base import READ_LIMIT, TMP, Backend, FolderSync, Staged, StagingBackend, UnsafeEntry, Writer
 from .local import LocalBackend
 from .registry import get_backend_class, open_backend, register_implementation
 
@@ -16,6 +16,8 @@ __all__ = [
     "Backend",
     "FolderSync",
     "LocalBackend",
+    "Staged",
+    "StagingBackend",
     "UnsafeEntry",
     "Writer",
     "get_backend_class",

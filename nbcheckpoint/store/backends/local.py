@@ -26,6 +26,7 @@ from .base import (
     READ_LIMIT,
     TMP,
     FolderSync,
+    Staged,
     UnsafeEntry,
     Writer,
     is_set_aside_name,
@@ -334,7 +335,45 @@ class LocalBackend:
         except StoreEntryRefused as e:
             raise self._refuse_write(path, e) from None
 
-    def _create(self, path: str, write: Writer, folders: FolderSync | None) -> bool:
+    def stage(self, write: Writer) -> Staged:
+        """Write a temp file durably (write and fsync) for :meth:`adopt` to put in place.
+
+        A save writes its new blobs this way while it is still pickling, before its lease
+        is in the store: a temp file is no blob, and no gc takes a live writer's.
+        """
+        try:
+            with self._folder([TMP], create=True) as tmp_fd:
+                name = tmp_name()
+                self._write_tmp(tmp_fd, name, write, None)
+                st = os.stat(name, dir_fd=tmp_fd, follow_symlinks=False)
+        except StoreEntryRefused as e:
+            raise self._refuse_write(TMP, e) from None
+        return Staged(name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def adopt(self, staged: Staged, path: str, *, folders: FolderSync | None = None) -> bool:
+        """:meth:`create` from a file :meth:`stage` wrote; the temp file is gone afterwards.
+
+        Raises ``FileNotFoundError`` when the temp file is gone, or is not the one staged
+        (removed as a dead writer's, or swapped): the caller writes the data again.
+        """
+        try:
+            return self._create(path, None, folders, staged)
+        except StoreEntryRefused as e:
+            self.discard(staged)
+            raise self._refuse_write(path, e) from None
+
+    def discard(self, staged: Staged) -> None:
+        """Remove a staged temp file that will not be adopted (nothing if it is gone)."""
+        with contextlib.suppress(OSError), self._folder([TMP]) as tmp_fd:
+            os.unlink(staged.name, dir_fd=tmp_fd)
+
+    def _create(
+        self,
+        path: str,
+        write: Writer | None,
+        folders: FolderSync | None,
+        staged: Staged | None = None,
+    ) -> bool:
         final = self._abs(path)
         with self._parent(path, create=True, folders=folders) as (fd, name, above):
             try:
@@ -345,14 +384,23 @@ class LocalBackend:
                 why = describe(existing.st_mode)
                 if why:
                     raise self._refused(path, why)
+                if staged is not None:
+                    self.discard(staged)
                 return False
             if folders is not None and above:
                 # The folder may come from an earlier save whose batch never got synced
                 # (it failed): its entry in the parent is made durable again with this save's.
                 self._sync_in(folders, above[:-1])
             with self._folder([TMP], create=True) as tmp_fd:
-                tmp = tmp_name()
-                self._write_tmp(tmp_fd, tmp, write, None)
+                if staged is None:
+                    tmp = tmp_name()
+                    self._write_tmp(tmp_fd, tmp, write, None)
+                else:
+                    tmp = staged.name
+                    # Still the file staged (not removed as a dead writer's, nor swapped)?
+                    st = os.stat(tmp, dir_fd=tmp_fd, follow_symlinks=False)
+                    if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != staged[1:]:
+                        raise FileNotFoundError(errno.ENOENT, "not the file staged", tmp)
                 try:
                     # link() fails when the name exists, so two writers never overwrite
                     # each other.
@@ -360,6 +408,10 @@ class LocalBackend:
                     created = True
                 except FileExistsError:
                     created = False
+                except FileNotFoundError as e:
+                    if staged is not None:
+                        raise  # removed meanwhile: the caller writes the data again
+                    raise StoreWriteError(final, e.strerror or str(e)) from e
                 except OSError as e:
                     raise StoreWriteError(final, e.strerror or str(e)) from e
                 finally:
