@@ -181,7 +181,9 @@ class FolderSync:
                 self._syncs.pop(folder, None)
                 self._removes.pop(folder, None)
 
-        if len(pending) < 4:
+        from ..hashing import THREADS  # no threads in a forked child
+
+        if len(pending) < 4 or not THREADS["enabled"]:
             for item in pending:
                 one(item)
         else:
