@@ -11,6 +11,7 @@ ever written, not even to a temp file.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,11 @@ def test_a_prepare_that_fails_after_staging_leaves_no_temp_file(
 
     def fails_late(self: CheckpointStore, *args: object, **kwargs: object) -> object:
         real(self, *args, **kwargs)  # type: ignore[arg-type]
+        # The writes run on their own threads: wait until some have landed (others may
+        # still be running, or not started, when the user interrupts).
+        deadline = time.monotonic() + 30
+        while not _temp_files(local_store_url) and time.monotonic() < deadline:
+            time.sleep(0.01)
         seen.append(len(_temp_files(local_store_url)))
         raise KeyboardInterrupt  # the user interrupts the save
 
