@@ -131,3 +131,12 @@ print(json.dumps({"started": started, "enabled": gc.isenabled(), "modules": len(
     assert report["modules"] > 20  # the extension was imported here, not before
     assert len(report["started"]) <= 1, report["started"]
     assert report["enabled"] is True
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    from nbcheckpoint import gcpause
+
+    result = doctest.testmod(gcpause)
+    assert result.failed == 0 and result.attempted > 0
