@@ -227,7 +227,7 @@ class CheckpointStore:
         path = _blob_path(h)
         if h in self._known_blobs or self.backend.exists(path):
             if staged is not None:
-                cast(StagingBackend, self.backend).discard(staged[0])
+                self._staging.discard(staged[0])
             # Renew its age so a concurrent gc, which spares young blobs, keeps it.
             self.backend.touch(path)
             if folders is None:
@@ -238,7 +238,7 @@ class CheckpointStore:
             return 0
         if staged is not None:
             try:
-                created = cast(StagingBackend, self.backend).adopt(staged[0], path, folders=folders)
+                created = self._staging.adopt(staged[0], path, folders=folders)
             except FileNotFoundError:
                 pass  # its temp file is gone (taken for a dead writer's): written below
             else:
@@ -302,7 +302,7 @@ class CheckpointStore:
         if self._present(h):
             return None
         write, written = self._blob_writer(data, width)
-        return cast(StagingBackend, self.backend).stage(write), written[0]
+        return self._staging.stage(write), written[0]
 
     def _read_blob(self, h: str, size: int, into: memoryview | None = None) -> Any:
         """Read, decompress and check one blob against its signed address and size.
@@ -605,9 +605,7 @@ class CheckpointStore:
             # Only blobs of this checkpoint are linked: none of a variable withheld for
             # carrying the key (the next attempt stages again without it).
             pending.staged = {h: s for h, s in staged.items() if not found and h in pending.data}
-            for h, s in staged.items():
-                if h not in pending.staged:
-                    cast(StagingBackend, self.backend).discard(s[0])
+            self._discard(s for h, s in staged.items() if h not in pending.staged)
             if not found:
                 return pending
             carriers.update(found)
@@ -885,10 +883,19 @@ class CheckpointStore:
         self._retain_after_save(pending, keep, max_size)
         return self.read_checkpoint(pending.notebook, ident)
 
+    @property
+    def _staging(self) -> StagingBackend:
+        """The backend, as one that stages (only called where :meth:`_Stager.possible`)."""
+        return cast(StagingBackend, self.backend)
+
+    def _discard(self, staged: Iterable[tuple[Staged, int]]) -> None:
+        """Remove staged temp files that will not be linked (nothing for those gone)."""
+        for temp, _ in staged:
+            self._staging.discard(temp)
+
     def _discard_staged(self, pending: PendingSave) -> None:
         """Remove the temp files of ``pending``'s staged blobs that were not linked."""
-        for staged, _ in pending.staged.values():
-            cast(StagingBackend, self.backend).discard(staged)
+        self._discard(pending.staged.values())
         pending.staged = {}
 
     def _cleanup_tmp(self, max_age: float, fresh: str) -> int:
@@ -1831,12 +1838,14 @@ class _Stager:
 
     @staticmethod
     def possible(store: CheckpointStore) -> bool:
-        """Whether ``store`` can stage: a local folder, with worker threads (not in a child)."""
-        return bool(getattr(store.backend, "local", False) and hasattr(store.backend, "stage"))
+        """Whether ``store`` can stage: a local folder, with worker threads (none in a forked
+        child, nor at the kernel's exit)."""
+        local = getattr(store.backend, "local", False) and hasattr(store.backend, "stage")
+        return bool(local and THREADS["enabled"])
 
     def add(self, h: str, data: memoryview, width: int) -> None:
         with self._lock:
-            if self._closed or h in self._futures or not THREADS["enabled"]:
+            if self._closed or h in self._futures:
                 return
             self._futures[h] = _stage_pool().submit(self._stage, h, data, width)
 
@@ -1866,7 +1875,7 @@ class _Stager:
             if result is not None:
                 staged[h] = result
         if error is not None:
-            self._discard(staged)
+            self._store._discard(staged.values())
             raise error
         return staged
 
@@ -1874,11 +1883,7 @@ class _Stager:
         """Stop, and remove every temp file written."""
         self._stopped = True
         with contextlib.suppress(Exception):  # finish removed them then
-            self._discard(self.finish())
-
-    def _discard(self, staged: dict[str, tuple[Staged, int]]) -> None:
-        for temp, _ in staged.values():
-            cast(StagingBackend, self._store.backend).discard(temp)
+            self._store._discard(self.finish().values())
 
 
 def _unsafe(entries: Iterable[UnsafeEntry], keys: Iterable[str] | None) -> builtins.list[Problem]:
